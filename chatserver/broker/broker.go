@@ -1,0 +1,63 @@
+// Package broker routes messages between chat server replicas. The memory
+// broker serves a single node; the amqp broker connects replicas through
+// RabbitMQ. The broker never stores anything: history is the store's job, and
+// the session layer appends to the store before it asks the broker to fan out.
+package broker
+
+import (
+	"context"
+
+	"github.com/parley-chat/parley/chatserver/message"
+)
+
+// Handler receives what other nodes (and this one) published. The node gives
+// its handler to Run; the broker calls it from its delivery goroutine(s), one
+// call at a time per channel, so a handler may rely on per-channel ordering of
+// calls but must not block for long.
+type Handler interface {
+	// HandlePublication delivers a publication to local subscribers. sp is the
+	// channel's position after the publication; a node that sees a gap between
+	// its last delivered offset and pub.Offset fills it from the store.
+	HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition)
+	// HandleJoin and HandleLeave deliver presence changes (join/leave pushes).
+	HandleJoin(channel string, info *message.ClientInfo)
+	HandleLeave(channel string, info *message.ClientInfo)
+	// HandleControl delivers node-to-node commands (disconnect a user, unsubscribe
+	// a user from a channel, …) encoded by the caller.
+	HandleControl(data []byte)
+}
+
+// Broker fans out messages between nodes.
+//
+// Contract:
+//   - A node receives publications only for channels it has Subscribed to
+//     (plus its own control messages); Subscribe is idempotent and reference
+//     counting is the caller's job (the hub subscribes on a channel's first local
+//     subscriber and unsubscribes after its last).
+//   - Publish returns nil only once the broker has accepted the message (for
+//     amqp: a publisher confirm). Delivery is at most once per node; ordering is
+//     not guaranteed across nodes, which is why publications carry offsets.
+//   - After a reconnect the broker re-creates its subscriptions by itself and calls
+//     Resubscribed so the node can recover what it missed from the store.
+//   - Implementations are safe for concurrent use.
+type Broker interface {
+	Run(ctx context.Context, h Handler) error
+	Subscribe(ctx context.Context, channels ...string) error
+	Unsubscribe(ctx context.Context, channels ...string) error
+	Publish(ctx context.Context, channel string, pub *message.Publication, sp message.StreamPosition) error
+	PublishJoin(ctx context.Context, channel string, info *message.ClientInfo) error
+	PublishLeave(ctx context.Context, channel string, info *message.ClientInfo) error
+	// PublishControl sends data to every node (including this one).
+	PublishControl(ctx context.Context, data []byte) error
+	// Ready reports whether the broker is delivering (for /readyz); a non-nil
+	// error says why not.
+	Ready(ctx context.Context) error
+	Close() error
+}
+
+// ResubscribeHandler is optionally implemented by a Handler: the broker calls
+// Resubscribed after it re-established subscriptions following a connection
+// loss, so the node can recover channels from history.
+type ResubscribeHandler interface {
+	Resubscribed(channels []string)
+}

@@ -1,0 +1,321 @@
+// Package config is the chat server's configuration: one JSON document, the
+// contract between the operator (which renders it into a ConfigMap from a
+// ChatCluster) and the server (which loads and validates it at start).
+// Secrets never live here: the config names files (mounted Secrets) to read them from.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole chat server configuration. Field names are the JSON keys
+// in camelCase; validation errors name the key with its JSON path.
+type Config struct {
+	// HTTP is the listener for WebSocket clients, the HTTP API, health and metrics.
+	HTTP HTTP `json:"http"`
+	// Auth controls how connections are authenticated.
+	Auth Auth `json:"auth"`
+	// Broker routes messages between replicas.
+	Broker Broker `json:"broker"`
+	// Store keeps history, offsets, receipts and presence.
+	Store Store `json:"store"`
+	// Namespaces are the kinds of rooms: a channel "room:42" belongs to namespace "room".
+	// A channel without a namespace prefix belongs to the namespace named "" if one is configured.
+	Namespaces []Namespace `json:"namespaces"`
+	// Limits protect the server from clients.
+	Limits Limits `json:"limits"`
+	// Web serves the embedded web client at "/".
+	Web Web `json:"web"`
+	// Log configures structured logging.
+	Log Log `json:"log"`
+}
+
+// HTTP listener settings.
+type HTTP struct {
+	// Address to listen on, e.g. ":8000".
+	Address string `json:"address"`
+	// TLS, when set, serves wss:// and https:// with a certificate reloaded when its files change.
+	TLS *TLS `json:"tls,omitempty"`
+	// ShutdownGracePeriod bounds draining on SIGTERM.
+	ShutdownGracePeriod Duration `json:"shutdownGracePeriod"`
+	// APIKeyFile holds the key guarding the server HTTP API (/api/...). Empty disables the API.
+	APIKeyFile string `json:"apiKeyFile,omitempty"`
+	// AllowedOrigins for WebSocket upgrades; empty allows same-origin only, "*" any.
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+}
+
+// TLS certificate files.
+type TLS struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+}
+
+// Auth settings.
+type Auth struct {
+	// AllowAnonymous lets connections without a token in as anonymous users.
+	AllowAnonymous bool `json:"allowAnonymous"`
+	// HMACSecretFiles are files holding HS256 keys; the first is current, the rest
+	// (e.g. the previous key during rotation) are also accepted. Missing or empty
+	// files beyond the first are ignored, so a rotation Secret may drop its old key.
+	HMACSecretFiles []string `json:"hmacSecretFiles,omitempty"`
+	// JWKSURL enables RS256/ES256 tokens verified with keys from this URL.
+	JWKSURL string `json:"jwksURL,omitempty"`
+	// Audience and Issuer, when set, must match the token's aud and iss claims.
+	Audience string `json:"audience,omitempty"`
+	Issuer   string `json:"issuer,omitempty"`
+}
+
+// Broker selects and configures the broker.
+type Broker struct {
+	// Type is "memory" (single node) or "amqp" (RabbitMQ).
+	Type string `json:"type"`
+	// URLFile holds the AMQP URI; the PARLEY_BROKER_URL environment variable overrides it.
+	URLFile string `json:"urlFile,omitempty"`
+	// Exchange is the durable topic exchange the operator declared.
+	Exchange string `json:"exchange,omitempty"`
+	// ControlExchange is the durable fanout exchange for node-to-node commands.
+	ControlExchange string `json:"controlExchange,omitempty"`
+}
+
+// Store selects and configures the store.
+type Store struct {
+	// Type is "memory" (single node, lost on restart) or "postgres".
+	Type string `json:"type"`
+	// URLFile holds the PostgreSQL URI; the PARLEY_STORE_URL environment variable overrides it.
+	URLFile string `json:"urlFile,omitempty"`
+	// MaxConns sizes the connection pool per replica.
+	MaxConns int `json:"maxConns,omitempty"`
+	// RetentionInterval is how often the background retention job runs.
+	RetentionInterval Duration `json:"retentionInterval,omitempty"`
+}
+
+// Publish permission values for Namespace.AllowPublish.
+const (
+	PublishSubscribers   = "subscribers"   // clients subscribed to the channel
+	PublishAuthenticated = "authenticated" // any authenticated user, subscribed or not
+	PublishNone          = "none"          // only the server HTTP API
+)
+
+// Namespace is a kind of room and its rules.
+type Namespace struct {
+	// Name is the channel prefix before ":" ("room" for "room:42").
+	Name string `json:"name"`
+	// History keeps the last Size publications for at most TTL; Size 0 keeps none.
+	History History `json:"history"`
+	// Presence lets subscribers ask who is in the channel.
+	Presence bool `json:"presence"`
+	// JoinLeave sends join and leave pushes to subscribers.
+	JoinLeave bool `json:"joinLeave"`
+	// AllowPublish: "subscribers" (default), "authenticated" or "none".
+	AllowPublish string `json:"allowPublish,omitempty"`
+	// AllowSubscribe: "authenticated" (default: any authenticated user) or "token"
+	// (only with a channel grant in the connection token or a subscription token).
+	AllowSubscribe string `json:"allowSubscribe,omitempty"`
+	// AllowAnonymous lets anonymous connections subscribe and read (if Auth.AllowAnonymous).
+	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+	// Recovery lets clients recover missed publications on resubscribe.
+	Recovery bool `json:"recovery"`
+	// Typing enables typing indicators (never stored).
+	Typing bool `json:"typing,omitempty"`
+}
+
+// History retention for a namespace.
+type History struct {
+	Size int      `json:"size"`
+	TTL  Duration `json:"ttl"`
+}
+
+// Limits protect the server.
+type Limits struct {
+	MaxMessageBytes            int `json:"maxMessageBytes"`
+	PublishesPerSecond         int `json:"publishesPerSecond"`
+	ConnectionsPerUser         int `json:"connectionsPerUser"`
+	SubscriptionsPerConnection int `json:"subscriptionsPerConnection"`
+	// WriteQueueBytes bounds each connection's pending output; past it the
+	// client is disconnected as a slow consumer.
+	WriteQueueBytes int `json:"writeQueueBytes"`
+}
+
+// Web client settings.
+type Web struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Log settings.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `json:"level"`
+	// Format is json or text.
+	Format string `json:"format"`
+}
+
+// Default returns a config for a single node with in-memory broker and store.
+// Anonymous access stays off: a deployment opts into it.
+func Default() Config {
+	return Config{
+		HTTP:   HTTP{Address: ":8000", ShutdownGracePeriod: Duration(25 * time.Second)},
+		Broker: Broker{Type: "memory"},
+		Store:  Store{Type: "memory", MaxConns: 10, RetentionInterval: Duration(time.Minute)},
+		Namespaces: []Namespace{
+			{Name: "room", History: History{Size: 1000, TTL: Duration(720 * time.Hour)}, Presence: true, JoinLeave: true, AllowPublish: PublishSubscribers, AllowSubscribe: "authenticated", Recovery: true, Typing: true},
+		},
+		Limits: Limits{MaxMessageBytes: 65536, PublishesPerSecond: 20, ConnectionsPerUser: 10, SubscriptionsPerConnection: 128, WriteQueueBytes: 1 << 20},
+		Web:    Web{Enabled: true},
+		Log:    Log{Level: "info", Format: "json"},
+	}
+}
+
+// Parse decodes a JSON config over the defaults, refusing unknown keys, and validates it.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	// Namespaces replace the default list rather than merging element by element.
+	cfg.Namespaces = nil
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = Default().Namespaces
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Load reads and parses a config file.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Marshal renders the config as indented JSON (what the operator writes to the ConfigMap).
+func (c Config) Marshal() ([]byte, error) {
+	return json.MarshalIndent(c, "", "  ")
+}
+
+// Validate checks the config; errors name the offending key.
+func (c Config) Validate() error {
+	var errs []string
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
+	}
+	if c.HTTP.Address == "" {
+		bad("http.address", "must not be empty")
+	}
+	if c.HTTP.TLS != nil && (c.HTTP.TLS.CertFile == "" || c.HTTP.TLS.KeyFile == "") {
+		bad("http.tls", "certFile and keyFile are both required")
+	}
+	if c.HTTP.ShutdownGracePeriod < 0 {
+		bad("http.shutdownGracePeriod", "must not be negative")
+	}
+	if !c.Auth.AllowAnonymous && len(c.Auth.HMACSecretFiles) == 0 && c.Auth.JWKSURL == "" {
+		bad("auth", "no way to authenticate: set hmacSecretFiles or jwksURL, or allowAnonymous")
+	}
+	switch c.Broker.Type {
+	case "memory":
+	case "amqp":
+		if c.Broker.Exchange == "" {
+			bad("broker.exchange", "required for type amqp")
+		}
+		if c.Broker.ControlExchange == "" {
+			bad("broker.controlExchange", "required for type amqp")
+		}
+	default:
+		bad("broker.type", "must be memory or amqp, got %q", c.Broker.Type)
+	}
+	switch c.Store.Type {
+	case "memory", "postgres":
+	default:
+		bad("store.type", "must be memory or postgres, got %q", c.Store.Type)
+	}
+	if c.Store.MaxConns < 0 {
+		bad("store.maxConns", "must not be negative")
+	}
+	seen := map[string]bool{}
+	for i, ns := range c.Namespaces {
+		key := fmt.Sprintf("namespaces[%d]", i)
+		if strings.ContainsAny(ns.Name, ":#$ ") {
+			bad(key+".name", "%q must not contain ':', '#', '$' or spaces", ns.Name)
+		}
+		if seen[ns.Name] {
+			bad(key+".name", "duplicate namespace %q", ns.Name)
+		}
+		seen[ns.Name] = true
+		if ns.History.Size < 0 {
+			bad(key+".history.size", "must not be negative")
+		}
+		if ns.History.TTL < 0 {
+			bad(key+".history.ttl", "must not be negative")
+		}
+		if ns.History.Size > 0 && ns.History.TTL == 0 {
+			bad(key+".history.ttl", "must be set when history.size > 0")
+		}
+		if ns.Recovery && ns.History.Size == 0 {
+			bad(key+".recovery", "needs history.size > 0")
+		}
+		switch ns.AllowPublish {
+		case "", PublishSubscribers, PublishAuthenticated, PublishNone:
+		default:
+			bad(key+".allowPublish", "must be subscribers, authenticated or none, got %q", ns.AllowPublish)
+		}
+		switch ns.AllowSubscribe {
+		case "", "authenticated", "token":
+		default:
+			bad(key+".allowSubscribe", "must be authenticated or token, got %q", ns.AllowSubscribe)
+		}
+	}
+	l := c.Limits
+	for key, v := range map[string]int{
+		"limits.maxMessageBytes": l.MaxMessageBytes, "limits.publishesPerSecond": l.PublishesPerSecond,
+		"limits.connectionsPerUser": l.ConnectionsPerUser, "limits.subscriptionsPerConnection": l.SubscriptionsPerConnection,
+		"limits.writeQueueBytes": l.WriteQueueBytes,
+	} {
+		if v < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	if len(errs) > 0 {
+		sortStrings(errs)
+		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// NamespaceOf returns the namespace config for a channel ("room:42" → "room"),
+// and false when the channel's namespace is not configured.
+func (c *Config) NamespaceOf(channel string) (Namespace, bool) {
+	name := ""
+	if i := strings.IndexByte(channel, ':'); i >= 0 {
+		name = channel[:i]
+	}
+	for _, ns := range c.Namespaces {
+		if ns.Name == name {
+			return ns, true
+		}
+	}
+	return Namespace{}, false
+}

@@ -1,0 +1,95 @@
+// Package store defines where channel history, stream positions, read receipts
+// and presence live. The memory implementation serves one node and tests; the
+// postgres implementation makes them durable and shared by every replica.
+// Both pass the same contract tests (contract_test helpers in storetest).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/parley-chat/parley/chatserver/message"
+)
+
+// ErrUnavailable wraps failures of the backing store (connection lost, timeout).
+// Callers map it to a retryable protocol error; nothing was acknowledged.
+var ErrUnavailable = errors.New("store unavailable")
+
+// AppendOptions controls how one publication is stored.
+type AppendOptions struct {
+	// HistorySize and HistoryTTL bound what is kept for the channel. Zero size
+	// means the channel keeps no history: the publication still gets an offset so
+	// subscribers can detect gaps, but History returns nothing.
+	HistorySize int
+	HistoryTTL  time.Duration
+	// IdempotencyKey, when set, makes Append return the publication first stored
+	// under the same key in this channel (Duplicate=true) instead of storing again.
+	// Keys are remembered for IdempotencyTTL.
+	IdempotencyKey string
+	IdempotencyTTL time.Duration
+}
+
+// AppendResult is what Append stored.
+type AppendResult struct {
+	Publication *message.Publication
+	Position    message.StreamPosition
+	// Duplicate is true when IdempotencyKey matched an earlier publication; that
+	// earlier publication is returned and nothing new was stored or should be broadcast.
+	Duplicate bool
+}
+
+// HistoryOptions selects a page of history.
+type HistoryOptions struct {
+	// Since, when set, returns publications with offsets after Since.Offset.
+	// If Since.Epoch differs from the stream's epoch, ErrEpochMismatch is returned
+	// together with the current position.
+	Since *message.StreamPosition
+	// Limit caps the number of publications; 0 returns only the position, -1 all.
+	Limit   int
+	Reverse bool
+}
+
+// ErrEpochMismatch means the caller's position belongs to a lost history.
+var ErrEpochMismatch = errors.New("stream epoch mismatch")
+
+// Store is history, positions and receipts.
+//
+// Contract:
+//   - Append is atomic per channel: offsets are assigned densely (1, 2, 3, …) in
+//     commit order, and once Append returns nil the publication is durable (for
+//     the postgres store: committed). Two nodes appending to one channel at once
+//     get distinct, consecutive offsets.
+//   - The epoch of a channel never changes while its history exists; it changes
+//     only when history is lost (RemoveHistory, data loss, retention that dropped
+//     offsets the caller had not seen is NOT loss: the caller gets a shorter page
+//     and must compare offsets).
+//   - History returns publications in offset order (descending when Reverse).
+//   - Implementations are safe for concurrent use.
+type Store interface {
+	Append(ctx context.Context, channel string, pub *message.Publication, opts AppendOptions) (AppendResult, error)
+	History(ctx context.Context, channel string, opts HistoryOptions) ([]*message.Publication, message.StreamPosition, error)
+	// Position returns the channel's current top offset and epoch without reading history.
+	Position(ctx context.Context, channel string) (message.StreamPosition, error)
+	// RemoveHistory drops a channel's history and starts a new epoch.
+	RemoveHistory(ctx context.Context, channel string) error
+
+	// MarkRead records that user has read channel up to offset (never moves backwards).
+	MarkRead(ctx context.Context, channel, user string, offset uint64) error
+	// ReadStates returns the user's receipts and unread counts for the channels.
+	ReadStates(ctx context.Context, user string, channels []string) ([]message.ReadState, error)
+
+	Presence
+	Close() error
+}
+
+// Presence tracks which connections are in which channels across all nodes.
+// Entries expire when not refreshed within the implementation's TTL, so a node
+// that dies does not leave ghosts behind.
+type Presence interface {
+	AddPresence(ctx context.Context, channel string, entry message.ClientInfo) error
+	RemovePresence(ctx context.Context, channel, client string) error
+	Presence(ctx context.Context, channel string) (map[string]message.ClientInfo, error)
+	// PresenceStats counts connections and distinct users.
+	PresenceStats(ctx context.Context, channel string) (clients, users int, err error)
+}
