@@ -16,6 +16,10 @@ import (
 // Callers map it to a retryable protocol error; nothing was acknowledged.
 var ErrUnavailable = errors.New("store unavailable")
 
+// DefaultIdempotencyTTL is how long an idempotency key is remembered when
+// AppendOptions.IdempotencyTTL is zero.
+const DefaultIdempotencyTTL = 5 * time.Minute
+
 // AppendOptions controls how one publication is stored.
 type AppendOptions struct {
 	// HistorySize and HistoryTTL bound what is kept for the channel. Zero size
@@ -25,7 +29,8 @@ type AppendOptions struct {
 	HistoryTTL  time.Duration
 	// IdempotencyKey, when set, makes Append return the publication first stored
 	// under the same key in this channel (Duplicate=true) instead of storing again.
-	// Keys are remembered for IdempotencyTTL.
+	// Keys are remembered for IdempotencyTTL (DefaultIdempotencyTTL when zero).
+	// A duplicate's Position carries the original publication's offset.
 	IdempotencyKey string
 	IdempotencyTTL time.Duration
 }
@@ -41,12 +46,14 @@ type AppendResult struct {
 
 // HistoryOptions selects a page of history.
 type HistoryOptions struct {
-	// Since, when set, returns publications with offsets after Since.Offset.
-	// If Since.Epoch differs from the stream's epoch, ErrEpochMismatch is returned
-	// together with the current position.
+	// Since, when set, returns publications with offsets after Since.Offset
+	// (before it when Reverse). If Since.Epoch differs from the stream's epoch,
+	// ErrEpochMismatch is returned together with the current position.
 	Since *message.StreamPosition
 	// Limit caps the number of publications; 0 returns only the position, -1 all.
-	Limit   int
+	Limit int
+	// Reverse returns the newest publications first. Without Since a forward
+	// page starts at the oldest kept publication and a reverse page at the newest.
 	Reverse bool
 }
 
@@ -65,6 +72,18 @@ var ErrEpochMismatch = errors.New("stream epoch mismatch")
 //     offsets the caller had not seen is NOT loss: the caller gets a shorter page
 //     and must compare offsets).
 //   - History returns publications in offset order (descending when Reverse).
+//   - A channel's stream (offset 0 and an epoch) exists from the first call
+//     that names it, so a position handed out before the first publication
+//     stays valid after it.
+//   - RemoveHistory starts a new epoch whose offsets start again at 1; the
+//     channel's read receipts and idempotency keys belong to the old epoch and
+//     are dropped with it. A node comparing offsets must compare epochs too.
+//   - MarkRead clamps the offset to the channel's top and never moves back;
+//     Unread is LastOffset - LastRead.
+//   - Presence entries expire after the implementation's TTL unless
+//     AddPresence is called again for them (the node refreshes its clients).
+//   - Errors caused by the backing service wrap ErrUnavailable; bad arguments
+//     (empty channel or user, nil publication) get a plain error.
 //   - Implementations are safe for concurrent use.
 type Store interface {
 	Append(ctx context.Context, channel string, pub *message.Publication, opts AppendOptions) (AppendResult, error)
