@@ -6,9 +6,19 @@ package broker
 
 import (
 	"context"
+	"errors"
 
 	"github.com/parley-chat/parley/chatserver/message"
 )
+
+// ErrUnavailable wraps failures to reach the broker (connection lost, not yet
+// connected, publisher confirm not received). Nothing was accepted; the
+// publication may still be committed in the store, and other nodes recover it
+// from there.
+var ErrUnavailable = errors.New("broker unavailable")
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("broker closed")
 
 // Handler receives what other nodes (and this one) published. The node gives
 // its handler to Run; the broker calls it from its delivery goroutine(s), one
@@ -39,6 +49,12 @@ type Handler interface {
 //     not guaranteed across nodes, which is why publications carry offsets.
 //   - After a reconnect the broker re-creates its subscriptions by itself and calls
 //     Resubscribed so the node can recover what it missed from the store.
+//   - Run delivers until ctx is done or Close is called, then returns nil; it
+//     returns an error at once if called twice. Subscribe may be called before
+//     Run (or while disconnected): the subscription is recorded and takes effect
+//     when the broker connects. Publish before the broker is connected fails
+//     with ErrUnavailable.
+//   - Bad arguments (empty channel, nil publication or info) get a plain error.
 //   - Implementations are safe for concurrent use.
 type Broker interface {
 	Run(ctx context.Context, h Handler) error
