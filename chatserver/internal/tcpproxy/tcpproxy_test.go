@@ -1,0 +1,94 @@
+package tcpproxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echoServer echoes lines back until the listener closes.
+func echoServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func roundTrip(c net.Conn, msg string) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+func TestForwardsDropsAndRefuses(t *testing.T) {
+	p, err := tcpproxy.New(echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "hello"); err != nil || got != "hello\n" {
+		t.Fatalf("through the proxy: %q, %v", got, err)
+	}
+
+	p.DropConnections()
+	if _, err := roundTrip(c, "again"); err == nil {
+		t.Fatal("a dropped connection still works")
+	}
+
+	p.Disable()
+	c2, err := net.Dial("tcp", p.Addr())
+	if err == nil {
+		if _, err := roundTrip(c2, "x"); err == nil {
+			t.Fatal("a disabled proxy forwarded a connection")
+		}
+		c2.Close()
+	}
+
+	p.Enable()
+	c3, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	if got, err := roundTrip(c3, "back"); err != nil || got != "back\n" {
+		t.Fatalf("after Enable: %q, %v", got, err)
+	}
+	if p.Accepted() != 2 {
+		t.Fatalf("Accepted = %d, want 2", p.Accepted())
+	}
+}
+
+func TestBadTarget(t *testing.T) {
+	if _, err := tcpproxy.New("no-port"); err == nil {
+		t.Fatal("New accepted a target without a port")
+	}
+}
