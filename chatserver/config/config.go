@@ -47,6 +47,11 @@ type HTTP struct {
 	APIKeyFile string `json:"apiKeyFile,omitempty"`
 	// AllowedOrigins for WebSocket upgrades; empty allows same-origin only, "*" any.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+	// PingInterval is how often the server sends application pings (default 25s).
+	PingInterval Duration `json:"pingInterval,omitempty"`
+	// PongTimeout is how long the server waits for the client's pong after a
+	// ping before disconnecting it (default 10s).
+	PongTimeout Duration `json:"pongTimeout,omitempty"`
 }
 
 // TLS certificate files.
@@ -122,6 +127,13 @@ type Namespace struct {
 	Recovery bool `json:"recovery"`
 	// Typing enables typing indicators (never stored).
 	Typing bool `json:"typing,omitempty"`
+	// AllowHistory: who may read history, "subscribers" (default) or "authenticated".
+	AllowHistory string `json:"allowHistory,omitempty"`
+	// AllowPresence: who may see presence, "subscribers" (default) or "authenticated".
+	AllowPresence string `json:"allowPresence,omitempty"`
+	// Personal makes this the personal namespace: every authenticated connection
+	// of user U is subscribed by the server to "<name>:#U".
+	Personal bool `json:"personal,omitempty"`
 }
 
 // History retention for a namespace.
@@ -222,6 +234,12 @@ func (c Config) Validate() error {
 	if c.HTTP.ShutdownGracePeriod < 0 {
 		bad("http.shutdownGracePeriod", "must not be negative")
 	}
+	if c.HTTP.PingInterval < 0 {
+		bad("http.pingInterval", "must not be negative")
+	}
+	if c.HTTP.PongTimeout < 0 {
+		bad("http.pongTimeout", "must not be negative")
+	}
 	if !c.Auth.AllowAnonymous && len(c.Auth.HMACSecretFiles) == 0 && c.Auth.JWKSURL == "" {
 		bad("auth", "no way to authenticate: set hmacSecretFiles or jwksURL, or allowAnonymous")
 	}
@@ -276,6 +294,16 @@ func (c Config) Validate() error {
 		case "", "authenticated", "token":
 		default:
 			bad(key+".allowSubscribe", "must be authenticated or token, got %q", ns.AllowSubscribe)
+		}
+		for field, v := range map[string]string{"allowHistory": ns.AllowHistory, "allowPresence": ns.AllowPresence} {
+			switch v {
+			case "", PublishSubscribers, PublishAuthenticated:
+			default:
+				bad(key+"."+field, "must be subscribers or authenticated, got %q", v)
+			}
+		}
+		if ns.Personal && ns.Name == "" {
+			bad(key+".personal", "the personal namespace needs a name")
 		}
 	}
 	l := c.Limits

@@ -1,0 +1,271 @@
+// Package hub keeps this node's connections and channel subscriptions and
+// broadcasts to them. It is sharded (by channel and by user) so one hot room
+// does not lock the node, and a broadcast is encoded once per protocol type:
+// every JSON subscriber gets the same bytes, every protobuf subscriber the same
+// other bytes.
+package hub
+
+import (
+	"hash/maphash"
+	"sync"
+
+	"github.com/centrifugal/protocol"
+
+	"github.com/parley-chat/parley/chatserver/codes"
+)
+
+const numShards = 64
+
+// Subscriber is one connection as the hub sees it. The hub calls Deliver*
+// while holding a shard's read lock: implementations must only queue the bytes
+// (never block, never call back into the hub). Data passed to Deliver* is
+// shared between subscribers and must not be modified.
+type Subscriber interface {
+	ID() string
+	UserID() string
+	Protocol() protocol.Type
+	// DeliverPublication queues an encoded publication push for channel; offset
+	// lets the subscriber drop or buffer it while its subscription is being set up.
+	DeliverPublication(channel string, offset uint64, data []byte)
+	// DeliverPush queues another encoded push (join, leave, unsubscribe).
+	DeliverPush(data []byte)
+	// Disconnect closes the connection asynchronously.
+	Disconnect(d codes.Disconnect)
+}
+
+type subShard struct {
+	mu   sync.RWMutex
+	subs map[string]map[string]Subscriber // channel → client → subscriber
+}
+
+type connShard struct {
+	mu    sync.RWMutex
+	users map[string]map[string]Subscriber // user → client → subscriber
+}
+
+// Hub is safe for concurrent use.
+type Hub struct {
+	seed  maphash.Seed
+	subs  [numShards]subShard
+	conns [numShards]connShard
+}
+
+// New returns an empty hub.
+func New() *Hub {
+	h := &Hub{seed: maphash.MakeSeed()}
+	for i := range h.subs {
+		h.subs[i].subs = map[string]map[string]Subscriber{}
+		h.conns[i].users = map[string]map[string]Subscriber{}
+	}
+	return h
+}
+
+func (h *Hub) shard(key string) int { return int(maphash.String(h.seed, key) % numShards) }
+
+// AddConn registers a connection under its user and returns how many
+// connections the user has on this node, this one included.
+func (h *Hub) AddConn(s Subscriber) int {
+	sh := &h.conns[h.shard(s.UserID())]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	m := sh.users[s.UserID()]
+	if m == nil {
+		m = map[string]Subscriber{}
+		sh.users[s.UserID()] = m
+	}
+	m[s.ID()] = s
+	return len(m)
+}
+
+// RemoveConn forgets a connection.
+func (h *Hub) RemoveConn(s Subscriber) {
+	sh := &h.conns[h.shard(s.UserID())]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if m := sh.users[s.UserID()]; m != nil {
+		delete(m, s.ID())
+		if len(m) == 0 {
+			delete(sh.users, s.UserID())
+		}
+	}
+}
+
+// UserConns returns the user's connections on this node.
+func (h *Hub) UserConns(user string) []Subscriber {
+	sh := &h.conns[h.shard(user)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	out := make([]Subscriber, 0, len(sh.users[user]))
+	for _, s := range sh.users[user] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Conns returns every connection on this node.
+func (h *Hub) Conns() []Subscriber {
+	var out []Subscriber
+	for i := range h.conns {
+		sh := &h.conns[i]
+		sh.mu.RLock()
+		for _, m := range sh.users {
+			for _, s := range m {
+				out = append(out, s)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// NumConns counts connections on this node.
+func (h *Hub) NumConns() int {
+	n := 0
+	for i := range h.conns {
+		sh := &h.conns[i]
+		sh.mu.RLock()
+		for _, m := range sh.users {
+			n += len(m)
+		}
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// AddSub subscribes s to channel and reports whether it is the channel's
+// first local subscriber (the node then subscribes in the broker).
+func (h *Hub) AddSub(channel string, s Subscriber) (first bool) {
+	sh := &h.subs[h.shard(channel)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	m := sh.subs[channel]
+	if m == nil {
+		m = map[string]Subscriber{}
+		sh.subs[channel] = m
+		first = true
+	}
+	m[s.ID()] = s
+	return first
+}
+
+// RemoveSub unsubscribes s from channel and reports whether the channel has
+// no local subscriber left (the node then unsubscribes in the broker).
+func (h *Hub) RemoveSub(channel string, s Subscriber) (last bool) {
+	sh := &h.subs[h.shard(channel)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	m := sh.subs[channel]
+	if m == nil {
+		return false
+	}
+	if _, ok := m[s.ID()]; !ok {
+		return false
+	}
+	delete(m, s.ID())
+	if len(m) == 0 {
+		delete(sh.subs, channel)
+		return true
+	}
+	return false
+}
+
+// NumSubscribers counts local subscribers of channel.
+func (h *Hub) NumSubscribers(channel string) int {
+	sh := &h.subs[h.shard(channel)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return len(sh.subs[channel])
+}
+
+// Subscribers returns channel's local subscribers.
+func (h *Hub) Subscribers(channel string) []Subscriber {
+	sh := &h.subs[h.shard(channel)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	out := make([]Subscriber, 0, len(sh.subs[channel]))
+	for _, s := range sh.subs[channel] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Channels lists channels with at least one local subscriber.
+func (h *Hub) Channels() []string {
+	var out []string
+	for i := range h.subs {
+		sh := &h.subs[i]
+		sh.mu.RLock()
+		for ch := range sh.subs {
+			out = append(out, ch)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// encoded lazily encodes one push per protocol type, at most once each.
+type encoded struct {
+	reply      protocol.Reply
+	json, pb   []byte
+	jsonErr    error
+	jsonDone   bool
+	pbDone     bool
+	pbErr      error
+	publishing bool
+}
+
+func (e *encoded) get(t protocol.Type) ([]byte, error) {
+	if t == protocol.TypeJSON {
+		if !e.jsonDone {
+			e.json, e.jsonErr = protocol.DefaultJsonReplyEncoder.Encode(&e.reply)
+			e.jsonDone = true
+		}
+		return e.json, e.jsonErr
+	}
+	if !e.pbDone {
+		e.pb, e.pbErr = protocol.DefaultProtobufReplyEncoder.Encode(&e.reply)
+		e.pbDone = true
+	}
+	return e.pb, e.pbErr
+}
+
+// BroadcastPublication hands pub to every local subscriber of channel and
+// returns how many received it. JSON subscribers of a publication whose data
+// is not JSON are disconnected (inappropriate protocol), as the protocol says.
+func (h *Hub) BroadcastPublication(channel string, pub *protocol.Publication) int {
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true}
+	return h.broadcast(channel, &e, pub.Offset)
+}
+
+// BroadcastJoin sends a join push to channel's local subscribers.
+func (h *Hub) BroadcastJoin(channel string, info *protocol.ClientInfo) int {
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Join: &protocol.Join{Info: info}}}}
+	return h.broadcast(channel, &e, 0)
+}
+
+// BroadcastLeave sends a leave push to channel's local subscribers.
+func (h *Hub) BroadcastLeave(channel string, info *protocol.ClientInfo) int {
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Leave: &protocol.Leave{Info: info}}}}
+	return h.broadcast(channel, &e, 0)
+}
+
+func (h *Hub) broadcast(channel string, e *encoded, offset uint64) int {
+	sh := &h.subs[h.shard(channel)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	n := 0
+	for _, s := range sh.subs[channel] {
+		data, err := e.get(s.Protocol())
+		if err != nil {
+			s.Disconnect(codes.DisconnectInappropriateProtocol)
+			continue
+		}
+		if e.publishing {
+			s.DeliverPublication(channel, offset, data)
+		} else {
+			s.DeliverPush(data)
+		}
+		n++
+	}
+	return n
+}

@@ -1,0 +1,175 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/parley-chat/parley/chatserver/auth"
+	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/store"
+)
+
+// Chat semantics exposed as RPC methods (the protocol's rpc command):
+//
+//	publish {channel, data, key}     idempotent publish: a retry with the same key is stored once
+//	typing  {channel}                typing indicator, broadcast, never stored (offset 0, tag type=typing)
+//	read    {channel, offset}        read receipt (never moves backwards)
+//	unread  {channels: [...]}        read states and unread counts
+//	edit    {channel, offset, data}  author-only edit, broadcast as a publication tagged type=edit, ref=<offset>
+//	delete  {channel, offset}        author-only delete, broadcast as a publication tagged type=delete, ref=<offset>
+//
+// Tags on publications let clients tell chat events apart: "type" is
+// "message" (a plain publish carries no tag), "edit", "delete" or "typing".
+const (
+	TagType = "type"
+	TagRef  = "ref"
+)
+
+// Caller is the connection making an RPC.
+type Caller struct {
+	Subject auth.Subject
+	Info    *message.ClientInfo
+	// Subscribed reports whether the caller's connection is subscribed to channel.
+	Subscribed func(channel string) bool
+}
+
+type rpcPublish struct {
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Key     string          `json:"key"`
+	Offset  uint64          `json:"offset"`
+}
+
+type rpcUnread struct {
+	Channels []string `json:"channels"`
+}
+
+// RPC runs a chat method and returns its JSON result.
+func (n *Node) RPC(ctx context.Context, c Caller, method string, data []byte) ([]byte, error) {
+	switch method {
+	case "publish", "typing", "read", "edit", "delete":
+		var req rpcPublish
+		if err := json.Unmarshal(data, &req); err != nil || req.Channel == "" {
+			return nil, codes.ErrBadRequest
+		}
+		switch method {
+		case "publish":
+			return n.rpcPublish(ctx, c, req)
+		case "typing":
+			return n.rpcTyping(ctx, c, req)
+		case "read":
+			return n.rpcRead(ctx, c, req)
+		default:
+			return n.rpcEdit(ctx, c, method, req)
+		}
+	case "unread":
+		var req rpcUnread
+		if err := json.Unmarshal(data, &req); err != nil || len(req.Channels) == 0 || len(req.Channels) > 1000 {
+			return nil, codes.ErrBadRequest
+		}
+		if c.Subject.Anonymous {
+			return nil, codes.ErrPermissionDenied
+		}
+		states, err := n.store.ReadStates(ctx, c.Subject.User, req.Channels)
+		if err != nil {
+			return nil, fmt.Errorf("read states: %w", err)
+		}
+		return json.Marshal(map[string]any{"states": states})
+	}
+	return nil, codes.ErrMethodNotFound
+}
+
+func (n *Node) rpcPublish(ctx context.Context, c Caller, req rpcPublish) ([]byte, error) {
+	if len(req.Data) == 0 || !json.Valid(req.Data) {
+		return nil, codes.ErrBadRequest
+	}
+	if err := n.authz.CanPublish(c.Subject, req.Channel, c.Subscribed(req.Channel)); err != nil {
+		return nil, err
+	}
+	res, err := n.Publish(ctx, req.Channel, req.Data, c.Info, PublishOptions{IdempotencyKey: req.Key})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"offset": res.Position.Offset, "epoch": res.Position.Epoch, "duplicate": res.Duplicate})
+}
+
+func (n *Node) rpcTyping(ctx context.Context, c Caller, req rpcPublish) ([]byte, error) {
+	ns, err := n.authz.Namespace(req.Channel)
+	if err != nil {
+		return nil, err
+	}
+	if !ns.Typing {
+		return nil, codes.ErrNotAvailable
+	}
+	if err := n.authz.CanPublish(c.Subject, req.Channel, c.Subscribed(req.Channel)); err != nil {
+		return nil, err
+	}
+	data, _ := json.Marshal(map[string]string{"user": c.Subject.User})
+	if err := n.PublishEphemeral(ctx, req.Channel, data, c.Info, map[string]string{TagType: "typing"}); err != nil {
+		return nil, err
+	}
+	return []byte(`{}`), nil
+}
+
+func (n *Node) rpcRead(ctx context.Context, c Caller, req rpcPublish) ([]byte, error) {
+	if c.Subject.Anonymous {
+		return nil, codes.ErrPermissionDenied
+	}
+	if _, err := n.authz.CanHistory(c.Subject, req.Channel, c.Subscribed(req.Channel)); err != nil && !errors.Is(err, codes.ErrNotAvailable) {
+		return nil, err
+	}
+	if err := n.store.MarkRead(ctx, req.Channel, c.Subject.User, req.Offset); err != nil {
+		return nil, fmt.Errorf("mark read: %w", err)
+	}
+	return []byte(`{}`), nil
+}
+
+// rpcEdit handles edit and delete: only the author of the original
+// publication may do either, and the result is a new publication referencing
+// the original offset, stored and broadcast like any other.
+func (n *Node) rpcEdit(ctx context.Context, c Caller, method string, req rpcPublish) ([]byte, error) {
+	if req.Offset == 0 {
+		return nil, codes.ErrBadRequest
+	}
+	if method == "edit" && (len(req.Data) == 0 || !json.Valid(req.Data)) {
+		return nil, codes.ErrBadRequest
+	}
+	if err := n.authz.CanPublish(c.Subject, req.Channel, c.Subscribed(req.Channel)); err != nil {
+		return nil, err
+	}
+	pos, err := n.store.Position(ctx, req.Channel)
+	if err != nil {
+		return nil, fmt.Errorf("position: %w", err)
+	}
+	pubs, _, err := n.store.History(ctx, req.Channel, store.HistoryOptions{
+		Since: &message.StreamPosition{Offset: req.Offset - 1, Epoch: pos.Epoch}, Limit: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read original: %w", err)
+	}
+	if len(pubs) == 0 || pubs[0].Offset != req.Offset {
+		return nil, codes.ErrNotAvailable // gone from history (or never existed)
+	}
+	orig := pubs[0]
+	if orig.Info == nil || orig.Info.User != c.Subject.User || c.Subject.User == "" {
+		return nil, codes.ErrPermissionDenied
+	}
+	if orig.Tags[TagType] == "edit" || orig.Tags[TagType] == "delete" {
+		return nil, codes.ErrBadRequest // edit the message, not an edit of it
+	}
+	data := req.Data
+	if method == "delete" {
+		data = []byte(`{"deleted":true}`)
+	}
+	res, err := n.Publish(ctx, req.Channel, data, c.Info, PublishOptions{
+		IdempotencyKey: req.Key,
+		Tags:           map[string]string{TagType: method, TagRef: itoa(req.Offset)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"offset": res.Position.Offset, "epoch": res.Position.Epoch})
+}

@@ -1,0 +1,471 @@
+// Package node ties one chat server replica together: the hub of local
+// connections, the broker that routes between replicas and the store that keeps
+// history, presence and receipts. It implements broker.Handler, so everything a
+// subscriber receives (even what this node published) comes back through the
+// broker, and it fills offset gaps from the store before delivering.
+//
+// Build one with New(cfg, broker, store, logger), start it with Run, and hand
+// it to transport.NewHandler and httpapi.New. Any Broker/Store implementation
+// works; the node never closes them (their creator does).
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/centrifugal/protocol"
+
+	"github.com/parley-chat/parley/chatserver/auth"
+	"github.com/parley-chat/parley/chatserver/broker"
+	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/hub"
+	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/metrics"
+	"github.com/parley-chat/parley/chatserver/store"
+)
+
+// IdempotencyTTL is how long a publish key deduplicates retries.
+const IdempotencyTTL = 5 * time.Minute
+
+const numLocks = 64
+
+// Node is one replica. It is safe for concurrent use.
+type Node struct {
+	cfg      config.Config
+	broker   broker.Broker
+	store    store.Store
+	hub      *hub.Hub
+	verifier *auth.Verifier
+	authz    *auth.Authorizer
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	id       string
+
+	seed     maphash.Seed
+	subLocks [numLocks]sync.Mutex // serialise broker subscribe/unsubscribe per channel
+	chanMu   [numLocks]sync.Mutex // guards chans shard
+	chans    [numLocks]map[string]*chanState
+
+	running      atomic.Bool
+	shuttingDown atomic.Bool
+}
+
+// chanState is what the node delivered last in a channel, for gap detection.
+type chanState struct {
+	mu    sync.Mutex
+	last  uint64
+	epoch string
+}
+
+// Option customises a Node.
+type Option func(*Node)
+
+// WithMetrics uses m instead of a fresh set of collectors.
+func WithMetrics(m *metrics.Metrics) Option { return func(n *Node) { n.metrics = m } }
+
+// WithVerifier replaces the token verifier built from cfg.Auth (tests).
+func WithVerifier(v *auth.Verifier) Option { return func(n *Node) { n.verifier = v } }
+
+// New builds a node. It reads the auth key files named in cfg (a missing
+// current key is an error naming the config key).
+func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger, opts ...Option) (*Node, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed()}
+	for i := range n.chans {
+		n.chans[i] = map[string]*chanState{}
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	n.id = hex.EncodeToString(idb[:])
+	n.log = logger.With("node", n.id)
+	for _, o := range opts {
+		o(n)
+	}
+	if n.metrics == nil {
+		n.metrics = metrics.New()
+	}
+	if n.verifier == nil {
+		v, err := auth.NewVerifier(cfg.Auth)
+		if err != nil {
+			return nil, err
+		}
+		n.verifier = v
+	}
+	return n, nil
+}
+
+// Run runs the broker's delivery until ctx is cancelled.
+func (n *Node) Run(ctx context.Context) error {
+	n.running.Store(true)
+	defer n.running.Store(false)
+	return n.broker.Run(ctx, n)
+}
+
+// ID is this node's random identity (shown to clients in the connect result).
+func (n *Node) ID() string                   { return n.id }
+func (n *Node) Config() *config.Config       { return &n.cfg }
+func (n *Node) Hub() *hub.Hub                { return n.hub }
+func (n *Node) Metrics() *metrics.Metrics    { return n.metrics }
+func (n *Node) Logger() *slog.Logger         { return n.log }
+func (n *Node) Verifier() *auth.Verifier     { return n.verifier }
+func (n *Node) Authorizer() *auth.Authorizer { return n.authz }
+func (n *Node) Store() store.Store           { return n.store }
+
+// SetShuttingDown marks the node as draining: /readyz fails and new
+// connections are refused.
+func (n *Node) SetShuttingDown() { n.shuttingDown.Store(true) }
+
+// ShuttingDown reports whether the node is draining.
+func (n *Node) ShuttingDown() bool { return n.shuttingDown.Load() }
+
+// Ready reports whether the node can serve: not draining, broker delivering,
+// store answering.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.shuttingDown.Load() {
+		return errors.New("shutting down")
+	}
+	if err := n.broker.Ready(ctx); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if _, err := n.store.Position(ctx, "__parley_readyz"); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) lockIndex(channel string) int { return int(maphash.String(n.seed, channel) % numLocks) }
+
+func (n *Node) state(channel string) *chanState {
+	i := n.lockIndex(channel)
+	n.chanMu[i].Lock()
+	defer n.chanMu[i].Unlock()
+	return n.chans[i][channel]
+}
+
+// Subscribe adds s to channel's local subscribers and, for the channel's first
+// local subscriber, subscribes this node in the broker and records the stream
+// position from which gaps are detected.
+func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) error {
+	i := n.lockIndex(channel)
+	n.subLocks[i].Lock()
+	defer n.subLocks[i].Unlock()
+	n.chanMu[i].Lock()
+	st := n.chans[i][channel]
+	if st == nil {
+		st = &chanState{}
+		n.chans[i][channel] = st
+	}
+	n.chanMu[i].Unlock()
+	if !n.hub.AddSub(channel, s) {
+		n.metrics.Subscriptions.Inc()
+		return nil
+	}
+	if err := n.broker.Subscribe(ctx, channel); err != nil {
+		n.hub.RemoveSub(channel, s)
+		n.dropState(channel)
+		return fmt.Errorf("broker subscribe %q: %w", channel, err)
+	}
+	n.metrics.Subscriptions.Inc()
+	pos, err := n.store.Position(ctx, channel)
+	if err != nil {
+		n.log.Warn("read position for gap detection", "channel", channel, "error", err)
+		return nil
+	}
+	st.mu.Lock()
+	if pos.Offset > st.last {
+		st.last = pos.Offset
+	}
+	if st.epoch == "" {
+		st.epoch = pos.Epoch
+	}
+	st.mu.Unlock()
+	return nil
+}
+
+func (n *Node) dropState(channel string) {
+	i := n.lockIndex(channel)
+	n.chanMu[i].Lock()
+	delete(n.chans[i], channel)
+	n.chanMu[i].Unlock()
+}
+
+// Unsubscribe removes s from channel and unsubscribes the node in the broker
+// after the channel's last local subscriber.
+func (n *Node) Unsubscribe(ctx context.Context, channel string, s hub.Subscriber) {
+	i := n.lockIndex(channel)
+	n.subLocks[i].Lock()
+	defer n.subLocks[i].Unlock()
+	if n.hub.NumSubscribers(channel) == 0 {
+		return
+	}
+	before := n.hub.NumSubscribers(channel)
+	last := n.hub.RemoveSub(channel, s)
+	if n.hub.NumSubscribers(channel) < before {
+		n.metrics.Subscriptions.Dec()
+	}
+	if !last {
+		return
+	}
+	n.dropState(channel)
+	if err := n.broker.Unsubscribe(ctx, channel); err != nil {
+		n.log.Warn("broker unsubscribe", "channel", channel, "error", err)
+	}
+}
+
+// ToProtoPublication converts a stored publication to its wire form.
+func ToProtoPublication(p *message.Publication) *protocol.Publication {
+	return &protocol.Publication{Data: p.Data, Info: ToProtoInfo(p.Info), Offset: p.Offset, Tags: p.Tags, Time: p.Time}
+}
+
+// ToProtoInfo converts client info to its wire form (nil stays nil).
+func ToProtoInfo(i *message.ClientInfo) *protocol.ClientInfo {
+	if i == nil {
+		return nil
+	}
+	return &protocol.ClientInfo{User: i.User, Client: i.Client, ConnInfo: i.ConnInfo, ChanInfo: i.ChanInfo}
+}
+
+// HandlePublication implements broker.Handler: deliver in offset order, fill
+// gaps from the store, drop duplicates.
+func (n *Node) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
+	st := n.state(channel)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if pub.Offset == 0 { // never stored (typing indicator): nothing to order
+		n.deliver(channel, pub)
+		return
+	}
+	if st.epoch != "" && sp.Epoch != "" && sp.Epoch != st.epoch {
+		// The stream was reset: positions from the old epoch mean nothing.
+		st.epoch, st.last = sp.Epoch, 0
+	}
+	if st.epoch == "" {
+		st.epoch = sp.Epoch
+	}
+	switch {
+	case st.last == 0:
+	case pub.Offset <= st.last:
+		return // already delivered (duplicate or filled earlier)
+	case pub.Offset > st.last+1:
+		n.fillGap(channel, st, pub.Offset)
+	}
+	n.deliver(channel, pub)
+	st.last = pub.Offset
+}
+
+// fillGap delivers publications (st.last, upTo) from the store. On failure the
+// channel's subscribers are disconnected with "insufficient state" so their
+// clients recover from history when they reconnect.
+func (n *Node) fillGap(channel string, st *chanState, upTo uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	missing := int(upTo - st.last - 1)
+	pubs, _, err := n.store.History(ctx, channel, store.HistoryOptions{
+		Since: &message.StreamPosition{Offset: st.last, Epoch: st.epoch}, Limit: missing,
+	})
+	n.metrics.GapFills.Inc()
+	if err != nil || len(pubs) != missing {
+		n.log.Warn("fill publication gap", "channel", channel, "from", st.last+1, "to", upTo-1, "got", len(pubs), "error", err)
+		for _, s := range n.hub.Subscribers(channel) {
+			s.Disconnect(codes.DisconnectInsufficientState)
+		}
+		return
+	}
+	for _, p := range pubs {
+		if p.Offset > st.last && p.Offset < upTo {
+			n.deliver(channel, p)
+			st.last = p.Offset
+		}
+	}
+}
+
+func (n *Node) deliver(channel string, pub *message.Publication) {
+	count := n.hub.BroadcastPublication(channel, ToProtoPublication(pub))
+	n.metrics.BroadcastReceivers.Add(float64(count))
+	if pub.Time > 0 {
+		n.metrics.PublishLatency.Observe(time.Since(time.UnixMilli(pub.Time)).Seconds())
+	}
+}
+
+// HandleJoin implements broker.Handler.
+func (n *Node) HandleJoin(channel string, info *message.ClientInfo) {
+	n.metrics.BroadcastReceivers.Add(float64(n.hub.BroadcastJoin(channel, ToProtoInfo(info))))
+}
+
+// HandleLeave implements broker.Handler.
+func (n *Node) HandleLeave(channel string, info *message.ClientInfo) {
+	n.metrics.BroadcastReceivers.Add(float64(n.hub.BroadcastLeave(channel, ToProtoInfo(info))))
+}
+
+// Resubscribed implements broker.ResubscribeHandler: after a broker
+// reconnect, deliver what was missed in each channel from the store.
+func (n *Node) Resubscribed(channels []string) {
+	for _, ch := range channels {
+		st := n.state(ch)
+		if st == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		pos, err := n.store.Position(ctx, ch)
+		cancel()
+		if err != nil {
+			n.log.Warn("position after broker resubscribe", "channel", ch, "error", err)
+			continue
+		}
+		st.mu.Lock()
+		if pos.Epoch == st.epoch && pos.Offset > st.last && st.last > 0 {
+			n.fillGap(ch, st, pos.Offset+1)
+		}
+		st.mu.Unlock()
+	}
+}
+
+var (
+	_ broker.Handler            = (*Node)(nil)
+	_ broker.ResubscribeHandler = (*Node)(nil)
+)
+
+// PublishOptions tune one publish.
+type PublishOptions struct {
+	// IdempotencyKey deduplicates retries of the same publish.
+	IdempotencyKey string
+	Tags           map[string]string
+}
+
+// Publish stores a publication and fans it out through the broker. A
+// duplicate (same idempotency key) returns the first result and is not
+// broadcast again.
+func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *message.ClientInfo, opts PublishOptions) (store.AppendResult, error) {
+	ns, err := n.authz.Namespace(channel)
+	if err != nil {
+		return store.AppendResult{}, err
+	}
+	res, err := n.store.Append(ctx, channel, &message.Publication{Data: data, Info: info, Tags: opts.Tags}, store.AppendOptions{
+		HistorySize: ns.History.Size, HistoryTTL: ns.History.TTL.D(),
+		IdempotencyKey: opts.IdempotencyKey, IdempotencyTTL: IdempotencyTTL,
+	})
+	if err != nil {
+		return store.AppendResult{}, fmt.Errorf("append to %q: %w", channel, err)
+	}
+	if res.Duplicate {
+		return res, nil
+	}
+	if err := n.broker.Publish(ctx, channel, res.Publication, res.Position); err != nil {
+		return res, fmt.Errorf("broker publish %q: %w", channel, err)
+	}
+	return res, nil
+}
+
+// PublishEphemeral fans out a publication that is never stored (offset 0),
+// such as a typing indicator.
+func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte, info *message.ClientInfo, tags map[string]string) error {
+	pub := &message.Publication{Data: data, Info: info, Tags: tags, Time: time.Now().UnixMilli()}
+	return n.broker.Publish(ctx, channel, pub, message.StreamPosition{})
+}
+
+// History reads a channel's history.
+func (n *Node) History(ctx context.Context, channel string, opts store.HistoryOptions) ([]*message.Publication, message.StreamPosition, error) {
+	return n.store.History(ctx, channel, opts)
+}
+
+// Join records presence and, when the namespace wants join/leave and this is
+// the user's first connection in the channel, announces the join. A user with
+// three tabs joins once.
+func (n *Node) Join(ctx context.Context, channel string, ns config.Namespace, info message.ClientInfo) error {
+	if !ns.Presence && !ns.JoinLeave {
+		return nil
+	}
+	if err := n.store.AddPresence(ctx, channel, info); err != nil {
+		return fmt.Errorf("add presence: %w", err)
+	}
+	if !ns.JoinLeave {
+		return nil
+	}
+	if others, err := n.userConnections(ctx, channel, info.User, info.Client); err != nil || others > 0 {
+		return err
+	}
+	return n.broker.PublishJoin(ctx, channel, &info)
+}
+
+// RefreshPresence keeps a connection's presence entry from expiring.
+func (n *Node) RefreshPresence(ctx context.Context, channel string, info message.ClientInfo) error {
+	return n.store.AddPresence(ctx, channel, info)
+}
+
+// Leave removes presence and announces the leave after the user's last
+// connection in the channel.
+func (n *Node) Leave(ctx context.Context, channel string, ns config.Namespace, info message.ClientInfo) error {
+	if !ns.Presence && !ns.JoinLeave {
+		return nil
+	}
+	if err := n.store.RemovePresence(ctx, channel, info.Client); err != nil {
+		return fmt.Errorf("remove presence: %w", err)
+	}
+	if !ns.JoinLeave {
+		return nil
+	}
+	if others, err := n.userConnections(ctx, channel, info.User, info.Client); err != nil || others > 0 {
+		return err
+	}
+	return n.broker.PublishLeave(ctx, channel, &info)
+}
+
+func (n *Node) userConnections(ctx context.Context, channel, user, except string) (int, error) {
+	p, err := n.store.Presence(ctx, channel)
+	if err != nil {
+		return 0, fmt.Errorf("read presence: %w", err)
+	}
+	count := 0
+	for client, e := range p {
+		if client != except && e.User == user {
+			count++
+		}
+	}
+	return count, nil
+}
+
+// Presence lists who is in a channel.
+func (n *Node) Presence(ctx context.Context, channel string) (map[string]message.ClientInfo, error) {
+	return n.store.Presence(ctx, channel)
+}
+
+// PresenceStats counts connections and distinct users in a channel.
+func (n *Node) PresenceStats(ctx context.Context, channel string) (int, int, error) {
+	return n.store.PresenceStats(ctx, channel)
+}
+
+// UserConnectionsAllowed reports whether the user may open another connection
+// on this node (limits.connectionsPerUser counts per node).
+func (n *Node) UserConnectionsAllowed(user string) bool {
+	limit := n.cfg.Limits.ConnectionsPerUser
+	return limit <= 0 || len(n.hub.UserConns(user)) < limit
+}
+
+// ErrorCode maps an error to the protocol error a client should see.
+func ErrorCode(err error) *codes.Error {
+	var pe *codes.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	if errors.Is(err, store.ErrEpochMismatch) {
+		return codes.ErrUnrecoverablePosition
+	}
+	return codes.ErrInternal
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -1,0 +1,204 @@
+// Package server assembles a chat server from its config: broker and store,
+// node, WebSocket transport, HTTP API, TLS; and runs it until its context ends,
+// then drains gracefully. cmd/chatserver is a thin main around Run.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/parley-chat/parley/chatserver/broker"
+	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
+	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/httpapi"
+	"github.com/parley-chat/parley/chatserver/node"
+	"github.com/parley-chat/parley/chatserver/store"
+	storememory "github.com/parley-chat/parley/chatserver/store/memory"
+	"github.com/parley-chat/parley/chatserver/transport"
+)
+
+// Backends builds the broker and store a config asks for. Run uses
+// DefaultBackends unless Options.Backends is set (tests, other wirings).
+type Backends func(ctx context.Context, cfg config.Config, log *slog.Logger) (broker.Broker, store.Store, error)
+
+// DefaultBackends builds the in-memory broker and store. Other types are
+// resolved by the backends registered with RegisterBackend.
+func DefaultBackends(ctx context.Context, cfg config.Config, log *slog.Logger) (broker.Broker, store.Store, error) {
+	var (
+		b   broker.Broker
+		s   store.Store
+		err error
+	)
+	switch cfg.Broker.Type {
+	case "memory":
+		b = brokermemory.New()
+	default:
+		f := registered("broker:" + cfg.Broker.Type)
+		if f == nil {
+			return nil, nil, fmt.Errorf("broker.type: %q is not built into this binary", cfg.Broker.Type)
+		}
+		if b, _, err = f(ctx, cfg, log); err != nil {
+			return nil, nil, fmt.Errorf("broker: %w", err)
+		}
+	}
+	switch cfg.Store.Type {
+	case "memory":
+		s = storememory.New(storememory.Options{})
+	default:
+		f := registered("store:" + cfg.Store.Type)
+		if f == nil {
+			_ = b.Close()
+			return nil, nil, fmt.Errorf("store.type: %q is not built into this binary", cfg.Store.Type)
+		}
+		if _, s, err = f(ctx, cfg, log); err != nil {
+			_ = b.Close()
+			return nil, nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	return b, s, nil
+}
+
+var (
+	regMu    sync.Mutex
+	registry = map[string]Backends{}
+)
+
+// RegisterBackend makes a broker ("broker:amqp") or store ("store:postgres")
+// type available to DefaultBackends. A broker factory returns (b, nil, err), a
+// store factory (nil, s, err).
+func RegisterBackend(kind string, f Backends) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	registry[kind] = f
+}
+
+func registered(kind string) Backends {
+	regMu.Lock()
+	defer regMu.Unlock()
+	return registry[kind]
+}
+
+// Options tune Run.
+type Options struct {
+	Backends Backends
+	// Listener, when set, is used instead of listening on cfg.HTTP.Address.
+	Listener net.Listener
+	// Ready is called with the listening address once the server accepts.
+	Ready func(addr string)
+	// Mux, when set, receives extra routes (the embedded web client).
+	Extra func(mux *http.ServeMux)
+}
+
+// Run serves until ctx ends, then shuts down gracefully within
+// cfg.HTTP.ShutdownGracePeriod: stop accepting, disconnect clients with a
+// reconnect code spread over half the grace period, close the backends.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
+	if opts.Backends == nil {
+		opts.Backends = DefaultBackends
+	}
+	apiKey := func() string { return "" }
+	if env := os.Getenv("PARLEY_API_KEY"); env != "" {
+		apiKey = func() string { return env }
+	} else if cfg.HTTP.APIKeyFile != "" {
+		f, err := newWatchedFile(cfg.HTTP.APIKeyFile)
+		if err != nil {
+			return fmt.Errorf("http.apiKeyFile: %w", err)
+		}
+		apiKey = f.Value
+	}
+	var tlsConfig *tls.Config
+	if cfg.HTTP.TLS != nil {
+		r, err := newCertReloader(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("http.tls: %w", err)
+		}
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+	}
+
+	b, s, err := opts.Backends(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			log.Warn("close broker", "error", err)
+		}
+		if err := s.Close(); err != nil {
+			log.Warn("close store", "error", err)
+		}
+	}()
+	n, err := node.New(cfg, b, s, log)
+	if err != nil {
+		return err
+	}
+	runCtx, stopNode := context.WithCancel(context.Background())
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- n.Run(runCtx) }()
+	defer func() {
+		stopNode()
+		<-nodeDone
+	}()
+
+	ws := transport.NewHandler(n)
+	mux := http.NewServeMux()
+	mux.Handle(transport.Path, ws)
+	httpapi.New(n, apiKey).Register(mux)
+	if opts.Extra != nil {
+		opts.Extra(mux)
+	}
+
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Address); err != nil {
+			return fmt.Errorf("http.address: %w", err)
+		}
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	scheme := "ws"
+	if tlsConfig != nil {
+		scheme = "wss"
+	}
+	log.Info("chat server listening", "address", ln.Addr().String(), "websocket", scheme+"://"+ln.Addr().String()+transport.Path,
+		"broker", cfg.Broker.Type, "store", cfg.Store.Type, "node", n.ID())
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case err := <-nodeDone:
+		nodeDone <- err // for the deferred wait
+		_ = srv.Close()
+		return fmt.Errorf("broker stopped: %w", err)
+	case <-ctx.Done():
+	}
+
+	grace := cfg.HTTP.ShutdownGracePeriod.D()
+	log.Info("shutting down", "grace", grace.String(), "connections", ws.NumConns())
+	n.SetShuttingDown()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("http shutdown", "error", err)
+	}
+	spread := min(grace/2, 10*time.Second)
+	if err := ws.Shutdown(shutdownCtx, spread); err != nil {
+		log.Warn("connections still open at the end of the grace period were closed", "error", err)
+	}
+	log.Info("shutdown complete")
+	return nil
+}

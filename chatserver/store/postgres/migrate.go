@@ -1,0 +1,114 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrationLockKey is the pg_advisory_xact_lock key that serialises schema
+// migrations between replicas starting at once ("parley.m" as an integer).
+const migrationLockKey int64 = 0x7061726c65792e6d
+
+// migrations are applied in order, each once; never edit a released one,
+// append a new one instead.
+var migrations = []string{
+	// 1: channels, history, idempotency keys, read receipts, presence.
+	`
+CREATE TABLE parley_channels (
+	id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name         text        NOT NULL UNIQUE,
+	epoch        text        NOT NULL,
+	top_offset   bigint      NOT NULL DEFAULT 0,
+	history_size integer     NOT NULL DEFAULT 0,
+	history_ttl  interval,
+	-- publications below min_offset were removed by the retention job
+	min_offset   bigint      NOT NULL DEFAULT 1
+);
+
+CREATE TABLE parley_publications (
+	channel_id  bigint      NOT NULL REFERENCES parley_channels (id) ON DELETE CASCADE,
+	"offset"    bigint      NOT NULL,
+	data        bytea       NOT NULL,
+	info_user   text,
+	info_client text,
+	conn_info   bytea,
+	chan_info   bytea,
+	tags        jsonb,
+	created_at  timestamptz NOT NULL,
+	expires_at  timestamptz,
+	PRIMARY KEY (channel_id, "offset")
+);
+CREATE INDEX parley_publications_expires_at ON parley_publications (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE parley_idempotency (
+	channel_id  bigint      NOT NULL REFERENCES parley_channels (id) ON DELETE CASCADE,
+	key         text        NOT NULL,
+	publication jsonb       NOT NULL,
+	expires_at  timestamptz NOT NULL,
+	PRIMARY KEY (channel_id, key)
+);
+CREATE INDEX parley_idempotency_expires_at ON parley_idempotency (expires_at);
+
+CREATE TABLE parley_read_receipts (
+	user_id    text        NOT NULL,
+	channel_id bigint      NOT NULL REFERENCES parley_channels (id) ON DELETE CASCADE,
+	last_read  bigint      NOT NULL,
+	updated_at timestamptz NOT NULL,
+	PRIMARY KEY (user_id, channel_id)
+);
+CREATE INDEX parley_read_receipts_channel ON parley_read_receipts (channel_id);
+
+CREATE TABLE parley_presence (
+	channel    text        NOT NULL,
+	client     text        NOT NULL,
+	user_id    text        NOT NULL,
+	conn_info  bytea,
+	chan_info  bytea,
+	expires_at timestamptz NOT NULL,
+	PRIMARY KEY (channel, client)
+);
+CREATE INDEX parley_presence_expires_at ON parley_presence (expires_at);
+`,
+}
+
+// SchemaVersion is the schema version this code expects.
+var SchemaVersion = len(migrations)
+
+// Migrate brings the database schema up to SchemaVersion. It holds a
+// transaction-scoped advisory lock while it reads the version and applies
+// what is missing, all in one transaction, so replicas starting together
+// apply each migration exactly once and a failed migration leaves nothing
+// half-done. A database newer than this code is an error: an older replica
+// must not run against a schema it does not know.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS parley_schema_migrations (
+			version    integer     PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return fmt.Errorf("create parley_schema_migrations: %w", err)
+		}
+		var current int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM parley_schema_migrations`).Scan(&current); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if current > len(migrations) {
+			return fmt.Errorf("database schema version %d is newer than this server's %d: upgrade the server", current, len(migrations))
+		}
+		for v := current + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("apply migration %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO parley_schema_migrations (version) VALUES ($1)`, v); err != nil {
+				return fmt.Errorf("record migration %d: %w", v, err)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,207 @@
+// Package transport accepts WebSocket connections at /connection/websocket
+// (gorilla/websocket), picks JSON or protobuf framing, and runs one read pump
+// and one write pump per connection. The write side is a byte-bounded queue
+// drained in batches: everything queued since the last write goes out in one
+// frame, which is what the protocol's batched frames are for.
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/centrifugal/protocol"
+	"github.com/gorilla/websocket"
+
+	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/node"
+	"github.com/parley-chat/parley/chatserver/session"
+)
+
+// Path is where clients connect.
+const Path = "/connection/websocket"
+
+// ProtobufSubprotocol selects protobuf framing (what centrifuge SDKs send).
+const ProtobufSubprotocol = "centrifuge-protobuf"
+
+// CloseMessageTooBig is the WebSocket close code for an oversized message.
+const CloseMessageTooBig = websocket.CloseMessageTooBig
+
+const writeTimeout = 10 * time.Second
+
+// Handler upgrades HTTP requests and owns every connection until it closes.
+type Handler struct {
+	n        *node.Node
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	maxMsg   int64
+	maxQueue int
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// NewHandler builds the WebSocket handler for a node.
+func NewHandler(n *node.Node) *Handler {
+	cfg := n.Config()
+	h := &Handler{
+		n: n, log: n.Logger(), conns: map[*conn]struct{}{},
+		maxMsg: int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
+	}
+	h.upgrader = websocket.Upgrader{
+		ReadBufferSize: 4096, WriteBufferSize: 4096,
+		Subprotocols:      []string{ProtobufSubprotocol},
+		EnableCompression: true,
+		CheckOrigin:       checkOrigin(cfg.HTTP.AllowedOrigins),
+	}
+	return h
+}
+
+// checkOrigin allows same-origin requests (and non-browser clients without an
+// Origin header) unless the config lists origins, "*" allowing any.
+func checkOrigin(allowed []string) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || slices.Contains(allowed, "*") || slices.Contains(allowed, origin) {
+			return true
+		}
+		for _, scheme := range []string{"http://", "https://"} {
+			if origin == scheme+r.Host {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// ServeHTTP upgrades the request and runs the connection until it closes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	closing := h.closing
+	if !closing {
+		h.wg.Add(1)
+	}
+	h.mu.Unlock()
+	if closing || h.n.ShuttingDown() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.wg.Done()
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered with an HTTP error
+	}
+	proto := protocol.TypeJSON
+	if ws.Subprotocol() == ProtobufSubprotocol || r.URL.Query().Get("format") == "protobuf" || r.URL.Query().Get("cf_protocol") == "protobuf" {
+		proto = protocol.TypeProtobuf
+	}
+	c := &conn{ws: ws, proto: proto, maxQueue: h.maxQueue, wake: make(chan struct{}, 1), done: make(chan struct{}), metrics: h.n.Metrics()}
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+	}()
+	go c.writePump()
+	sess := session.New(h.n, c)
+	h.readPump(c, sess)
+	sess.Close()
+	c.Close(codes.DisconnectConnectionClosed)
+	<-c.done
+}
+
+func (h *Handler) readPump(c *conn, sess *session.Session) {
+	if h.maxMsg > 0 {
+		c.ws.SetReadLimit(h.maxMsg) // bytes on the wire
+	}
+	for {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		var data []byte
+		if h.maxMsg > 0 {
+			// Bound the decompressed size too: a small compressed frame may inflate.
+			data, err = io.ReadAll(io.LimitReader(r, h.maxMsg+1))
+			if err == nil && int64(len(data)) > h.maxMsg {
+				h.n.Metrics().Disconnect(CloseMessageTooBig)
+				c.Close(codes.Disconnect{Code: CloseMessageTooBig, Reason: "message too big"})
+				return
+			}
+		} else {
+			data, err = io.ReadAll(r)
+		}
+		if err != nil {
+			return
+		}
+		if err := sess.HandleFrame(data); err != nil {
+			var d codes.Disconnect
+			if !errors.As(err, &d) {
+				d = codes.DisconnectServerError
+			}
+			h.n.Metrics().Disconnect(d.Code)
+			c.Close(d)
+			return
+		}
+	}
+}
+
+// Shutdown stops accepting connections and disconnects every open one with
+// "shutdown" (clients reconnect, to another replica), spreading the
+// disconnects over spread so clients do not all come back at once. It returns
+// when every connection is gone or ctx ends (then it closes the rest at once).
+func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
+	h.mu.Lock()
+	h.closing = true
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	timers := make([]*time.Timer, 0, len(conns))
+	for _, c := range conns {
+		var delay time.Duration
+		if spread > 0 {
+			delay = rand.N(spread)
+		}
+		timers = append(timers, time.AfterFunc(delay, func() { c.Close(codes.DisconnectShutdown) }))
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, t := range timers {
+			t.Stop()
+		}
+		h.mu.Lock()
+		for c := range h.conns {
+			c.Close(codes.DisconnectShutdown)
+			_ = c.ws.Close()
+		}
+		h.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// NumConns counts open WebSocket connections (connected or not yet).
+func (h *Handler) NumConns() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
