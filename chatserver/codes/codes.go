@@ -54,7 +54,9 @@ type Disconnect struct {
 func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason) }
 
 // Reconnect reports whether the client should reconnect after this disconnect.
-func (d Disconnect) Reconnect() bool { return d.Code < 3500 || d.Code >= 5000 || (d.Code >= 4000 && d.Code < 4500) }
+func (d Disconnect) Reconnect() bool {
+	return d.Code < 3500 || d.Code >= 5000 || (d.Code >= 4000 && d.Code < 4500)
+}
 
 // The protocol's built-in disconnects.
 var (

@@ -272,4 +272,3 @@ func (a *API) disconnect(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"result": map[string]any{}})
 }
-

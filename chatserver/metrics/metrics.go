@@ -81,7 +81,9 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Error counts a protocol error reply.
-func (m *Metrics) Error(code uint32) { m.Errors.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc() }
+func (m *Metrics) Error(code uint32) {
+	m.Errors.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+}
 
 // Disconnect counts a server-initiated disconnect.
 func (m *Metrics) Disconnect(code uint32) {

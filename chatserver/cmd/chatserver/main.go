@@ -1,0 +1,92 @@
+// Command chatserver runs the Parley chat server: flags → config → server.Run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/server"
+)
+
+func main() {
+	configPath := flag.String("config", "", "path to the JSON config file (the operator's ConfigMap)")
+	dev := flag.Bool("dev", false, "run a single development node: in-memory broker and store, anonymous access, a printed token")
+	address := flag.String("address", "", "listen address, overrides http.address")
+	logLevel := flag.String("log-level", "", "debug, info, warn or error; overrides log.level")
+	flag.Parse()
+	if err := run(*configPath, *dev, *address, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "chatserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(configPath string, dev bool, address, logLevel string) error {
+	var (
+		cfg config.Config
+		d   *server.Dev
+		err error
+	)
+	switch {
+	case dev:
+		addr := address
+		if addr == "" {
+			addr = "127.0.0.1:8000"
+		}
+		if d, err = server.NewDev(addr); err != nil {
+			return err
+		}
+		defer d.Cleanup()
+		cfg = d.Config
+	case configPath != "":
+		if cfg, err = config.Load(configPath); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("give --config <file> or --dev")
+	}
+	if address != "" {
+		cfg.HTTP.Address = address
+	}
+	if logLevel != "" {
+		cfg.Log.Level = logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	opts := server.Options{}
+	if d != nil {
+		opts.Ready = func(addr string) {
+			fmt.Printf(`
+Parley dev server (single node, in-memory broker and store)
+  WebSocket:  ws://%[1]s/connection/websocket   (JSON; protobuf with subprotocol "centrifuge-protobuf")
+  Anonymous:  allowed in "room:*" (connect without a token)
+  Token:      %[2]s   (user "dev", 24h)
+  API key:    %[3]s
+  Try:        curl -s -X POST -H 'X-API-Key: %[3]s' -d '{"channel":"room:lobby","data":{"text":"hi"}}' http://%[1]s/api/publish
+  Metrics:    http://%[1]s/metrics   Health: http://%[1]s/healthz
+
+`, addr, d.Token, d.APIKey())
+		}
+	}
+	return server.Run(ctx, cfg, log, opts)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(strings.ToUpper(c.Level)))
+	hopts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+}
