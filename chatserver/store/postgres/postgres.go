@@ -194,7 +194,7 @@ func unavailable(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (too many connections, disk full)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections, disk full)
 			strings.HasPrefix(pgErr.Code, "57P"), // admin/crash shutdown, cannot connect now
 			pgErr.Code == "57014":                // query canceled (statement timeout)
 			return true
