@@ -1,0 +1,124 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"syscall"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// Reason classifies a failure so a condition can say what is wrong and who
+// can fix it.
+type Reason string
+
+const (
+	// ReasonUnreachable: no AMQP conversation (refused, timed out, reset, DNS).
+	ReasonUnreachable Reason = "Unreachable"
+	// ReasonAccessRefused: the broker refused the credentials (403
+	// ACCESS_REFUSED) or access to the vhost (530 NOT_ALLOWED), or the user may
+	// not configure these names.
+	ReasonAccessRefused Reason = "AccessRefused"
+	// ReasonConflict: an object exists with other properties (406
+	// PRECONDITION_FAILED), e.g. an exchange of another type.
+	ReasonConflict Reason = "DeclarationConflict"
+	// ReasonInvalidURI: the URI in the Secret cannot be parsed.
+	ReasonInvalidURI Reason = "InvalidURI"
+	// ReasonError: anything else the broker said.
+	ReasonError Reason = "Error"
+)
+
+// Error is a classified broker failure. Its message never contains the URI's
+// password.
+type Error struct {
+	Reason Reason
+	// Op says what was being done ("connect", "declare exchange parley.a.b.pub").
+	Op  string
+	Err error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ReasonOf returns the Reason of a classified error, ReasonError for any other
+// non-nil error and "" for nil.
+func ReasonOf(err error) Reason {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonError
+}
+
+// classify wraps err with the Reason that fits it.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &Error{Reason: reasonFor(err), Op: op, Err: err}
+}
+
+func reasonFor(err error) Reason {
+	var amqpErr *amqp091.Error
+	if errors.As(err, &amqpErr) {
+		switch amqpErr.Code {
+		case amqp091.AccessRefused, amqp091.NotAllowed:
+			return ReasonAccessRefused
+		case amqp091.PreconditionFailed:
+			return ReasonConflict
+		case amqp091.FrameError:
+			if !amqpErr.Server {
+				// amqp091 reports a failed socket read or write (timeout,
+				// reset) as a local 501.
+				return ReasonUnreachable
+			}
+		case amqp091.ChannelError, amqp091.ConnectionForced:
+			// ErrClosed (the connection went away under us) or a broker
+			// shutting down.
+			return ReasonUnreachable
+		}
+		return ReasonError
+	}
+	var netErr net.Error
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &opErr), errors.As(err, &dnsErr), errors.As(err, &netErr),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return ReasonUnreachable
+	}
+	return ReasonError
+}
+
+// parseURI validates uri without ever echoing it: url.Parse errors quote the
+// whole URL, password included.
+func parseURI(uri string) (amqp091.URI, error) {
+	u, err := amqp091.ParseURI(uri)
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return u, &Error{Reason: ReasonInvalidURI, Op: "parse broker URI", Err: errors.New(redactedMessage(err))}
+	}
+	return u, nil
+}
+
+// redactedMessage keeps only the cause of a URI error, not the input.
+func redactedMessage(err error) string {
+	return fmt.Sprintf("invalid AMQP URI (want amqp://user:password@host:5672/vhost with reserved characters percent-encoded): %v", err)
+}
