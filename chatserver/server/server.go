@@ -93,8 +93,10 @@ type Options struct {
 	Listener net.Listener
 	// Ready is called with the listening address once the server accepts.
 	Ready func(addr string)
-	// Mux, when set, receives extra routes (the embedded web client).
+	// Extra, when set, adds routes (the embedded web client).
 	Extra func(mux *http.ServeMux)
+	// OnNode, when set, is called with the node before the server accepts (tests).
+	OnNode func(n *node.Node, ws *transport.Handler)
 }
 
 // Run serves until ctx ends, then shuts down gracefully within
@@ -153,6 +155,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	httpapi.New(n, apiKey).Register(mux)
 	if opts.Extra != nil {
 		opts.Extra(mux)
+	}
+	if opts.OnNode != nil {
+		opts.OnNode(n, ws)
 	}
 
 	ln := opts.Listener

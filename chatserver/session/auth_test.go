@@ -1,0 +1,155 @@
+package session_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/centrifugal/centrifuge-go"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parley-chat/parley/chatserver/servertest"
+)
+
+// dialExpectingDisconnect connects and returns the disconnect event.
+func dialExpectingDisconnect(t *testing.T, url, proto string, cfg centrifuge.Config) centrifuge.DisconnectedEvent {
+	t.Helper()
+	c := servertest.NewClient(t, url, proto, cfg)
+	disconnected := make(chan centrifuge.DisconnectedEvent, 1)
+	c.OnDisconnected(func(e centrifuge.DisconnectedEvent) { servertest.Send(disconnected, e) })
+	c.OnConnected(func(centrifuge.ConnectedEvent) { t.Error("connected, want refused") })
+	if err := c.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	return servertest.Recv(t, disconnected, "disconnect")
+}
+
+func TestConnectionTokens(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Auth.Audience = "parley"
+	cfg.Auth.Issuer = "https://issuer.test"
+	srv := servertest.Start(t, cfg, nil, nil)
+	good := func(user string, ttl time.Duration) jwt.Claims {
+		c := servertest.TokenClaims(user, ttl)
+		c.Audience = jwt.ClaimStrings{"parley"}
+		c.Issuer = "https://issuer.test"
+		return c
+	}
+	for _, proto := range servertest.Protocols {
+		t.Run(proto, func(t *testing.T) {
+			servertest.Connect(t, srv.WS, proto, servertest.Sign(t, good("alice", time.Hour), servertest.Secret))
+
+			tests := []struct {
+				name   string
+				claims jwt.Claims
+				key    []byte
+				code   uint32
+			}{
+				{"forged signature", good("alice", time.Hour), []byte("not-the-key-not-the-key-not-the-k"), 3500},
+				{"wrong audience", func() jwt.Claims {
+					c := servertest.TokenClaims("alice", time.Hour)
+					c.Audience, c.Issuer = jwt.ClaimStrings{"other"}, "https://issuer.test"
+					return c
+				}(), servertest.Secret, 3500},
+				{"wrong issuer", func() jwt.Claims {
+					c := servertest.TokenClaims("alice", time.Hour)
+					c.Audience, c.Issuer = jwt.ClaimStrings{"parley"}, "https://evil.test"
+					return c
+				}(), servertest.Secret, 3500},
+				{"subscription token used to connect", func() jwt.Claims {
+					cc := servertest.TokenClaims("alice", time.Hour)
+					cc.Audience, cc.Issuer, cc.Channel = jwt.ClaimStrings{"parley"}, "https://issuer.test", "room:1"
+					return cc
+				}(), servertest.Secret, 3500},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					e := dialExpectingDisconnect(t, srv.WS, proto, centrifuge.Config{Token: servertest.Sign(t, tc.claims, tc.key)})
+					if e.Code != tc.code {
+						t.Fatalf("disconnect %d %q, want %d", e.Code, e.Reason, tc.code)
+					}
+				})
+			}
+			t.Run("no token without anonymous access", func(t *testing.T) {
+				e := dialExpectingDisconnect(t, srv.WS, proto, centrifuge.Config{})
+				if e.Code != 101 {
+					t.Fatalf("got %d %q, want 101 unauthorized", e.Code, e.Reason)
+				}
+			})
+			t.Run("expired token is refreshed through GetToken", func(t *testing.T) {
+				var calls atomic.Int32
+				c := servertest.NewClient(t, srv.WS, proto, centrifuge.Config{
+					Token: servertest.Sign(t, good("alice", -time.Minute), servertest.Secret),
+					GetToken: func(centrifuge.ConnectionTokenEvent) (string, error) {
+						calls.Add(1)
+						return servertest.Sign(t, good("alice", time.Hour), servertest.Secret), nil
+					},
+				})
+				connected := make(chan struct{}, 1)
+				c.OnConnected(func(centrifuge.ConnectedEvent) { servertest.Send(connected, struct{}{}) })
+				if err := c.Connect(); err != nil {
+					t.Fatal(err)
+				}
+				servertest.Recv(t, connected, "connect with the refreshed token")
+				if calls.Load() != 1 {
+					t.Fatalf("GetToken called %d times, want 1 (after error 109)", calls.Load())
+				}
+			})
+		})
+	}
+}
+
+// A connection whose token is about to expire refreshes it with the refresh
+// command and stays connected; without a refresh it is disconnected.
+func TestConnectionRefresh(t *testing.T) {
+	srv := servertest.Start(t, servertest.Config(), nil, nil)
+	var calls atomic.Int32
+	c := servertest.NewClient(t, srv.WS, "json", centrifuge.Config{
+		Token: servertest.Sign(t, servertest.TokenClaims("alice", 1500*time.Millisecond), servertest.Secret),
+		GetToken: func(centrifuge.ConnectionTokenEvent) (string, error) {
+			calls.Add(1)
+			return servertest.Sign(t, servertest.TokenClaims("alice", time.Hour), servertest.Secret), nil
+		},
+	})
+	disconnected := make(chan centrifuge.DisconnectedEvent, 1)
+	connecting := make(chan centrifuge.ConnectingEvent, 4)
+	c.OnDisconnected(func(e centrifuge.DisconnectedEvent) { servertest.Send(disconnected, e) })
+	c.OnConnecting(func(e centrifuge.ConnectingEvent) { servertest.Send(connecting, e) })
+	if err := c.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	<-connecting
+	time.Sleep(2500 * time.Millisecond) // past the first token's expiry
+	if calls.Load() < 1 {
+		t.Fatal("client never refreshed")
+	}
+	servertest.None(t, connecting, 10*time.Millisecond, "reconnect (the refresh should have kept the connection)")
+	if c.State() != centrifuge.StateConnected {
+		t.Fatalf("state %s", c.State())
+	}
+
+	// A raw client that never refreshes is disconnected with "connection expired" (3005).
+	raw := servertest.DialRaw(t, srv.WS, "json")
+	raw.Connect(t, servertest.Sign(t, servertest.TokenClaims("bob", 1200*time.Millisecond), servertest.Secret))
+	if code := raw.WaitClose(t); code != 3005 {
+		t.Fatalf("close code %d, want 3005", code)
+	}
+}
+
+func TestAnonymousAccess(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Auth.AllowAnonymous = true
+	srv := servertest.Start(t, cfg, nil, nil)
+	anon := servertest.Connect(t, srv.WS, "json", "")
+	servertest.Subscribe(t, anon, "news:today", centrifuge.SubscriptionConfig{})
+	s := servertest.NewSub(t, anon, "room:1", centrifuge.SubscriptionConfig{})
+	if err := s.Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if e := servertest.Recv(t, s.Unsubscribed, "refusal"); e.Code != 103 {
+		t.Fatalf("anonymous in room: %d, want 103 permission denied", e.Code)
+	}
+	if _, err := anon.Publish(ctx(t), "open:1", []byte(`{}`)); serverErr(t, err).Code != 103 {
+		t.Fatalf("anonymous publish: %v", err)
+	}
+}
