@@ -23,6 +23,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/store"
 	storememory "github.com/parley-chat/parley/chatserver/store/memory"
 	"github.com/parley-chat/parley/chatserver/transport"
+	"github.com/parley-chat/parley/chatserver/web"
 )
 
 // Backends builds the broker and store a config asks for. Run uses
@@ -93,7 +94,7 @@ type Options struct {
 	Listener net.Listener
 	// Ready is called with the listening address once the server accepts.
 	Ready func(addr string)
-	// Extra, when set, adds routes (the embedded web client).
+	// Extra, when set, adds routes (mounted after the built-in ones).
 	Extra func(mux *http.ServeMux)
 	// OnNode, when set, is called with the node before the server accepts (tests).
 	OnNode func(n *node.Node, ws *transport.Handler)
@@ -153,6 +154,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	mux := http.NewServeMux()
 	mux.Handle(transport.Path, ws)
 	httpapi.New(n, apiKey).Register(mux)
+	if cfg.Web.Enabled {
+		mux.Handle("/", web.Handler()) // the embedded chat page; specific routes above still win
+	}
 	if opts.Extra != nil {
 		opts.Extra(mux)
 	}
