@@ -48,13 +48,19 @@ func (c *conn) Enqueue(data []byte) bool {
 	return true
 }
 
-// Close implements session.Transport: the first close wins.
+// Close implements session.Transport: the first close wins. A slow client
+// is not waited for: a write blocked on it is cut short so the close happens
+// now rather than at the write timeout.
 func (c *conn) Close(d codes.Disconnect) {
 	c.mu.Lock()
-	if c.closeWith == nil {
+	first := c.closeWith == nil
+	if first {
 		c.closeWith = &d
 	}
 	c.mu.Unlock()
+	if first && d == codes.DisconnectSlow {
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now())
+	}
 	c.signal()
 }
 

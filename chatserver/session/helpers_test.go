@@ -1,0 +1,5 @@
+package session_test
+
+import "github.com/parley-chat/parley/chatserver/node"
+
+func nodePublishOptions() node.PublishOptions { return node.PublishOptions{} }
