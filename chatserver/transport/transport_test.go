@@ -278,4 +278,3 @@ func asErr(err error, target **centrifuge.Error) bool {
 	}
 	return ok
 }
-
