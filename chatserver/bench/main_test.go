@@ -1,0 +1,14 @@
+package bench
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// centrifuge-go waits out ReadTimeout in a goroutine per command even after
+// the reply came (client.go sendAsync), so those outlive a closed client by
+// design; anything else left running is a leak.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/centrifugal/centrifuge-go.(*Client).sendAsync.func1"))
+}

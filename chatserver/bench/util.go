@@ -1,0 +1,5 @@
+package bench
+
+import "os"
+
+func pidSelf() int { return os.Getpid() }
