@@ -153,7 +153,7 @@ func (s HistSnapshot) Mean() time.Duration {
 
 // Summary is the latency digest a report shows.
 type Summary struct {
-	Count uint64  `json:"count"`
+	Count  uint64  `json:"count"`
 	MeanMs float64 `json:"meanMs"`
 	P50Ms  float64 `json:"p50Ms"`
 	P99Ms  float64 `json:"p99Ms"`
