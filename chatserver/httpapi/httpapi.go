@@ -182,6 +182,16 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request, body []byte) {
 	writeJSON(w, http.StatusOK, map[string]any{"result": map[string]any{"responses": out}})
 }
 
+// apiPublication shows data as JSON (or base64 in b64data when it is not JSON).
+type apiPublication struct {
+	Offset  uint64              `json:"offset"`
+	Data    json.RawMessage     `json:"data,omitempty"`
+	B64Data []byte              `json:"b64data,omitempty"`
+	Info    *message.ClientInfo `json:"info,omitempty"`
+	Tags    map[string]string   `json:"tags,omitempty"`
+	Time    int64               `json:"time,omitempty"`
+}
+
 type historyRequest struct {
 	Channel string                  `json:"channel"`
 	Limit   int                     `json:"limit"`
@@ -212,10 +222,15 @@ func (a *API) history(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeErr(w, err)
 		return
 	}
-	if pubs == nil {
-		pubs = []*message.Publication{}
+	out := make([]apiPublication, 0, len(pubs))
+	for _, p := range pubs {
+		ap := apiPublication{Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time}
+		if !json.Valid(p.Data) { // published as binary by a protobuf client
+			ap.Data, ap.B64Data = nil, p.Data
+		}
+		out = append(out, ap)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"result": map[string]any{"publications": pubs, "offset": pos.Offset, "epoch": pos.Epoch}})
+	writeJSON(w, http.StatusOK, map[string]any{"result": map[string]any{"publications": out, "offset": pos.Offset, "epoch": pos.Epoch}})
 }
 
 func (a *API) presence(w http.ResponseWriter, r *http.Request, body []byte) {
