@@ -54,6 +54,9 @@ type Recorder struct {
 	inFlight     map[string]int
 	overlaps     int
 	changed      chan struct{}
+
+	// OnResubscribed, when set, runs inside Resubscribed (set it before Run).
+	OnResubscribed func(channels []string)
 }
 
 // NewRecorder returns an empty recorder.
@@ -111,6 +114,9 @@ func (r *Recorder) HandleControl(data []byte) {
 
 // Resubscribed implements broker.ResubscribeHandler.
 func (r *Recorder) Resubscribed(channels []string) {
+	if r.OnResubscribed != nil {
+		r.OnResubscribed(channels)
+	}
 	r.mu.Lock()
 	r.resubscribed = append(r.resubscribed, append([]string(nil), channels...))
 	r.mu.Unlock()
@@ -178,8 +184,14 @@ type Node struct {
 // cleanup stops it, closes it and checks that Run returned.
 func Start(t testing.TB, b broker.Broker) *Node {
 	t.Helper()
+	return StartWith(t, b, NewRecorder())
+}
+
+// StartWith is Start with a recorder the caller prepared.
+func StartWith(t testing.TB, b broker.Broker, rec *Recorder) *Node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{B: b, Rec: NewRecorder(), Done: make(chan struct{}), cancel: cancel}
+	n := &Node{B: b, Rec: rec, Done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(n.Done)
 		n.Err = b.Run(ctx, n.Rec)

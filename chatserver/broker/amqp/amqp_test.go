@@ -1,0 +1,447 @@
+package amqp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/parley-chat/parley/chatserver/broker"
+	"github.com/parley-chat/parley/chatserver/broker/amqp"
+	"github.com/parley-chat/parley/chatserver/broker/brokertest"
+	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
+	"github.com/parley-chat/parley/chatserver/internal/testenv"
+	"github.com/parley-chat/parley/chatserver/message"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestContract(t *testing.T) {
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T, n int) []broker.Broker {
+			top := testenv.NewTopology(t)
+			out := make([]broker.Broker, n)
+			for i := range out {
+				out[i] = newBroker(t, top, "", amqp.Options{})
+			}
+			return out
+		},
+	})
+}
+
+func TestContractPartitioned(t *testing.T) {
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T, n int) []broker.Broker {
+			top := testenv.NewTopology(t)
+			out := make([]broker.Broker, n)
+			for i := range out {
+				out[i] = newBroker(t, top, "", amqp.Options{Partitions: 4})
+			}
+			return out
+		},
+	})
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for name, opts := range map[string]amqp.Options{
+		"no exchange":      {URL: testenv.AMQPURL(), ControlExchange: "c"},
+		"no control":       {URL: testenv.AMQPURL(), Exchange: "e"},
+		"same exchanges":   {URL: testenv.AMQPURL(), Exchange: "e", ControlExchange: "e"},
+		"bad url":          {URL: "http://user:s3cret@host/", Exchange: "e", ControlExchange: "c"},
+		"node id with dot": {URL: testenv.AMQPURL(), Exchange: "e", ControlExchange: "c", NodeID: "a.b"},
+	} {
+		_, err := amqp.New(opts)
+		if err == nil {
+			t.Errorf("%s: New accepted %+v", name, opts)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: error reveals the password: %v", name, err)
+		}
+	}
+}
+
+// TestMissingTopologyIsNotReady: the exchanges belong to the operator; until
+// they exist the node reports not-ready naming the missing one, and becomes
+// ready once they are declared, without a restart.
+func TestMissingTopologyIsNotReady(t *testing.T) {
+	top := testenv.UndeclaredTopology()
+	b := newBroker(t, top, "", amqp.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.Run(ctx, brokertest.NewRecorder()) }()
+	defer func() { cancel(); <-done }()
+
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		err = b.Ready(ctxFor(t, time.Second))
+		if err != nil && strings.Contains(err.Error(), top.Exchange) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "broker.exchange") || !strings.Contains(err.Error(), top.Exchange) || !errors.Is(err, amqp.ErrTopologyMissing) {
+		t.Fatalf("Ready without the exchanges: %v; want an error naming broker.exchange %q", err, top.Exchange)
+	}
+	if err := b.Publish(ctxFor(t, time.Second), "room:1", brokertest.Pub(1, "x"), message.StreamPosition{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("Publish without the exchanges: %v, want ErrUnavailable", err)
+	}
+
+	// The topic exchange alone is not enough: the control exchange is named next.
+	if err := testenv.DeclareExchange(top.Exchange, "topic"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = top.Delete() })
+	deadline = time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		err = b.Ready(ctxFor(t, time.Second))
+		if err != nil && strings.Contains(err.Error(), top.ControlExchange) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "broker.controlExchange") {
+		t.Fatalf("Ready with only the topic exchange: %v; want an error naming broker.controlExchange", err)
+	}
+
+	if err := top.Declare(); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitReady(t, b)
+}
+
+// TestSubscriberConnectionDroppedMidStream cuts the subscriber's AMQP
+// connection while a publisher streams. The subscriber reconnects, re-creates
+// its queue and bindings and reports Resubscribed; every publication started
+// after that is delivered, in order, without duplicates.
+func TestSubscriberConnectionDroppedMidStream(t *testing.T) {
+	top := testenv.NewTopology(t)
+	proxy, err := tcpproxy.New(mustHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	pubB := newBroker(t, top, "", amqp.Options{})
+	subB := newBroker(t, top, mustProxyURL(t, proxy), amqp.Options{})
+	ch := brokertest.Channel("stream")
+	if err := subB.Subscribe(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+
+	var started atomic.Uint64 // last offset whose publish has started
+	var resubAt atomic.Uint64 // started when the subscriber reported Resubscribed
+	rec := brokertest.NewRecorder()
+	rec.OnResubscribed = func(chans []string) {
+		for _, c := range chans {
+			if c == ch {
+				resubAt.Store(started.Load())
+			}
+		}
+	}
+	publisher := brokertest.Start(t, pubB)
+	sub := brokertest.StartWith(t, subB, rec)
+	initialResubs := len(rec.Resubscriptions()) // the first connection reports the channel subscribed before Run
+
+	var acked sync.Map
+	stop := make(chan struct{})
+	pubDone := make(chan error, 1)
+	go func() {
+		for off := uint64(1); ; off++ {
+			select {
+			case <-stop:
+				pubDone <- nil
+				return
+			default:
+			}
+			started.Store(off)
+			err := publisher.B.Publish(context.Background(), ch, brokertest.Pub(off, fmt.Sprint(off)), message.StreamPosition{Offset: off, Epoch: "e"})
+			if err != nil {
+				pubDone <- err
+				return
+			}
+			acked.Store(off, true)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+
+	sub.Rec.WaitFor(t, "deliveries before the cut", func() bool { return len(sub.Rec.Events("pub", ch)) >= 50 })
+	proxy.DropConnections()
+	sub.Rec.WaitFor(t, "Resubscribed after the cut", func() bool { return len(rec.Resubscriptions()) > initialResubs })
+	from := resubAt.Load()
+	sub.Rec.WaitFor(t, "deliveries after reconnecting", func() bool {
+		ev := sub.Rec.Events("pub", ch)
+		return len(ev) > 0 && ev[len(ev)-1].Pub.Offset > from+50
+	})
+	close(stop)
+	if err := <-pubDone; err != nil {
+		t.Fatalf("the publisher (not cut) failed: %v", err)
+	}
+	last := started.Load()
+	sub.Rec.WaitFor(t, "the last publication", func() bool {
+		ev := sub.Rec.Events("pub", ch)
+		return len(ev) > 0 && ev[len(ev)-1].Pub.Offset >= last-1
+	})
+
+	got := map[uint64]bool{}
+	var prev uint64
+	for _, e := range sub.Rec.Events("pub", ch) {
+		if e.Pub.Offset <= prev {
+			t.Fatalf("delivery out of order or duplicated: %d after %d", e.Pub.Offset, prev)
+		}
+		prev = e.Pub.Offset
+		got[e.Pub.Offset] = true
+	}
+	sent, lostAfter, missedDuringCut := 0, 0, 0
+	acked.Range(func(k, _ any) bool {
+		sent++
+		off := k.(uint64)
+		if !got[off] {
+			if off > from {
+				lostAfter++
+			} else {
+				missedDuringCut++
+			}
+		}
+		return true
+	})
+	t.Logf("acknowledged %d, delivered %d, missed while cut %d (recovered from history by the node), lost after Resubscribed %d",
+		sent, len(got), missedDuringCut, lostAfter)
+	if lostAfter != 0 {
+		t.Fatalf("%d publications acknowledged after Resubscribed were not delivered", lostAfter)
+	}
+	if got := rec.Resubscriptions(); len(got[len(got)-1]) != 1 || got[len(got)-1][0] != ch {
+		t.Fatalf("Resubscribed(%v), want [%s]", got[len(got)-1], ch)
+	}
+}
+
+// TestPublisherConnectionDroppedMidStream cuts the publisher's connection
+// while several goroutines publish: each Publish returns nil or
+// ErrUnavailable promptly, and every acknowledged publication is delivered.
+func TestPublisherConnectionDroppedMidStream(t *testing.T) {
+	top := testenv.NewTopology(t)
+	proxy, err := tcpproxy.New(mustHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	publisher := brokertest.Start(t, newBroker(t, top, mustProxyURL(t, proxy), amqp.Options{}))
+	sub := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+	ch := brokertest.Channel("pubcut")
+	if err := sub.B.Subscribe(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+
+	const writers = 4
+	var next atomic.Uint64
+	var acked sync.Map
+	var sent, nAcked, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := next.Add(1)
+				sent.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				start := time.Now()
+				err := publisher.B.Publish(ctx, ch, brokertest.Pub(off, "x"), message.StreamPosition{Offset: off, Epoch: "e"})
+				cancel()
+				switch {
+				case err == nil:
+					nAcked.Add(1)
+					acked.Store(off, true)
+				case errors.Is(err, broker.ErrUnavailable):
+					failed.Add(1)
+					if d := time.Since(start); d > 6*time.Second {
+						t.Errorf("a failed publish took %v", d)
+					}
+					time.Sleep(10 * time.Millisecond)
+				default:
+					t.Errorf("publish: %v, want nil or ErrUnavailable", err)
+					return
+				}
+			}
+		}()
+	}
+	waitCount := func(what string, n int64, c *atomic.Int64) {
+		deadline := time.Now().Add(brokertest.Wait)
+		for c.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCount("acks before the cut", 200, &nAcked)
+	for i := 0; i < 3; i++ {
+		proxy.DropConnections()
+		before := nAcked.Load()
+		waitCount("acks after the cut", before+100, &nAcked)
+	}
+	close(stop)
+	wg.Wait()
+
+	sub.Rec.WaitFor(t, "every acknowledged publication", func() bool {
+		got := map[uint64]bool{}
+		for _, e := range sub.Rec.Events("pub", ch) {
+			got[e.Pub.Offset] = true
+		}
+		missing := 0
+		acked.Range(func(k, _ any) bool {
+			if !got[k.(uint64)] {
+				missing++
+			}
+			return true
+		})
+		return missing == 0
+	})
+	t.Logf("sent %d, acknowledged %d, failed with ErrUnavailable %d, delivered %d, acknowledged but lost 0",
+		sent.Load(), nAcked.Load(), failed.Load(), len(sub.Rec.Events("pub", ch)))
+}
+
+// TestBrokerOutage makes RabbitMQ unreachable: Ready fails, publishes fail
+// fast with ErrUnavailable, subscriptions made meanwhile are recorded; when
+// RabbitMQ is back the node is ready again and gets what it subscribed to.
+func TestBrokerOutage(t *testing.T) {
+	top := testenv.NewTopology(t)
+	proxy, err := tcpproxy.New(mustHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	node := brokertest.Start(t, newBroker(t, top, mustProxyURL(t, proxy), amqp.Options{}))
+	other := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+
+	proxy.Disable()
+	deadline := time.Now().Add(5 * time.Second)
+	for node.B.Ready(ctxFor(t, time.Second)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("still ready with RabbitMQ unreachable")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := node.B.Publish(context.Background(), "room:x", brokertest.Pub(1, "x"), message.StreamPosition{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("publish during the outage: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("publish during the outage took %v to fail", d)
+	}
+	ch := brokertest.Channel("during-outage")
+	if err := node.B.Subscribe(context.Background(), ch); err != nil {
+		t.Fatalf("subscribe during the outage: %v", err)
+	}
+	resubs := len(node.Rec.Resubscriptions())
+
+	proxy.Enable()
+	brokertest.WaitReady(t, node.B)
+	node.Rec.WaitFor(t, "Resubscribed", func() bool { return len(node.Rec.Resubscriptions()) > resubs })
+	if err := other.B.Publish(context.Background(), ch, brokertest.Pub(1, "after"), message.StreamPosition{Offset: 1, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	node.Rec.WaitFor(t, "a publication on the channel subscribed during the outage", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
+}
+
+// TestExchangeDeletedWhileRunning: if the operator's exchange disappears the
+// probe fails and readiness names it; redeclared, the node recovers.
+func TestExchangeDeletedWhileRunning(t *testing.T) {
+	top := testenv.NewTopology(t)
+	node := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+	ch := brokertest.Channel("room")
+	if err := node.B.Subscribe(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := top.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err = node.B.Ready(ctxFor(t, time.Second)); err != nil && strings.Contains(err.Error(), top.Exchange) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), top.Exchange) {
+		t.Fatalf("Ready after the exchange was deleted: %v", err)
+	}
+	if err := top.Declare(); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitReady(t, node.B)
+	other := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+	if err := other.B.Publish(context.Background(), ch, brokertest.Pub(1, "x"), message.StreamPosition{Offset: 1, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	node.Rec.WaitFor(t, "delivery after the topology came back", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
+}
+
+// TestMalformedMessagesAreDropped: foreign or corrupt messages on the
+// exchange never crash a node, which keeps delivering.
+func TestMalformedMessagesAreDropped(t *testing.T) {
+	top := testenv.NewTopology(t)
+	nb := newBroker(t, top, "", amqp.Options{})
+	node := brokertest.Start(t, nb)
+	ch := brokertest.Channel("room")
+	if err := node.B.Subscribe(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := amqp091.Dial(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := nb.RoutingKey(ch)
+	for _, msg := range []amqp091.Publishing{
+		{Type: amqp.TypePublication, Headers: amqp091.Table{amqp.HeaderChannel: ch}, Body: []byte{0xff, 0xff, 0xff}},
+		{Type: amqp.TypePublication, Headers: amqp091.Table{amqp.HeaderChannel: ch, amqp.HeaderOffset: "not a number"}, Body: nil},
+		{Type: amqp.TypeJoin, Headers: amqp091.Table{amqp.HeaderChannel: ch}, Body: []byte{0x0a, 0xff}},
+		{Type: amqp.TypePublication, Body: []byte("no channel header")},
+		{Type: "unknown", Headers: amqp091.Table{amqp.HeaderChannel: ch}},
+	} {
+		if err := raw.PublishWithContext(context.Background(), top.Exchange, key, false, false, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := node.B.Publish(context.Background(), ch, brokertest.Pub(9, "valid"), message.StreamPosition{Offset: 9, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	node.Rec.WaitFor(t, "the valid publication", func() bool { return len(node.Rec.Events("pub", ch)) > 0 })
+	if ev := node.Rec.Events("", ch); len(ev) != 1 || ev[0].Pub.Offset != 9 {
+		t.Fatalf("delivered %+v, want only the valid publication", ev)
+	}
+	brokertest.WaitReady(t, node.B)
+}
+
+func mustHost(t testing.TB) string {
+	h, err := testenv.Host(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func mustProxyURL(t testing.TB, p *tcpproxy.Proxy) string {
+	u, err := testenv.WithHost(testenv.AMQPURL(), p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
