@@ -1,0 +1,197 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parley-chat/parley/chatserver/auth"
+	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/config"
+)
+
+func sign(t *testing.T, m jwt.SigningMethod, key any, claims jwt.Claims, kid string) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, claims)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func claims(user string, ttl time.Duration) jwt.RegisteredClaims {
+	return jwt.RegisteredClaims{Subject: user, ExpiresAt: jwt.NewNumericDate(time.Now().Add(ttl))}
+}
+
+func TestHMACRotationAndReload(t *testing.T) {
+	dir := t.TempDir()
+	current, previous := filepath.Join(dir, "current"), filepath.Join(dir, "previous")
+	if err := os.WriteFile(current, []byte("key-two-key-two-key-two-key-two!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(previous, []byte("key-one-key-one-key-one-key-one!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(config.Auth{HMACSecretFiles: []string{current, previous}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, key := range []string{"key-two-key-two-key-two-key-two!", "key-one-key-one-key-one-key-one!"} {
+		c, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte(key), claims("alice", time.Hour), ""))
+		if err != nil || c.Subject != "alice" {
+			t.Fatalf("key %q: %v", key, err)
+		}
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte("key-three-key-three-key-three-ke"), claims("alice", time.Hour), "")); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte("key-two-key-two-key-two-key-two!"), claims("alice", -time.Hour), "")); !errors.Is(err, auth.ErrTokenExpired) {
+		t.Fatalf("expired: %v", err)
+	}
+	// Rotation finishes: the previous key file disappears, a new current key appears.
+	time.Sleep(1100 * time.Millisecond)
+	if err := os.Remove(previous); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(current, []byte("key-three-key-three-key-three-ke"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte("key-three-key-three-key-three-ke"), claims("alice", time.Hour), "")); err != nil {
+		t.Fatalf("reloaded key: %v", err)
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte("key-one-key-one-key-one-key-one!"), claims("alice", time.Hour), "")); err == nil {
+		t.Fatal("removed key still accepted")
+	}
+	// A missing current key is a start-up error naming the config key.
+	if _, err := auth.NewVerifier(config.Auth{HMACSecretFiles: []string{filepath.Join(dir, "missing")}}); err == nil {
+		t.Fatal("missing key file accepted")
+	}
+}
+
+func TestAlgorithmConfusionAndNone(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "k")
+	_ = os.WriteFile(f, []byte("secret-secret-secret-secret-1234"), 0o600)
+	v, err := auth.NewVerifier(config.Auth{HMACSecretFiles: []string{f}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("alice", time.Hour), "")
+	if _, err := v.VerifyConnection(context.Background(), none); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("alg none: %v", err)
+	}
+	hs384 := sign(t, jwt.SigningMethodHS384, []byte("secret-secret-secret-secret-1234"), claims("alice", time.Hour), "")
+	if _, err := v.VerifyConnection(context.Background(), hs384); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("HS384: %v", err)
+	}
+	for _, garbage := range []string{"", "x", "a.b.c", "eyJhbGciOiJIUzI1NiJ9..."} {
+		if _, err := v.VerifyConnection(context.Background(), garbage); !errors.Is(err, auth.ErrInvalidToken) {
+			t.Fatalf("%q: %v", garbage, err)
+		}
+	}
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func TestJWKS(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := map[string]any{"keys": []map[string]string{
+		{"kty": "RSA", "kid": "r1", "use": "sig", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
+		{"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(doc) }))
+	defer srv.Close()
+	v, err := auth.NewVerifier(config.Auth{JWKSURL: srv.URL, Audience: "parley"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := claims("alice", time.Hour)
+	c.Audience = jwt.ClaimStrings{"parley"}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodRS256, rsaKey, c, "r1")); err != nil {
+		t.Fatalf("RS256: %v", err)
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodES256, ecKey, c, "e1")); err != nil {
+		t.Fatalf("ES256: %v", err)
+	}
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodES256, ecKey, c, "")); err != nil {
+		t.Fatalf("ES256 without kid: %v", err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodES256, other, c, "e1")); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("foreign EC key: %v", err)
+	}
+	noAud := claims("alice", time.Hour)
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodRS256, rsaKey, noAud, "r1")); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("missing audience: %v", err)
+	}
+	// HS256 is not accepted when only a JWKS is configured.
+	if _, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, []byte("x"), c, "")); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("HS256 without keys: %v", err)
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	cfg := config.Default()
+	cfg.Namespaces = []config.Namespace{
+		{Name: "room"},
+		{Name: "vip", AllowSubscribe: "token"},
+		{Name: "pub", AllowAnonymous: true, AllowPublish: config.PublishNone},
+	}
+	a := auth.NewAuthorizer(cfg)
+	alice := auth.Subject{User: "alice", Grants: []string{"vip:1"}}
+	anon := auth.Subject{Anonymous: true}
+	tests := []struct {
+		name string
+		err  error
+		want *codes.Error
+	}{
+		{"room open to users", a.CanSubscribe(alice, "room:1", false), nil},
+		{"unknown namespace", a.CanSubscribe(alice, "x:1", false), codes.ErrUnknownChannel},
+		{"no namespace configured for bare channels", a.CanSubscribe(alice, "lobby", false), codes.ErrUnknownChannel},
+		{"vip with grant", a.CanSubscribe(alice, "vip:1", false), nil},
+		{"vip without grant", a.CanSubscribe(alice, "vip:2", false), codes.ErrPermissionDenied},
+		{"vip with subscription token", a.CanSubscribe(alice, "vip:2", true), nil},
+		{"anonymous in room", a.CanSubscribe(anon, "room:1", false), codes.ErrPermissionDenied},
+		{"anonymous in pub", a.CanSubscribe(anon, "pub:1", false), nil},
+		{"dm member", a.CanSubscribe(alice, "room:#alice,bob", false), nil},
+		{"dm outsider", a.CanSubscribe(auth.Subject{User: "eve"}, "room:#alice,bob", false), codes.ErrPermissionDenied},
+		{"dm prefix is not membership", a.CanSubscribe(auth.Subject{User: "ali"}, "room:#alice,bob", false), codes.ErrPermissionDenied},
+		{"publish subscribed", a.CanPublish(alice, "room:1", true), nil},
+		{"publish unsubscribed", a.CanPublish(alice, "room:1", false), codes.ErrPermissionDenied},
+		{"publish none", a.CanPublish(alice, "pub:1", true), codes.ErrPermissionDenied},
+		{"anonymous publish", a.CanPublish(anon, "room:1", true), codes.ErrPermissionDenied},
+		{"presence not enabled", a.CanPresence(alice, "room:1", true), codes.ErrNotAvailable},
+	}
+	for _, tc := range tests {
+		if tc.want == nil && tc.err != nil || tc.want != nil && !errors.Is(tc.err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.err, tc.want)
+		}
+	}
+}
