@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/server"
@@ -20,7 +24,14 @@ func main() {
 	dev := flag.Bool("dev", false, "run a single development node: in-memory broker and store, anonymous access, a printed token")
 	address := flag.String("address", "", "listen address, overrides http.address")
 	logLevel := flag.String("log-level", "", "debug, info, warn or error; overrides log.level")
+	debugAddress := flag.String("debug-address", "", "serve net/http/pprof at /debug/pprof/ on this separate address (e.g. 127.0.0.1:6060); off by default")
 	flag.Parse()
+	if *debugAddress != "" {
+		if err := serveDebug(*debugAddress); err != nil {
+			fmt.Fprintln(os.Stderr, "chatserver: --debug-address:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*configPath, *dev, *address, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "chatserver:", err)
 		os.Exit(1)
@@ -79,6 +90,24 @@ Parley dev server (single node, in-memory broker and store)
 		}
 	}
 	return server.Run(ctx, cfg, log, opts)
+}
+
+// serveDebug serves the Go profiler on its own listener, never on the public
+// one: profiles reveal internals and cost CPU, so only an operator (or
+// chatbench) who asks for it gets it, on an address they choose.
+func serveDebug(address string) error {
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln) }()
+	return nil
 }
 
 func newLogger(c config.Log) *slog.Logger {

@@ -1,0 +1,621 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"time"
+)
+
+// Target is a server under test as the scenarios see it: where to connect,
+// which processes to measure.
+type Target struct {
+	Name      string
+	Kind      string
+	Backend   string
+	Endpoints []string
+	PIDs      []int
+	// MetricsURLs and PprofURLs per node ("" when not available).
+	MetricsURLs []string
+	PprofURLs   []string
+	// AuxNames are process names of the shared services behind the target
+	// (their CPU is reported separately; other users of those services add noise).
+	AuxNames []string
+}
+
+// TargetOf describes a started server.
+func TargetOf(s *Server) Target {
+	t := Target{Name: s.Name, Kind: s.Kind, Backend: s.Backend, Endpoints: s.Endpoints(), PIDs: s.PIDs()}
+	for _, n := range s.Nodes {
+		t.MetricsURLs = append(t.MetricsURLs, n.MetricsURL)
+		t.PprofURLs = append(t.PprofURLs, n.PprofURL)
+	}
+	switch s.Backend {
+	case "RabbitMQ + PostgreSQL":
+		t.AuxNames = []string{"beam.smp", "postgres"}
+	case "Redis":
+		t.AuxNames = []string{"redis-server"}
+	}
+	return t
+}
+
+// Options are the knobs shared by the scenarios.
+type Options struct {
+	// WorkerExe and WorkerArgs start a worker process (nil: in-process).
+	WorkerExe  string
+	WorkerArgs []string
+	Secret     string
+	RunID      string
+	// OutDir receives profiles; empty skips profiling.
+	OutDir       string
+	PayloadBytes int
+	SourceAddrs  int
+	// ConnsPerWorker caps connections per worker process (file limit).
+	ConnsPerWorker int
+	Log            io.Writer
+	// Scale multiplies connection counts (1 = the issue's sizes); tests use less.
+	Scale float64
+	// Quick shortens windows (tests).
+	Quick bool
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+}
+
+func (o Options) scaled(n int) int { return max(1, int(math.Round(float64(n)*o.scale()))) }
+
+func (o Options) scale() float64 {
+	if o.Scale <= 0 {
+		return 1
+	}
+	return o.Scale
+}
+
+func (o Options) window(d time.Duration) time.Duration {
+	if o.Quick {
+		return d / 10
+	}
+	return d
+}
+
+func (o Options) workersFor(conns int) int {
+	per := o.ConnsPerWorker
+	if per <= 0 {
+		per = 5000
+	}
+	return max(2, (conns+per-1)/per)
+}
+
+// Window is one measured interval under a fixed offered load.
+type Window struct {
+	// OfferedPubs is the target publish rate (publications/s).
+	OfferedPubs float64 `json:"offeredPubsPerSec"`
+	// OfferedMsgs is the delivery rate that would follow (publications × subscribers per room).
+	OfferedMsgs float64 `json:"offeredMsgsPerSec"`
+	Seconds     float64 `json:"seconds"`
+	Published   int64   `json:"published"`
+	Delivered   int64   `json:"delivered"`
+	// DeliveredPerSec is the measured delivery rate.
+	DeliveredPerSec float64 `json:"deliveredPerSec"`
+	Latency         Summary `json:"latency"`
+	PublishRTT      Summary `json:"publishRtt"`
+	// ServerCPU is the server processes' utime+stime over the window.
+	ServerCPUSec float64 `json:"serverCpuSec"`
+	// CPUPerMsgUs is server CPU per delivered message, microseconds.
+	CPUPerMsgUs float64 `json:"cpuPerMsgUs"`
+	// AuxCPUSec is the backing services' CPU over the window (shared, noisy).
+	AuxCPUSec     float64 `json:"auxCpuSec"`
+	AuxPerMsgUs   float64 `json:"auxCpuPerMsgUs"`
+	ServerRSS     int64   `json:"serverRssBytes"`
+	PublishErrors int64   `json:"publishErrors"`
+	PublishDrops  int64   `json:"publishDrops"`
+	Disconnects   int64   `json:"disconnects"`
+	Sustained     bool    `json:"sustained"`
+	Why           string  `json:"why,omitempty"`
+	Profile       string  `json:"profile,omitempty"`
+}
+
+// measurer samples a target's processes and a fleet's counters together.
+type measurer struct {
+	t       Target
+	f       *Fleet
+	stats   *Stats
+	procs   ProcTotals
+	aux     ProcTotals
+	auxPIDs []int
+	at      time.Time
+}
+
+func newMeasurer(t Target, f *Fleet) (*measurer, error) {
+	m := &measurer{t: t, f: f}
+	if len(t.AuxNames) > 0 {
+		pids, err := PIDsByName(t.AuxNames...)
+		if err != nil {
+			return nil, err
+		}
+		m.auxPIDs = pids
+	}
+	return m, m.mark()
+}
+
+// mark starts a window: it resets the fleet's histograms.
+func (m *measurer) mark() error {
+	s, err := m.f.Snapshot(true)
+	if err != nil {
+		return err
+	}
+	p, err := ReadProcs(m.t.PIDs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.t.Name, err)
+	}
+	m.stats, m.procs, m.aux, m.at = s, p, ReadProcsLenient(m.auxPIDs), time.Now()
+	return nil
+}
+
+// window ends the current window (and starts the next).
+func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, error) {
+	prevStats, prevProcs, prevAux, prevAt := m.stats, m.procs, m.aux, m.at
+	if err := m.mark(); err != nil {
+		return Window{}, err
+	}
+	s := m.stats
+	secs := m.at.Sub(prevAt).Seconds()
+	w := Window{
+		OfferedPubs: offeredPubs, OfferedMsgs: offeredPubs * subsPerPub, Seconds: secs,
+		Published: s.Published - prevStats.Published, Delivered: s.Delivered - prevStats.Delivered,
+		Latency: s.Latency.Summary(), PublishRTT: s.PublishRTT.Summary(),
+		ServerCPUSec:  CPUDelta(prevProcs, m.procs).Seconds(),
+		AuxCPUSec:     CPUDelta(prevAux, m.aux).Seconds(),
+		ServerRSS:     m.procs.RSS,
+		PublishErrors: s.PublishErrors - prevStats.PublishErrors, PublishDrops: s.PublishDrops - prevStats.PublishDrops,
+		Disconnects: s.DisconnectCount() - prevStats.DisconnectCount(),
+	}
+	w.DeliveredPerSec = float64(w.Delivered) / secs
+	if w.Delivered > 0 {
+		w.CPUPerMsgUs = w.ServerCPUSec * 1e6 / float64(w.Delivered)
+		w.AuxPerMsgUs = w.AuxCPUSec * 1e6 / float64(w.Delivered)
+	}
+	return w, nil
+}
+
+func (o Options) fleet(l Layout) (*Fleet, error) {
+	l.Secret = o.Secret
+	l.PayloadBytes = o.PayloadBytes
+	l.SourceAddrs = o.SourceAddrs
+	if l.Workers == 0 {
+		l.Workers = o.workersFor(l.Subscribers + l.Publishers)
+	}
+	return StartFleet(o.WorkerExe, o.WorkerArgs, Split(l))
+}
+
+// ConnectResult summarises a fleet's connect phase.
+type ConnectResult struct {
+	Connections int     `json:"connections"`
+	Subscribed  int     `json:"subscribed"`
+	Failed      int     `json:"failed"`
+	FirstError  string  `json:"firstError,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	PerSec      float64 `json:"perSec"`
+	Latency     Summary `json:"latency"`
+}
+
+func connectFleet(f *Fleet) (ConnectResult, error) {
+	start := time.Now()
+	reps, err := f.Do(Command{Op: "connect"})
+	if err != nil {
+		return ConnectResult{}, err
+	}
+	r := ConnectResult{Seconds: time.Since(start).Seconds()}
+	var lat HistSnapshot
+	for _, rep := range reps {
+		c := rep.Connect
+		r.Connections += c.Attempted
+		r.Subscribed += c.Subscribed
+		r.Failed += c.Failed
+		if r.FirstError == "" {
+			r.FirstError = c.FirstError
+		}
+		lat = lat.Merge(c.Latency)
+	}
+	r.Latency = lat.Summary()
+	r.PerSec = float64(r.Subscribed) / r.Seconds
+	return r, nil
+}
+
+// drain waits until every acknowledged publication has been delivered (or
+// the timeout passes) and returns the final stats and what is missing.
+func drain(f *Fleet, subscribers int, timeout time.Duration) (*Stats, int64, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := f.Snapshot(false)
+		if err != nil {
+			return nil, 0, err
+		}
+		missing := ExpectedDeliveries(s.PubsPerRoom, subscribers) - s.Delivered
+		if missing <= 0 || time.Now().After(deadline) {
+			return s, missing, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// IdleResult is the idle-connections scenario's outcome.
+type IdleResult struct {
+	Connect ConnectResult `json:"connect"`
+	Rooms   int           `json:"rooms"`
+	// Memory of the one node all clients connect to, before and after.
+	RSSBefore       int64    `json:"rssBeforeBytes"`
+	RSSAfter        int64    `json:"rssAfterBytes"`
+	RSSPerConn      float64  `json:"rssPerConnBytes"`
+	HeapBefore      GoMemory `json:"goBefore"`
+	HeapAfter       GoMemory `json:"goAfter"`
+	HeapPerConn     float64  `json:"heapInusePerConnBytes"`
+	StackPerConn    float64  `json:"stackInusePerConnBytes"`
+	GoroutinesPerCn float64  `json:"goroutinesPerConn"`
+	// IdleCPUPct is the node's CPU use while the connections sit idle.
+	IdleCPUPct float64 `json:"idleCpuPct"`
+}
+
+// Idle connects n clients (each subscribed to one of rooms channels) to the
+// target's first node and measures that node's memory per connection.
+func Idle(ctx context.Context, o Options, t Target, n, rooms int) (*IdleResult, error) {
+	n = o.scaled(n)
+	rooms = max(1, min(rooms, n))
+	node := t.PIDs[:1]
+	settle := o.window(5 * time.Second)
+	time.Sleep(settle)
+	before, err := ReadProcs(node)
+	if err != nil {
+		return nil, err
+	}
+	res := &IdleResult{Rooms: rooms, RSSBefore: before.RSS}
+	if t.MetricsURLs[0] != "" {
+		res.HeapBefore, _ = FetchGoMemory(ctx, t.MetricsURLs[0])
+	}
+	f, err := o.fleet(Layout{Endpoints: t.Endpoints[:1], ChannelPrefix: channelPrefix(o, "idle"), Rooms: rooms, Subscribers: n})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if res.Connect, err = connectFleet(f); err != nil {
+		return nil, err
+	}
+	o.logf("%s idle: %d/%d subscribed in %.1fs (%.0f/s)", t.Name, res.Connect.Subscribed, n, res.Connect.Seconds, res.Connect.PerSec)
+	time.Sleep(settle)
+	mid, err := ReadProcs(node)
+	if err != nil {
+		return nil, err
+	}
+	cpuWindow := o.window(10 * time.Second)
+	time.Sleep(cpuWindow)
+	after, err := ReadProcs(node)
+	if err != nil {
+		return nil, err
+	}
+	res.IdleCPUPct = CPUDelta(mid, after).Seconds() / cpuWindow.Seconds() * 100
+	res.RSSAfter = after.RSS
+	conns := float64(max(res.Connect.Subscribed, 1))
+	res.RSSPerConn = float64(res.RSSAfter-res.RSSBefore) / conns
+	if t.MetricsURLs[0] != "" {
+		if res.HeapAfter, err = FetchGoMemory(ctx, t.MetricsURLs[0]); err == nil {
+			res.HeapPerConn = (res.HeapAfter.HeapInuse - res.HeapBefore.HeapInuse) / conns
+			res.StackPerConn = (res.HeapAfter.StackInuse - res.HeapBefore.StackInuse) / conns
+			res.GoroutinesPerCn = (res.HeapAfter.Goroutines - res.HeapBefore.Goroutines) / conns
+		}
+	}
+	o.logf("%s idle: rss %.1f KB/conn, heap %.1f KB/conn, idle cpu %.1f%%", t.Name, res.RSSPerConn/1024, res.HeapPerConn/1024, res.IdleCPUPct)
+	return res, nil
+}
+
+func channelPrefix(o Options, scenario string) string {
+	return Namespace + ":" + o.RunID + "-" + scenario + "-"
+}
+
+// FanoutResult is the one-big-room scenario's outcome.
+type FanoutResult struct {
+	Subscribers int           `json:"subscribers"`
+	Connect     ConnectResult `json:"connect"`
+	// Fixed is the window at the fixed rate every target gets (the headline
+	// CPU-per-message and equal-load latency figures).
+	Fixed Window   `json:"fixed"`
+	Steps []Window `json:"steps"`
+	// MaxSustained is the highest delivered msgs/s of a sustained step.
+	MaxSustained     float64 `json:"maxSustainedMsgsPerSec"`
+	MaxSustainedPubs float64 `json:"maxSustainedPubsPerSec"`
+	// Half is the window at 50% of the maximum sustained publish rate.
+	Half Window `json:"half"`
+	// Profiles are CPU profiles taken at the maximum sustained rate, per node.
+	Profiles []string `json:"profiles,omitempty"`
+	Lost     int64    `json:"lost"`
+	Gaps     int64    `json:"gaps"`
+	Dups     int64    `json:"duplicates"`
+}
+
+// FanoutConfig shapes the fanout scenario.
+type FanoutConfig struct {
+	Subscribers int
+	Publishers  int
+	FixedRate   float64   // publications/s for the headline window
+	Rates       []float64 // rising publication rates
+	Warmup      time.Duration
+	Window      time.Duration
+	// MaxP99 marks a step as falling behind when its p99 latency exceeds it.
+	MaxP99 time.Duration
+}
+
+// sustained judges a step: delivery keeps up with the offered load.
+func sustained(w Window, maxP99 time.Duration) (bool, string) {
+	switch {
+	case w.DeliveredPerSec < 0.95*w.OfferedMsgs:
+		return false, fmt.Sprintf("delivered %.0f/s < 95%% of offered %.0f/s", w.DeliveredPerSec, w.OfferedMsgs)
+	case w.Latency.P99Ms > float64(maxP99)/1e6:
+		return false, fmt.Sprintf("p99 %.0fms > %v", w.Latency.P99Ms, maxP99)
+	case w.Disconnects > 0:
+		return false, fmt.Sprintf("%d disconnects", w.Disconnects)
+	case w.PublishErrors > 0:
+		return false, fmt.Sprintf("%d publish errors", w.PublishErrors)
+	case w.PublishDrops > 0:
+		return false, fmt.Sprintf("%d publishes not sent (all publish slots busy)", w.PublishDrops)
+	}
+	return true, ""
+}
+
+// Fanout runs one room with many subscribers at rising publish rates.
+func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutResult, error) {
+	subs := o.scaled(c.Subscribers)
+	res := &FanoutResult{Subscribers: subs}
+	f, err := o.fleet(Layout{Endpoints: t.Endpoints, ChannelPrefix: channelPrefix(o, "fanout"), Rooms: 1, Subscribers: subs,
+		Publishers: c.Publishers, PublishConcurrency: 512})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if res.Connect, err = connectFleet(f); err != nil {
+		return nil, err
+	}
+	if res.Connect.Failed > 0 {
+		return nil, fmt.Errorf("%s fanout: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
+	}
+	weights := PublisherWeights(f.Jobs)
+	m, err := newMeasurer(t, f)
+	if err != nil {
+		return nil, err
+	}
+	warm, win := o.window(c.Warmup), o.window(c.Window)
+	run := func(rate float64, profile string) (Window, error) {
+		if err := f.SetRate(rate, weights); err != nil {
+			return Window{}, err
+		}
+		time.Sleep(warm)
+		if err := m.mark(); err != nil {
+			return Window{}, err
+		}
+		var profErr chan error
+		if profile != "" && win >= time.Second {
+			profErr = make(chan error, len(t.PprofURLs))
+			for i, u := range t.PprofURLs {
+				p := fmt.Sprintf("%s-node%d.pprof", profile, i)
+				res.Profiles = append(res.Profiles, p)
+				go func() { profErr <- FetchProfile(ctx, u, int(win.Seconds()), p) }()
+			}
+		}
+		time.Sleep(win)
+		w, err := m.window(rate, float64(subs))
+		if err != nil {
+			return Window{}, err
+		}
+		for range cap(profErr) {
+			if err := <-profErr; err != nil {
+				o.logf("%s: profile: %v", t.Name, err)
+			}
+		}
+		w.Sustained, w.Why = sustained(w, c.MaxP99)
+		o.logf("%s fanout %5.0f pub/s: %8.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, server cpu %.2fs (%.2f µs/msg) %s",
+			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.ServerCPUSec, w.CPUPerMsgUs, w.Why)
+		return w, t.alive()
+	}
+	pause := func() {
+		_ = f.SetRate(0, weights)
+		_, _, _ = drain(f, subs, o.window(10*time.Second))
+	}
+	if res.Fixed, err = run(c.FixedRate, ""); err != nil {
+		return nil, err
+	}
+	pause()
+	for _, rate := range c.Rates {
+		w, err := run(rate, "")
+		if err != nil {
+			return nil, err
+		}
+		res.Steps = append(res.Steps, w)
+		if !w.Sustained {
+			break
+		}
+		if w.DeliveredPerSec > res.MaxSustained {
+			res.MaxSustained, res.MaxSustainedPubs = w.DeliveredPerSec, rate
+		}
+	}
+	pause()
+	if res.MaxSustainedPubs > 0 {
+		if res.Half, err = run(res.MaxSustainedPubs/2, ""); err != nil {
+			return nil, err
+		}
+		if o.OutDir != "" {
+			pause()
+			if _, err := run(res.MaxSustainedPubs, filepath.Join(o.OutDir, "profile-"+t.Name+"-fanout")); err != nil {
+				return nil, err
+			}
+		}
+	}
+	_ = f.SetRate(0, weights)
+	s, missing, err := drain(f, subs, o.window(20*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	res.Lost, res.Gaps, res.Dups = missing, s.Gaps, s.Duplicates
+	return res, nil
+}
+
+// ChatResult is the many-small-rooms scenario's outcome.
+type ChatResult struct {
+	Rooms       int           `json:"rooms"`
+	Subscribers int           `json:"subscribers"`
+	Connect     ConnectResult `json:"connect"`
+	Window      Window        `json:"window"`
+	Lost        int64         `json:"lost"`
+	Gaps        int64         `json:"gaps"`
+	Dups        int64         `json:"duplicates"`
+}
+
+// Chat runs rooms of usersPerRoom users, each publishing to their own room,
+// at rate publications per second in all.
+func Chat(ctx context.Context, o Options, t Target, rooms, usersPerRoom int, rate float64, window time.Duration) (*ChatResult, error) {
+	rooms = o.scaled(rooms)
+	subs := rooms * usersPerRoom
+	rate *= o.scale()
+	res := &ChatResult{Rooms: rooms, Subscribers: subs}
+	f, err := o.fleet(Layout{Endpoints: t.Endpoints, ChannelPrefix: channelPrefix(o, "chat"), Rooms: rooms, Subscribers: subs,
+		PublishFromSubscribers: true, PublishConcurrency: 512})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if res.Connect, err = connectFleet(f); err != nil {
+		return nil, err
+	}
+	if res.Connect.Failed > 0 {
+		return nil, fmt.Errorf("%s chat: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
+	}
+	o.logf("%s chat: %d users in %d rooms subscribed in %.1fs (%.0f/s)", t.Name, subs, rooms, res.Connect.Seconds, res.Connect.PerSec)
+	weights := PublisherWeights(f.Jobs)
+	m, err := newMeasurer(t, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.SetRate(rate, weights); err != nil {
+		return nil, err
+	}
+	time.Sleep(o.window(3 * time.Second))
+	if err := m.mark(); err != nil {
+		return nil, err
+	}
+	time.Sleep(o.window(window))
+	if res.Window, err = m.window(rate, float64(usersPerRoom)); err != nil {
+		return nil, err
+	}
+	res.Window.Sustained, res.Window.Why = sustained(res.Window, time.Second)
+	_ = f.SetRate(0, weights)
+	s, missing, err := drain(f, subs, o.window(20*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	res.Lost, res.Gaps, res.Dups = missing, s.Gaps, s.Duplicates
+	w := res.Window
+	o.logf("%s chat: %.0f msg/s delivered, p50 %.2fms p99 %.2fms, %.2f µs/msg server cpu, lost %d", t.Name, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.CPUPerMsgUs, res.Lost)
+	return res, t.alive()
+}
+
+// ReconnectResult is the reconnect-storm scenario's outcome.
+type ReconnectResult struct {
+	Clients       int           `json:"clients"`
+	Rooms         int           `json:"rooms"`
+	Connect       ConnectResult `json:"connect"`
+	Dropped       int           `json:"dropped"`
+	AllBackSec    float64       `json:"allResubscribedSec"`
+	Resubscribed  int64         `json:"resubscribed"`
+	WasRecovering int64         `json:"wasRecovering"`
+	Recovered     int64         `json:"recovered"`
+	Published     int64         `json:"published"`
+	Delivered     int64         `json:"delivered"`
+	Lost          int64         `json:"lost"`
+	Gaps          int64         `json:"gaps"`
+	Dups          int64         `json:"duplicates"`
+	StormCPUSec   float64       `json:"stormServerCpuSec"`
+	PublishErrors int64         `json:"publishErrors"`
+	FirstError    string        `json:"firstError,omitempty"`
+}
+
+// Reconnect connects clients (in rooms of 10), keeps publications flowing,
+// cuts every client's TCP connection at once and measures how long until all
+// are subscribed again and whether each recovered what it missed.
+func Reconnect(ctx context.Context, o Options, t Target, clients int, rate float64) (*ReconnectResult, error) {
+	clients = o.scaled(clients)
+	rooms := max(1, clients/10)
+	res := &ReconnectResult{Clients: clients, Rooms: rooms}
+	f, err := o.fleet(Layout{Endpoints: t.Endpoints, ChannelPrefix: channelPrefix(o, "reconnect"), Rooms: rooms, Subscribers: clients,
+		Publishers: 4, PublishConcurrency: 512})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if res.Connect, err = connectFleet(f); err != nil {
+		return nil, err
+	}
+	if res.Connect.Failed > 0 {
+		return nil, fmt.Errorf("%s reconnect: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
+	}
+	weights := PublisherWeights(f.Jobs)
+	if err := f.SetRate(rate, weights); err != nil {
+		return nil, err
+	}
+	time.Sleep(o.window(3 * time.Second))
+	before, err := ReadProcs(t.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	reps, err := f.Do(Command{Op: "drop"})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reps {
+		res.Dropped += r.Dropped
+	}
+	deadline := start.Add(90 * time.Second)
+	var s *Stats
+	for {
+		if s, err = f.Snapshot(false); err != nil {
+			return nil, err
+		}
+		if s.Subscribed >= int64(clients) && s.WasRecovering >= int64(clients) {
+			res.AllBackSec = time.Since(start).Seconds()
+			break
+		}
+		if time.Now().After(deadline) {
+			res.AllBackSec = -1
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	after, err := ReadProcs(t.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	res.StormCPUSec = CPUDelta(before, after).Seconds()
+	time.Sleep(o.window(3 * time.Second))
+	_ = f.SetRate(0, weights)
+	s, missing, err := drain(f, clients, o.window(20*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	res.Resubscribed, res.WasRecovering, res.Recovered = s.Subscribed, s.WasRecovering, s.Recovered
+	res.Published, res.Delivered, res.Lost, res.Gaps, res.Dups = s.Published, s.Delivered, missing, s.Gaps, s.Duplicates
+	res.PublishErrors, res.FirstError = s.PublishErrors, s.FirstError
+	o.logf("%s reconnect: %d dropped, all back in %.2fs, recovered %d/%d, lost %d, gaps %d, dups %d", t.Name, res.Dropped, res.AllBackSec, res.Recovered, clients, res.Lost, res.Gaps, res.Dups)
+	return res, t.alive()
+}
+
+// alive checks the target's processes still run.
+func (t Target) alive() error {
+	for _, pid := range t.PIDs {
+		if _, err := ReadProc(pid); err != nil {
+			return fmt.Errorf("%s: server process %d is gone: %w", t.Name, pid, err)
+		}
+	}
+	return nil
+}
