@@ -1,0 +1,127 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Reason classifies a failure so a condition can say what is wrong and who
+// can fix it.
+type Reason string
+
+const (
+	// ReasonUnreachable: no conversation with the server (refused, timed out,
+	// DNS, server shutting down or not accepting connections).
+	ReasonUnreachable Reason = "Unreachable"
+	// ReasonCredentialsRefused: the server refused the admin credentials
+	// (SQLSTATE class 28: no such role, wrong password, pg_hba rejection).
+	ReasonCredentialsRefused Reason = "CredentialsRefused"
+	// ReasonPermissionDenied: the admin role lacks a right it needs
+	// (CREATEROLE, CREATEDB, membership in the role).
+	ReasonPermissionDenied Reason = "PermissionDenied"
+	// ReasonConflict: a role or database of that name exists and does not
+	// belong to this ChatCluster; the operator leaves it alone.
+	ReasonConflict Reason = "Conflict"
+	// ReasonInvalidURI: the admin URI cannot be parsed.
+	ReasonInvalidURI Reason = "InvalidURI"
+	// ReasonInvalid: a name or password PostgreSQL would reject or mangle.
+	ReasonInvalid Reason = "Invalid"
+	// ReasonError: anything else the server said.
+	ReasonError Reason = "Error"
+)
+
+// Error is a classified failure. Its message never contains a password.
+type Error struct {
+	Reason Reason
+	// Op says what was being done ("create role \"parley_a_b\"").
+	Op  string
+	Err error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ReasonOf returns the Reason of a classified error, ReasonError for any other
+// non-nil error and "" for nil.
+func ReasonOf(err error) Reason {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonError
+}
+
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &Error{Reason: reasonFor(err), Op: op, Err: err}
+}
+
+// SQLSTATE codes and classes the classification relies on.
+const (
+	classInvalidAuthorization = "28"
+	classConnectionException  = "08"
+	insufficientPrivilege     = "42501"
+	adminShutdown             = "57P01"
+	crashShutdown             = "57P02"
+	cannotConnectNow          = "57P03"
+	tooManyConnections        = "53300"
+	undefinedObject           = "42704"
+)
+
+func reasonFor(err error) Reason {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, classInvalidAuthorization):
+			return ReasonCredentialsRefused
+		case pgErr.Code == insufficientPrivilege:
+			return ReasonPermissionDenied
+		case strings.HasPrefix(pgErr.Code, classConnectionException),
+			pgErr.Code == adminShutdown, pgErr.Code == crashShutdown,
+			pgErr.Code == cannotConnectNow, pgErr.Code == tooManyConnections:
+			return ReasonUnreachable
+		}
+		return ReasonError
+	}
+	var netErr net.Error
+	var dnsErr *net.DNSError
+	switch {
+	case pgconn.Timeout(err),
+		errors.As(err, &dnsErr), errors.As(err, &netErr),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return ReasonUnreachable
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		// A failed dial that is none of the above (e.g. a TLS handshake).
+		return ReasonUnreachable
+	}
+	return ReasonError
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
