@@ -61,7 +61,7 @@ envtest: ## Build (once, cached) kube-apiserver and etcd from source; print thei
 	@hack/control-plane.sh
 
 .PHONY: test
-test: manifests generate fmt vet services ## Unit, envtest and integration tests (chat server with -race).
+test: manifests generate fmt vet services helm ## Unit, envtest and integration tests (chat server with -race).
 	@assets=$$(hack/control-plane.sh); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... ; rc1=$$?; \
