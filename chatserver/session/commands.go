@@ -302,6 +302,9 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 		}
 	}
 	sub.buffer, sub.bufferOffs, sub.bufferBytes = nil, nil, 0
+	if ns.History.Size > 0 {
+		sub.skipUpTo = res.Offset
+	}
 	sub.live = true
 	return nil
 }

@@ -87,6 +87,11 @@ type subscription struct {
 	buffer      [][]byte
 	bufferOffs  []uint64
 	bufferBytes int
+	// skipUpTo is the offset in the subscribe reply: a live publication at or
+	// below it was already covered by the reply (its position or recovered
+	// publications) and is dropped. The node delivers in offset order, so
+	// the first newer publication ends the check.
+	skipUpTo    uint64
 	chanInfo    []byte
 	expireTimer *time.Timer
 	joined      bool
@@ -169,6 +174,12 @@ func (s *Session) DeliverPublication(channel string, offset uint64, data []byte)
 			s.t.Close(codes.DisconnectSlow)
 		}
 		return
+	}
+	if sub.skipUpTo > 0 && offset > 0 {
+		if offset <= sub.skipUpTo {
+			return
+		}
+		sub.skipUpTo = 0
 	}
 	s.enqueue(data, "push")
 }
