@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks of Parley and Centrifugo (run by `make bench`).
+#
+# Builds Centrifugo v6.9.1 from the Go module proxy into bin/ (once, cached),
+# Parley's chat server (with symbols, for CPU profiles) and chatbench, checks
+# the shared services, then runs every scenario interleaved against
+#   parley-2r      Parley, 2 replicas, RabbitMQ + PostgreSQL
+#   centrifugo-2n  Centrifugo, 2 nodes, Redis engine
+#   parley-1       Parley, 1 node, in-memory
+#   centrifugo-1   Centrifugo, 1 node, memory engine
+# and rewrites docs/benchmarks.md (keeping its analysis section) and
+# docs/benchmarks-latency.png. Raw results, server logs and pprof profiles go
+# to artifacts/bench/<run>/.
+#
+# Environment:
+#   BENCH_FLAGS   extra `chatbench suite` flags, e.g. "-scale 0.2 -quick" for a
+#                 smoke run or "-targets parley-1,centrifugo-1 -scenarios fanout"
+#   BENCH_DOC     report path (default docs/benchmarks.md; empty string: no report)
+#   BENCH_SKIP_SCALE=1  skip the operator-at-scale benchmark (test/scale)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/bin
+CENTRIFUGO_VERSION=v6.9.1
+CENTRIFUGO=$BIN/centrifugo-$CENTRIFUGO_VERSION
+log() { echo "bench: $*" >&2; }
+mkdir -p "$BIN"
+
+if [[ ! -x $CENTRIFUGO ]]; then
+  log "building Centrifugo $CENTRIFUGO_VERSION from the Go module proxy (once; a few minutes)"
+  tmp=$(mktemp -d)
+  CGO_ENABLED=0 GOBIN=$tmp go install \
+    -ldflags "-X github.com/centrifugal/centrifugo/v6/internal/build.Version=${CENTRIFUGO_VERSION#v}" \
+    "github.com/centrifugal/centrifugo/v6@$CENTRIFUGO_VERSION"
+  mv "$tmp/centrifugo" "$CENTRIFUGO"
+  rmdir "$tmp"
+fi
+"$CENTRIFUGO" version >&2
+
+log "building Parley's chat server and chatbench"
+(cd chatserver && CGO_ENABLED=0 go build -o "$BIN/chatserver-bench" ./cmd/chatserver \
+  && CGO_ENABLED=0 go build -o "$BIN/chatbench" ./cmd/chatbench)
+
+hack/services.sh
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  log "ERROR: Redis is not listening on 127.0.0.1:6379 (Centrifugo's 2-node setup needs it; apt-get install redis-server)"
+  exit 1
+fi
+
+run=$(date -u +%Y%m%dt%H%M%S)
+out=$ROOT/artifacts/bench/$run
+mkdir -p "$out"
+doc=${BENCH_DOC-docs/benchmarks.md}
+mkdir -p docs
+log "running the scenarios; output in $out"
+# shellcheck disable=SC2086
+"$BIN/chatbench" suite -parley "$BIN/chatserver-bench" -centrifugo "$CENTRIFUGO" -out "$out" \
+  -doc "$doc" -plot "$([[ -n $doc ]] && echo docs/benchmarks-latency.png)" ${BENCH_FLAGS:-} \
+  > "$out/report.md" 2> >(tee "$out/chatbench.log" >&2) || rc=$?
+log "report: ${doc:-$out/report.md}; results: $out/results.json"
+
+if [[ -z ${BENCH_SKIP_SCALE:-} && -d test/scale ]]; then
+  log "operator at scale (test/scale)"
+  assets=$(hack/control-plane.sh)
+  KUBEBUILDER_ASSETS=$assets PARLEY_SCALE_OUT=$out go test -count=1 -timeout 30m -run '^$' -bench . -benchtime 1x ./test/scale/ \
+    | tee "$out/operator-scale.txt" || rc=$?
+fi
+exit "${rc:-0}"
