@@ -56,12 +56,20 @@ vet: ## go vet both modules.
 services: ## Make sure RabbitMQ and PostgreSQL are up (starts them when installed but stopped).
 	@hack/services.sh
 
+.PHONY: browser-deps
+browser-deps: ## Install Chromium (apt) and the web client's npm packages when missing (real-browser test).
+	@hack/browser-deps.sh || echo "browser-deps: could not install; the real-browser test will say why it skips"
+
+.PHONY: web
+web: ## Rebuild the web client bundle (chatserver/web/static/app.js) from src/ and npm (centrifuge, esbuild).
+	cd chatserver/web && npm ci --no-audit --no-fund && npm run build
+
 .PHONY: envtest
 envtest: ## Build (once, cached) kube-apiserver and etcd from source; print their directory.
 	@hack/control-plane.sh
 
 .PHONY: test
-test: manifests generate fmt vet services helm ## Unit, envtest and integration tests (chat server with -race).
+test: manifests generate fmt vet services helm browser-deps ## Unit, envtest and integration tests (chat server with -race).
 	@assets=$$(hack/control-plane.sh); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... ; rc1=$$?; \

@@ -91,7 +91,7 @@ func TestPageHasStrictCSPAndNoExternalResources(t *testing.T) {
 	}
 	for _, m := range refs {
 		ref := m[1]
-		if strings.HasPrefix(ref, "#") {
+		if strings.HasPrefix(ref, "#") || ref == "data:," { // in-page anchors; the empty favicon
 			continue
 		}
 		if strings.Contains(ref, "//") || strings.Contains(ref, ":") {

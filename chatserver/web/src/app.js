@@ -173,7 +173,9 @@ function start(token) {
   const granted = Array.isArray(state.claims.channels)
     ? state.claims.channels.filter((c) => typeof c === 'string' && !c.endsWith('*') && !c.includes('$'))
     : [];
+  // ?room= opens that room once; after that the tab remembers the active room.
   const wanted = normalizeChannel(new URLSearchParams(location.search).get('room') || '');
+  if (wanted) history.replaceState(null, '', location.pathname);
   const channels = [...new Set([...savedRooms(), ...granted, ...(wanted ? [wanted] : [])])];
   if (channels.length === 0) channels.push('room:lobby');
   for (const c of channels) addRoom(c);
@@ -221,6 +223,7 @@ function addRoom(channel) {
   const badge = el('span', { class: 'badge', hidden: true });
   const button = el('button', { type: 'button', 'data-channel': channel, onclick: () => selectRoom(room) },
     el('span', { class: 'name', text: roomLabel(channel) }), badge);
+  state.rooms.set(channel, room);
   room.item = el('li', {}, button);
   room.button = button;
   room.badge = badge;
@@ -283,13 +286,17 @@ function renderEmpty() {
 function selectRoom(room) {
   if (!room) return;
   const prev = state.active;
-  if (prev && prev !== room) prev.scrollTop = $('scroll').scrollTop;
+  if (prev && prev !== room) {
+    prev.scrollTop = $('scroll').scrollTop;
+    removeUnreadMarker(prev);
+  }
   state.active = room;
   sessionStorage.setItem(ACTIVE_KEY, room.channel);
   state.rooms.forEach((r) => r.button.setAttribute('aria-current', r === room ? 'true' : 'false'));
   $('room-title').textContent = roomLabel(room.channel);
   $('leave-room').hidden = false;
   $('messages-host').replaceChildren(room.log);
+  if (prev !== room) removeUnreadMarker(room);
   placeUnreadMarker(room);
   renderOnline(room);
   renderTyping(room);
@@ -429,6 +436,7 @@ function ingest(room, p, live) {
   const m = {
     offset,
     user,
+    server: !p.info, // published through the server API, not by a person
     text: messageText(p.data),
     edited: false,
     deleted: false,
@@ -479,7 +487,7 @@ function renderMessage(room, m) {
     'data-offset': m.offset || '',
     'data-user': m.user,
   });
-  li.append(el('span', { class: 'author', text: m.user || 'anonymous' }), document.createTextNode(': '));
+  li.append(el('span', { class: 'author', text: m.user || (m.server ? 'server' : 'anonymous') }), el('span', { class: 'visually-hidden', text: ': ' }));
   li.append(el('p', { class: 'text', text: m.deleted ? 'Message deleted' : m.text }));
   const meta = el('div', { class: 'meta' });
   if (m.edited && !m.deleted) meta.append(el('span', { class: 'edited', text: '(edited)' }));
@@ -519,13 +527,18 @@ function stickToBottom() {
   if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < 120) sc.scrollTop = sc.scrollHeight;
 }
 
-// placeUnreadMarker shows where unread messages start when a room is opened.
-function placeUnreadMarker(room) {
+function removeUnreadMarker(room) {
   if (room.marker) {
     room.marker.remove();
     room.marker = null;
   }
+}
+
+// placeUnreadMarker shows where unread messages start while a room is open;
+// reading the room does not move it, leaving the room removes it.
+function placeUnreadMarker(room) {
   if (room.unread === 0) return;
+  removeUnreadMarker(room);
   const marker = el('li', { class: 'unread-marker', role: 'separator', 'data-after': room.lastRead, text: 'New messages' });
   room.marker = marker;
   insertSorted(room, marker, room.lastRead + 0.5);
@@ -697,6 +710,7 @@ async function refreshUnread(channels) {
       if (!room) continue;
       room.lastRead = s.last_read || 0;
       room.unread = s.unread || 0;
+      room.button.dataset.lastRead = String(room.lastRead);
       if (room === state.active) placeUnreadMarker(room);
       renderBadge(room);
       if (room === state.active) markReadSoon(room);
@@ -711,12 +725,15 @@ function markReadSoon(room) {
   if (!state.user || room !== state.active || document.visibilityState !== 'visible') return;
   clearTimeout(room.readTimer);
   room.readTimer = setTimeout(() => {
+    if (room !== state.active || document.visibilityState !== 'visible') return; // left meanwhile
     const offset = room.top;
     room.unread = 0;
     renderBadge(room);
     if (offset <= room.lastRead || !state.client || state.client.state !== 'connected') return;
     room.lastRead = offset;
-    state.client.rpc('read', { channel: room.channel, offset }).catch(() => {
+    state.client.rpc('read', { channel: room.channel, offset }).then(() => {
+      room.button.dataset.lastRead = String(offset); // what the server has acknowledged
+    }, () => {
       room.lastRead = 0; // try again next time
     });
   }, 300);
