@@ -77,7 +77,8 @@ type Ring struct {
 // Plan is what Reconcile decided.
 type Plan struct {
 	Ring Ring
-	// Generated: there was no current key and one was generated.
+	// Generated: there was no current key and one was generated (or the
+	// user's was copied).
 	Generated bool
 	// Rotated: a new request made the current key the previous one.
 	Rotated bool
@@ -103,6 +104,10 @@ func (r Ring) Equal(o Ring) bool {
 // the key two generations old is dropped at once, as it would have been by a
 // rotation without overlap.
 func Reconcile(r Ring, request string, now time.Time, overlap time.Duration, gen func() (string, error)) (Plan, error) {
+	return reconcile(r, request, now, overlap, gen, "")
+}
+
+func reconcile(r Ring, request string, now time.Time, overlap time.Duration, gen func() (string, error), supplied string) (Plan, error) {
 	if overlap < 0 {
 		return Plan{Ring: r}, fmt.Errorf("overlap %s is negative", overlap)
 	}
@@ -110,6 +115,14 @@ func Reconcile(r Ring, request string, now time.Time, overlap time.Duration, gen
 	now = now.UTC().Truncate(time.Second)
 	p := Plan{Ring: r}
 	switch {
+	case supplied != "" && r.Current == "":
+		p.Ring = Ring{Current: supplied, Previous: r.Previous, RotatedAt: r.RotatedAt, Request: r.Request}
+		p.Generated = true
+	case supplied != "" && supplied != r.Current:
+		p.Ring = Ring{Current: supplied, Previous: r.Current, RotatedAt: now, Request: r.Request}
+		p.Rotated = true
+	case supplied != "":
+		// Unchanged user key: only the overlap below may change something.
 	case r.Current == "":
 		k, err := gen()
 		if err != nil {
@@ -142,6 +155,18 @@ func Reconcile(r Ring, request string, now time.Time, overlap time.Duration, gen
 		p.RequeueAfter = expires.Sub(now)
 	}
 	return p, nil
+}
+
+// ReconcileSupplied is Reconcile for a key the user supplies in their own
+// Secret: the operator copies it, never generates or rotates it, but a change
+// of the user's key is a rotation, so tokens signed with the replaced key stay
+// valid for the overlap too. Rotation requests do not apply (the user rotates
+// by changing their Secret).
+func ReconcileSupplied(r Ring, supplied string, now time.Time, overlap time.Duration) (Plan, error) {
+	if err := Validate(supplied); err != nil {
+		return Plan{Ring: r}, err
+	}
+	return reconcile(r, "", now, overlap, nil, supplied)
 }
 
 func orElse(a, b string) string {

@@ -260,3 +260,40 @@ func TestLayoutRoundTripsThroughSecretDataAndAnnotations(t *testing.T) {
 		t.Errorf("unparsable time read as %v", got.RotatedAt)
 	}
 }
+
+func TestReconcileSuppliedCopiesTheUsersKeyAndKeepsTheReplacedOneForTheOverlap(t *testing.T) {
+	overlap := time.Hour
+	userKey := strings.Repeat("u", 32)
+	newUserKey := strings.Repeat("v", 32)
+
+	p, err := ReconcileSupplied(Ring{}, userKey, t0, overlap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Ring.Equal(Ring{Current: userKey}) || !p.Generated {
+		t.Fatalf("first copy: %+v", p)
+	}
+	if again, _ := ReconcileSupplied(p.Ring, userKey, t0.Add(time.Minute), overlap); again.Changed(p.Ring) {
+		t.Fatalf("an unchanged user key changed the ring: %+v", again.Ring)
+	}
+	p, err = ReconcileSupplied(p.Ring, newUserKey, t0.Add(time.Minute), overlap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Ring{Current: newUserKey, Previous: userKey, RotatedAt: t0.Add(time.Minute)}
+	if !p.Ring.Equal(want) || !p.Rotated || p.RequeueAfter != overlap {
+		t.Fatalf("user changed the key: %+v, want ring %+v rotated, requeue %s", p, want, overlap)
+	}
+	p, _ = ReconcileSupplied(p.Ring, newUserKey, t0.Add(time.Minute+overlap), overlap)
+	if !p.Ring.Equal(Ring{Current: newUserKey}) || !p.Dropped {
+		t.Fatalf("after the overlap: %+v", p)
+	}
+	// A generated key replaced by a user's: the generated one is kept for the overlap.
+	p, _ = ReconcileSupplied(Ring{Current: "generated", Request: "r1"}, userKey, t0, overlap)
+	if !p.Ring.Equal(Ring{Current: userKey, Previous: "generated", RotatedAt: t0, Request: "r1"}) {
+		t.Fatalf("generated → supplied: %+v", p.Ring)
+	}
+	if _, err := ReconcileSupplied(Ring{}, "short", t0, overlap); err == nil {
+		t.Fatal("a short user key was accepted")
+	}
+}

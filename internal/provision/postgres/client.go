@@ -21,6 +21,9 @@ type Provisioner interface {
 	// Missing objects count as dropped; objects not owned by db.Owner are
 	// never touched (ReasonConflict).
 	Drop(ctx context.Context, adminURI string, db Database) error
+	// Ping connects with uri and runs a trivial query: the check for a
+	// database the user brings (spec.database.secretRef).
+	Ping(ctx context.Context, uri string) error
 }
 
 // EnsureFunc and DropFunc adapt plain functions to Provisioner (tests).
@@ -33,6 +36,7 @@ type (
 type Funcs struct {
 	EnsureFunc EnsureFunc
 	DropFunc   DropFunc
+	PingFunc   func(ctx context.Context, uri string) error
 }
 
 // Ensure calls f.EnsureFunc.
@@ -43,6 +47,11 @@ func (f Funcs) Ensure(ctx context.Context, adminURI string, db Database, passwor
 // Drop calls f.DropFunc.
 func (f Funcs) Drop(ctx context.Context, adminURI string, db Database) error {
 	return f.DropFunc(ctx, adminURI, db)
+}
+
+// Ping calls f.PingFunc.
+func (f Funcs) Ping(ctx context.Context, uri string) error {
+	return f.PingFunc(ctx, uri)
 }
 
 // Result reports what Ensure did and how to connect.
@@ -417,4 +426,24 @@ func serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(s)
+}
+
+// Ping implements Provisioner.
+func (c *Client) Ping(ctx context.Context, uri string) error {
+	cfg, _, err := parseAdmin(uri)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	conn, err := connect(ctx, cfg, "to the database")
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return classify("query the database", err)
+	}
+	return nil
 }

@@ -434,3 +434,21 @@ func TestClosedPortIsUnreachable(t *testing.T) {
 		t.Fatalf("Drop: reason %q, err %v; want %q", ReasonOf(err), err, ReasonUnreachable)
 	}
 }
+
+func TestPing(t *testing.T) {
+	c := &Client{}
+	if err := c.Ping(ctxT(t), testenv.PostgresURL()); err != nil {
+		t.Fatalf("Ping of the test server: %v", err)
+	}
+	u, _ := url.Parse(testenv.PostgresURL())
+	u.Path = "/" + testenv.UniqueName(t, "no-such-db")
+	if err := c.Ping(ctxT(t), u.String()); err == nil {
+		t.Fatal("Ping of a missing database succeeded")
+	}
+	if err := c.Ping(ctxT(t), "postgres://u:p@127.0.0.1:1/db?sslmode=disable"); ReasonOf(err) != ReasonUnreachable {
+		t.Fatalf("Ping of a closed port: reason %q, err %v", ReasonOf(err), err)
+	}
+	if err := c.Ping(ctxT(t), "postgres://u:s3cret@h:x/db"); ReasonOf(err) != ReasonInvalidURI || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Ping of a bad URI: reason %q, err %v", ReasonOf(err), err)
+	}
+}

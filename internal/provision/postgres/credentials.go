@@ -58,13 +58,13 @@ func (c Credentials) Map() map[string]string {
 	}
 }
 
-// parseAdmin parses the admin URI (URL or key=value form) without ever
+// parseAdmin parses a PostgreSQL URI (the admin's, or a user's database) (URL or key=value form) without ever
 // echoing it, since it holds a password.
 func parseAdmin(uri string) (*pgx.ConnConfig, string, error) {
 	cfg, err := pgx.ParseConfig(uri)
 	if err != nil {
-		return nil, "", &Error{Reason: ReasonInvalidURI, Op: "parse admin URI",
-			Err: errors.New("cannot parse the admin PostgreSQL URI (want postgres://user:password@host:5432/postgres?sslmode=require, reserved characters percent-encoded)")}
+		return nil, "", &Error{Reason: ReasonInvalidURI, Op: "parse PostgreSQL URI",
+			Err: errors.New("cannot parse the PostgreSQL URI (want postgres://user:password@host:5432/postgres?sslmode=require, reserved characters percent-encoded)")}
 	}
 	return cfg, sslModeOf(uri), nil
 }
