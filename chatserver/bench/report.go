@@ -85,6 +85,15 @@ func (r *SuiteResult) Ratios(parley, centrifugo string) map[string]Ratio {
 		out["max"] = ratio(p.MaxSustained, c.MaxSustained, 1.25, false)
 		out["p99"] = ratio(p.Fixed.Latency.P99Ms, c.Fixed.Latency.P99Ms, 0.8, true)
 	}
+	// The alternating comparison is the better measurement of the same thing.
+	if h := r.Headline[parley]; h != nil {
+		p, okp := h.Median[parley]
+		c, okc := h.Median[centrifugo]
+		if okp && okc {
+			out["cpu"] = ratio(p.CPUPerMsgUs, c.CPUPerMsgUs, 0.8, true)
+			out["p99"] = ratio(p.Latency.P99Ms, c.Latency.P99Ms, 0.8, true)
+		}
+	}
 	if p, c := r.Chat[parley], r.Chat[centrifugo]; p != nil && c != nil {
 		out["chatcpu"] = ratio(p.Window.CPUPerMsgUs, c.Window.CPUPerMsgUs, 0.8, true)
 		out["chatp99"] = ratio(p.Window.Latency.P99Ms, c.Window.Latency.P99Ms, 0.8, true)
@@ -131,6 +140,29 @@ func (r *SuiteResult) Markdown(plotFile, analysis string, profileTops map[string
 		p("## Failures in this run\n\n")
 		for _, k := range sortedStrings(r.Errors) {
 			p("- `%s`: %s\n", k, oneLine(r.Errors[k]))
+		}
+		p("\n")
+	}
+
+	if len(r.Headline) > 0 {
+		p("## Headline: one room at a fixed load, alternating\n\n")
+		p("Both systems of a pair run at once, each with its own %d subscribers in one room and %d publishers; windows of the fixed rate (%.0f pub/s = %.0f msg/s) alternate between them, only one publishing at a time, so background load on the machine hits both alike. Figures are medians over the windows; every window is listed.\n\n",
+			r.Config.FanoutSubs, r.Config.FanoutPublishers, r.Config.FixedRate, r.Config.FixedRate*float64(r.Config.FanoutSubs))
+		p("| system | server CPU µs/msg per window | median µs/msg | backing services µs/msg | median p50 / p99 / p99.9 ms | median delivered msg/s | median client CPU s per window |\n|---|---|---|---|---|---|---|\n")
+		for _, pair := range Pairs {
+			h := r.Headline[pair[0]]
+			if h == nil {
+				continue
+			}
+			for _, name := range pair {
+				ws := h.Windows[name]
+				var each []string
+				for _, w := range ws {
+					each = append(each, fmt.Sprintf("%.2f", w.CPUPerMsgUs))
+				}
+				m := h.Median[name]
+				p("| %s | %s | %.2f | %.2f | %s | %.0f | %.2f |\n", name, strings.Join(each, ", "), m.CPUPerMsgUs, m.AuxPerMsgUs, lat3(m.Latency), m.DeliveredPerSec, m.ClientCPUSec)
+			}
 		}
 		p("\n")
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"sort"
 	"time"
 )
 
@@ -109,9 +110,12 @@ type Window struct {
 	// CPUPerMsgUs is server CPU per delivered message, microseconds.
 	CPUPerMsgUs float64 `json:"cpuPerMsgUs"`
 	// AuxCPUSec is the backing services' CPU over the window (shared, noisy).
-	AuxCPUSec     float64 `json:"auxCpuSec"`
-	AuxPerMsgUs   float64 `json:"auxCpuPerMsgUs"`
-	ServerRSS     int64   `json:"serverRssBytes"`
+	AuxCPUSec   float64 `json:"auxCpuSec"`
+	AuxPerMsgUs float64 `json:"auxCpuPerMsgUs"`
+	ServerRSS   int64   `json:"serverRssBytes"`
+	// ClientCPUSec is the load generator's CPU over the window (its worker
+	// processes): on a small machine it competes with the server.
+	ClientCPUSec  float64 `json:"clientCpuSec"`
 	PublishErrors int64   `json:"publishErrors"`
 	PublishDrops  int64   `json:"publishDrops"`
 	Disconnects   int64   `json:"disconnects"`
@@ -128,6 +132,7 @@ type measurer struct {
 	procs   ProcTotals
 	aux     ProcTotals
 	auxPIDs []int
+	client  ProcTotals
 	at      time.Time
 }
 
@@ -153,13 +158,13 @@ func (m *measurer) mark() error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.t.Name, err)
 	}
-	m.stats, m.procs, m.aux, m.at = s, p, ReadProcsLenient(m.auxPIDs), time.Now()
+	m.stats, m.procs, m.aux, m.client, m.at = s, p, ReadProcsLenient(m.auxPIDs), ReadProcsLenient(m.f.PIDs()), time.Now()
 	return nil
 }
 
 // window ends the current window (and starts the next).
 func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, error) {
-	prevStats, prevProcs, prevAux, prevAt := m.stats, m.procs, m.aux, m.at
+	prevStats, prevProcs, prevAux, prevClient, prevAt := m.stats, m.procs, m.aux, m.client, m.at
 	if err := m.mark(); err != nil {
 		return Window{}, err
 	}
@@ -172,6 +177,7 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 		ServerCPUSec:  CPUDelta(prevProcs, m.procs).Seconds(),
 		AuxCPUSec:     CPUDelta(prevAux, m.aux).Seconds(),
 		ServerRSS:     m.procs.RSS,
+		ClientCPUSec:  CPUDelta(prevClient, m.client).Seconds(),
 		PublishErrors: s.PublishErrors - prevStats.PublishErrors, PublishDrops: s.PublishDrops - prevStats.PublishDrops,
 		Disconnects: s.DisconnectCount() - prevStats.DisconnectCount(),
 	}
@@ -618,4 +624,123 @@ func (t Target) alive() error {
 		}
 	}
 	return nil
+}
+
+// HeadlineResult compares two systems at one fixed load, alternating
+// measured windows between them so that the machine's background load (other
+// work, thermal state) hits both alike; medians are reported.
+type HeadlineResult struct {
+	Subscribers int     `json:"subscribers"`
+	Rate        float64 `json:"ratePubsPerSec"`
+	// Windows per system, in the order they ran (A B A B …).
+	Windows map[string][]Window `json:"windows"`
+	// Median per system: CPU µs/msg and latency percentiles are each the
+	// median over that system's windows.
+	Median map[string]Window `json:"median"`
+}
+
+// Headline runs subscribers in one room on each target (all connected at
+// once), then rounds of one window per target at rate publications/s, only
+// one target publishing at a time.
+func Headline(ctx context.Context, o Options, targets []Target, subscribers, publishers int, rate float64, rounds int, warmup, window time.Duration) (*HeadlineResult, error) {
+	subs := o.scaled(subscribers)
+	res := &HeadlineResult{Subscribers: subs, Rate: rate, Windows: map[string][]Window{}, Median: map[string]Window{}}
+	type side struct {
+		t       Target
+		f       *Fleet
+		m       *measurer
+		weights []int
+	}
+	var sides []*side
+	defer func() {
+		for _, s := range sides {
+			s.f.Close()
+		}
+	}()
+	for _, t := range targets {
+		f, err := o.fleet(Layout{Endpoints: t.Endpoints, ChannelPrefix: channelPrefix(o, "headline-"+t.Name), Rooms: 1, Subscribers: subs,
+			Publishers: publishers, PublishConcurrency: 512})
+		if err != nil {
+			return nil, err
+		}
+		sides = append(sides, &side{t: t, f: f, weights: PublisherWeights(f.Jobs)})
+		c, err := connectFleet(f)
+		if err != nil {
+			return nil, err
+		}
+		if c.Failed > 0 {
+			return nil, fmt.Errorf("%s headline: %d connections failed: %s", t.Name, c.Failed, c.FirstError)
+		}
+		if sides[len(sides)-1].m, err = newMeasurer(t, f); err != nil {
+			return nil, err
+		}
+	}
+	warm, win := o.window(warmup), o.window(window)
+	for round := 0; round < rounds; round++ {
+		for _, s := range sides {
+			if err := s.f.SetRate(rate, s.weights); err != nil {
+				return nil, err
+			}
+			time.Sleep(warm)
+			if err := s.m.mark(); err != nil {
+				return nil, err
+			}
+			time.Sleep(win)
+			w, err := s.m.window(rate, float64(subs))
+			if err != nil {
+				return nil, err
+			}
+			w.Sustained, w.Why = sustained(w, time.Second)
+			if err := s.f.SetRate(0, s.weights); err != nil {
+				return nil, err
+			}
+			res.Windows[s.t.Name] = append(res.Windows[s.t.Name], w)
+			o.logf("%s headline round %d: %.0f msg/s, p50 %.2fms p99 %.2fms, server %.2f µs/msg, client cpu %.2fs %s",
+				s.t.Name, round+1, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.CPUPerMsgUs, w.ClientCPUSec, w.Why)
+			if _, _, err := drain(s.f, subs, o.window(10*time.Second)); err != nil {
+				return nil, err
+			}
+			if err := s.t.alive(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for name, ws := range res.Windows {
+		res.Median[name] = MedianWindow(ws)
+	}
+	return res, nil
+}
+
+// MedianWindow takes the median of each figure over windows separately.
+func MedianWindow(ws []Window) Window {
+	if len(ws) == 0 {
+		return Window{}
+	}
+	med := func(f func(Window) float64) float64 {
+		v := make([]float64, len(ws))
+		for i, w := range ws {
+			v[i] = f(w)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	m := ws[0]
+	m.DeliveredPerSec = med(func(w Window) float64 { return w.DeliveredPerSec })
+	m.CPUPerMsgUs = med(func(w Window) float64 { return w.CPUPerMsgUs })
+	m.AuxPerMsgUs = med(func(w Window) float64 { return w.AuxPerMsgUs })
+	m.ServerCPUSec = med(func(w Window) float64 { return w.ServerCPUSec })
+	m.ClientCPUSec = med(func(w Window) float64 { return w.ClientCPUSec })
+	m.Latency.P50Ms = med(func(w Window) float64 { return w.Latency.P50Ms })
+	m.Latency.P99Ms = med(func(w Window) float64 { return w.Latency.P99Ms })
+	m.Latency.P999Ms = med(func(w Window) float64 { return w.Latency.P999Ms })
+	m.Latency.MeanMs = med(func(w Window) float64 { return w.Latency.MeanMs })
+	m.Latency.MaxMs = med(func(w Window) float64 { return w.Latency.MaxMs })
+	m.Sustained = true
+	for _, w := range ws {
+		m.Sustained = m.Sustained && w.Sustained
+	}
+	return m
 }

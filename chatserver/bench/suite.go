@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 var AllTargets = []string{"parley-2r", "centrifugo-2n", "parley-1", "centrifugo-1"}
 
 // AllScenarios in the order the suite runs them.
-var AllScenarios = []string{"idle", "fanout", "chat", "reconnect"}
+var AllScenarios = []string{"headline", "fanout", "chat", "idle", "reconnect"}
 
 // SuiteConfig is one `chatbench suite` invocation.
 type SuiteConfig struct {
@@ -28,6 +29,8 @@ type SuiteConfig struct {
 
 	IdleConns, IdleRooms int
 	Fanout               FanoutConfig
+	// HeadlineRounds alternate windows per pair at Fanout.FixedRate.
+	HeadlineRounds       int
 	ChatRooms, ChatUsers int
 	ChatRate             float64
 	ChatWindow           time.Duration
@@ -42,10 +45,10 @@ type SuiteConfig struct {
 func DefaultSuite() SuiteConfig {
 	return SuiteConfig{
 		Targets: AllTargets, Scenarios: AllScenarios,
-		IdleConns: 15000, IdleRooms: 1000,
+		IdleConns: 15000, IdleRooms: 1000, HeadlineRounds: 3,
 		Fanout: FanoutConfig{
-			Subscribers: 2000, Publishers: 8, FixedRate: 25,
-			Rates:  []float64{10, 25, 50, 75, 100, 150, 200, 300, 400, 600, 800},
+			Subscribers: 2000, Publishers: 8, FixedRate: 10,
+			Rates:  []float64{5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200},
 			Warmup: 2 * time.Second, Window: 6 * time.Second, MaxP99: time.Second,
 		},
 		ChatRooms: 1000, ChatUsers: 10, ChatRate: 1000, ChatWindow: 15 * time.Second,
@@ -75,8 +78,10 @@ type SuiteResult struct {
 	Fanout    map[string]*FanoutResult    `json:"fanout,omitempty"`
 	Chat      map[string]*ChatResult      `json:"chat,omitempty"`
 	Reconnect map[string]*ReconnectResult `json:"reconnect,omitempty"`
-	Errors    map[string]string           `json:"errors,omitempty"`
-	Config    SuiteConfigSummary          `json:"config"`
+	// Headline is keyed by the Parley system of each compared pair.
+	Headline map[string]*HeadlineResult `json:"headline,omitempty"`
+	Errors   map[string]string          `json:"errors,omitempty"`
+	Config   SuiteConfigSummary         `json:"config"`
 }
 
 // SuiteConfigSummary records the sizes a run used.
@@ -171,7 +176,7 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 	res := &SuiteResult{
 		RunID: c.Env.RunID, Started: time.Now(), Command: c.Command, Machine: ReadMachine(), Payload: o.PayloadBytes,
 		Idle: map[string]*IdleResult{}, Fanout: map[string]*FanoutResult{}, Chat: map[string]*ChatResult{},
-		Reconnect: map[string]*ReconnectResult{}, Errors: map[string]string{},
+		Reconnect: map[string]*ReconnectResult{}, Headline: map[string]*HeadlineResult{}, Errors: map[string]string{},
 		Config: SuiteConfigSummary{
 			IdleConns: o.scaled(c.IdleConns), IdleRooms: c.IdleRooms, FanoutSubs: o.scaled(c.Fanout.Subscribers),
 			FanoutPublishers: c.Fanout.Publishers, FixedRate: c.Fanout.FixedRate, Rates: c.Fanout.Rates,
@@ -196,6 +201,10 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 		res.Targets = append(res.Targets, info)
 	}
 	for _, sc := range c.Scenarios {
+		if sc == "headline" {
+			c.headline(ctx, res)
+			continue
+		}
 		for _, name := range c.Targets {
 			if ctx.Err() != nil {
 				res.Errors["suite"] = ctx.Err().Error()
@@ -248,6 +257,47 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 	res.Finished = time.Now()
 	res.Machine.LoadAfter = loadAvg()
 	return res
+}
+
+// headline runs the alternating fixed-rate comparison for every pair whose
+// two systems are both among the targets.
+func (c SuiteConfig) headline(ctx context.Context, res *SuiteResult) {
+	o := c.Options
+	for _, pair := range Pairs {
+		if !slices.Contains(c.Targets, pair[0]) || !slices.Contains(c.Targets, pair[1]) {
+			continue
+		}
+		key := "headline/" + pair[0] + "+" + pair[1]
+		o.logf("== %s", key)
+		var servers []*Server
+		var targets []Target
+		var err error
+		for _, name := range pair {
+			var srv *Server
+			if srv, err = c.start(ctx, name); err != nil {
+				break
+			}
+			servers = append(servers, srv)
+			targets = append(targets, TargetOf(srv))
+		}
+		if err == nil {
+			var r *HeadlineResult
+			if r, err = Headline(ctx, o, targets, c.Fanout.Subscribers, c.Fanout.Publishers, c.Fanout.FixedRate, max(1, c.HeadlineRounds),
+				c.Fanout.Warmup, c.Fanout.Window+2*time.Second); err == nil {
+				res.Headline[pair[0]] = r
+			}
+		}
+		for _, srv := range servers {
+			if aerr := srv.Alive(); err == nil && aerr != nil {
+				err = aerr
+			}
+			srv.Stop()
+		}
+		if err != nil {
+			res.Errors[key] = err.Error()
+			o.logf("%s: %v", key, err)
+		}
+	}
 }
 
 func binaryVersion(bin string, args ...string) string {
