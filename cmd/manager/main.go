@@ -1,0 +1,101 @@
+// Command manager runs the Parley operator: flags → manager → ChatCluster reconciler.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/parley-chat/parley/controllers"
+	"github.com/parley-chat/parley/internal/resource"
+)
+
+func main() {
+	var (
+		watchNamespaces  string
+		leaderElect      bool
+		leaderElectionID string
+		leaderElectionNS string
+		metricsAddr      string
+		probeAddr        string
+		chatServerImage  string
+		clusterDomain    string
+		qps              float64
+		burst            int
+		concurrency      int
+		resync           time.Duration
+	)
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
+	flag.StringVar(&leaderElectionID, "leader-election-id", "parley-operator.chat.parley.io", "name of the leader election Lease")
+	flag.StringVar(&leaderElectionNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's namespace)")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 turns it off")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	flag.StringVar(&chatServerImage, "chat-server-image", "ghcr.io/parley-chat/parley:latest", "chat server image for ChatClusters that do not name one")
+	flag.StringVar(&clusterDomain, "cluster-domain", resource.DefaultClusterDomain, "the cluster's DNS domain, for endpoint URLs")
+	flag.Float64Var(&qps, "kube-api-qps", 20, "queries per second to the API server")
+	flag.IntVar(&burst, "kube-api-burst", 30, "burst of queries to the API server")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 2, "ChatClusters reconciled in parallel")
+	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := run(watchNamespaces, leaderElect, leaderElectionID, leaderElectionNS, metricsAddr, probeAddr,
+		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency},
+		float32(qps), burst); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, probeAddr string, opts controllers.Options, qps float32, burst int) error {
+	if opts.DefaultImage == "" {
+		return fmt.Errorf("--chat-server-image must not be empty")
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+
+	var namespaces []string
+	for ns := range strings.SplitSeq(watchNamespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			namespaces = append(namespaces, ns)
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  controllers.NewScheme(),
+		Cache:                   controllers.CacheOptions(namespaces),
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        leID,
+		LeaderElectionNamespace: leNS,
+		// A new leader takes over at once when the old one exits cleanly.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := (&controllers.ChatClusterReconciler{Options: opts}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up ChatCluster controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager", "namespaces", namespaces, "chatServerImage", opts.DefaultImage)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,253 @@
+// Package controllers holds the ChatCluster reconciler, split by concern:
+// provisioning steps (reconcile_keys.go, reconcile_broker.go,
+// reconcile_database.go), the Kubernetes children (reconcile_children.go),
+// the status (reconcile_status.go), events and metrics.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/resource"
+)
+
+// The manager's permissions, least privilege: read ChatClusters and write
+// their status; create and update the children (delete only the optional
+// ones); read Secrets (the provisioning steps add what they write).
+// +kubebuilder:rbac:groups=chat.parley.io,resources=chatclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=chat.parley.io,resources=chatclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=chat.parley.io,resources=chatclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=configmaps;services;serviceaccounts,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Options are the operator-wide settings from the manager's flags.
+type Options struct {
+	// DefaultImage is the chat server image for clusters that do not name one.
+	DefaultImage string
+	// ClusterDomain is the cluster's DNS domain, for the endpoint URL.
+	ClusterDomain string
+	// ResyncPeriod is how often a cluster is reconciled without a change
+	// (picks up changes to referenced Secrets outside the cache's label selector).
+	ResyncPeriod time.Duration
+	// MaxConcurrentReconciles bounds parallel reconciles.
+	MaxConcurrentReconciles int
+}
+
+// ChatClusterReconciler turns a ChatCluster into running chat servers.
+type ChatClusterReconciler struct {
+	client.Client
+	// APIReader reads around the cache: referenced Secrets the cache does not
+	// hold because they lack Parley's label.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  recorder.EventRecorder
+	Options   Options
+
+	serviceMonitors *kindProbe
+}
+
+// pass is what one reconcile learns as it goes, from the provisioning steps
+// to the children to the status.
+type pass struct {
+	cc *v1alpha1.ChatCluster
+	// original is the ChatCluster as read, the base of the status patch.
+	original *v1alpha1.ChatCluster
+	paused   bool
+
+	deployment     *appsv1.Deployment
+	missingSecrets []string
+	errs           []error
+	// conditions set by the provisioning steps (BrokerReady, DatabaseReady).
+	conditions   []metav1.Condition
+	requeueAfter time.Duration
+}
+
+func (p *pass) fail(err error) { p.errs = append(p.errs, err) }
+
+// setCondition records a condition a step owns (BrokerReady, DatabaseReady);
+// the status patch writes it with the others.
+func (p *pass) setCondition(c metav1.Condition) {
+	c.ObservedGeneration = p.cc.Generation
+	p.conditions = append(p.conditions, c)
+}
+
+// requeue asks for another pass within d (the soonest request wins).
+func (p *pass) requeue(d time.Duration) {
+	if d > 0 && (p.requeueAfter == 0 || d < p.requeueAfter) {
+		p.requeueAfter = d
+	}
+}
+
+func (p *pass) err() error { return errors.Join(p.errs...) }
+
+// step is one provisioning concern run before the children are built.
+type step struct {
+	name string
+	run  func(ctx context.Context, p *pass) error
+}
+
+// provisioningSteps run before the children, in this order: the Secrets the
+// pods mount (keys, database credentials) and the broker topology they
+// connect to exist before the Deployment refers to them. The provisioning
+// issue fills these functions in; each reports through p.setCondition.
+func (r *ChatClusterReconciler) provisioningSteps() []step {
+	return []step{
+		{"keys", r.reconcileKeys},
+		{"broker", r.reconcileBroker},
+		{"database", r.reconcileDatabase},
+	}
+}
+
+// Reconcile brings one ChatCluster's children and status in line with its spec.
+func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	cc := &v1alpha1.ChatCluster{}
+	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cc.DeletionTimestamp.IsZero() {
+		// The children go with the ChatCluster through their owner
+		// references; only external state needs a finalizer (finalizer.go,
+		// added by the provisioning steps).
+		return ctrl.Result{}, nil
+	}
+
+	p := &pass{cc: cc, original: cc.DeepCopy(), paused: isPaused(cc)}
+	if p.paused {
+		if err := r.observeDeployment(ctx, p); err != nil {
+			p.fail(err)
+		}
+	} else {
+		for _, s := range r.provisioningSteps() {
+			if err := s.run(ctx, p); err != nil {
+				p.fail(fmt.Errorf("%s: %w", s.name, err))
+			}
+		}
+		if err := r.reconcileChildren(ctx, p); err != nil {
+			p.fail(err)
+		}
+	}
+	if err := r.reconcileStatus(ctx, p); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := p.err(); err != nil {
+		return ctrl.Result{}, err
+	}
+	p.requeue(r.Options.ResyncPeriod)
+	return ctrl.Result{RequeueAfter: p.requeueAfter}, nil
+}
+
+func isPaused(cc *v1alpha1.ChatCluster) bool {
+	return cc.Annotations[v1alpha1.AnnotationPaused] == "true"
+}
+
+// Index of ChatClusters by the Secrets they reference, to map a changed Secret to its clusters.
+const secretIndex = "chat.parley.io/secret-names"
+
+// SetupWithManager registers the reconciler, its watches, its index and its metrics.
+func (r *ChatClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Client == nil {
+		r.Client = mgr.GetClient()
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Scheme == nil {
+		r.Scheme = mgr.GetScheme()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("chatcluster-controller")
+	}
+	r.serviceMonitors = newKindProbe(mgr.GetRESTMapper(), resource.ServiceMonitorGVK, time.Minute)
+
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ChatCluster{}, secretIndex, func(o client.Object) []string {
+		return resource.ReferencedSecretNames(resource.Cluster{ChatCluster: o.(*v1alpha1.ChatCluster)})
+	}); err != nil {
+		return fmt.Errorf("index ChatClusters by Secret: %w", err)
+	}
+	if err := registerMetrics(mgr.GetClient()); err != nil {
+		return err
+	}
+
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("chatcluster").
+		// Status writes (ours) change neither generation nor annotations: they do not trigger a pass.
+		For(&v1alpha1.ChatCluster{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.Ingress{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.MaxConcurrentReconciles)})
+	if r.serviceMonitors.available(ctx) {
+		sm := &unstructured.Unstructured{}
+		sm.SetGroupVersionKind(resource.ServiceMonitorGVK)
+		b = b.Owns(sm)
+	}
+	return b.Complete(r)
+}
+
+// clustersForSecret maps a Secret to the ChatClusters in its namespace that reference it.
+func (r *ChatClusterReconciler) clustersForSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.ChatClusterList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list ChatClusters referencing a Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, cc := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}})
+	}
+	return reqs
+}
+
+// observeDeployment reads the Deployment without changing it (paused clusters).
+func (r *ChatClusterReconciler) observeDeployment(ctx context.Context, p *pass) error {
+	d := &appsv1.Deployment{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: p.cc.Namespace, Name: p.cc.Name}, d)
+	switch {
+	case err == nil:
+		if metav1.IsControlledBy(d, p.cc) {
+			p.deployment = d
+		}
+		return nil
+	case meta.IsNoMatchError(err), client.IgnoreNotFound(err) == nil:
+		return nil
+	default:
+		return fmt.Errorf("read Deployment: %w", err)
+	}
+}

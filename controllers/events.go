@@ -1,0 +1,69 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+)
+
+// Event reasons on a ChatCluster. Events are written only when something
+// happened (a child created, updated or deleted; a failure that is new or
+// changed; a pause or resume), never by a pass that changed nothing.
+const (
+	EventCreated         = "Created"
+	EventUpdated         = "Updated"
+	EventDeleted         = "Deleted"
+	EventReconcileFailed = "ReconcileFailed"
+	EventRecovered       = "Recovered"
+	EventPaused          = "Paused"
+	EventResumed         = "Resumed"
+)
+
+const opDeleted controllerutil.OperationResult = "deleted"
+
+func (r *ChatClusterReconciler) childEvent(cc *v1alpha1.ChatCluster, obj client.Object, op controllerutil.OperationResult) {
+	var reason, action string
+	switch op {
+	case controllerutil.OperationResultCreated:
+		reason, action = EventCreated, "Create"
+	case controllerutil.OperationResultUpdated:
+		reason, action = EventUpdated, "Update"
+	case opDeleted:
+		reason, action = EventDeleted, "Delete"
+	default:
+		return
+	}
+	r.Recorder.Eventf(cc, obj, corev1.EventTypeNormal, reason, action, "%s %s %s", reason, kindOf(r, obj), obj.GetName())
+}
+
+// conditionEvents reports the transitions of Degraded and Paused between
+// the stored status and the new one.
+func (r *ChatClusterReconciler) conditionEvents(cc *v1alpha1.ChatCluster, before, after []metav1.Condition) {
+	find := func(conds []metav1.Condition, t string) *metav1.Condition {
+		for i := range conds {
+			if conds[i].Type == t {
+				return &conds[i]
+			}
+		}
+		return nil
+	}
+	was, is := find(before, v1alpha1.ConditionDegraded), find(after, v1alpha1.ConditionDegraded)
+	switch {
+	case is != nil && is.Status == metav1.ConditionTrue && (was == nil || was.Status != is.Status || was.Message != is.Message):
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventReconcileFailed, "Reconcile", "%s", is.Message)
+	case is != nil && is.Status != metav1.ConditionTrue && was != nil && was.Status == metav1.ConditionTrue:
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventRecovered, "Reconcile", "the cluster is no longer degraded")
+	}
+	was, is = find(before, v1alpha1.ConditionPaused), find(after, v1alpha1.ConditionPaused)
+	if is != nil && (was == nil || was.Status != is.Status) {
+		switch {
+		case is.Status == metav1.ConditionTrue:
+			r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventPaused, "Pause", "%s", is.Message)
+		case was != nil:
+			r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventResumed, "Resume", "the operator manages the cluster's children again")
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/parley-chat/parley/internal/resource"
+)
+
+// reconcileChildren applies the builders in order. Each child is read (from
+// the cache), mutated by its builder and written only when that changed it.
+// The Deployment waits until the Secrets its pods mount exist.
+func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) error {
+	c := resource.Cluster{
+		ChatCluster:             p.cc,
+		DefaultImage:            r.Options.DefaultImage,
+		ClusterDomain:           r.Options.ClusterDomain,
+		ServiceMonitorAvailable: r.serviceMonitors.available(ctx),
+	}
+	refs := resource.SecretReferences(c)
+	data, missing, err := r.readSecrets(ctx, p.cc.Namespace, refs)
+	if err != nil {
+		return err
+	}
+	p.missingSecrets = missing
+	c.SecretsHash = resource.SecretsHash(refs, data)
+
+	var errs []error
+	for _, b := range resource.Builders(c) {
+		obj, err := b.Build()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if opt, ok := b.(resource.Optional); ok && !opt.Wanted() {
+			if err := r.deleteChild(ctx, p, obj); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if _, ok := obj.(*appsv1.Deployment); ok && len(missing) > 0 {
+			// Pods would hang mounting a missing Secret: leave the Deployment
+			// as it is (or absent) until the Secrets exist.
+			if err := r.observeDeployment(ctx, p); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if err := r.applyChild(ctx, p, b, obj); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if d, ok := obj.(*appsv1.Deployment); ok {
+			p.deployment = d
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyChild creates or updates one child, with the ChatCluster as its controller.
+func (r *ChatClusterReconciler) applyChild(ctx context.Context, p *pass, b resource.ResourceBuilder, obj client.Object) error {
+	mutate := func() error {
+		if err := b.Update(obj); err != nil {
+			return err
+		}
+		return controllerutil.SetControllerReference(p.cc, obj, r.Scheme)
+	}
+	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, mutate)
+	if apierrors.IsAlreadyExists(err) {
+		// The cache did not have it: it lags behind, or the object lost the
+		// label the cache selects by. Read it from the API server and update it.
+		op, err = r.updateUncached(ctx, obj, mutate)
+	}
+	if err != nil {
+		err = fmt.Errorf("%s %s: %w", kindOf(r, obj), obj.GetName(), err)
+		return err
+	}
+	r.childEvent(p.cc, obj, op)
+	return nil
+}
+
+func (r *ChatClusterReconciler) updateUncached(ctx context.Context, obj client.Object, mutate func() error) (controllerutil.OperationResult, error) {
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	before := obj.DeepCopyObject()
+	if err := mutate(); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	if equality.Semantic.DeepEqual(before, obj) {
+		return controllerutil.OperationResultNone, nil
+	}
+	if err := r.Update(ctx, obj); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	return controllerutil.OperationResultUpdated, nil
+}
+
+// deleteChild removes an optional child the spec no longer asks for, if this
+// ChatCluster controls it.
+func (r *ChatClusterReconciler) deleteChild(ctx context.Context, p *pass, obj client.Object) error {
+	err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+	switch {
+	case meta.IsNoMatchError(err), apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s %s: %w", kindOf(r, obj), obj.GetName(), err)
+	case !metav1.IsControlledBy(obj, p.cc):
+		return nil
+	}
+	if err := r.Delete(ctx, obj, client.Preconditions{UID: ptr(obj.GetUID())}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete %s %s: %w", kindOf(r, obj), obj.GetName(), err)
+	}
+	r.childEvent(p.cc, obj, opDeleted)
+	return nil
+}
+
+// readSecrets reads the referenced Secrets: from the cache when they carry
+// Parley's label, else straight from the API server. It returns their data
+// by name and the names of the required ones that do not exist.
+func (r *ChatClusterReconciler) readSecrets(ctx context.Context, namespace string, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
+	data := map[string]map[string][]byte{}
+	var missing []string
+	for _, ref := range refs {
+		if _, seen := data[ref.Name]; seen {
+			continue
+		}
+		s := &corev1.Secret{}
+		key := types.NamespacedName{Namespace: namespace, Name: ref.Name}
+		err := r.Get(ctx, key, s)
+		if apierrors.IsNotFound(err) {
+			err = r.APIReader.Get(ctx, key, s)
+		}
+		switch {
+		case err == nil:
+			data[ref.Name] = s.Data
+		case apierrors.IsNotFound(err):
+			if !ref.Optional {
+				missing = append(missing, ref.Name)
+			}
+		default:
+			return nil, nil, fmt.Errorf("read Secret %s: %w", ref.Name, err)
+		}
+	}
+	return data, missing, nil
+}
+
+func kindOf(r *ChatClusterReconciler, obj client.Object) string {
+	if k := obj.GetObjectKind().GroupVersionKind().Kind; k != "" {
+		return k
+	}
+	gvk, _, err := r.Scheme.ObjectKinds(obj)
+	if err != nil || len(gvk) == 0 {
+		return fmt.Sprintf("%T", obj)
+	}
+	return gvk[0].Kind
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,80 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/naming"
+	"github.com/parley-chat/parley/internal/resource"
+	"github.com/parley-chat/parley/internal/status"
+)
+
+// reconcileStatus computes the status from what the pass observed and
+// patches it only when it differs from the stored one, with an optimistic
+// lock so a concurrent writer is never overwritten.
+func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) error {
+	cc := p.cc
+	st := cc.Status.DeepCopy()
+	o := status.Observed{
+		Generation:         cc.Generation,
+		Paused:             p.paused,
+		PendingWhilePaused: p.paused && cc.Generation != cc.Status.ObservedGeneration,
+		Deployment:         p.deployment,
+		MissingSecrets:     p.missingSecrets,
+		Err:                p.err(),
+	}
+	for _, c := range p.conditions {
+		meta.SetStatusCondition(&st.Conditions, c)
+	}
+	for _, c := range st.Conditions {
+		if c.Type == v1alpha1.ConditionBrokerReady || c.Type == v1alpha1.ConditionDatabaseReady {
+			o.Dependencies = append(o.Dependencies, c)
+		}
+	}
+	for _, c := range [...]func(status.Observed) metav1.Condition{status.Ready, status.Progressing, status.Degraded, status.Paused} {
+		meta.SetStatusCondition(&st.Conditions, c(o))
+	}
+	if !p.paused {
+		// While paused the children follow the last generation applied; the
+		// top-level observedGeneration keeps saying which one that is.
+		st.ObservedGeneration = cc.Generation
+	}
+
+	c := resource.Cluster{ChatCluster: cc, ClusterDomain: r.Options.ClusterDomain}
+	st.Selector = labels.SelectorFromSet(naming.SelectorLabels(cc.Name)).String()
+	st.Endpoint = c.Endpoint()
+	st.ExternalEndpoint = c.ExternalEndpoint()
+	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas, st.Image = 0, 0, 0, ""
+	if d := p.deployment; d != nil {
+		st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = d.Status.Replicas, d.Status.ReadyReplicas, d.Status.UpdatedReplicas
+		for _, ctr := range d.Spec.Template.Spec.Containers {
+			if ctr.Name == naming.ContainerName {
+				st.Image = ctr.Image
+			}
+		}
+	}
+
+	if equality.Semantic.DeepEqual(&p.original.Status, st) {
+		return nil
+	}
+	r.conditionEvents(cc, p.original.Status.Conditions, st.Conditions)
+	cc.Status = *st
+	patch := client.MergeFromWithOptions(p.original, client.MergeFromWithOptimisticLock{})
+	if err := r.Status().Patch(ctx, cc, patch); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			// Someone changed the ChatCluster meanwhile (or deleted it): that
+			// change brings another pass.
+			return nil
+		}
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}

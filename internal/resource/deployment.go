@@ -1,0 +1,333 @@
+package resource
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+
+	"github.com/parley-chat/parley/internal/naming"
+)
+
+// preStopPause lets endpoints drop a stopping pod before it stops accepting
+// connections, so no client is sent to a server that is going away.
+const preStopPause = 5 * time.Second
+
+// DeploymentBuilder builds the chat server Deployment.
+type DeploymentBuilder struct{ Cluster }
+
+// Build returns the named, empty Deployment.
+func (b *DeploymentBuilder) Build() (Object, error) {
+	return &appsv1.Deployment{ObjectMeta: objectMeta(b.Cluster, b.Name())}, nil
+}
+
+// Update sets the desired Deployment fields on the live object.
+//
+// The replica count is set only when autoscaling is off (or on creation), so
+// the HPA's choice survives. The pod template is replaced only when the
+// desired template changed since the operator last wrote it, or when a field
+// the operator sets was changed by someone else: a template the API server
+// filled with defaults is left alone, and nothing rolls without a real change.
+func (b *DeploymentBuilder) Update(obj Object) error {
+	d := obj.(*appsv1.Deployment)
+	desired, err := b.Desired()
+	if err != nil {
+		return err
+	}
+	setLabels(d, desired.Labels)
+	if d.Spec.Selector == nil {
+		d.Spec.Selector = desired.Spec.Selector
+	}
+	switch {
+	case !b.Autoscaled():
+		d.Spec.Replicas = ptrTo(b.Replicas())
+	case d.Spec.Replicas == nil:
+		d.Spec.Replicas = ptrTo(b.MinReplicas())
+	}
+	d.Spec.Strategy = desired.Spec.Strategy
+	d.Spec.MinReadySeconds = desired.Spec.MinReadySeconds
+	if desired.Spec.RevisionHistoryLimit != nil {
+		d.Spec.RevisionHistoryLimit = desired.Spec.RevisionHistoryLimit
+	}
+	if desired.Spec.ProgressDeadlineSeconds != nil {
+		d.Spec.ProgressDeadlineSeconds = desired.Spec.ProgressDeadlineSeconds
+	}
+	hash, err := hashJSON(desired.Spec.Template)
+	if err != nil {
+		return err
+	}
+	if d.Annotations[AnnotationTemplateHash] != hash ||
+		!equality.Semantic.DeepDerivative(desired.Spec.Template, d.Spec.Template) {
+		d.Spec.Template = desired.Spec.Template
+		setAnnotation(d, AnnotationTemplateHash, hash)
+	}
+	return nil
+}
+
+// Desired is the whole Deployment the spec asks for, override applied.
+func (b *DeploymentBuilder) Desired() (*appsv1.Deployment, error) {
+	tmpl, err := b.podTemplate()
+	if err != nil {
+		return nil, err
+	}
+	d := &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: b.Name(), Namespace: b.Namespace, Labels: naming.Labels(b.ChatCluster.Name)},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: naming.SelectorLabels(b.ChatCluster.Name)},
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					// Never below the asked capacity during a rollout: new
+					// pods come up before old ones drain their clients.
+					MaxUnavailable: ptrTo(intstr.FromInt32(0)),
+					MaxSurge:       ptrTo(intstr.FromString("25%")),
+				},
+			},
+			RevisionHistoryLimit: ptrTo[int32](5),
+			Template:             tmpl,
+		},
+	}
+	if o := b.Spec.Override; o != nil && o.Deployment != nil {
+		if d, err = applyOverride(d, o.Deployment.Raw); err != nil {
+			return nil, err
+		}
+		if err := checkPodSecurity(&d.Spec.Template.Spec); err != nil {
+			return nil, fmt.Errorf("spec.override.deployment: %w", err)
+		}
+	}
+	return d, nil
+}
+
+func applyOverride(d *appsv1.Deployment, raw func() ([]byte, error)) (*appsv1.Deployment, error) {
+	patch, err := raw()
+	if err != nil {
+		return nil, fmt.Errorf("spec.override.deployment: %w", err)
+	}
+	if len(patch) == 0 {
+		return d, nil
+	}
+	base, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	merged, err := strategicpatch.StrategicMergePatch(base, patch, appsv1.Deployment{})
+	if err != nil {
+		return nil, fmt.Errorf("spec.override.deployment: not a valid strategic-merge patch for a Deployment: %w", err)
+	}
+	out := &appsv1.Deployment{}
+	if err := json.Unmarshal(merged, out); err != nil {
+		return nil, fmt.Errorf("spec.override.deployment: %w", err)
+	}
+	// The selector and the identity are the operator's; a patch cannot move them.
+	out.ObjectMeta.Name, out.ObjectMeta.Namespace = d.Name, d.Namespace
+	out.Spec.Selector = d.Spec.Selector
+	maps.Copy(out.Spec.Template.Labels, d.Spec.Template.Labels)
+	return out, nil
+}
+
+// checkPodSecurity refuses a pod spec that would run privileged, as root or in
+// the host's namespaces. The CRD refuses such overrides already; this keeps the
+// promise for objects stored before a rule existed.
+func checkPodSecurity(p *corev1.PodSpec) error {
+	var errs []error
+	if p.HostNetwork || p.HostPID || p.HostIPC {
+		errs = append(errs, errors.New("the pods must not use the host's network, PID or IPC namespace"))
+	}
+	if sc := p.SecurityContext; sc != nil {
+		if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
+			errs = append(errs, errors.New("securityContext.runAsNonRoot must not be false"))
+		}
+		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+			errs = append(errs, errors.New("securityContext.runAsUser must not be 0"))
+		}
+	}
+	for _, v := range p.Volumes {
+		if v.HostPath != nil {
+			errs = append(errs, fmt.Errorf("volume %q must not be a hostPath", v.Name))
+		}
+	}
+	for _, c := range append(append([]corev1.Container{}, p.InitContainers...), p.Containers...) {
+		sc := c.SecurityContext
+		if sc == nil {
+			continue
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			errs = append(errs, fmt.Errorf("container %q must not be privileged", c.Name))
+		}
+		if sc.AllowPrivilegeEscalation != nil && *sc.AllowPrivilegeEscalation {
+			errs = append(errs, fmt.Errorf("container %q must not allow privilege escalation", c.Name))
+		}
+		if (sc.RunAsUser != nil && *sc.RunAsUser == 0) || (sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot) {
+			errs = append(errs, fmt.Errorf("container %q must not run as root", c.Name))
+		}
+		if sc.Capabilities != nil {
+			for _, capability := range sc.Capabilities.Add {
+				if capability != "NET_BIND_SERVICE" {
+					errs = append(errs, fmt.Errorf("container %q must not add capability %s", c.Name, capability))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *DeploymentBuilder) podTemplate() (corev1.PodTemplateSpec, error) {
+	s := b.Spec
+	hash, err := configHash(b.Cluster)
+	if err != nil {
+		return corev1.PodTemplateSpec{}, err
+	}
+	annotations := maps.Clone(s.Pod.Annotations)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationConfigHash] = hash
+	annotations["kubectl.kubernetes.io/default-container"] = naming.ContainerName
+
+	spread := s.Pod.TopologySpreadConstraints
+	if len(spread) == 0 {
+		spread = defaultSpread(b.ChatCluster.Name)
+	}
+	volumes, mounts := b.volumes()
+	grace := terminationGrace(b.Cluster)
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{
+			Labels:      naming.WithLabels(b.ChatCluster.Name, s.Pod.Labels),
+			Annotations: annotations,
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName:            b.Name(),
+			AutomountServiceAccountToken:  ptrTo(false),
+			EnableServiceLinks:            ptrTo(false),
+			TerminationGracePeriodSeconds: &grace,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptrTo(true),
+				RunAsUser:      ptrTo(RunAsUser),
+				RunAsGroup:     ptrTo(RunAsUser),
+				FSGroup:        ptrTo(RunAsUser),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			ImagePullSecrets:          s.ImagePullSecrets,
+			NodeSelector:              s.Pod.NodeSelector,
+			Tolerations:               s.Pod.Tolerations,
+			Affinity:                  s.Pod.Affinity,
+			PriorityClassName:         s.Pod.PriorityClassName,
+			TopologySpreadConstraints: spread,
+			Containers:                []corev1.Container{b.container(mounts)},
+			Volumes:                   volumes,
+		},
+	}, nil
+}
+
+func (b *DeploymentBuilder) container(mounts []corev1.VolumeMount) corev1.Container {
+	portName, scheme := "http", corev1.URISchemeHTTP
+	if b.Spec.TLS != nil {
+		portName, scheme = "https", corev1.URISchemeHTTPS
+	}
+	probe := func(path string, period, timeout, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString(portName), Scheme: scheme,
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   timeout,
+			SuccessThreshold: 1,
+			FailureThreshold: failures,
+		}
+	}
+	return corev1.Container{
+		Name:            naming.ContainerName,
+		Image:           b.Image(),
+		ImagePullPolicy: b.Spec.ImagePullPolicy,
+		Command:         []string{"/chatserver", "--config=" + ConfigFile},
+		Ports: []corev1.ContainerPort{{
+			Name: portName, ContainerPort: ChatPort, Protocol: corev1.ProtocolTCP,
+		}},
+		Resources: b.Spec.Resources,
+		// Up within a minute, then ready only while the broker and store answer.
+		StartupProbe:   probe("/healthz", 2, 2, 30),
+		ReadinessProbe: probe("/readyz", 5, 2, 3),
+		LivenessProbe:  probe("/healthz", 10, 3, 3),
+		Lifecycle: &corev1.Lifecycle{
+			PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(preStopPause / time.Second)}},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptrTo(false),
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			RunAsNonRoot:             ptrTo(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		VolumeMounts: mounts,
+	}
+}
+
+// secretMode keeps mounted files readable by the chat server's group only.
+const secretMode int32 = 0o440
+
+func (b *DeploymentBuilder) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
+	name := b.ChatCluster.Name
+	secret := func(vol, secretName string, items []corev1.KeyToPath) corev1.Volume {
+		return corev1.Volume{Name: vol, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: secretName, Items: items, DefaultMode: ptrTo(secretMode),
+		}}}
+	}
+	mount := func(vol, dir string) corev1.VolumeMount {
+		return corev1.VolumeMount{Name: vol, MountPath: dir, ReadOnly: true}
+	}
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: naming.ConfigMapName(name)},
+			DefaultMode:          ptrTo(secretMode),
+		}}},
+		secret("jwt", naming.JWTSecretName(name), nil),
+		secret("api-key", naming.APIKeySecretName(name), nil),
+	}
+	mounts := []corev1.VolumeMount{mount("config", ConfigDir), mount("jwt", JWTDir), mount("api-key", APIKeyDir)}
+	if br := b.Spec.Broker; br != nil {
+		volumes = append(volumes, secret("broker", br.SecretRef.Name, []corev1.KeyToPath{{Key: br.SecretRef.Key, Path: URIFile}}))
+		mounts = append(mounts, mount("broker", BrokerDir))
+	}
+	if secretName, key, ok := databaseURISecret(b.Cluster); ok {
+		volumes = append(volumes, secret("database", secretName, []corev1.KeyToPath{{Key: key, Path: URIFile}}))
+		mounts = append(mounts, mount("database", DatabaseDir))
+	}
+	if t := b.Spec.TLS; t != nil {
+		volumes = append(volumes, secret("tls", t.SecretName, []corev1.KeyToPath{
+			{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey},
+			{Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey},
+		}))
+		mounts = append(mounts, mount("tls", TLSDir))
+	}
+	// The root filesystem is read-only; /tmp is the one writable place.
+	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptrTo(resource.MustParse("16Mi"))},
+	}})
+	mounts = append(mounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp"})
+	return volumes, mounts
+}
+
+// defaultSpread spreads the pods across nodes and zones as evenly as the
+// scheduler can, without refusing to schedule when it cannot.
+func defaultSpread(cluster string) []corev1.TopologySpreadConstraint {
+	sel := &metav1.LabelSelector{MatchLabels: naming.SelectorLabels(cluster)}
+	c := func(key string) corev1.TopologySpreadConstraint {
+		return corev1.TopologySpreadConstraint{
+			MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector: sel,
+			// Spread each rollout's pods on their own, not old and new together.
+			MatchLabelKeys: []string{appsv1.DefaultDeploymentUniqueLabelKey},
+		}
+	}
+	return []corev1.TopologySpreadConstraint{c(corev1.LabelHostname), c(corev1.LabelTopologyZone)}
+}

@@ -1,0 +1,113 @@
+package resource
+
+import (
+	"maps"
+	"reflect"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/parley-chat/parley/internal/naming"
+)
+
+// ServiceMonitorGVK is the Prometheus Operator's ServiceMonitor kind. The
+// operator does not import the Prometheus Operator's types: it builds the
+// object unstructured, and only when the kind exists in the cluster.
+var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
+
+// ServiceMonitorBuilder builds the ServiceMonitor scraping the chat servers' /metrics.
+type ServiceMonitorBuilder struct{ Cluster }
+
+// Build returns the named, empty ServiceMonitor.
+func (b *ServiceMonitorBuilder) Build() (Object, error) {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(ServiceMonitorGVK)
+	u.SetName(b.Name())
+	u.SetNamespace(b.Namespace)
+	return u, nil
+}
+
+// Wanted is true when the kind exists and the spec does not turn it off.
+func (b *ServiceMonitorBuilder) Wanted() bool {
+	e := b.Spec.Monitoring.ServiceMonitor.Enabled
+	return b.ServiceMonitorAvailable && (e == nil || *e)
+}
+
+// Update selects the cluster's Service and scrapes its port.
+func (b *ServiceMonitorBuilder) Update(obj Object) error {
+	u := obj.(*unstructured.Unstructured)
+	sm := b.Spec.Monitoring.ServiceMonitor
+	labels := naming.Labels(b.ChatCluster.Name)
+	maps.Copy(labels, sm.Labels)
+	setLabels(u, labels)
+
+	// Prometheus durations have no fractions; the CRD keeps the interval at whole seconds or more.
+	interval := "30s"
+	if sm.Interval != nil {
+		interval = strconv.Itoa(int(sm.Interval.Seconds())) + "s"
+	}
+	endpoint := map[string]any{
+		"port":     b.PortName(),
+		"path":     "/metrics",
+		"interval": interval,
+	}
+	if b.Spec.TLS != nil {
+		endpoint["scheme"] = "https"
+		endpoint["tlsConfig"] = map[string]any{
+			"serverName": b.Name() + "." + b.Namespace + ".svc",
+			"ca":         map[string]any{"secret": map[string]any{"name": b.Spec.TLS.SecretName, "key": "ca.crt"}},
+		}
+	}
+	selector := map[string]any{}
+	for k, v := range naming.SelectorLabels(b.ChatCluster.Name) {
+		selector[k] = v
+	}
+	spec := map[string]any{
+		"selector":  map[string]any{"matchLabels": selector},
+		"endpoints": []any{endpoint},
+	}
+	// Like the pod template: replace the spec only when ours changed or a
+	// field we set was changed, so fields the API server defaulted stay.
+	hash, err := hashJSON(spec)
+	if err != nil {
+		return err
+	}
+	live, _ := u.Object["spec"].(map[string]any)
+	if u.GetAnnotations()[AnnotationTemplateHash] != hash || !subsetOf(spec, live) {
+		u.Object["spec"] = spec
+		setAnnotation(u, AnnotationTemplateHash, hash)
+	}
+	return nil
+}
+
+// subsetOf reports whether every value set in want is set to the same value
+// in got (maps may have more keys in got; lists must match element by element).
+func subsetOf(want, got any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, v := range w {
+			if !subsetOf(v, g[k]) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !subsetOf(w[i], g[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(want, got)
+	}
+}
