@@ -15,6 +15,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"time"
+
+	"github.com/parley-chat/parley/internal/naming"
 )
 
 // KeyBytes is the entropy of a generated key: 256 bits, the HS256 hash size
@@ -176,6 +178,9 @@ func orElse(a, b string) string {
 	return b
 }
 
+// APIKeyPreviousKey holds the API key replaced by the last rotation, during the overlap.
+const APIKeyPreviousKey = naming.APIKeyKey + "-previous"
+
 // Layout says which Secret keys hold a ring's current and previous values.
 type Layout struct {
 	CurrentKey  string
@@ -184,10 +189,11 @@ type Layout struct {
 
 // The two key Secrets the operator manages.
 var (
-	// JWT is Secret "<name>-jwt": keys "current" and "previous".
-	JWT = Layout{CurrentKey: "current", PreviousKey: "previous"}
+	// JWT is Secret "<name>-jwt": keys "current" and "previous", the files the
+	// chat server's auth.hmacSecretFiles name.
+	JWT = Layout{CurrentKey: naming.JWTCurrentKey, PreviousKey: naming.JWTPreviousKey}
 	// APIKey is Secret "<name>-api-key": keys "api-key" and "api-key-previous".
-	APIKey = Layout{CurrentKey: "api-key", PreviousKey: "api-key-previous"}
+	APIKey = Layout{CurrentKey: naming.APIKeyKey, PreviousKey: APIKeyPreviousKey}
 )
 
 // Read returns the ring stored in a Secret's data and annotations. An

@@ -6,10 +6,11 @@
 package amqp
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/parley-chat/parley/internal/naming"
 )
 
 // maxNameBytes is RabbitMQ's limit on exchange and queue names (shortstr).
@@ -43,21 +44,17 @@ type Topology struct {
 	DeadLetterQueue string
 }
 
-// TopologyFor returns the topology of the ChatCluster namespace/name:
-// "parley.<namespace>.<name>.pub", ".control", ".dlx" and ".dead-letter".
-// Names longer than RabbitMQ allows are shortened with a hash of the full
-// name, so they stay unique.
+// TopologyFor returns the topology of the ChatCluster namespace/name: the
+// exchanges of naming.ExchangeNames ("parley.<namespace>.<name>.pub" and
+// ".control", what the chat server checks for) plus ".dlx" and
+// ".dead-letter". The ChatCluster's CEL rules keep the names well under
+// RabbitMQ's limit; Validate refuses any that are not.
 func TopologyFor(namespace, name string) Topology {
-	base := "parley." + namespace + "." + name
-	const longestSuffix = ".dead-letter"
-	if len(base)+len(longestSuffix) > maxNameBytes {
-		sum := sha256.Sum256([]byte(base))
-		keep := maxNameBytes - len(longestSuffix) - 1 - 16
-		base = base[:keep] + "-" + hex.EncodeToString(sum[:8])
-	}
+	ex := naming.ExchangeNames(namespace, name)
+	base := strings.TrimSuffix(ex.Publications, ".pub")
 	return Topology{
-		Exchange:           base + ".pub",
-		ControlExchange:    base + ".control",
+		Exchange:           ex.Publications,
+		ControlExchange:    ex.Control,
 		DeadLetterExchange: base + ".dlx",
 		DeadLetterQueue:    base + ".dead-letter",
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/parley-chat/parley/internal/naming"
 )
 
 func TestTopologyForNamesEveryObjectFromNamespaceAndName(t *testing.T) {
@@ -45,23 +47,24 @@ func TestTopologyForNeverCollidesAcrossNamespaces(t *testing.T) {
 	}
 }
 
-func TestTopologyForShortensLongNamesUniquely(t *testing.T) {
-	ns := strings.Repeat("n", 63)
-	a := TopologyFor(ns, strings.Repeat("x", 253))
-	b := TopologyFor(ns, strings.Repeat("x", 252)+"y")
-	if err := a.Validate(); err != nil {
-		t.Fatalf("long names: %v", err)
+func TestTopologyForMatchesWhatTheChatServerIsConfiguredWith(t *testing.T) {
+	// The ConfigMap builder renders naming.ExchangeNames; the operator must
+	// declare exactly those.
+	ex := naming.ExchangeNames("chat", "team-chat")
+	top := TopologyFor("chat", "team-chat")
+	if top.Exchange != ex.Publications || top.ControlExchange != ex.Control {
+		t.Fatalf("TopologyFor = %+v, configured exchanges %+v", top, ex)
 	}
-	for _, n := range []string{a.Exchange, a.ControlExchange, a.DeadLetterExchange, a.DeadLetterQueue} {
-		if len(n) > maxNameBytes {
-			t.Errorf("%q is %d bytes, longer than %d", n, len(n), maxNameBytes)
-		}
+}
+
+func TestLongestNamesTheAPIAllowsFit(t *testing.T) {
+	// A namespace is at most 63 characters, a ChatCluster name at most 45 (CEL).
+	top := TopologyFor(strings.Repeat("n", 63), strings.Repeat("x", 45))
+	if err := top.Validate(); err != nil {
+		t.Fatal(err)
 	}
-	if a.Exchange == b.Exchange {
-		t.Fatalf("two long names that differ only at the end collide: %q", a.Exchange)
-	}
-	if !strings.HasPrefix(a.Exchange, "parley."+ns+".") {
-		t.Errorf("shortened name lost its namespace prefix: %q", a.Exchange)
+	if err := TopologyFor("n", strings.Repeat("x", 253)).Validate(); err == nil {
+		t.Fatal("a name longer than RabbitMQ allows passed Validate")
 	}
 }
 
