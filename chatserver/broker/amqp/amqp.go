@@ -46,6 +46,7 @@ const (
 	DefaultProbeTimeout   = 3 * time.Second
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultHeartbeat      = 10 * time.Second
+	DefaultUnbindLinger   = 10 * time.Second
 )
 
 // Message types (the AMQP "type" property).
@@ -92,6 +93,11 @@ type Options struct {
 	ProbeTimeout time.Duration
 	// Heartbeat is the AMQP heartbeat interval (detects dead connections).
 	Heartbeat time.Duration
+	// UnbindLinger keeps a routing key bound this long after its last channel
+	// was unsubscribed, so a subscriber that comes back (a page reload, a
+	// reconnect) costs no binding round trip; deliveries for it are dropped
+	// meanwhile. Negative unbinds at once.
+	UnbindLinger time.Duration
 	// Logger receives connection events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -124,6 +130,9 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.UnbindLinger == 0 {
+		o.UnbindLinger = DefaultUnbindLinger
+	}
 }
 
 // Broker is the RabbitMQ broker.
@@ -135,13 +144,16 @@ type Broker struct {
 	// the rebinding after a reconnect) so the broker's view and RabbitMQ's agree.
 	subMu sync.Mutex
 
-	mu      sync.RWMutex
-	subs    map[string]struct{} // channels the node asked for
-	keys    map[string]int      // routing key → subscribed channels using it
-	sess    *session            // nil while disconnected
-	lastErr error               // why the broker is not connected
-	running bool
-	closed  bool
+	mu   sync.RWMutex
+	subs map[string]struct{} // channels the node asked for
+	keys map[string]int      // routing key → subscribed channels using it
+	// lingering are keys still bound on the current session although no
+	// channel uses them any more, with when their last channel left.
+	lingering map[string]time.Time
+	sess      *session // nil while disconnected
+	lastErr   error    // why the broker is not connected
+	running   bool
+	closed    bool
 
 	probeMu sync.Mutex
 	probes  map[string]chan struct{}
@@ -215,12 +227,13 @@ func New(opts Options) (*Broker, error) {
 	}
 	opts.defaults()
 	return &Broker{
-		opts:   opts,
-		log:    opts.Logger.With("component", "amqp-broker", "node", opts.NodeID),
-		subs:   map[string]struct{}{},
-		keys:   map[string]int{},
-		probes: map[string]chan struct{}{},
-		done:   make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger.With("component", "amqp-broker", "node", opts.NodeID),
+		subs:      map[string]struct{}{},
+		keys:      map[string]int{},
+		lingering: map[string]time.Time{},
+		probes:    map[string]chan struct{}{},
+		done:      make(chan struct{}),
 	}, nil
 }
 
@@ -457,12 +470,14 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	// no Subscribe slips between the two.
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
-	b.mu.RLock()
+	b.mu.Lock()
 	keys := make([]string, 0, len(b.keys))
 	for k := range b.keys {
 		keys = append(keys, k)
 	}
-	b.mu.RUnlock()
+	// The new queue starts without bindings: nothing lingers on it.
+	clear(b.lingering)
+	b.mu.Unlock()
 	if err := b.bind(sess, keys); err != nil {
 		return nil, err
 	}
@@ -514,6 +529,15 @@ func (b *Broker) serve(ctx context.Context, sess *session, h broker.Handler) {
 		}
 	}
 	defer b.setDisconnected(fmt.Errorf("%w: connection lost; reconnecting", broker.ErrUnavailable))
+	if b.opts.UnbindLinger > 0 {
+		reaped := make(chan struct{})
+		stop := make(chan struct{})
+		go func() {
+			defer close(reaped)
+			b.reapLingering(sess, stop)
+		}()
+		defer func() { close(stop); <-reaped }()
+	}
 	const ackEvery = 64
 	ackTick := time.NewTicker(25 * time.Millisecond)
 	defer ackTick.Stop()
@@ -545,6 +569,52 @@ func (b *Broker) serve(ctx context.Context, sess *session, h broker.Handler) {
 			}
 		}
 	}
+}
+
+// reapLingering unbinds keys that lingered longer than UnbindLinger, off the
+// delivery goroutine, until stop is closed or the session is lost.
+func (b *Broker) reapLingering(sess *session, stop <-chan struct{}) {
+	t := time.NewTicker(max(b.opts.UnbindLinger/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-sess.lost:
+			return
+		case <-t.C:
+		}
+		b.subMu.Lock()
+		var expired []string
+		b.mu.Lock()
+		if b.sess == sess {
+			now := time.Now()
+			for k, since := range b.lingering {
+				if now.Sub(since) >= b.opts.UnbindLinger {
+					expired = append(expired, k)
+					delete(b.lingering, k)
+				}
+			}
+		}
+		b.mu.Unlock()
+		if len(expired) > 0 {
+			if err := b.unbind(sess, expired); err != nil {
+				b.log.Warn("unbind failed; the reconnect drops the binding", "error", err)
+			}
+		}
+		b.subMu.Unlock()
+	}
+}
+
+// Bindings returns how many routing keys for channels are bound to the
+// node's queue now (lingering ones included), 0 while disconnected.
+func (b *Broker) Bindings() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.sess == nil {
+		return 0
+	}
+	return len(b.keys) + len(b.lingering)
 }
 
 func (b *Broker) channels() []string {
@@ -648,7 +718,11 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 		b.subs[ch] = struct{}{}
 		k := routingKey(ch, b.opts.Partitions)
 		if b.keys[k] == 0 {
-			newKeys = append(newKeys, k)
+			if _, ok := b.lingering[k]; ok {
+				delete(b.lingering, k) // still bound
+			} else {
+				newKeys = append(newKeys, k)
+			}
 		}
 		b.keys[k]++
 	}
@@ -686,7 +760,11 @@ func (b *Broker) Unsubscribe(ctx context.Context, channels ...string) error {
 		b.keys[k]--
 		if b.keys[k] <= 0 {
 			delete(b.keys, k)
-			oldKeys = append(oldKeys, k)
+			if b.sess != nil && b.opts.UnbindLinger > 0 {
+				b.lingering[k] = time.Now()
+			} else {
+				oldKeys = append(oldKeys, k)
+			}
 		}
 	}
 	sess := b.sess

@@ -445,3 +445,53 @@ func mustProxyURL(t testing.TB, p *tcpproxy.Proxy) string {
 	}
 	return u
 }
+
+// TestUnbindLinger: a routing key stays bound for UnbindLinger after its last
+// channel left, so a quick resubscribe costs no binding; deliveries for the
+// unsubscribed channel are dropped meanwhile; then it is unbound.
+func TestUnbindLinger(t *testing.T) {
+	top := testenv.NewTopology(t)
+	nb := newBroker(t, top, "", amqp.Options{UnbindLinger: 400 * time.Millisecond})
+	node := brokertest.Start(t, nb)
+	other := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+	ctx := context.Background()
+	ch := brokertest.Channel("linger")
+	if err := node.B.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.B.Unsubscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if n := nb.Bindings(); n != 1 {
+		t.Fatalf("bindings right after Unsubscribe = %d, want 1 (lingering)", n)
+	}
+	if err := other.B.Publish(ctx, ch, brokertest.Pub(1, "x"), message.StreamPosition{Offset: 1, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	marker := brokertest.Channel("marker")
+	if err := node.B.Subscribe(ctx, marker); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.B.Publish(ctx, marker, brokertest.Pub(1, "m"), message.StreamPosition{Offset: 1, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	node.Rec.WaitFor(t, "marker", func() bool { return len(node.Rec.Events("pub", marker)) == 1 })
+	if got := node.Rec.Events("pub", ch); len(got) != 0 {
+		t.Fatalf("a lingering binding delivered %d publications of an unsubscribed channel", len(got))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for nb.Bindings() != 1 { // only the marker's
+		if time.Now().After(deadline) {
+			t.Fatalf("the lingering key was not unbound: %d bindings", nb.Bindings())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Resubscribing after the unbind binds again and delivers.
+	if err := node.B.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.B.Publish(ctx, ch, brokertest.Pub(2, "y"), message.StreamPosition{Offset: 2, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	node.Rec.WaitFor(t, "delivery after resubscribing", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
+}
