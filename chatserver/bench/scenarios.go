@@ -265,6 +265,8 @@ type IdleResult struct {
 	GoroutinesPerCn float64  `json:"goroutinesPerConn"`
 	// IdleCPUPct is the node's CPU use while the connections sit idle.
 	IdleCPUPct float64 `json:"idleCpuPct"`
+	// HeapProfile is the node's heap profile with the connections open.
+	HeapProfile string `json:"heapProfile,omitempty"`
 }
 
 // Idle connects n clients (each subscribed to one of rooms channels) to the
@@ -304,6 +306,14 @@ func Idle(ctx context.Context, o Options, t Target, n, rooms int) (*IdleResult, 
 		return nil, err
 	}
 	res.IdleCPUPct = CPUDelta(mid, after).Seconds() / cpuWindow.Seconds() * 100
+	if o.OutDir != "" && len(t.PprofURLs) > 0 && t.PprofURLs[0] != "" {
+		p := filepath.Join(o.OutDir, "heap-"+t.Name+"-idle.pprof")
+		if err := FetchHeapProfile(ctx, t.PprofURLs[0], p); err != nil {
+			o.logf("%s: heap profile: %v", t.Name, err)
+		} else {
+			res.HeapProfile = p
+		}
+	}
 	res.RSSAfter = after.RSS
 	conns := float64(max(res.Connect.Subscribed, 1))
 	res.RSSPerConn = float64(res.RSSAfter-res.RSSBefore) / conns

@@ -192,8 +192,8 @@ func (e *Env) writeFile(name, content string) (string, error) {
 // StartParley starts Parley with n replicas: distributed through RabbitMQ
 // and PostgreSQL (a fresh exchange pair and database, removed on Stop), or a
 // single in-memory node.
-func (e *Env) StartParley(ctx context.Context, name string, n int, distributed bool) (srv *Server, err error) {
-	srv = &Server{Name: name, Kind: "parley", Backend: "memory"}
+func (e *Env) StartParley(ctx context.Context, name string, n int, distributed bool) (_ *Server, err error) {
+	srv := &Server{Name: name, Kind: "parley", Backend: "memory"}
 	defer func() {
 		if err != nil {
 			srv.Stop()
@@ -299,8 +299,8 @@ func CentrifugoConfig(port int, secret, redisAddr, redisPrefix string) map[strin
 // StartCentrifugo starts Centrifugo with n nodes: with its Redis engine (keys
 // under a per-run prefix; they expire with the history TTL), or a single node
 // with its memory engine.
-func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis bool) (srv *Server, err error) {
-	srv = &Server{Name: name, Kind: "centrifugo", Backend: "memory"}
+func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis bool) (_ *Server, err error) {
+	srv := &Server{Name: name, Kind: "centrifugo", Backend: "memory"}
 	defer func() {
 		if err != nil {
 			srv.Stop()
@@ -411,18 +411,27 @@ func dropDatabase(ctx context.Context, adminURL, db string) error {
 
 // FetchProfile saves a CPU profile of seconds from a node's pprof endpoint.
 func FetchProfile(ctx context.Context, pprofURL string, seconds int, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pprofURL+"/profile?seconds="+strconv.Itoa(seconds), nil)
+	return fetchPprof(ctx, pprofURL+"/profile?seconds="+strconv.Itoa(seconds), time.Duration(seconds+30)*time.Second, path)
+}
+
+// FetchHeapProfile saves a node's heap profile (in-use and allocated memory).
+func FetchHeapProfile(ctx context.Context, pprofURL, path string) error {
+	return fetchPprof(ctx, pprofURL+"/heap", 60*time.Second, path)
+}
+
+func fetchPprof(ctx context.Context, url string, timeout time.Duration, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := (&http.Client{Timeout: time.Duration(seconds+30) * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s/profile: %s: %s", pprofURL, resp.Status, body)
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
 	f, err := os.Create(path)
 	if err != nil {
