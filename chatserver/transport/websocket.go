@@ -57,7 +57,10 @@ func NewHandler(n *node.Node) *Handler {
 		maxMsg: int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
 	}
 	h.upgrader = websocket.Upgrader{
-		ReadBufferSize: 4096, WriteBufferSize: 4096,
+		// Zero sizes reuse the HTTP server's buffers for reading; the pool lends
+		// a write buffer only while a frame is written. Idle connections then
+		// hold no write buffer at all.
+		WriteBufferPool:   &sync.Pool{},
 		Subprotocols:      []string{ProtobufSubprotocol},
 		EnableCompression: true,
 		CheckOrigin:       checkOrigin(cfg.HTTP.AllowedOrigins),

@@ -1,0 +1,136 @@
+package hub_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/centrifugal/protocol"
+
+	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/hub"
+)
+
+type sink struct {
+	id    string
+	proto protocol.Type
+	mu    sync.Mutex
+	got   [][]byte
+	disc  []codes.Disconnect
+	keep  bool
+}
+
+func (s *sink) ID() string              { return s.id }
+func (s *sink) UserID() string          { return "u" + s.id }
+func (s *sink) Protocol() protocol.Type { return s.proto }
+func (s *sink) DeliverPublication(_ string, _ uint64, data []byte) {
+	if s.keep {
+		s.mu.Lock()
+		s.got = append(s.got, data)
+		s.mu.Unlock()
+	}
+}
+func (s *sink) DeliverPush(data []byte) { s.DeliverPublication("", 0, data) }
+func (s *sink) Disconnect(d codes.Disconnect) {
+	s.mu.Lock()
+	s.disc = append(s.disc, d)
+	s.mu.Unlock()
+}
+
+// A broadcast is encoded once per protocol: subscribers of one protocol get
+// the very same bytes.
+func TestBroadcastEncodesOncePerProtocol(t *testing.T) {
+	h := hub.New()
+	var subs []*sink
+	for i := range 6 {
+		proto := protocol.TypeJSON
+		if i%2 == 1 {
+			proto = protocol.TypeProtobuf
+		}
+		s := &sink{id: fmt.Sprint(i), proto: proto, keep: true}
+		subs = append(subs, s)
+		if first := h.AddSub("room:1", s); first != (i == 0) {
+			t.Fatalf("AddSub first=%v for subscriber %d", first, i)
+		}
+	}
+	n := h.BroadcastPublication("room:1", &protocol.Publication{Data: []byte(`{"a":1}`), Offset: 3})
+	if n != 6 {
+		t.Fatalf("delivered to %d", n)
+	}
+	for i, s := range subs {
+		if len(s.got) != 1 {
+			t.Fatalf("subscriber %d got %d", i, len(s.got))
+		}
+		if unsafe.SliceData(s.got[0]) != unsafe.SliceData(subs[i%2].got[0]) {
+			t.Fatalf("subscriber %d got its own encoding", i)
+		}
+	}
+	var rep protocol.Reply
+	if err := rep.UnmarshalCF(subs[1].got[0]); err != nil || rep.Push.Pub.Offset != 3 || rep.Push.Channel != "room:1" {
+		t.Fatalf("protobuf push %+v %v", rep.Push, err)
+	}
+	// Binary data cannot go to JSON subscribers: they are disconnected, protobuf ones served.
+	n = h.BroadcastPublication("room:1", &protocol.Publication{Data: []byte{0xff, 0x00}})
+	if n != 3 || len(subs[0].disc) != 1 || subs[0].disc[0] != codes.DisconnectInappropriateProtocol || len(subs[1].disc) != 0 {
+		t.Fatalf("binary broadcast: n=%d json disc %v protobuf disc %v", n, subs[0].disc, subs[1].disc)
+	}
+	for i, s := range subs {
+		if last := h.RemoveSub("room:1", s); last != (i == len(subs)-1) {
+			t.Fatalf("RemoveSub last=%v for %d", last, i)
+		}
+	}
+	if len(h.Channels()) != 0 {
+		t.Fatal("channel left behind")
+	}
+}
+
+func TestUserIndex(t *testing.T) {
+	h := hub.New()
+	a1, b := &sink{id: "1"}, &sink{id: "3"}
+	h.AddConn(a1)
+	alice2 := &aliasSink{sink: &sink{id: "2"}, user: "u1"} // a second tab of user u1
+	if n := h.AddConn(alice2); n != 2 {
+		t.Fatalf("alice has %d connections", n)
+	}
+	h.AddConn(b)
+	if len(h.UserConns("u1")) != 2 || h.NumConns() != 3 {
+		t.Fatalf("user conns %d, all %d", len(h.UserConns("u1")), h.NumConns())
+	}
+	h.RemoveConn(a1)
+	if len(h.UserConns("u1")) != 1 {
+		t.Fatal("removal")
+	}
+}
+
+type aliasSink struct {
+	*sink
+	user string
+}
+
+func (a *aliasSink) UserID() string { return a.user }
+
+// BenchmarkBroadcast measures the broadcast path: one publication encoded
+// once per protocol and handed to N subscribers (half JSON, half protobuf).
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range []int{1, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			h := hub.New()
+			for i := range n {
+				proto := protocol.TypeJSON
+				if i%2 == 1 {
+					proto = protocol.TypeProtobuf
+				}
+				h.AddSub("room:bench", &sink{id: fmt.Sprint(i), proto: proto})
+			}
+			pub := &protocol.Publication{Data: []byte(`{"text":"hello, this is a chat message of ordinary size"}`), Offset: 42,
+				Info: &protocol.ClientInfo{User: "alice", Client: "c0ffee"}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.BroadcastPublication("room:bench", pub)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/subscriber")
+		})
+	}
+}
