@@ -85,6 +85,10 @@ type Broker struct {
 	Exchange string `json:"exchange,omitempty"`
 	// ControlExchange is the durable fanout exchange for node-to-node commands.
 	ControlExchange string `json:"controlExchange,omitempty"`
+	// DeadLetterExchange, when set, is the durable exchange each node's queue
+	// dead-letters to (x-dead-letter-exchange): messages a node cannot decode,
+	// and the oldest messages dropped when its queue overflows.
+	DeadLetterExchange string `json:"deadLetterExchange,omitempty"`
 }
 
 // Store selects and configures the store.
@@ -264,6 +268,7 @@ func (c Config) Validate() error {
 		bad("store.maxConns", "must not be negative")
 	}
 	seen := map[string]bool{}
+	personal := 0
 	for i, ns := range c.Namespaces {
 		key := fmt.Sprintf("namespaces[%d]", i)
 		if strings.ContainsAny(ns.Name, ":#$ ") {
@@ -304,6 +309,12 @@ func (c Config) Validate() error {
 		}
 		if ns.Personal && ns.Name == "" {
 			bad(key+".personal", "the personal namespace needs a name")
+		}
+		if ns.Personal {
+			personal++
+			if personal > 1 {
+				bad(key+".personal", "only one namespace may be personal")
+			}
 		}
 	}
 	l := c.Limits

@@ -74,6 +74,10 @@ type Options struct {
 	Exchange string
 	// ControlExchange is the durable fanout exchange for commands (config broker.controlExchange).
 	ControlExchange string
+	// DeadLetterExchange, when set (config broker.deadLetterExchange), becomes
+	// the queue's x-dead-letter-exchange: malformed messages are rejected to it
+	// and overflow drops land there, for the operator to inspect.
+	DeadLetterExchange string
 	// NodeID names this node in queue names and probe keys; random when empty.
 	NodeID string
 	// Partitions, when > 0, routes channels by "p.<hash mod Partitions>" instead
@@ -201,7 +205,7 @@ func Open(cfg config.Broker, nodeID string, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, NodeID: nodeID, Logger: log})
+	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, Logger: log})
 }
 
 // New validates opts and returns a broker; it connects in Run.
@@ -261,6 +265,19 @@ func routingKey(channel string, partitions int) string {
 	}
 	sum := sha256.Sum256([]byte(channel))
 	return "c." + hex.EncodeToString(sum[:16])
+}
+
+// queueArgs are the arguments of the node's queue (docs/topology.md).
+func (b *Broker) queueArgs() amqp.Table {
+	args := amqp.Table{
+		"x-queue-type": "classic",
+		"x-max-length": int64(b.opts.MaxQueueLength),
+		"x-overflow":   "drop-head",
+	}
+	if b.opts.DeadLetterExchange != "" {
+		args["x-dead-letter-exchange"] = b.opts.DeadLetterExchange
+	}
+	return args
 }
 
 func (b *Broker) probeKey() string { return "probe." + b.opts.NodeID }
@@ -400,10 +417,14 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		}
 	}()
 	// Passive checks, each on its own channel: a missing exchange closes the channel.
-	for _, ex := range []struct{ key, name, kind string }{
+	exchanges := []struct{ key, name, kind string }{
 		{"broker.exchange", b.opts.Exchange, "topic"},
 		{"broker.controlExchange", b.opts.ControlExchange, "fanout"},
-	} {
+	}
+	if b.opts.DeadLetterExchange != "" {
+		exchanges = append(exchanges, struct{ key, name, kind string }{"broker.deadLetterExchange", b.opts.DeadLetterExchange, "fanout"})
+	}
+	for _, ex := range exchanges {
 		ch, err := conn.Channel()
 		if err != nil {
 			return nil, fmt.Errorf("%w: open channel: %v", broker.ErrUnavailable, err)
@@ -445,11 +466,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("%w: set prefetch: %v", broker.ErrUnavailable, err)
 	}
 	n := b.sessions.Add(1)
-	q, err := sess.topo.QueueDeclare(b.queueName(n), false, true, true, false, amqp.Table{
-		"x-queue-type": "classic",
-		"x-max-length": int64(b.opts.MaxQueueLength),
-		"x-overflow":   "drop-head",
-	})
+	q, err := sess.topo.QueueDeclare(b.queueName(n), false, true, true, false, b.queueArgs())
 	if err != nil {
 		return nil, fmt.Errorf("%w: declare queue: %v", broker.ErrUnavailable, err)
 	}
@@ -561,7 +578,14 @@ func (b *Broker) serve(ctx context.Context, sess *session, h broker.Handler) {
 			if !ok {
 				return
 			}
-			b.dispatch(h, &d)
+			if !b.dispatch(h, &d) {
+				// Settle what came before, then reject this one (dead-lettered
+				// when the queue has a dead-letter exchange). A tag must not be
+				// both rejected and covered by a later multiple ack.
+				ack()
+				_ = sess.cons.Nack(d.DeliveryTag, false, false)
+				continue
+			}
 			unacked = d.DeliveryTag
 			pending++
 			if pending >= ackEvery {
@@ -635,7 +659,8 @@ func (b *Broker) subscribed(channel string) bool {
 	return ok
 }
 
-func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) {
+// dispatch hands d to the handler; false means d is malformed and must be rejected.
+func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) bool {
 	switch d.Type {
 	case TypeProbe:
 		b.probeMu.Lock()
@@ -648,24 +673,28 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) {
 		h.HandleControl(d.Body)
 	case TypePublication, TypeJoin, TypeLeave:
 		channel, _ := d.Headers[HeaderChannel].(string)
+		if channel == "" {
+			b.log.Warn("rejecting a message without a channel header", "type", d.Type)
+			return false
+		}
 		// Only channels subscribed now: a message routed before an Unsubscribe,
 		// or for a channel sharing the routing key (partitions), stops here.
-		if channel == "" || !b.subscribed(channel) {
-			return
+		if !b.subscribed(channel) {
+			return true
 		}
 		switch d.Type {
 		case TypePublication:
 			pub, sp, err := decodePublication(d)
 			if err != nil {
-				b.log.Warn("dropping a malformed publication", "channel", channel, "error", err)
-				return
+				b.log.Warn("rejecting a malformed publication", "channel", channel, "error", err)
+				return false
 			}
 			h.HandlePublication(channel, pub, sp)
 		default:
 			info, err := decodeInfo(d.Body)
 			if err != nil {
-				b.log.Warn("dropping a malformed join/leave", "channel", channel, "error", err)
-				return
+				b.log.Warn("rejecting a malformed join/leave", "channel", channel, "error", err)
+				return false
 			}
 			if d.Type == TypeJoin {
 				h.HandleJoin(channel, info)
@@ -674,8 +703,10 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) {
 			}
 		}
 	default:
-		b.log.Warn("dropping a message of unknown type", "type", d.Type)
+		b.log.Warn("rejecting a message of unknown type", "type", d.Type)
+		return false
 	}
+	return true
 }
 
 func validChannels(channels []string) error {

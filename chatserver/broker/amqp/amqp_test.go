@@ -389,11 +389,30 @@ func TestExchangeDeletedWhileRunning(t *testing.T) {
 	node.Rec.WaitFor(t, "delivery after the topology came back", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
 }
 
-// TestMalformedMessagesAreDropped: foreign or corrupt messages on the
-// exchange never crash a node, which keeps delivering.
-func TestMalformedMessagesAreDropped(t *testing.T) {
+// TestMalformedMessagesAreDeadLettered: foreign or corrupt messages on the
+// exchange never crash a node, which keeps delivering; they are rejected to
+// the operator's dead-letter exchange.
+func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 	top := testenv.NewTopology(t)
-	nb := newBroker(t, top, "", amqp.Options{})
+	dlx, dlq := top.Exchange+".dlx", top.Exchange+".dead-letter"
+	withRaw(t, func(ch *amqp091.Channel) error {
+		if err := ch.ExchangeDeclare(dlx, "fanout", true, false, false, false, nil); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(dlq, false, false, false, false, nil); err != nil {
+			return err
+		}
+		return ch.QueueBind(dlq, "", dlx, false, nil)
+	})
+	t.Cleanup(func() {
+		withRaw(t, func(ch *amqp091.Channel) error {
+			if _, err := ch.QueueDelete(dlq, false, false, false); err != nil {
+				return err
+			}
+			return ch.ExchangeDelete(dlx, false, false)
+		})
+	})
+	nb := newBroker(t, top, "", amqp.Options{DeadLetterExchange: dlx})
 	node := brokertest.Start(t, nb)
 	ch := brokertest.Channel("room")
 	if err := node.B.Subscribe(context.Background(), ch); err != nil {
@@ -428,6 +447,52 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 		t.Fatalf("delivered %+v, want only the valid publication", ev)
 	}
 	brokertest.WaitReady(t, node.B)
+	deadline := time.Now().Add(brokertest.Wait)
+	for {
+		var n int
+		withRaw(t, func(ch *amqp091.Channel) error {
+			q, err := ch.QueueDeclarePassive(dlq, false, false, false, false, nil)
+			n = q.Messages
+			return err
+		})
+		if n == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages dead-lettered, want the 5 malformed ones", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A dead-letter exchange named in the config but missing makes the node not ready.
+	missing := newBroker(t, top, "", amqp.Options{DeadLetterExchange: dlx + "-missing"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = missing.Run(ctx, brokertest.NewRecorder()) }()
+	defer func() { cancel(); <-done }()
+	var readyErr error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if readyErr = missing.Ready(ctxFor(t, time.Second)); readyErr != nil && strings.Contains(readyErr.Error(), "broker.deadLetterExchange") {
+			return
+		}
+	}
+	t.Fatalf("Ready with a missing dead-letter exchange: %v", readyErr)
+}
+
+func withRaw(t testing.TB, fn func(ch *amqp091.Channel) error) {
+	t.Helper()
+	conn, err := amqp091.Dial(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fn(ch); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func mustHost(t testing.TB) string {
