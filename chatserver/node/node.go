@@ -73,6 +73,16 @@ type Option func(*Node)
 // WithMetrics uses m instead of a fresh set of collectors.
 func WithMetrics(m *metrics.Metrics) Option { return func(n *Node) { n.metrics = m } }
 
+// WithID sets the node's identity (the one its broker was given).
+func WithID(id string) Option { return func(n *Node) { n.id = id } }
+
+// NewID returns a random node identity.
+func NewID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // WithVerifier replaces the token verifier built from cfg.Auth (tests).
 func WithVerifier(v *auth.Verifier) Option { return func(n *Node) { n.verifier = v } }
 
@@ -86,13 +96,11 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
-	var idb [8]byte
-	_, _ = rand.Read(idb[:])
-	n.id = hex.EncodeToString(idb[:])
-	n.log = logger.With("node", n.id)
+	n.id = NewID()
 	for _, o := range opts {
 		o(n)
 	}
+	n.log = logger.With("node", n.id)
 	if n.metrics == nil {
 		n.metrics = metrics.New()
 	}

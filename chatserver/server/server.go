@@ -12,27 +12,28 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/parley-chat/parley/chatserver/broker"
+	brokeramqp "github.com/parley-chat/parley/chatserver/broker/amqp"
 	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/httpapi"
 	"github.com/parley-chat/parley/chatserver/node"
+	"github.com/parley-chat/parley/chatserver/session"
 	"github.com/parley-chat/parley/chatserver/store"
 	storememory "github.com/parley-chat/parley/chatserver/store/memory"
+	storepostgres "github.com/parley-chat/parley/chatserver/store/postgres"
 	"github.com/parley-chat/parley/chatserver/transport"
 	"github.com/parley-chat/parley/chatserver/web"
 )
 
-// Backends builds the broker and store a config asks for. Run uses
-// DefaultBackends unless Options.Backends is set (tests, other wirings).
-type Backends func(ctx context.Context, cfg config.Config, log *slog.Logger) (broker.Broker, store.Store, error)
+// Backends builds the broker and store a config asks for; nodeID names this
+// replica in the broker. Run uses DefaultBackends unless Options.Backends is set.
+type Backends func(ctx context.Context, cfg config.Config, nodeID string, log *slog.Logger) (broker.Broker, store.Store, error)
 
-// DefaultBackends builds the in-memory broker and store. Other types are
-// resolved by the backends registered with RegisterBackend.
-func DefaultBackends(ctx context.Context, cfg config.Config, log *slog.Logger) (broker.Broker, store.Store, error) {
+// DefaultBackends builds what cfg names: memory, amqp (RabbitMQ) or postgres.
+func DefaultBackends(ctx context.Context, cfg config.Config, nodeID string, log *slog.Logger) (broker.Broker, store.Store, error) {
 	var (
 		b   broker.Broker
 		s   store.Store
@@ -41,50 +42,35 @@ func DefaultBackends(ctx context.Context, cfg config.Config, log *slog.Logger) (
 	switch cfg.Broker.Type {
 	case "memory":
 		b = brokermemory.New()
-	default:
-		f := registered("broker:" + cfg.Broker.Type)
-		if f == nil {
-			return nil, nil, fmt.Errorf("broker.type: %q is not built into this binary", cfg.Broker.Type)
-		}
-		if b, _, err = f(ctx, cfg, log); err != nil {
+	case "amqp":
+		if b, err = brokeramqp.Open(cfg.Broker, nodeID, log); err != nil {
 			return nil, nil, fmt.Errorf("broker: %w", err)
 		}
+	default:
+		return nil, nil, fmt.Errorf("broker.type: unknown type %q", cfg.Broker.Type)
 	}
 	switch cfg.Store.Type {
 	case "memory":
-		s = storememory.New(storememory.Options{})
-	default:
-		f := registered("store:" + cfg.Store.Type)
-		if f == nil {
-			_ = b.Close()
-			return nil, nil, fmt.Errorf("store.type: %q is not built into this binary", cfg.Store.Type)
-		}
-		if _, s, err = f(ctx, cfg, log); err != nil {
+		s = storememory.New(storememory.Options{PresenceTTL: presenceTTL(cfg)})
+	case "postgres":
+		if s, err = storepostgres.Open(ctx, cfg.Store, presenceTTL(cfg)); err != nil {
 			_ = b.Close()
 			return nil, nil, fmt.Errorf("store: %w", err)
 		}
+	default:
+		_ = b.Close()
+		return nil, nil, fmt.Errorf("store.type: unknown type %q", cfg.Store.Type)
 	}
 	return b, s, nil
 }
 
-var (
-	regMu    sync.Mutex
-	registry = map[string]Backends{}
-)
-
-// RegisterBackend makes a broker ("broker:amqp") or store ("store:postgres")
-// type available to DefaultBackends. A broker factory returns (b, nil, err), a
-// store factory (nil, s, err).
-func RegisterBackend(kind string, f Backends) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	registry[kind] = f
-}
-
-func registered(kind string) Backends {
-	regMu.Lock()
-	defer regMu.Unlock()
-	return registry[kind]
+// presenceTTL outlives a few ping intervals (sessions refresh presence on every ping).
+func presenceTTL(cfg config.Config) time.Duration {
+	ping := cfg.HTTP.PingInterval.D()
+	if ping <= 0 {
+		ping = session.DefaultPingInterval
+	}
+	return max(60*time.Second, 3*ping)
 }
 
 // Options tune Run.
@@ -126,7 +112,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
 	}
 
-	b, s, err := opts.Backends(ctx, cfg, log)
+	nodeID := node.NewID()
+	b, s, err := opts.Backends(ctx, cfg, nodeID, log)
 	if err != nil {
 		return err
 	}
@@ -138,7 +125,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			log.Warn("close store", "error", err)
 		}
 	}()
-	n, err := node.New(cfg, b, s, log)
+	n, err := node.New(cfg, b, s, log, node.WithID(nodeID))
 	if err != nil {
 		return err
 	}

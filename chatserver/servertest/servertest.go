@@ -73,7 +73,7 @@ type Server struct {
 
 // Backends returns memory backends, or those given.
 func Backends(b broker.Broker, s store.Store) server.Backends {
-	return func(context.Context, config.Config, *slog.Logger) (broker.Broker, store.Store, error) {
+	return func(context.Context, config.Config, string, *slog.Logger) (broker.Broker, store.Store, error) {
 		if b == nil {
 			b = brokermemory.New()
 		}
