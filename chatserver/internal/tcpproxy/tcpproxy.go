@@ -50,6 +50,14 @@ func (p *Proxy) Accepted() int {
 	return p.accepted
 }
 
+// SetTarget sends new connections to target (a load balancer moving clients
+// to another replica); existing ones stay until dropped.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
+
 // Disable cuts every forwarded connection and closes new ones as soon as
 // they are accepted, as if the service were down.
 func (p *Proxy) Disable() {
@@ -104,13 +112,13 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		p.mu.Lock()
-		ok := p.enabled && !p.closed
+		ok, target := p.enabled && !p.closed, p.target
 		p.mu.Unlock()
 		if !ok {
 			_ = c.Close()
 			continue
 		}
-		up, err := net.Dial("tcp", p.target)
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			_ = c.Close()
 			continue

@@ -15,7 +15,10 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // echoServer echoes lines back until the listener closes.
-func echoServer(t *testing.T) string {
+func echoServer(t *testing.T) string { return prefixServer(t, "") }
+
+// prefixServer echoes each line back with prefix in front.
+func prefixServer(t *testing.T, prefix string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +31,20 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+			go func() {
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						_ = c.Close()
+						return
+					}
+					if _, err := io.WriteString(c, prefix+line); err != nil {
+						_ = c.Close()
+						return
+					}
+				}
+			}()
 		}
 	}()
 	t.Cleanup(func() { _ = ln.Close(); <-done })
@@ -90,5 +106,32 @@ func TestForwardsDropsAndRefuses(t *testing.T) {
 func TestBadTarget(t *testing.T) {
 	if _, err := tcpproxy.New("no-port"); err == nil {
 		t.Fatal("New accepted a target without a port")
+	}
+}
+
+func TestSetTargetMovesNewConnections(t *testing.T) {
+	first, second := prefixServer(t, "1:"), prefixServer(t, "2:")
+	p, err := tcpproxy.New(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c1, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if got, err := roundTrip(c1, "one"); err != nil || got != "1:one\n" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	p.SetTarget(second)
+	p.DropConnections()
+	c2, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if got, err := roundTrip(c2, "two"); err != nil || got != "2:two\n" {
+		t.Fatalf("after SetTarget: %q, %v", got, err)
 	}
 }
