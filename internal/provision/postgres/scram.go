@@ -77,6 +77,11 @@ func scramMatches(verifier, password string) bool {
 	return subtle.ConstantTimeCompare([]byte(wantKeys), []byte(keys)) == 1
 }
 
+// PasswordMatches reports whether a role's stored password (pg_authid.rolpassword)
+// is the SCRAM-SHA-256 verifier of password. Tests use it to prove a password
+// was applied where the server trusts every connection.
+func PasswordMatches(rolpassword, password string) bool { return scramMatches(rolpassword, password) }
+
 func hmacSHA256(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(msg))
