@@ -105,7 +105,8 @@ func TestConnectionRefresh(t *testing.T) {
 	srv := servertest.Start(t, servertest.Config(), nil, nil)
 	var calls atomic.Int32
 	c := servertest.NewClient(t, srv.WS, "json", centrifuge.Config{
-		Token: servertest.Sign(t, servertest.TokenClaims("alice", 1500*time.Millisecond), servertest.Secret),
+		// exp is in whole seconds, so this token expires 2-3s from now.
+		Token: servertest.Sign(t, servertest.TokenClaims("alice", 3*time.Second), servertest.Secret),
 		GetToken: func(centrifuge.ConnectionTokenEvent) (string, error) {
 			calls.Add(1)
 			return servertest.Sign(t, servertest.TokenClaims("alice", time.Hour), servertest.Secret), nil
@@ -119,11 +120,15 @@ func TestConnectionRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-connecting
-	time.Sleep(2500 * time.Millisecond) // past the first token's expiry
-	if calls.Load() < 1 {
-		t.Fatal("client never refreshed")
+	start := time.Now()
+	for calls.Load() < 1 {
+		if time.Since(start) > 6*time.Second {
+			t.Fatal("client never refreshed")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	servertest.None(t, connecting, 10*time.Millisecond, "reconnect (the refresh should have kept the connection)")
+	// Past the first token's expiry, still on the same connection.
+	servertest.None(t, connecting, time.Until(start.Add(3500*time.Millisecond)), "reconnect (the refresh should have kept the connection)")
 	if c.State() != centrifuge.StateConnected {
 		t.Fatalf("state %s", c.State())
 	}
