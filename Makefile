@@ -90,6 +90,7 @@ bench: ## Go benchmarks (builders, hub broadcast) and, when present, the side-by
 build: ## Build the operator and chat server binaries into bin/.
 	@mkdir -p $(LOCALBIN)
 	@if [ -d cmd/manager ]; then CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/manager ./cmd/manager; fi
+	@if [ -d cmd/parley ]; then CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/parley ./cmd/parley; fi
 	cd chatserver && for d in cmd/*/; do n=$$(basename $$d); CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/$$n ./cmd/$$n; done
 
 .PHONY: run
