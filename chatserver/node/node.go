@@ -62,8 +62,11 @@ type Node struct {
 
 // chanState is what the node delivered last in a channel, for gap detection.
 type chanState struct {
-	mu    sync.Mutex
-	last  uint64
+	mu   sync.Mutex
+	last uint64
+	// known says last is a real position (read from the store or delivered),
+	// not "nothing known yet": 0 of a fresh channel is a position too.
+	known bool
 	epoch string
 }
 
@@ -195,6 +198,7 @@ func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) 
 	if pos.Offset > st.last {
 		st.last = pos.Offset
 	}
+	st.known = true
 	if st.epoch == "" {
 		st.epoch = pos.Epoch
 	}
@@ -266,14 +270,14 @@ func (n *Node) HandlePublication(channel string, pub *message.Publication, sp me
 		st.epoch = sp.Epoch
 	}
 	switch {
-	case st.last == 0:
+	case !st.known:
 	case pub.Offset <= st.last:
 		return // already delivered (duplicate or filled earlier)
 	case pub.Offset > st.last+1:
 		n.fillGap(channel, st, pub.Offset)
 	}
 	n.deliver(channel, pub)
-	st.last = pub.Offset
+	st.last, st.known = pub.Offset, true
 }
 
 // fillGap delivers publications (st.last, upTo) from the store. On failure the
@@ -336,7 +340,7 @@ func (n *Node) Resubscribed(channels []string) {
 			continue
 		}
 		st.mu.Lock()
-		if pos.Epoch == st.epoch && pos.Offset > st.last && st.last > 0 {
+		if pos.Epoch == st.epoch && pos.Offset > st.last && st.known {
 			n.fillGap(ch, st, pos.Offset+1)
 		}
 		st.mu.Unlock()
