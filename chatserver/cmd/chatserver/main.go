@@ -84,6 +84,8 @@ Parley dev server (single node, in-memory broker and store)
   Token:      %[2]s   (user "dev", 24h)
   API key:    %[3]s
   Try:        curl -s -X POST -H 'X-API-Key: %[3]s' -d '{"channel":"room:lobby","data":{"text":"hi"}}' http://%[1]s/api/publish
+  Web chat:   http://%[1]s/?room=lobby#token=%[2]s
+  CLI:        PARLEY_URL=http://%[1]s PARLEY_TOKEN=<token> parley chat lobby
   Metrics:    http://%[1]s/metrics   Health: http://%[1]s/healthz
 
 `, addr, d.Token, d.APIKey())
