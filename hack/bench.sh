@@ -10,13 +10,15 @@
 #   centrifugo-1   Centrifugo, 1 node, memory engine
 # and rewrites docs/benchmarks.md (keeping its analysis section) and
 # docs/benchmarks-latency.png. Raw results, server logs and pprof profiles go
-# to artifacts/bench/<run>/.
+# to artifacts/bench/<run>/. The operator-at-scale benchmark (test/scale) runs
+# first and its results join the same report.
 #
 # Environment:
 #   BENCH_FLAGS   extra `chatbench suite` flags, e.g. "-scale 0.2 -quick" for a
 #                 smoke run or "-targets parley-1,centrifugo-1 -scenarios fanout"
 #   BENCH_DOC     report path (default docs/benchmarks.md; empty string: no report)
 #   BENCH_SKIP_SCALE=1  skip the operator-at-scale benchmark (test/scale)
+#   PARLEY_SCALE_CLUSTERS  ChatClusters in it (default 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -52,17 +54,28 @@ out=$ROOT/artifacts/bench/$run
 mkdir -p "$out"
 doc=${BENCH_DOC-docs/benchmarks.md}
 mkdir -p docs
-log "running the scenarios; output in $out"
+
+# The operator first: it needs the machine to itself as much as the chat
+# servers do, and its results go into the same report.
+op_flags=()
+if [[ -z ${BENCH_SKIP_SCALE:-} && -d test/scale ]]; then
+  log "operator at scale (test/scale, ${PARLEY_SCALE_CLUSTERS:-1000} ChatClusters)"
+  assets=$(hack/control-plane.sh)
+  if KUBEBUILDER_ASSETS=$assets PARLEY_SCALE_OUT=$out go test -count=1 -timeout 30m -run '^$' -bench . -benchtime 1x ./test/scale/ \
+      2>&1 | tee "$out/operator-scale.txt"; then
+    op_flags=(-operator-scale "$out/operator-scale.json")
+  else
+    log "operator at scale FAILED (see $out/operator-scale.txt); going on with the chat servers"
+    rc=1
+  fi
+fi
+
+log "running the chat scenarios; output in $out"
+plot=""
+[[ -n $doc ]] && plot=docs/benchmarks-latency.png
 # shellcheck disable=SC2086
 "$BIN/chatbench" suite -parley "$BIN/chatserver-bench" -centrifugo "$CENTRIFUGO" -out "$out" \
-  -doc "$doc" -plot "$([[ -n $doc ]] && echo docs/benchmarks-latency.png)" ${BENCH_FLAGS:-} \
+  -doc "$doc" -plot "$plot" "${op_flags[@]}" ${BENCH_FLAGS:-} \
   > "$out/report.md" 2> >(tee "$out/chatbench.log" >&2) || rc=$?
 log "report: ${doc:-$out/report.md}; results: $out/results.json"
-
-if [[ -z ${BENCH_SKIP_SCALE:-} && -d test/scale ]]; then
-  log "operator at scale (test/scale)"
-  assets=$(hack/control-plane.sh)
-  KUBEBUILDER_ASSETS=$assets PARLEY_SCALE_OUT=$out go test -count=1 -timeout 30m -run '^$' -bench . -benchtime 1x ./test/scale/ \
-    | tee "$out/operator-scale.txt" || rc=$?
-fi
 exit "${rc:-0}"

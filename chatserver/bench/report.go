@@ -106,6 +106,11 @@ func (r *SuiteResult) Ratios(parley, centrifugo string) map[string]Ratio {
 
 // Markdown renders the report; analysis is the kept hand-written section.
 func (r *SuiteResult) Markdown(plotFile, analysis string, profileTops map[string]string) string {
+	return r.MarkdownWith(plotFile, analysis, profileTops, nil)
+}
+
+// MarkdownWith also renders the operator-at-scale results when given.
+func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[string]string, op *OperatorScale) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Benchmarks: Parley and Centrifugo side by side\n\n")
@@ -242,6 +247,10 @@ func (r *SuiteResult) Markdown(plotFile, analysis string, profileTops map[string
 		}
 	}
 
+	if op != nil {
+		p("\n%s", op.OperatorMarkdown())
+	}
+
 	p("\n## Machine\n\n")
 	m := r.Machine
 	p("- CPU: %s, %d cores; memory %.1f GiB; kernel %s; %s\n", m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.GoVersion)
@@ -373,9 +382,9 @@ func (r *SuiteResult) WritePlot(path string) error {
 
 // WriteMarkdown writes the report to path, keeping the analysis section of
 // the file already there.
-func (r *SuiteResult) WriteMarkdown(path, plotFile string, profileTops map[string]string) error {
+func (r *SuiteResult) WriteMarkdown(path, plotFile string, profileTops map[string]string, op *OperatorScale) error {
 	old, _ := os.ReadFile(path)
-	return os.WriteFile(path, []byte(r.Markdown(plotFile, KeptAnalysis(string(old)), profileTops)), 0o644)
+	return os.WriteFile(path, []byte(r.MarkdownWith(plotFile, KeptAnalysis(string(old)), profileTops, op)), 0o644)
 }
 
 // Text renders one scenario's result for a terminal.
@@ -416,4 +425,50 @@ func Text(res any) string {
 		p("%+v", res)
 	}
 	return strings.TrimRight(b.String(), "\n")
+}
+
+// OperatorScale is test/scale's operator-scale.json (the operator's module
+// writes it; the report only reads it).
+type OperatorScale struct {
+	Clusters           int            `json:"clusters"`
+	Namespaces         int            `json:"namespaces"`
+	QPS                string         `json:"operatorQps"`
+	Children           int            `json:"childrenPerCluster"`
+	CreateSec          float64        `json:"createSec"`
+	AllChildrenSec     float64        `json:"allChildrenSec"`
+	ReconcileCount     float64        `json:"reconcileCount"`
+	ReconcileP50Ms     float64        `json:"reconcileP50Ms"`
+	ReconcileP99Ms     float64        `json:"reconcileP99Ms"`
+	ResyncSec          float64        `json:"resyncWindowSec"`
+	ResyncReconciles   float64        `json:"resyncReconciles"`
+	ResyncWrites       float64        `json:"resyncWrites"`
+	ResyncWritesByKind map[string]int `json:"resyncWritesByKind,omitempty"`
+	ResyncP50Ms        float64        `json:"resyncReconcileP50Ms"`
+	ResyncP99Ms        float64        `json:"resyncReconcileP99Ms"`
+	OperatorRSSMB      float64        `json:"operatorRssMB"`
+	OperatorCPUSec     float64        `json:"operatorCpuSec"`
+}
+
+// OperatorMarkdown renders the operator-at-scale section.
+func (s *OperatorScale) OperatorMarkdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("## The operator with %d ChatClusters\n\n", s.Clusters)
+	p("`test/scale` (run by `make bench` before the chat scenarios): a real API server and etcd (envtest), the operator's own binary (`cmd/manager`, client QPS %s) as a user holding only the generated ClusterRole, %d empty-spec ChatClusters in %d namespaces (with the key Secrets the provisioning step would generate, so every Deployment can be created). ",
+		s.QPS, s.Clusters, s.Namespaces)
+	p("Reconcile durations come from controller-runtime's `controller_runtime_reconcile_time_seconds`; writes are the API server's `apiserver_request_total` for write verbs (the API server's own lease renewals left out) over one idle resync.\n\n")
+	p("| figure | value |\n|---|---|\n")
+	p("| children per cluster | %d |\n", s.Children)
+	p("| creating the %d ChatClusters took | %.1f s |\n", s.Clusters, s.CreateSec)
+	p("| until every child of every cluster existed | **%.1f s** |\n", s.AllChildrenSec)
+	p("| reconciles while creating; p50 / p99 | %.0f; %.1f / %.1f ms |\n", s.ReconcileCount, s.ReconcileP50Ms, s.ReconcileP99Ms)
+	p("| idle resync window; reconciles in it; p50 / p99 | %.0f s; %.0f; %.1f / %.1f ms |\n", s.ResyncSec, s.ResyncReconciles, s.ResyncP50Ms, s.ResyncP99Ms)
+	kinds := ""
+	for _, k := range sortedStrings(s.ResyncWritesByKind) {
+		kinds += fmt.Sprintf(" %s=%d", k, s.ResyncWritesByKind[k])
+	}
+	p("| API writes during the idle resync (goal 0) | **%.0f**%s |\n", s.ResyncWrites, kinds)
+	p("| operator RSS after the resync | %.1f MB |\n", s.OperatorRSSMB)
+	p("| operator CPU during the resync window | %.2f s |\n\n", s.OperatorCPUSec)
+	return b.String()
 }

@@ -554,6 +554,9 @@ type ReconnectResult struct {
 	StormCPUSec   float64       `json:"stormServerCpuSec"`
 	PublishErrors int64         `json:"publishErrors"`
 	FirstError    string        `json:"firstError,omitempty"`
+	// Disconnects by code as the clients saw them (the drop itself shows as
+	// transport-closed codes).
+	Disconnects map[string]int64 `json:"disconnects,omitempty"`
 }
 
 // Reconnect connects clients (in rooms of 10), keeps publications flowing,
@@ -621,8 +624,8 @@ func Reconnect(ctx context.Context, o Options, t Target, clients int, rate float
 	}
 	res.Resubscribed, res.WasRecovering, res.Recovered = s.Subscribed, s.WasRecovering, s.Recovered
 	res.Published, res.Delivered, res.Lost, res.Gaps, res.Dups = s.Published, s.Delivered, missing, s.Gaps, s.Duplicates
-	res.PublishErrors, res.FirstError = s.PublishErrors, s.FirstError
-	o.logf("%s reconnect: %d dropped, all back in %.2fs, recovered %d/%d, lost %d, gaps %d, dups %d", t.Name, res.Dropped, res.AllBackSec, res.Recovered, clients, res.Lost, res.Gaps, res.Dups)
+	res.PublishErrors, res.FirstError, res.Disconnects = s.PublishErrors, s.FirstError, s.Disconnects
+	o.logf("%s reconnect: %d dropped, all back in %.2fs, recovered %d/%d (%d recoveries), lost %d, gaps %d, dups %d, disconnects %v", t.Name, res.Dropped, res.AllBackSec, res.Recovered, clients, res.WasRecovering, res.Lost, res.Gaps, res.Dups, res.Disconnects)
 	return res, t.alive()
 }
 

@@ -107,6 +107,7 @@ func suite(args []string) error {
 	rates := fs.String("rates", joinFloats(d.Fanout.Rates), "rising publication rates of the one-room scenario")
 	step := fs.Duration("step", d.Fanout.Window, "measured window per rate step")
 	chatRate := fs.Float64("chat-rate", d.ChatRate, "publications/s in the many-rooms scenario")
+	opScale := fs.String("operator-scale", "", "operator-scale.json from test/scale to include in the report")
 	_ = fs.Parse(args)
 
 	rs, err := floats(*rates)
@@ -163,8 +164,20 @@ func suite(args []string) error {
 			plotRef, _ = filepath.Rel(filepath.Dir(*doc), *plotPath)
 		}
 	}
+	var op *bench.OperatorScale
+	if *opScale != "" {
+		data, err := os.ReadFile(*opScale)
+		if err == nil {
+			op = &bench.OperatorScale{}
+			err = json.Unmarshal(data, op)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "operator scale results not included:", err)
+			op = nil
+		}
+	}
 	if *doc != "" {
-		if err := res.WriteMarkdown(*doc, plotRef, tops); err != nil {
+		if err := res.WriteMarkdown(*doc, plotRef, tops, op); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "report:", *doc)
