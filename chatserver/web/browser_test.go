@@ -16,10 +16,11 @@ import (
 	"testing"
 	"time"
 
-	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
+	"github.com/parley-chat/parley/chatserver/broker/amqp"
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
+	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/servertest"
-	storememory "github.com/parley-chat/parley/chatserver/store/memory"
+	"github.com/parley-chat/parley/chatserver/store/postgres"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -50,24 +51,58 @@ func browserDeps(t *testing.T) (node string) {
 	return node
 }
 
+// startReplica starts a chat server replica the way a ChatCluster's pods run:
+// its own RabbitMQ connection on the cluster's exchanges and its own
+// PostgreSQL pool on the cluster's database.
+func startReplica(t *testing.T, i int, top testenv.Topology, db testenv.Database) *servertest.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := postgres.New(ctx, db.URL, postgres.Options{MaxConns: 4, RetentionInterval: -1})
+	if err != nil {
+		t.Fatalf("replica %d store: %v", i, err)
+	}
+	br, err := amqp.New(amqp.Options{URL: testenv.AMQPURL(), Exchange: top.Exchange, ControlExchange: top.ControlExchange})
+	if err != nil {
+		_ = st.Close()
+		t.Fatalf("replica %d broker: %v", i, err)
+	}
+	cfg := servertest.Config()
+	cfg.Web.Enabled = true
+	cfg.Broker.Type, cfg.Broker.Exchange, cfg.Broker.ControlExchange = "amqp", top.Exchange, top.ControlExchange
+	cfg.Store.Type = "postgres"
+	srv := servertest.Start(t, cfg, br, st) // closes br and st when it stops
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := srv.Node.Ready(rctx)
+		cancel()
+		if err == nil {
+			return srv
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d not ready: %v", i, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
 // TestBrowserChat runs test/browser.mjs: two people in two browser contexts
-// of headless Chromium, each signed in on a different replica (two chat
-// servers sharing one broker network and one store, as replicas share
-// RabbitMQ and PostgreSQL). Replica B sits behind a TCP proxy the script
-// can cut to drop the connection the way a failing network does.
-// Screenshots land in artifacts/web/ at the repository root.
+// of headless Chromium, each signed in on a different replica. The replicas
+// share only what a ChatCluster's replicas share: RabbitMQ exchanges and a
+// PostgreSQL database (fresh ones for this test). Replica B sits behind a TCP
+// proxy the script can cut to drop the connection the way a failing network
+// does. Screenshots land in artifacts/web/ at the repository root.
 func TestBrowserChat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-browser test skipped in -short mode")
 	}
 	node := browserDeps(t)
 
-	network := brokermemory.NewNetwork()
-	store := storememory.New(storememory.Options{})
-	cfg := servertest.Config()
-	cfg.Web.Enabled = true
-	a := servertest.Start(t, cfg, network.NewBroker(), store)
-	b := servertest.Start(t, cfg, network.NewBroker(), store)
+	top := testenv.NewTopology(t)
+	db := testenv.NewDatabase(t, "parley_web")
+	a := startReplica(t, 0, top, db)
+	b := startReplica(t, 1, top, db)
 	proxy, err := tcpproxy.New(b.Addr)
 	if err != nil {
 		t.Fatal(err)
