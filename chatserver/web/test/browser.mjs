@@ -120,6 +120,23 @@ async function main() {
     await signIn(bob, URL_B, TOKEN_BOB);
     ok('alice (replica A) and bob (replica B, phone-sized) signed in and connected');
 
+    // --- accessibility basics: every control has a name, new messages are announced
+    for (const [name, p] of [['alice', alice], ['bob', bob]]) {
+      const unnamed = await p.evaluate(() => [...document.querySelectorAll('button, input, textarea, select, [tabindex]')]
+        .filter((e) => e.offsetParent !== null || e.id === 'scroll')
+        .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
+        .map((e) => e.outerHTML.slice(0, 80)));
+      if (unnamed.length) throw new Error(`${name}: controls without an accessible name: ${unnamed.join(' | ')}`);
+      const live = await p.evaluate(() => {
+        const log = document.querySelector('#messages-host [role=log]');
+        return log && log.getAttribute('aria-live') === 'polite' && !!log.getAttribute('aria-label')
+          && document.getElementById('conn-status').getAttribute('role') === 'status'
+          && document.getElementById('typing').getAttribute('aria-live') === 'polite';
+      });
+      if (!live) throw new Error(`${name}: the message log, connection status or typing line is not a live region`);
+    }
+    ok('accessibility: every visible control is named; messages, status and typing are live regions');
+
     // --- history: the latest page, then scroll back to the start
     await waitMessage(alice, 'alice', 'backlog 60');
     const first = await alice.evaluate(messageTexts);
