@@ -1,0 +1,300 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parley-chat/parley/chatserver/servertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+
+var channelSeq int
+
+func channel(t *testing.T) string {
+	channelSeq++
+	return fmt.Sprintf("room:%s-%d", t.Name(), channelSeq)
+}
+
+// Publications made on one replica reach subscribers on every replica, in
+// offset order, through both wire formats.
+func TestCrossReplicaDelivery(t *testing.T) {
+	c := startCluster(t, 3)
+	ch := channel(t)
+	var cols []*collector
+	for i, nd := range c.nodes {
+		cl := client(t, nd.srv.WS, servertest.Protocols[i%2], fmt.Sprintf("sub%d", i))
+		cols = append(cols, subscribe(t, cl, fmt.Sprintf("node%d", i), ch))
+	}
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher", ch)
+	tl := newTally()
+	for i := 0; i < 20; i++ {
+		if !tl.publish(pub.sub, fmt.Sprintf("m-%d", i)) {
+			t.Fatalf("publish %d failed: %v", i, tl.errs)
+		}
+	}
+	for _, col := range append(cols, pub) {
+		col.waitFor(t, "20 publications", func() bool { return len(col.publications()) == 20 })
+		for i, p := range col.publications() {
+			if p.Offset != uint64(i+1) || string(p.Data) != js(fmt.Sprintf("m-%d", i)) {
+				t.Fatalf("%s: publication %d is offset %d %q", col.name, i, p.Offset, p.Data)
+			}
+		}
+	}
+	report(t, tl, append(cols, pub)...)
+}
+
+// Two replicas publishing to one channel at once produce one order, seen
+// identically by every subscriber on every replica.
+func TestConcurrentPublishersOneOrder(t *testing.T) {
+	c := startCluster(t, 3)
+	ch := channel(t)
+	var cols []*collector
+	for i, nd := range c.nodes {
+		for j := 0; j < 2; j++ {
+			cl := client(t, nd.srv.WS, servertest.Protocols[j], fmt.Sprintf("sub%d%d", i, j))
+			cols = append(cols, subscribe(t, cl, fmt.Sprintf("node%d/%d", i, j), ch))
+		}
+	}
+	pubA := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "alice"), "alice@node0", ch)
+	pubB := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "bob"), "bob@node1", ch)
+	tl := newTally()
+	const each = 60
+	var wg sync.WaitGroup
+	for _, p := range []*collector{pubA, pubB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				tl.publish(p.sub, fmt.Sprintf("%s-%d", p.name, i))
+			}
+		}()
+	}
+	wg.Wait()
+	if tl.acked.Load() != 2*each {
+		t.Fatalf("only %d of %d publishes acknowledged: %v", tl.acked.Load(), 2*each, tl.errs)
+	}
+	all := append(cols, pubA, pubB)
+	for _, col := range all {
+		col.waitFor(t, "every publication", func() bool { return len(col.publications()) == 2*each })
+	}
+	var want []string
+	for _, p := range all[0].publications() {
+		want = append(want, string(p.Data))
+	}
+	for _, col := range all[1:] {
+		var got []string
+		for _, p := range col.publications() {
+			got = append(got, string(p.Data))
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s saw another order than %s", col.name, all[0].name)
+		}
+	}
+	// The order interleaves both publishers: they really raced.
+	switches := 0
+	for i := 1; i < len(want); i++ {
+		if want[i][1] != want[i-1][1] {
+			switches++
+		}
+	}
+	t.Logf("the agreed order switches publisher %d times", switches)
+	report(t, tl, all...)
+}
+
+// The test closes replicas' AMQP connections while a publisher streams:
+// nothing acknowledged is lost, subscribers catch up, order holds.
+func TestAMQPConnectionClosedMidStream(t *testing.T) {
+	c := startCluster(t, 3)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	sub2 := subscribe(t, client(t, c.nodes[2].srv.WS, "json", "s2"), "sub@node2", ch)
+	tl := newTally()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tl.run(pub.sub, "p", 2*time.Millisecond, stop, &wg)
+
+	waitAcked := func(n int64) {
+		deadline := time.Now().Add(wait)
+		for tl.acked.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("publishing stalled at %d acknowledged: %v", tl.acked.Load(), tl.errs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitAcked(50)
+	c.nodes[1].amqpLink.DropConnections() // a subscriber's replica
+	waitAcked(tl.acked.Load() + 50)
+	c.nodes[0].amqpLink.DropConnections() // the publisher's replica
+	waitAcked(tl.acked.Load() + 50)
+	c.nodes[2].amqpLink.DropConnections()
+	c.nodes[1].amqpLink.DropConnections()
+	waitAcked(tl.acked.Load() + 50)
+	close(stop)
+	wg.Wait()
+	fence(t, tl, pub.sub, pub, sub1, sub2)
+	report(t, tl, pub, sub1, sub2)
+}
+
+// The test terminates every PostgreSQL backend of its database while
+// publishing: publishes fail with an error or are acknowledged, nothing
+// acknowledged is lost, and the cluster resumes without a restart.
+func TestPostgresBackendsTerminated(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	tl := newTally()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tl.run(pub.sub, "p", 2*time.Millisecond, stop, &wg)
+	time.Sleep(200 * time.Millisecond)
+	for round := 0; round < 3; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		n, err := c.db.TerminateBackends(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Fatal("no backend to terminate")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	before := tl.acked.Load()
+	deadline := time.Now().Add(wait)
+	for tl.acked.Load() < before+50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing did not resume after the terminations: %v", tl.errs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	fence(t, tl, pub.sub, pub, sub1)
+	report(t, tl, pub, sub1)
+}
+
+// RabbitMQ unreachable (through the proxy) for one replica, then for all:
+// the cut replica is not ready; publishes elsewhere keep working, publishes on
+// a cut replica fail fast with an error; when RabbitMQ is back, every
+// subscriber catches up from history and nothing acknowledged is lost.
+func TestBrokerOutage(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub0 := subscribe(t, client(t, c.nodes[0].srv.WS, "protobuf", "s0"), "sub@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	tl := newTally()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tl.run(pub.sub, "p", 5*time.Millisecond, stop, &wg)
+
+	// Only the subscriber's replica loses RabbitMQ.
+	c.nodes[1].amqpLink.Disable()
+	notReady(t, c, 1)
+	ackedBefore := tl.acked.Load()
+	time.Sleep(time.Second)
+	if tl.acked.Load() <= ackedBefore {
+		t.Fatalf("publishing on a healthy replica stopped while another lost RabbitMQ: %v", tl.errs)
+	}
+	c.nodes[1].amqpLink.Enable()
+	c.waitReady(1)
+
+	// Every replica loses RabbitMQ.
+	for _, nd := range c.nodes {
+		nd.amqpLink.Disable()
+	}
+	notReady(t, c, 0)
+	failedBefore := tl.failed.Load()
+	time.Sleep(time.Second)
+	if tl.failed.Load() == failedBefore {
+		t.Fatalf("publishes kept succeeding with RabbitMQ unreachable from every replica")
+	}
+	for _, nd := range c.nodes {
+		nd.amqpLink.Enable()
+	}
+	c.waitReady(0)
+	c.waitReady(1)
+	close(stop)
+	wg.Wait()
+	fence(t, tl, pub.sub, pub, sub0, sub1)
+	report(t, tl, pub, sub0, sub1)
+}
+
+func notReady(t *testing.T, c *cluster, i int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.nodes[i].srv.Node.Ready(ctx)
+		cancel()
+		if err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d still ready with RabbitMQ unreachable", i)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// A client whose replica dies (connections cut as by SIGKILL) reconnects
+// through the load balancer to another replica and recovers exactly what it
+// missed (recovered=true); when the history it held is gone it is told so
+// (recovered=false), never given a silent gap.
+func TestRecoveryOnDifferentReplica(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	lb, lbURL := wsProxy(t, c.nodes[0].srv)
+	mover := subscribe(t, client(t, lbURL, "protobuf", "mover"), "mover", ch)
+	pub := subscribe(t, client(t, c.nodes[1].srv.WS, "json", "publisher"), "publisher@node1", ch)
+	tl := newTally()
+	for i := 0; i < 10; i++ {
+		tl.publish(pub.sub, fmt.Sprintf("before-%d", i))
+	}
+	mover.waitFor(t, "the first 10", func() bool { return len(mover.publications()) == 10 })
+
+	// Replica 0 "dies": the balancer stops sending to it, its client
+	// connections and its RabbitMQ connection are cut.
+	lb.Disable()
+	c.nodes[0].amqpLink.Disable()
+	for i := 0; i < 15; i++ {
+		tl.publish(pub.sub, fmt.Sprintf("while-away-%d", i))
+	}
+	lb.SetTarget(c.nodes[1].srv.Addr)
+	lb.Enable()
+	mover.waitFor(t, "the missed 15 after recovering on replica 1", func() bool { return len(mover.publications()) == 25 })
+	subs := mover.subscribedEvents()
+	last := subs[len(subs)-1]
+	if !last.WasRecovering || !last.Recovered {
+		t.Fatalf("resubscribe on replica 1: wasRecovering=%v recovered=%v, want both true", last.WasRecovering, last.Recovered)
+	}
+	c.nodes[0].amqpLink.Enable()
+	report(t, tl, mover, pub)
+
+	// History lost while the client is away: recovered=false, no silent gap.
+	lb.Disable()
+	if err := c.nodes[1].store.RemoveHistory(context.Background(), ch); err != nil {
+		t.Fatal(err)
+	}
+	lb.SetTarget(c.nodes[0].srv.Addr)
+	lb.Enable()
+	mover.waitFor(t, "a resubscribe after the history was lost", func() bool { return len(mover.subscribedEvents()) > len(subs) })
+	subs = mover.subscribedEvents()
+	last = subs[len(subs)-1]
+	if !last.WasRecovering || last.Recovered {
+		t.Fatalf("resubscribe after losing history: wasRecovering=%v recovered=%v, want true, false", last.WasRecovering, last.Recovered)
+	}
+	if last.StreamPosition == nil || last.StreamPosition.Offset != 0 {
+		t.Fatalf("position after losing history: %+v, want offset 0 of a new epoch", last.StreamPosition)
+	}
+}
