@@ -90,6 +90,11 @@ helm.sh/chart: {{ include "parley.chart" . }}
 - --chat-server-image={{ default (include "parley.image" .) .Values.operator.defaultChatServerImage }}
 - --kube-api-qps={{ .Values.operator.kubeAPIQPS }}
 - --kube-api-burst={{ .Values.operator.kubeAPIBurst }}
+- --max-concurrent-reconciles={{ .Values.operator.maxConcurrentReconciles }}
+- --resync-period={{ .Values.operator.resyncPeriod }}
+{{- with .Values.operator.clusterDomain }}
+- --cluster-domain={{ . }}
+{{- end }}
 - --zap-log-level={{ .Values.operator.logLevel }}
 {{- with .Values.operator.extraArgs }}
 {{ toYaml . }}

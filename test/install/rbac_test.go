@@ -1,0 +1,487 @@
+package install
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	dto "github.com/prometheus/client_model/go"
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/controllers"
+	"github.com/parley-chat/parley/internal/naming"
+	"github.com/parley-chat/parley/internal/resource"
+	"github.com/parley-chat/parley/internal/status"
+)
+
+// logCapture records every log line (controller-runtime's and client-go's
+// klog) that says a request was forbidden: reflectors and event recorders
+// only log those, they do not fail.
+type logCapture struct {
+	mu        sync.Mutex
+	forbidden []string
+}
+
+func (c *logCapture) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		line := prefix + " " + args
+		if strings.Contains(strings.ToLower(line), "forbidden") {
+			c.mu.Lock()
+			c.forbidden = append(c.forbidden, line)
+			c.mu.Unlock()
+		}
+	}, funcr.Options{Verbosity: 4})
+}
+
+// forbiddenLogs is the capture of the running operator test; waitFor fails
+// as soon as it records a forbidden request instead of waiting for a timeout.
+var forbiddenLogs *logCapture
+
+func (c *logCapture) peek() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.forbidden)
+}
+
+func (c *logCapture) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.forbidden
+	c.forbidden = nil
+	return out
+}
+
+// TestOperatorWorksWithExactlyTheChartRBAC runs the real reconciler as the
+// chart's ServiceAccount, bound to exactly the RBAC the chart renders
+// (impersonation against a real API server that enforces RBAC), and drives a
+// ChatCluster through create, update and the optional children. A permission
+// the chart lacks fails the test: an error, a missing child, a missing event
+// or a "forbidden" in the logs.
+func TestOperatorWorksWithExactlyTheChartRBAC(t *testing.T) {
+	_, cfg := startAPIServer(t, filepath.Join(configDir, "crd", "bases"), serviceMonitorCRDDir(t))
+	capture := &logCapture{}
+	forbiddenLogs = capture
+	t.Cleanup(func() { forbiddenLogs = nil })
+	klog.SetLogger(capture.logger())
+	ctrl.SetLogger(capture.logger())
+	t.Cleanup(klog.ClearLogger)
+	admin, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, release, operatorNS, chatNS string
+		args                              []string
+	}{
+		{name: "cluster-wide", release: "op-cluster", operatorNS: "parley-cluster", chatNS: "chat-cluster"},
+		{name: "watched namespaces", release: "op-watch", operatorNS: "parley-watch", chatNS: "chat-watched",
+			args: []string{"--set", "watchNamespaces={chat-watched}"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			capture.take() // lines from an earlier subtest are that subtest's
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			for _, ns := range []string{tc.operatorNS, tc.chatNS} {
+				if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// Install exactly the chart's identity and permissions.
+			objs := renderChart(t, tc.operatorNS, append([]string{"--set", "crds.install=false", "--set", "fullnameOverride=" + tc.release}, tc.args...)...)
+			var sa string
+			for _, o := range objs {
+				switch o.GetKind() {
+				case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+					if o.GetKind() == "ServiceAccount" {
+						sa = o.GetName()
+					}
+					if err := admin.Patch(ctx, o, client.Apply, client.FieldOwner("parley-install-test"), client.ForceOwnership); err != nil {
+						t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
+					}
+				}
+			}
+			dep := typed[appsv1.Deployment](t, one(t, objs, "Deployment", tc.release))
+			args := argMap(t, dep.Spec.Template.Spec.Containers[0].Args)
+
+			// Everything the operator does goes through this identity.
+			as := rest.CopyConfig(cfg)
+			as.Impersonate = rest.ImpersonationConfig{
+				UserName: fmt.Sprintf("system:serviceaccount:%s:%s", tc.operatorNS, sa),
+				Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + tc.operatorNS, "system:authenticated"},
+			}
+			checkDenied(ctx, t, as, tc.chatNS)
+
+			stop := startOperator(t, as, args, tc.operatorNS, capture)
+			defer stop()
+
+			driveChatCluster(ctx, t, admin, as, tc.chatNS)
+
+			lease := &coordinationv1.Lease{}
+			if err := admin.Get(ctx, types.NamespacedName{Namespace: tc.operatorNS, Name: "parley-operator.chat.parley.io"}, lease); err != nil {
+				t.Errorf("no leader election Lease in %s: %v", tc.operatorNS, err)
+			} else if ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
+				t.Errorf("Lease has no holder: %+v", lease.Spec)
+			}
+			if tc.name == "cluster-wide" {
+				checkOperatorMetrics(t)
+			}
+			if lines := capture.take(); len(lines) > 0 {
+				t.Errorf("requests were forbidden (the chart's RBAC lacks a permission the operator uses):\n%s", strings.Join(lines, "\n"))
+			}
+		})
+	}
+}
+
+// checkDenied proves the impersonation is in force: the identity cannot do
+// what the chart does not grant.
+func checkDenied(ctx context.Context, t *testing.T, as *rest.Config, chatNS string) {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(as)
+	for _, a := range []authorizationv1.ResourceAttributes{
+		{Namespace: chatNS, Verb: "delete", Group: "apps", Resource: "deployments"},
+		{Namespace: chatNS, Verb: "create", Resource: "pods"},
+		{Namespace: "kube-system", Verb: "update", Group: "rbac.authorization.k8s.io", Resource: "roles"},
+	} {
+		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &a},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("access review: %v", err)
+		}
+		if r.Status.Allowed {
+			t.Errorf("the operator's identity may %s %s in %s: not least privilege", a.Verb, a.Resource, a.Namespace)
+		}
+	}
+}
+
+// startOperator starts the manager and reconciler the way cmd/manager does,
+// configured from the chart's Deployment arguments.
+func startOperator(t *testing.T, as *rest.Config, args map[string]string, operatorNS string, capture *logCapture) func() {
+	t.Helper()
+	var namespaces []string
+	for _, ns := range strings.Split(args["watch-namespaces"], ",") {
+		if ns != "" {
+			namespaces = append(namespaces, ns)
+		}
+	}
+	qps, err := strconv.ParseFloat(args["kube-api-qps"], 32)
+	if err != nil {
+		t.Fatalf("--kube-api-qps: %v", err)
+	}
+	burst, err := strconv.Atoi(args["kube-api-burst"])
+	if err != nil {
+		t.Fatalf("--kube-api-burst: %v", err)
+	}
+	resync, err := time.ParseDuration(args["resync-period"])
+	if err != nil {
+		t.Fatalf("--resync-period: %v", err)
+	}
+	workers, err := strconv.Atoi(args["max-concurrent-reconciles"])
+	if err != nil {
+		t.Fatalf("--max-concurrent-reconciles: %v", err)
+	}
+	cfg := rest.CopyConfig(as)
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        controllers.NewScheme(),
+		Cache:                         controllers.CacheOptions(namespaces),
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                args["leader-elect"] == "true",
+		LeaderElectionID:              "parley-operator.chat.parley.io",
+		LeaderElectionNamespace:       operatorNS,
+		LeaderElectionReleaseOnCancel: true,
+		Logger:                        capture.logger(),
+		// Both subtests run a "chatcluster" controller in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("create manager: %v", err)
+	}
+	r := &controllers.ChatClusterReconciler{Options: controllers.Options{
+		DefaultImage: args["chat-server-image"], ResyncPeriod: resync, MaxConcurrentReconciles: workers,
+	}}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatalf("set up reconciler: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}
+}
+
+// driveChatCluster creates a ChatCluster and changes it, checking the
+// operator creates, updates and deletes its children and reports status.
+func driveChatCluster(ctx context.Context, t *testing.T, admin client.Client, as *rest.Config, ns string) {
+	t.Helper()
+	cc := &v1alpha1.ChatCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-chat"}}
+	if err := admin.Create(ctx, cc); err != nil {
+		t.Fatalf("create ChatCluster: %v", err)
+	}
+	key := client.ObjectKeyFromObject(cc)
+
+	// Create: the children and a status for this generation.
+	sm := &unstructured.Unstructured{}
+	sm.SetAPIVersion("monitoring.coreos.com/v1")
+	sm.SetKind("ServiceMonitor")
+	sm.SetName(cc.Name)
+	waitChildren(ctx, t, admin, cc,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: naming.ConfigMapName(cc.Name)}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}},
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}},
+		sm)
+	waitStatus(ctx, t, admin, key)
+	supplyMissingSecrets(ctx, t, admin, key)
+	waitChildren(ctx, t, admin, cc, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
+	waitStatus(ctx, t, admin, key)
+
+	// Update: a new limit reaches the rendered config; a NetworkPolicy appears.
+	cm := &corev1.ConfigMap{}
+	if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: naming.ConfigMapName(cc.Name)}, cm); err != nil {
+		t.Fatal(err)
+	}
+	before := fmt.Sprint(cm.Data)
+	patch := []byte(`{"spec":{"limits":{"maxMessageBytes":4096},"networkPolicy":{"enabled":true}}}`)
+	if err := admin.Patch(ctx, cc, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "the ConfigMap to carry the new limit", func() (bool, error) {
+		err := admin.Get(ctx, client.ObjectKeyFromObject(cm), cm)
+		return err == nil && fmt.Sprint(cm.Data) != before && strings.Contains(fmt.Sprint(cm.Data), "4096"), err
+	})
+	np := &networkingv1.NetworkPolicy{}
+	waitFor(ctx, t, "the NetworkPolicy", func() (bool, error) {
+		err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: cc.Name}, np)
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	waitStatus(ctx, t, admin, key)
+
+	// Delete an optional child: turning the NetworkPolicy off removes it.
+	if err := admin.Patch(ctx, cc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"networkPolicy":{"enabled":false}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "the NetworkPolicy to go", func() (bool, error) {
+		err := admin.Get(ctx, client.ObjectKeyFromObject(np), np)
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	waitStatus(ctx, t, admin, key)
+
+	// Events were written (a recorder without permission only logs).
+	waitFor(ctx, t, "events about the ChatCluster", func() (bool, error) {
+		var list eventsv1.EventList
+		if err := admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == cc.Name && e.Regarding.Kind == "ChatCluster" && e.Reason == controllers.EventCreated {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitChildren waits for children of the ChatCluster, controlled by it.
+func waitChildren(ctx context.Context, t *testing.T, c client.Client, cc *v1alpha1.ChatCluster, children ...client.Object) {
+	t.Helper()
+	for _, child := range children {
+		child.SetNamespace(cc.Namespace)
+		waitFor(ctx, t, fmt.Sprintf("%T %s", child, child.GetName()), func() (bool, error) {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(child), child); err != nil {
+				return false, client.IgnoreNotFound(err)
+			}
+			if !metav1.IsControlledBy(child, cc) {
+				return false, fmt.Errorf("%s is not controlled by the ChatCluster", child.GetName())
+			}
+			return true, nil
+		})
+	}
+}
+
+// supplyMissingSecrets creates, as a user would, the Secrets the status says
+// the chat servers wait for. While the operator does not generate its key
+// Secrets itself (the provisioning step of issue 6), the Deployment waits for
+// them; once it does, nothing is missing and this does nothing.
+func supplyMissingSecrets(ctx context.Context, t *testing.T, c client.Client, key client.ObjectKey) {
+	t.Helper()
+	cc := &v1alpha1.ChatCluster{}
+	if err := c.Get(ctx, key, cc); err != nil {
+		t.Fatal(err)
+	}
+	progressing := meta.FindStatusCondition(cc.Status.Conditions, v1alpha1.ConditionProgressing)
+	if progressing == nil || progressing.Reason != status.ReasonWaitingForSecrets {
+		return
+	}
+	for _, ref := range resource.SecretReferences(resource.Cluster{ChatCluster: cc}) {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cc.Namespace, Name: ref.Name,
+			Labels: map[string]string{naming.LabelPartOf: naming.PartOf}}}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(s), s); err == nil || !apierrors.IsNotFound(err) {
+			continue
+		}
+		s.Data = map[string][]byte{ref.Key: []byte(rand.Text())}
+		if err := c.Create(ctx, s); err != nil {
+			t.Fatalf("create Secret %s: %v", ref.Name, err)
+		}
+		t.Logf("the operator waits for Secret %s (%s); created it by hand", ref.Name, progressing.Message)
+	}
+}
+
+// waitStatus waits for the status of the ChatCluster's current generation.
+func waitStatus(ctx context.Context, t *testing.T, c client.Client, key client.ObjectKey) {
+	t.Helper()
+	waitFor(ctx, t, "the ChatCluster status for its generation", func() (bool, error) {
+		cc := &v1alpha1.ChatCluster{}
+		if err := c.Get(ctx, key, cc); err != nil {
+			return false, err
+		}
+		if cc.Status.ObservedGeneration != cc.Generation {
+			return false, nil
+		}
+		for _, cond := range cc.Status.Conditions {
+			if cond.Type == v1alpha1.ConditionProgressing && cond.ObservedGeneration == cc.Generation {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 45*time.Second, true, func(context.Context) (bool, error) {
+		if forbiddenLogs != nil {
+			if lines := forbiddenLogs.peek(); len(lines) > 0 {
+				return false, fmt.Errorf("requests were forbidden (the chart's RBAC lacks a permission the operator uses):\n%s", strings.Join(lines, "\n"))
+			}
+		}
+		ok, err := cond()
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v (last condition error: %v)", what, err, last)
+	}
+}
+
+// checkOperatorMetrics reads controller-runtime's registry after the
+// reconciles and checks the dashboard's operator queries against it.
+func checkOperatorMetrics(t *testing.T) {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather operator metrics: %v", err)
+	}
+	known := chatServerMetrics(t)
+	for _, f := range families {
+		info := metricInfo{histogram: f.GetType() == dto.MetricType_HISTOGRAM}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				info.labels = append(info.labels, l.GetName())
+			}
+		}
+		known[f.GetName()] = info
+	}
+	// Queries select the operator's series with the $controller constant.
+	queries := dashboardQueries(t)
+	for panel, exprs := range queries {
+		for i, e := range exprs {
+			queries[panel][i] = strings.ReplaceAll(e, "$controller", dashboardConstant(t, "controller"))
+		}
+	}
+	n := checkQueries(t, queries, known, []string{"parley_operator_", "controller_runtime_", "workqueue_"}, nil)
+	if n < 8 {
+		t.Errorf("the dashboard reads only %d operator series", n)
+	}
+	found := false
+	for _, f := range families {
+		if f.GetName() == "controller_runtime_reconcile_total" {
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "controller" && l.GetValue() == "chatcluster" {
+						found = true
+					}
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error(`no controller_runtime_reconcile_total{controller="chatcluster"}: the operator's controller is not named chatcluster`)
+	}
+	if c := dashboardConstant(t, "controller"); c != "chatcluster" {
+		t.Errorf("the dashboard's $controller is %q, the operator's controller is chatcluster", c)
+	}
+}
+
+// dashboardConstant returns the value of a constant template variable.
+func dashboardConstant(t testing.TB, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(chartDir, "files", "dashboards", "parley.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Templating struct {
+			List []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				Query any    `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range dash.Templating.List {
+		if v.Name == name && v.Type == "constant" {
+			s, _ := v.Query.(string)
+			return s
+		}
+	}
+	t.Fatalf("the dashboard has no constant variable %q", name)
+	return ""
+}
