@@ -18,8 +18,10 @@ const clockTicks = 100
 // ProcSample is one reading of a process's CPU time and memory.
 type ProcSample struct {
 	PID int
-	// CPU is utime+stime of all the process's threads.
+	// CPU is utime+stime of all the process's threads; Sys is the stime part
+	// (time in the kernel: for a chat server mostly socket writes).
 	CPU time.Duration
+	Sys time.Duration
 	// RSS is the resident set size in bytes.
 	RSS int64
 }
@@ -28,24 +30,30 @@ type ProcSample struct {
 // command name (field 2) is parenthesised and may contain spaces and
 // parentheses, so fields are counted from the last ')'.
 func ParseStat(data []byte) (time.Duration, error) {
+	u, s, err := ParseStatSplit(data)
+	return u + s, err
+}
+
+// ParseStatSplit extracts utime and stime separately.
+func ParseStatSplit(data []byte) (user, sys time.Duration, err error) {
 	end := bytes.LastIndexByte(data, ')')
 	if end < 0 {
-		return 0, fmt.Errorf("proc stat: no command name")
+		return 0, 0, fmt.Errorf("proc stat: no command name")
 	}
 	fields := strings.Fields(string(data[end+1:]))
 	// After the name: state(3) ppid(4) ... utime(14) stime(15); index 0 is field 3.
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("proc stat: %d fields after the name, want at least 13", len(fields))
+		return 0, 0, fmt.Errorf("proc stat: %d fields after the name, want at least 13", len(fields))
 	}
 	utime, err := strconv.ParseUint(fields[11], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("proc stat utime: %w", err)
+		return 0, 0, fmt.Errorf("proc stat utime: %w", err)
 	}
 	stime, err := strconv.ParseUint(fields[12], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("proc stat stime: %w", err)
+		return 0, 0, fmt.Errorf("proc stat stime: %w", err)
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	return time.Duration(utime) * time.Second / clockTicks, time.Duration(stime) * time.Second / clockTicks, nil
 }
 
 // ParseStatusRSS extracts VmRSS (in bytes) from the contents of /proc/<pid>/status.
@@ -76,7 +84,7 @@ func ReadProc(pid int) (ProcSample, error) {
 	if err != nil {
 		return ProcSample{}, err
 	}
-	cpu, err := ParseStat(stat)
+	user, sys, err := ParseStatSplit(stat)
 	if err != nil {
 		return ProcSample{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
@@ -88,7 +96,7 @@ func ReadProc(pid int) (ProcSample, error) {
 	if err != nil {
 		return ProcSample{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return ProcSample{PID: pid, CPU: cpu, RSS: rss}, nil
+	return ProcSample{PID: pid, CPU: user + sys, Sys: sys, RSS: rss}, nil
 }
 
 // ProcTotals sums CPU and RSS over a set of processes.
@@ -120,6 +128,15 @@ func CPUDelta(before, after ProcTotals) time.Duration {
 	var d time.Duration
 	for pid, a := range after.ByPID {
 		d += a.CPU - before.ByPID[pid].CPU
+	}
+	return d
+}
+
+// SysDelta is the kernel part of CPUDelta.
+func SysDelta(before, after ProcTotals) time.Duration {
+	var d time.Duration
+	for pid, a := range after.ByPID {
+		d += a.Sys - before.ByPID[pid].Sys
 	}
 	return d
 }

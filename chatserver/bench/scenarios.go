@@ -107,8 +107,10 @@ type Window struct {
 	PublishRTT      Summary `json:"publishRtt"`
 	// ServerCPU is the server processes' utime+stime over the window.
 	ServerCPUSec float64 `json:"serverCpuSec"`
-	// CPUPerMsgUs is server CPU per delivered message, microseconds.
+	// CPUPerMsgUs is server CPU per delivered message, microseconds;
+	// SysPerMsgUs the part of it spent in the kernel (stime).
 	CPUPerMsgUs float64 `json:"cpuPerMsgUs"`
+	SysPerMsgUs float64 `json:"sysPerMsgUs"`
 	// AuxCPUSec is the backing services' CPU over the window (shared, noisy).
 	AuxCPUSec   float64 `json:"auxCpuSec"`
 	AuxPerMsgUs float64 `json:"auxCpuPerMsgUs"`
@@ -120,6 +122,7 @@ type Window struct {
 	PublishDrops  int64   `json:"publishDrops"`
 	Disconnects   int64   `json:"disconnects"`
 	Sustained     bool    `json:"sustained"`
+	Retry         bool    `json:"retry,omitempty"` // the second try of a step
 	Why           string  `json:"why,omitempty"`
 	Profile       string  `json:"profile,omitempty"`
 }
@@ -184,6 +187,7 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 	w.DeliveredPerSec = float64(w.Delivered) / secs
 	if w.Delivered > 0 {
 		w.CPUPerMsgUs = w.ServerCPUSec * 1e6 / float64(w.Delivered)
+		w.SysPerMsgUs = SysDelta(prevProcs, m.procs).Seconds() * 1e6 / float64(w.Delivered)
 		w.AuxPerMsgUs = w.AuxCPUSec * 1e6 / float64(w.Delivered)
 	}
 	return w, nil
@@ -360,17 +364,19 @@ type FanoutConfig struct {
 	Rates       []float64 // rising publication rates
 	Warmup      time.Duration
 	Window      time.Duration
-	// MaxP99 marks a step as falling behind when its p99 latency exceeds it.
-	MaxP99 time.Duration
+	// MaxP50 marks a step as falling behind when its median latency exceeds
+	// it: a growing backlog moves the median, while a noisy machine moves
+	// mostly the tail.
+	MaxP50 time.Duration
 }
 
 // sustained judges a step: delivery keeps up with the offered load.
-func sustained(w Window, maxP99 time.Duration) (bool, string) {
+func sustained(w Window, maxP50 time.Duration) (bool, string) {
 	switch {
 	case w.DeliveredPerSec < 0.95*w.OfferedMsgs:
 		return false, fmt.Sprintf("delivered %.0f/s < 95%% of offered %.0f/s", w.DeliveredPerSec, w.OfferedMsgs)
-	case w.Latency.P99Ms > float64(maxP99)/1e6:
-		return false, fmt.Sprintf("p99 %.0fms > %v", w.Latency.P99Ms, maxP99)
+	case w.Latency.P50Ms > float64(maxP50)/1e6:
+		return false, fmt.Sprintf("p50 %.0fms > %v", w.Latency.P50Ms, maxP50)
 	case w.Disconnects > 0:
 		return false, fmt.Sprintf("%d disconnects", w.Disconnects)
 	case w.PublishErrors > 0:
@@ -430,7 +436,7 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 				o.logf("%s: profile: %v", t.Name, err)
 			}
 		}
-		w.Sustained, w.Why = sustained(w, c.MaxP99)
+		w.Sustained, w.Why = sustained(w, c.MaxP50)
 		o.logf("%s fanout %5.0f pub/s: %8.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, server cpu %.2fs (%.2f µs/msg) %s",
 			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.ServerCPUSec, w.CPUPerMsgUs, w.Why)
 		return w, t.alive()
@@ -450,7 +456,16 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 		}
 		res.Steps = append(res.Steps, w)
 		if !w.Sustained {
-			break
+			// One more try: on a shared machine a single window can be unlucky.
+			pause()
+			if w, err = run(rate, ""); err != nil {
+				return nil, err
+			}
+			w.Retry = true
+			res.Steps = append(res.Steps, w)
+			if !w.Sustained {
+				break
+			}
 		}
 		if w.DeliveredPerSec > res.MaxSustained {
 			res.MaxSustained, res.MaxSustainedPubs = w.DeliveredPerSec, rate
@@ -743,6 +758,7 @@ func MedianWindow(ws []Window) Window {
 	m := ws[0]
 	m.DeliveredPerSec = med(func(w Window) float64 { return w.DeliveredPerSec })
 	m.CPUPerMsgUs = med(func(w Window) float64 { return w.CPUPerMsgUs })
+	m.SysPerMsgUs = med(func(w Window) float64 { return w.SysPerMsgUs })
 	m.AuxPerMsgUs = med(func(w Window) float64 { return w.AuxPerMsgUs })
 	m.ServerCPUSec = med(func(w Window) float64 { return w.ServerCPUSec })
 	m.ClientCPUSec = med(func(w Window) float64 { return w.ClientCPUSec })

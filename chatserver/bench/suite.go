@@ -49,7 +49,7 @@ func DefaultSuite() SuiteConfig {
 		Fanout: FanoutConfig{
 			Subscribers: 2000, Publishers: 8, FixedRate: 10,
 			Rates:  []float64{5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200},
-			Warmup: 2 * time.Second, Window: 6 * time.Second, MaxP99: time.Second,
+			Warmup: 2 * time.Second, Window: 6 * time.Second, MaxP50: 500 * time.Millisecond,
 		},
 		ChatRooms: 1000, ChatUsers: 10, ChatRate: 1000, ChatWindow: 15 * time.Second,
 		ReconnectClients: 5000, ReconnectRate: 200,

@@ -254,7 +254,7 @@ func run(args []string) error {
 		res, err = bench.Idle(ctx, o, t, *conns, *rooms)
 	case "fanout":
 		res, err = bench.Fanout(ctx, o, t, bench.FanoutConfig{Subscribers: *conns, Publishers: *pubs, FixedRate: rs[0], Rates: rs[1:],
-			Warmup: 2 * time.Second, Window: *duration, MaxP99: time.Second})
+			Warmup: 2 * time.Second, Window: *duration, MaxP50: 500 * time.Millisecond})
 	case "chat":
 		res, err = bench.Chat(ctx, o, t, *rooms, max(1, *conns / *rooms), rs[0], *duration)
 	case "reconnect":
