@@ -298,3 +298,33 @@ func TestRecoveryOnDifferentReplica(t *testing.T) {
 		t.Fatalf("position after losing history: %+v, want offset 0 of a new epoch", last.StreamPosition)
 	}
 }
+
+// Publications committed while their replica could not reach RabbitMQ (the
+// publisher got an error, but the store has them) reach subscribers on the
+// other replicas once RabbitMQ is back, even if nothing else is published.
+func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	tl := newTally()
+	if !tl.publish(pub.sub, "before") {
+		t.Fatal(tl.errs)
+	}
+	c.nodes[0].amqpLink.Disable()
+	notReady(t, c, 0)
+	for i := 0; i < 5; i++ {
+		tl.publish(pub.sub, fmt.Sprintf("during-%d", i))
+	}
+	pos, err := c.nodes[1].store.Position(context.Background(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("committed during the outage: %d (acknowledged %d, failed %d)", pos.Offset-1, tl.acked.Load()-1, tl.failed.Load())
+	c.nodes[0].amqpLink.Enable()
+	c.waitReady(0)
+	for _, col := range []*collector{pub, sub1} {
+		col.waitFor(t, "every committed publication", func() bool { return uint64(len(col.publications())) == pos.Offset })
+	}
+	report(t, tl, pub, sub1)
+}

@@ -58,7 +58,17 @@ type Node struct {
 
 	running      atomic.Bool
 	shuttingDown atomic.Bool
+
+	// unsent holds, per channel, the newest publication the store committed
+	// but the broker did not accept (RabbitMQ unreachable). Re-publishing it
+	// once the broker works lets the other replicas see the gap and fill it
+	// from the store, even if nothing else is published in the channel.
+	unsentMu sync.Mutex
+	unsent   map[string]store.AppendResult
 }
+
+// RebroadcastInterval is how often unsent publications are retried.
+const RebroadcastInterval = 250 * time.Millisecond
 
 // chanState is what the node delivered last in a channel, for gap detection.
 type chanState struct {
@@ -95,7 +105,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed()}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), unsent: map[string]store.AppendResult{}}
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
@@ -117,11 +127,64 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	return n, nil
 }
 
-// Run runs the broker's delivery until ctx is cancelled.
+// Run runs the broker's delivery, and the retry of publications the broker
+// did not accept, until ctx is cancelled.
 func (n *Node) Run(ctx context.Context) error {
 	n.running.Store(true)
 	defer n.running.Store(false)
+	retryCtx, stop := context.WithCancel(ctx)
+	retried := make(chan struct{})
+	go func() {
+		defer close(retried)
+		n.rebroadcastLoop(retryCtx)
+	}()
+	defer func() {
+		stop()
+		<-retried
+	}()
 	return n.broker.Run(ctx, n)
+}
+
+// markUnsent remembers res as its channel's newest committed-but-unsent publication.
+func (n *Node) markUnsent(channel string, res store.AppendResult) {
+	n.unsentMu.Lock()
+	defer n.unsentMu.Unlock()
+	if old, ok := n.unsent[channel]; ok && old.Position.Epoch == res.Position.Epoch && old.Publication.Offset > res.Publication.Offset {
+		return
+	}
+	n.unsent[channel] = res
+}
+
+// rebroadcastLoop re-publishes unsent publications until the broker takes them.
+func (n *Node) rebroadcastLoop(ctx context.Context) {
+	t := time.NewTicker(RebroadcastInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.unsentMu.Lock()
+		todo := make(map[string]store.AppendResult, len(n.unsent))
+		for ch, res := range n.unsent {
+			todo[ch] = res
+		}
+		n.unsentMu.Unlock()
+		for ch, res := range todo {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := n.broker.Publish(pctx, ch, res.Publication, res.Position)
+			cancel()
+			if err != nil {
+				break // the broker is still down: try again next tick
+			}
+			n.unsentMu.Lock()
+			if cur, ok := n.unsent[ch]; ok && cur.Publication == res.Publication {
+				delete(n.unsent, ch)
+			}
+			n.unsentMu.Unlock()
+		}
+	}
 }
 
 // ID is this node's random identity (shown to clients in the connect result).
@@ -378,6 +441,9 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 		return res, nil
 	}
 	if err := n.broker.Publish(ctx, channel, res.Publication, res.Position); err != nil {
+		// Committed but not fanned out: the publisher gets the error, and the
+		// publication goes out again when the broker works (rebroadcastLoop).
+		n.markUnsent(channel, res)
 		return res, fmt.Errorf("broker publish %q: %w", channel, err)
 	}
 	return res, nil
