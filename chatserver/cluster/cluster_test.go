@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/parley-chat/parley/chatserver/broker"
+	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
@@ -327,4 +330,84 @@ func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
 		col.waitFor(t, "every committed publication", func() bool { return uint64(len(col.publications())) == pos.Offset })
 	}
 	report(t, tl, pub, sub1)
+}
+
+// lossy wraps a broker so its node sees what RabbitMQ may do under stress:
+// every 7th publication dropped, every 5th delivered after the next one.
+type lossy struct {
+	broker.Broker
+	on                  atomic.Bool
+	dropped, reordered atomic.Int64
+}
+
+func (l *lossy) Run(ctx context.Context, h broker.Handler) error {
+	return l.Broker.Run(ctx, &lossyHandler{Handler: h, l: l})
+}
+
+type lossyHandler struct {
+	broker.Handler
+	l    *lossy
+	n    int
+	held func()
+}
+
+func (h *lossyHandler) HandlePublication(ch string, pub *message.Publication, sp message.StreamPosition) {
+	if h.l.on.Load() && pub.Offset > 0 {
+		h.n++
+		switch {
+		case h.n%7 == 0:
+			h.l.dropped.Add(1)
+			return
+		case h.n%5 == 0 && h.held == nil:
+			h.l.reordered.Add(1)
+			h.held = func() { h.Handler.HandlePublication(ch, pub, sp) }
+			return
+		}
+	}
+	h.Handler.HandlePublication(ch, pub, sp)
+	if h.held != nil {
+		held := h.held
+		h.held = nil
+		held()
+	}
+}
+
+func (h *lossyHandler) Resubscribed(channels []string) {
+	if rh, ok := h.Handler.(broker.ResubscribeHandler); ok {
+		rh.Resubscribed(channels)
+	}
+}
+
+// A replica whose deliveries arrive with gaps and out of order still gives
+// its subscribers every publication once, in offset order, filling the gaps
+// from history.
+func TestDroppedAndReorderedDeliveries(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	// Replace replica 1 by one whose deliveries are tampered with.
+	c.nodes[1].srv.Stop(t)
+	l := &lossy{}
+	c.nodes[1] = c.startNodeWith(1, func(b broker.Broker) broker.Broker { l.Broker = b; return l })
+	c.waitReady(1)
+	l.on.Store(true)
+
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	subs := []*collector{
+		subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch),
+		subscribe(t, client(t, c.nodes[1].srv.WS, "json", "s2"), "sub2@node1", ch),
+	}
+	tl := newTally()
+	for i := 0; i < 150; i++ {
+		tl.publish(pub.sub, fmt.Sprintf("m-%d", i))
+	}
+	for _, s := range subs {
+		s.waitFor(t, "all but the tail", func() bool { return len(s.publications()) >= 140 })
+	}
+	l.on.Store(false) // a dropped last publication waits for the next one: end with a clean fence
+	fence(t, tl, pub.sub, append(subs, pub)...)
+	t.Logf("the broker wrapper dropped %d and reordered %d deliveries", l.dropped.Load(), l.reordered.Load())
+	if l.dropped.Load() == 0 || l.reordered.Load() == 0 {
+		t.Fatal("the wrapper did not tamper with anything")
+	}
+	report(t, tl, append(subs, pub)...)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/centrifugal/centrifuge-go"
 
+	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/broker/amqp"
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
 	"github.com/parley-chat/parley/chatserver/internal/testenv"
@@ -88,7 +89,10 @@ func startCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
-func (c *cluster) startNode(i int) *node {
+func (c *cluster) startNode(i int) *node { return c.startNodeWith(i, nil) }
+
+// startNodeWith starts replica i; wrap, when set, wraps its broker.
+func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *node {
 	t := c.t
 	nd := &node{amqpLink: newProxy(t, testenv.AMQPURL()), pgLink: newProxy(t, c.db.URL)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -117,8 +121,12 @@ func (c *cluster) startNode(i int) *node {
 			cfg.Namespaces[i].History.Size = 10000
 		}
 	}
+	var b broker.Broker = nd.broker
+	if wrap != nil {
+		b = wrap(b)
+	}
 	// The server closes the broker and the store when it stops.
-	nd.srv = servertest.Start(t, cfg, nd.broker, nd.store)
+	nd.srv = servertest.Start(t, cfg, b, nd.store)
 	return nd
 }
 
