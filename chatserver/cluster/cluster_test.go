@@ -336,7 +336,7 @@ func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
 // every 7th publication dropped, every 5th delivered after the next one.
 type lossy struct {
 	broker.Broker
-	on                  atomic.Bool
+	on                 atomic.Bool
 	dropped, reordered atomic.Int64
 }
 
