@@ -27,8 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/resource"
@@ -155,7 +155,9 @@ func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			p.fail(err)
 		}
 	}
-	if err := r.reconcileStatus(ctx, p); err != nil {
+	if err := r.reconcileStatus(ctx, p); errors.Is(err, errStale) {
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
+	} else if err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := p.err(); err != nil {
@@ -168,6 +170,9 @@ func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 func isPaused(cc *v1alpha1.ChatCluster) bool {
 	return cc.Annotations[v1alpha1.AnnotationPaused] == "true"
 }
+
+// staleRetry is how soon a pass that worked from a stale ChatCluster runs again.
+const staleRetry = 100 * time.Millisecond
 
 // Index of ChatClusters by the Secrets they reference, to map a changed Secret to its clusters.
 const secretIndex = "chat.parley.io/secret-names"

@@ -2,13 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
@@ -16,6 +17,11 @@ import (
 	"github.com/parley-chat/parley/internal/resource"
 	"github.com/parley-chat/parley/internal/status"
 )
+
+// errStale says the status patch lost an optimistic-lock race: the pass
+// worked from an older ChatCluster (the cache lags behind a write, often our
+// own previous status patch) and must run again on the newer one.
+var errStale = errors.New("the ChatCluster changed during the pass")
 
 // reconcileStatus computes the status from what the pass observed and
 // patches it only when it differs from the stored one, with an optimistic
@@ -69,10 +75,11 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 	cc.Status = *st
 	patch := client.MergeFromWithOptions(p.original, client.MergeFromWithOptimisticLock{})
 	if err := r.Status().Patch(ctx, cc, patch); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			// Someone changed the ChatCluster meanwhile (or deleted it): that
-			// change brings another pass.
+		switch {
+		case apierrors.IsNotFound(err):
 			return nil
+		case apierrors.IsConflict(err):
+			return errStale
 		}
 		return fmt.Errorf("patch status: %w", err)
 	}

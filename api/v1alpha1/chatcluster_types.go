@@ -32,14 +32,20 @@ const (
 
 // ChatClusterSpec is the chat service a team asks for.
 //
-// +kubebuilder:validation:XValidation:rule="!(has(self.replicas) && has(self.autoscaling))",message="spec.replicas must not be set together with spec.autoscaling: the HorizontalPodAutoscaler owns the replica count (remove spec.replicas, or remove spec.autoscaling to scale by hand)",fieldPath=".replicas"
+// Duration defaults are written the way Go prints them ("24h0m0s"), so a
+// client that reads and writes the object back does not change the spec.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(oldSelf.autoscaling) || !has(oldSelf.replicas) || self.replicas == oldSelf.replicas",message="spec.replicas cannot change while spec.autoscaling is set: the HorizontalPodAutoscaler owns the replica count (remove spec.autoscaling to scale by hand)",fieldPath=".replicas"
 // +kubebuilder:validation:XValidation:rule="has(self.broker) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="spec.broker is required when spec.replicas > 1 or spec.autoscaling is set: replicas route messages to each other through RabbitMQ",fieldPath=".broker"
 // +kubebuilder:validation:XValidation:rule="has(self.database) || (!has(self.autoscaling) && (!has(self.replicas) || self.replicas <= 1))",message="spec.database is required when spec.replicas > 1 or spec.autoscaling is set: every replica must read the same history",fieldPath=".database"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.database) || has(self.database)",message="spec.database cannot be removed once set: the chat history lives there"
 type ChatClusterSpec struct {
-	// Replicas is the number of chat server pods when autoscaling is off
-	// (default 1). `kubectl scale chatcluster` sets it. More than one replica
-	// needs spec.broker and spec.database.
+	// Replicas is the number of chat server pods when autoscaling is off;
+	// `kubectl scale chatcluster` sets it. While spec.autoscaling is set it is
+	// ignored and cannot change (the HorizontalPodAutoscaler owns the count);
+	// when autoscaling is turned off the cluster goes to this count. More than
+	// one replica needs spec.broker and spec.database.
+	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
@@ -65,7 +71,7 @@ type ChatClusterSpec struct {
 	// Resources of each chat server container.
 	// +kubebuilder:default={requests: {cpu: "250m", memory: "256Mi"}}
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// Autoscaling, when set, lets a HorizontalPodAutoscaler choose the replica count.
 	// +optional
@@ -88,7 +94,7 @@ type ChatClusterSpec struct {
 
 	// Channels are the kinds of rooms (the channel namespace before ":", "room"
 	// for "room:42") and their rules.
-	// +kubebuilder:default={{name: "room", history: {size: 1000, ttl: "720h"}, presence: true, joinLeave: true, recovery: true, typing: true}}
+	// +kubebuilder:default={{name: "room", history: {size: 1000, ttl: "720h0m0s"}, presence: true, joinLeave: true, recovery: true, typing: true}}
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="spec.channels: channel names must be unique"
@@ -157,6 +163,7 @@ type ChatClusterSpec struct {
 	DrainTimeout *metav1.Duration `json:"drainTimeout,omitempty"`
 
 	// Pod places and labels the chat server pods.
+	// +kubebuilder:default={}
 	// +optional
 	Pod PodSpec `json:"pod,omitempty"`
 
@@ -201,7 +208,7 @@ type AutoscalingSpec struct {
 
 	// ScaleDownStabilizationWindow is how long load must stay low before pods
 	// are removed, so WebSocket clients are not churned by short dips.
-	// +kubebuilder:default="5m"
+	// +kubebuilder:default="5m0s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('1h')",message="spec.autoscaling.scaleDownStabilizationWindow must be between 0s and 1h"
@@ -296,7 +303,7 @@ type AuthSpec struct {
 	APIKeySecretRef *SecretKeyReference `json:"apiKeySecretRef,omitempty"`
 
 	// KeyRotationOverlap is how long the previous key stays valid after a rotation.
-	// +kubebuilder:default="24h"
+	// +kubebuilder:default="24h0m0s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="spec.auth.keyRotationOverlap must be between 1m and 720h"
@@ -323,7 +330,7 @@ type AuthSpec struct {
 // ChannelSpec is a kind of room and its rules.
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.recovery) && self.recovery) || (has(self.history) && self.history.size > 0)",message="spec.channels[].recovery needs history.size > 0: recovery replays missed messages from history",fieldPath=".recovery"
-// +kubebuilder:validation:XValidation:rule="!(has(self.personal) && self.personal) || self.name != ”",message="spec.channels[].personal needs a name: personal channels are <name>:#<user>",fieldPath=".personal"
+// +kubebuilder:validation:XValidation:rule="!(has(self.personal) && self.personal) || size(self.name) > 0",message="spec.channels[].personal needs a name: personal channels are <name>:#<user>",fieldPath=".personal"
 type ChannelSpec struct {
 	// Name is the channel prefix before ":" ("room" for "room:42"). The empty
 	// name is the channels without a prefix.

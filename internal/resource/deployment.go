@@ -9,7 +9,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -65,8 +64,11 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 	if err != nil {
 		return err
 	}
-	if d.Annotations[AnnotationTemplateHash] != hash ||
-		!equality.Semantic.DeepDerivative(desired.Spec.Template, d.Spec.Template) {
+	same, err := jsonSubset(desired.Spec.Template, d.Spec.Template)
+	if err != nil {
+		return err
+	}
+	if d.Annotations[AnnotationTemplateHash] != hash || !same {
 		d.Spec.Template = desired.Spec.Template
 		setAnnotation(d, AnnotationTemplateHash, hash)
 	}
@@ -253,7 +255,7 @@ func (b *DeploymentBuilder) container(mounts []corev1.VolumeMount) corev1.Contai
 		Ports: []corev1.ContainerPort{{
 			Name: portName, ContainerPort: ChatPort, Protocol: corev1.ProtocolTCP,
 		}},
-		Resources: b.Spec.Resources,
+		Resources: resources(b.Spec.Resources),
 		// Up within a minute, then ready only while the broker and store answer.
 		StartupProbe:   probe("/healthz", 2, 2, 30),
 		ReadinessProbe: probe("/readyz", 5, 2, 3),
@@ -330,4 +332,11 @@ func defaultSpread(cluster string) []corev1.TopologySpreadConstraint {
 		}
 	}
 	return []corev1.TopologySpreadConstraint{c(corev1.LabelHostname), c(corev1.LabelTopologyZone)}
+}
+
+func resources(r *corev1.ResourceRequirements) corev1.ResourceRequirements {
+	if r == nil {
+		return corev1.ResourceRequirements{}
+	}
+	return *r
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -261,3 +262,55 @@ func objectMeta(c Cluster, name string) metav1.ObjectMeta {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// jsonSubset reports whether every field set in want (as it serializes:
+// empty and zero fields are left out) has the same value in got. Fields the
+// API server filled in with defaults are in got only, so they do not count as
+// a difference; a field someone changed does.
+func jsonSubset(want, got any) (bool, error) {
+	var w, g any
+	for _, x := range []struct {
+		in  any
+		out *any
+	}{{want, &w}, {got, &g}} {
+		b, err := json.Marshal(x.in)
+		if err != nil {
+			return false, err
+		}
+		if err := json.Unmarshal(b, x.out); err != nil {
+			return false, err
+		}
+	}
+	return subsetOf(w, g), nil
+}
+
+// subsetOf reports whether every value set in want is set to the same value
+// in got (maps may have more keys in got; lists must match element by element).
+func subsetOf(want, got any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, v := range w {
+			if !subsetOf(v, g[k]) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !subsetOf(w[i], g[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(want, got)
+	}
+}

@@ -29,7 +29,7 @@ func cluster(changes ...func(*v1alpha1.ChatCluster)) Cluster {
 	cc := &v1alpha1.ChatCluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "team-chat", Namespace: "chat", Generation: 1},
 		Spec: v1alpha1.ChatClusterSpec{
-			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			Resources: &corev1.ResourceRequirements{Requests: corev1.ResourceList{
 				corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi"),
 			}},
 			Auth: v1alpha1.AuthSpec{KeyRotationOverlap: &metav1.Duration{Duration: 24 * time.Hour}},

@@ -2,7 +2,6 @@ package resource
 
 import (
 	"maps"
-	"reflect"
 	"strconv"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -79,35 +78,4 @@ func (b *ServiceMonitorBuilder) Update(obj Object) error {
 		setAnnotation(u, AnnotationTemplateHash, hash)
 	}
 	return nil
-}
-
-// subsetOf reports whether every value set in want is set to the same value
-// in got (maps may have more keys in got; lists must match element by element).
-func subsetOf(want, got any) bool {
-	switch w := want.(type) {
-	case map[string]any:
-		g, ok := got.(map[string]any)
-		if !ok {
-			return false
-		}
-		for k, v := range w {
-			if !subsetOf(v, g[k]) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		g, ok := got.([]any)
-		if !ok || len(g) != len(w) {
-			return false
-		}
-		for i := range w {
-			if !subsetOf(w[i], g[i]) {
-				return false
-			}
-		}
-		return true
-	default:
-		return reflect.DeepEqual(want, got)
-	}
 }
