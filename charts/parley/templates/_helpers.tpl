@@ -69,12 +69,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ include "parley.chart" . }}
 {{- end }}
 
-{{/* Leader election: a Lease in the operator's namespace and the events about it. */}}
+{{/* Leader election: the Lease in the operator's namespace (client-go reads,
+creates and renews it) and the core Events it records about it. */}}
 {{- define "parley.rules.leaderElection" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["get", "create", "update"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
