@@ -2,47 +2,43 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
+	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
 	"github.com/parley-chat/parley/chatserver/store/postgres"
 	"github.com/parley-chat/parley/chatserver/store/storetest"
 )
 
-// adminURL reaches the server's maintenance database; dbURL the database this
-// test package created for itself (dropped at the end).
-var adminURL, dbURL, dbName string
+// db is the database this test package created for itself (dropped at the end).
+var db testenv.Database
 
 func TestMain(m *testing.M) {
-	adminURL = os.Getenv("PARLEY_TEST_POSTGRES_URL")
-	if adminURL == "" {
-		adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	var err error
-	dbName, dbURL, err = createDB("parley_store_test")
+	db, err = testenv.CreateDatabase(ctx, "parley_store_test")
+	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create test database:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	if err := dropDB(dbName); err != nil {
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	if err := db.Drop(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "drop test database:", err)
 		code = 1
 	}
+	cancel()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -50,43 +46,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-func admin(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, adminURL) }
-
-// createDB creates a database with a unique name and returns its URL.
-func createDB(prefix string) (name, dsn string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name = fmt.Sprintf("%s_%d_%s", prefix, os.Getpid(), hex.EncodeToString(b[:]))
-	conn, err := admin(ctx)
-	if err != nil {
-		return "", "", err
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", "", err
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", "", err
-	}
-	u.Path = "/" + name
-	return name, u.String(), nil
-}
-
-func dropDB(name string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := admin(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	return err
 }
 
 func open(t testing.TB, dsn string, opts postgres.Options) *postgres.Store {
@@ -109,10 +68,10 @@ func open(t testing.TB, dsn string, opts postgres.Options) *postgres.Store {
 func TestContract(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		New: func(t *testing.T, opts storetest.Options) store.Store {
-			return open(t, dbURL, postgres.Options{PresenceTTL: opts.PresenceTTL})
+			return open(t, db.URL, postgres.Options{PresenceTTL: opts.PresenceTTL})
 		},
 		Peer: func(t *testing.T, _ store.Store) store.Store {
-			return open(t, dbURL, postgres.Options{})
+			return open(t, db.URL, postgres.Options{})
 		},
 	})
 }
@@ -120,15 +79,7 @@ func TestContract(t *testing.T) {
 // TestMigrationsConcurrent starts many replicas on an empty database at once:
 // every one must come up, and each migration must be applied exactly once.
 func TestMigrationsConcurrent(t *testing.T) {
-	name, dsn, err := createDB("parley_migrate_test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dropDB(name); err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-	})
+	dsn := testenv.NewDatabase(t, "parley_migrate_test").URL
 	const replicas = 8
 	var wg sync.WaitGroup
 	stores := make([]*postgres.Store, replicas)
@@ -208,7 +159,7 @@ func count(t *testing.T, s *postgres.Store, sql string, args ...any) int {
 // TestRetentionJob checks that the batched job physically removes what reads
 // already hide, and leaves positions and epochs alone.
 func TestRetentionJob(t *testing.T) {
-	s := open(t, dbURL, postgres.Options{RetentionBatch: 3, PresenceTTL: time.Second})
+	s := open(t, db.URL, postgres.Options{RetentionBatch: 3, PresenceTTL: time.Second})
 	defer s.Close()
 	ctx := context.Background()
 	sized, aged, fresh := storetest.Channel(t), storetest.Channel(t), storetest.Channel(t)
@@ -267,7 +218,7 @@ func TestRetentionJob(t *testing.T) {
 		t.Fatalf("run after one more append: %s, %v", stats, err)
 	}
 	// While one replica holds the job's lock, another skips its round.
-	other := open(t, dbURL, postgres.Options{})
+	other := open(t, db.URL, postgres.Options{})
 	defer other.Close()
 	conn, err := other.Pool().Acquire(ctx)
 	if err != nil {
@@ -288,7 +239,7 @@ func TestRetentionJob(t *testing.T) {
 // TestRetentionAfterRemoveHistory: trimming computed from an old epoch's
 // offsets must not delete the new epoch's publications.
 func TestRetentionAfterRemoveHistory(t *testing.T) {
-	s := open(t, dbURL, postgres.Options{RetentionBatch: 2})
+	s := open(t, db.URL, postgres.Options{RetentionBatch: 2})
 	defer s.Close()
 	ctx := context.Background()
 	ch := storetest.Channel(t)
@@ -315,7 +266,7 @@ func TestRetentionAfterRemoveHistory(t *testing.T) {
 }
 
 func TestBackgroundRetentionRuns(t *testing.T) {
-	s := open(t, dbURL, postgres.Options{RetentionInterval: 200 * time.Millisecond})
+	s := open(t, db.URL, postgres.Options{RetentionInterval: 200 * time.Millisecond})
 	defer s.Close()
 	ctx := context.Background()
 	ch := storetest.Channel(t)
@@ -385,7 +336,7 @@ func checkDense(t *testing.T, s store.Store, ch string, acked map[uint64]string)
 // ErrUnavailable, the store recovers without a restart, and nothing
 // acknowledged is lost.
 func TestTerminatedBackendsRecover(t *testing.T) {
-	s := open(t, dbURL, postgres.Options{MaxConns: 4})
+	s := open(t, db.URL, postgres.Options{MaxConns: 4})
 	defer s.Close()
 	ch := storetest.Channel(t)
 	opts := store.AppendOptions{HistorySize: 10000, HistoryTTL: time.Hour}
@@ -402,14 +353,9 @@ func TestTerminatedBackendsRecover(t *testing.T) {
 		appendOne(i)
 	}
 	ctx := context.Background()
-	conn, err := admin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	terminate := func() int {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n); err != nil {
+		n, err := db.TerminateBackends(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -451,17 +397,20 @@ func TestTerminatedBackendsRecover(t *testing.T) {
 // database off entirely: calls fail quickly with ErrUnavailable, and work
 // again when the database is reachable, without a restart.
 func TestOutageFailsFastAndRecovers(t *testing.T) {
-	u, err := url.Parse(dbURL)
+	host, err := testenv.Host(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := tcpproxy.New(u.Host)
+	p, err := tcpproxy.New(host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	u.Host = p.Addr()
-	s := open(t, u.String(), postgres.Options{MaxConns: 3})
+	viaProxy, err := testenv.WithHost(db.URL, p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, viaProxy, postgres.Options{MaxConns: 3})
 	defer s.Close()
 	ctx := context.Background()
 	ch := storetest.Channel(t)

@@ -1,0 +1,74 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/store"
+	"github.com/parley-chat/parley/chatserver/store/postgres"
+)
+
+// BenchmarkAppend measures committed appends: one channel (every append
+// waits for the channel row's lock) or many channels, one writer or many.
+func BenchmarkAppend(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		channels int
+		key      bool
+	}{
+		{"one-channel", 1, false},
+		{"many-channels", 64, false},
+		{"one-channel-idempotent", 1, true},
+	} {
+		for _, par := range []int{1, 8} {
+			b.Run(fmt.Sprintf("%s/writers-%d", tc.name, par*2), func(b *testing.B) {
+				s := open(b, db.URL, postgres.Options{MaxConns: 16})
+				defer s.Close()
+				prefix := fmt.Sprintf("bench:%s:%d:%d:", tc.name, par, time.Now().UnixNano())
+				pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
+				var n int64
+				var mu = make(chan struct{}, 1)
+				b.SetParallelism(par)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						mu <- struct{}{}
+						n++
+						i := n
+						<-mu
+						opts := store.AppendOptions{HistorySize: 1000, HistoryTTL: time.Hour}
+						if tc.key {
+							opts.IdempotencyKey = fmt.Sprint(i)
+						}
+						if _, err := s.Append(context.Background(), fmt.Sprintf("%s%d", prefix, i%int64(tc.channels)), pub, opts); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkHistory reads the last 50 publications of a 1000-publication channel.
+func BenchmarkHistory(b *testing.B) {
+	s := open(b, db.URL, postgres.Options{})
+	defer s.Close()
+	ch := fmt.Sprintf("bench:history:%d", time.Now().UnixNano())
+	for i := 0; i < 1000; i++ {
+		if _, err := s.Append(context.Background(), ch, &message.Publication{Data: []byte(`{"n":1}`)}, store.AppendOptions{HistorySize: 1000, HistoryTTL: time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pubs, _, err := s.History(context.Background(), ch, store.HistoryOptions{Limit: 50, Reverse: true})
+		if err != nil || len(pubs) != 50 {
+			b.Fatal(len(pubs), err)
+		}
+	}
+}
