@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,16 +30,12 @@ func BenchmarkAppend(b *testing.B) {
 				defer s.Close()
 				prefix := fmt.Sprintf("bench:%s:%d:%d:", tc.name, par, time.Now().UnixNano())
 				pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
-				var n int64
-				var mu = make(chan struct{}, 1)
+				var n atomic.Int64
 				b.SetParallelism(par)
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						mu <- struct{}{}
-						n++
-						i := n
-						<-mu
+						i := n.Add(1)
 						opts := store.AppendOptions{HistorySize: 1000, HistoryTTL: time.Hour}
 						if tc.key {
 							opts.IdempotencyKey = fmt.Sprint(i)
