@@ -45,6 +45,7 @@ import (
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/resource"
 	"github.com/parley-chat/parley/internal/status"
+	"github.com/parley-chat/parley/internal/testenv"
 )
 
 // logCapture records every log line (controller-runtime's and client-go's
@@ -103,13 +104,17 @@ func TestOperatorWorksWithExactlyTheChartRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The chat namespaces are unique: the ChatCluster with a broker and a
+	// database is provisioned in the machine's shared RabbitMQ and PostgreSQL.
+	clusterNS, watchedNS := testenv.UniqueName(t, "chat"), testenv.UniqueName(t, "chat")
 	for _, tc := range []struct {
 		name, release, operatorNS, chatNS string
 		args                              []string
+		withDependencies                  bool
 	}{
-		{name: "cluster-wide", release: "op-cluster", operatorNS: "parley-cluster", chatNS: "chat-cluster"},
-		{name: "watched namespaces", release: "op-watch", operatorNS: "parley-watch", chatNS: "chat-watched",
-			args: []string{"--set", "watchNamespaces={chat-watched}"}},
+		{name: "cluster-wide", release: "op-cluster", operatorNS: "parley-cluster", chatNS: clusterNS, withDependencies: true},
+		{name: "watched namespaces", release: "op-watch", operatorNS: "parley-watch", chatNS: watchedNS,
+			args: []string{"--set", "watchNamespaces={" + watchedNS + "}"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			capture.take() // lines from an earlier subtest are that subtest's
@@ -149,7 +154,10 @@ func TestOperatorWorksWithExactlyTheChartRBAC(t *testing.T) {
 			stop := startOperator(t, as, args, tc.operatorNS, capture)
 			defer stop()
 
-			driveChatCluster(ctx, t, admin, as, tc.chatNS)
+			driveChatCluster(ctx, t, admin, tc.chatNS)
+			if tc.withDependencies {
+				driveProvisionedChatCluster(ctx, t, admin, tc.chatNS)
+			}
 
 			lease := &coordinationv1.Lease{}
 			if err := admin.Get(ctx, types.NamespacedName{Namespace: tc.operatorNS, Name: "parley-operator.chat.parley.io"}, lease); err != nil {
@@ -252,7 +260,7 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 
 // driveChatCluster creates a ChatCluster and changes it, checking the
 // operator creates, updates and deletes its children and reports status.
-func driveChatCluster(ctx context.Context, t *testing.T, admin client.Client, as *rest.Config, ns string) {
+func driveChatCluster(ctx context.Context, t *testing.T, admin client.Client, ns string) {
 	t.Helper()
 	cc := &v1alpha1.ChatCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-chat"}}
 	if err := admin.Create(ctx, cc); err != nil {
@@ -320,6 +328,65 @@ func driveChatCluster(ctx context.Context, t *testing.T, admin client.Client, as
 		}
 		return false, nil
 	})
+
+	deleteAndWaitGone(ctx, t, admin, cc)
+}
+
+// driveProvisionedChatCluster runs a ChatCluster with a RabbitMQ and a
+// PostgreSQL (the machine's, through Secrets a user would write), so the
+// operator's provisioning steps (topology, role and database, generated
+// Secrets, the finalizer) run under the chart's RBAC too, then deletes it
+// with the Delete policies so nothing is left in the shared services.
+func driveProvisionedChatCluster(ctx context.Context, t *testing.T, admin client.Client, ns string) {
+	t.Helper()
+	for name, uri := range map[string]string{"rabbitmq-admin": testenv.AMQPURL(), "postgres-admin": testenv.PostgresURL()} {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{naming.LabelPartOf: naming.PartOf}},
+			StringData: map[string]string{"uri": uri},
+		}
+		if err := admin.Create(ctx, s); err != nil {
+			t.Fatalf("create Secret %s: %v", name, err)
+		}
+	}
+	cc := &v1alpha1.ChatCluster{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "provisioned"},
+		Spec: v1alpha1.ChatClusterSpec{
+			Replicas: ptr.To[int32](2),
+			Broker: &v1alpha1.BrokerSpec{
+				SecretRef:      v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"},
+				DeletionPolicy: v1alpha1.DeletionPolicyDelete,
+			},
+			Database: &v1alpha1.DatabaseSpec{
+				AdminSecretRef: &v1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"},
+				ReclaimPolicy:  v1alpha1.DeletionPolicyDelete,
+			},
+		},
+	}
+	if err := admin.Create(ctx, cc); err != nil {
+		t.Fatalf("create ChatCluster with broker and database: %v", err)
+	}
+	key := client.ObjectKeyFromObject(cc)
+	waitChildren(ctx, t, admin, cc,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: naming.ConfigMapName(cc.Name)}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
+	waitStatus(ctx, t, admin, key)
+	supplyMissingSecrets(ctx, t, admin, key)
+	waitChildren(ctx, t, admin, cc, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
+	waitStatus(ctx, t, admin, key)
+	deleteAndWaitGone(ctx, t, admin, cc)
+}
+
+// deleteAndWaitGone deletes a ChatCluster and waits until the API server has
+// removed it: a finalizer the operator cannot remove keeps it forever.
+func deleteAndWaitGone(ctx context.Context, t *testing.T, c client.Client, cc *v1alpha1.ChatCluster) {
+	t.Helper()
+	if err := c.Delete(ctx, cc); err != nil {
+		t.Fatalf("delete ChatCluster %s: %v", cc.Name, err)
+	}
+	waitFor(ctx, t, "ChatCluster "+cc.Name+" to be deleted", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(cc), &v1alpha1.ChatCluster{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
 }
 
 // waitChildren waits for children of the ChatCluster, controlled by it.
@@ -354,6 +421,9 @@ func supplyMissingSecrets(ctx context.Context, t *testing.T, c client.Client, ke
 		return
 	}
 	for _, ref := range resource.SecretReferences(resource.Cluster{ChatCluster: cc}) {
+		if ref.Name == naming.DatabaseSecretName(cc.Name) && meta.FindStatusCondition(cc.Status.Conditions, v1alpha1.ConditionDatabaseReady) != nil {
+			continue // the operator provisions the database: its Secret is the operator's to write
+		}
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cc.Namespace, Name: ref.Name,
 			Labels: map[string]string{naming.LabelPartOf: naming.PartOf}}}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(s), s); err == nil || !apierrors.IsNotFound(err) {
