@@ -255,7 +255,7 @@ func (c *Cluster) startControllerManager(opts Options) error {
 	)
 	c.kcm.Stdout, c.kcm.Stderr = log, log
 	c.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if c.kcmDone, err = startTied(c.kcm); err != nil {
+	if c.kcmDone, err = StartTied(c.kcm); err != nil {
 		return fmt.Errorf("start kube-controller-manager: %w", err)
 	}
 	// Healthy when its secure port answers /healthz.
@@ -387,12 +387,12 @@ func (c *Cluster) EnsureNamespace(ctx context.Context, name string) error {
 	}
 }
 
-// startTied starts cmd so that it gets SIGKILL if this process dies. Linux
+// StartTied starts cmd so that it gets SIGKILL if this process dies. Linux
 // delivers the parent-death signal when the thread that forked the child
 // exits, and the Go runtime discards threads (the node agent's namespace
 // work does), so the fork happens on a thread locked for the child's life.
 // The returned channel closes when the child has exited.
-func startTied(cmd *exec.Cmd) (<-chan struct{}, error) {
+func StartTied(cmd *exec.Cmd) (<-chan struct{}, error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}

@@ -1,0 +1,364 @@
+// Command localcluster runs Parley on a local Kubernetes cluster (see
+// docs/local-cluster.md). `make demo` runs `localcluster demo`: the control
+// plane, the node agent and service proxy, the CRDs and the operator, admin
+// Secrets for this machine's RabbitMQ and PostgreSQL, and the sample
+// ChatCluster with 3 replicas; it prints how to connect, then keeps running
+// until Ctrl-C and cleans up everything it started.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/test/e2e/cluster"
+	"github.com/parley-chat/parley/test/e2e/framework"
+)
+
+const usage = `localcluster: Parley on a local Kubernetes cluster (no container runtime needed).
+
+Usage:
+  localcluster demo [flags]   the operator and a ChatCluster; prints how to chat; Ctrl-C cleans up
+  localcluster up [flags]     the cluster and the operator only; prints the kubeconfig; Ctrl-C cleans up
+
+Flags:
+`
+
+func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	mode := os.Args[1]
+	fs := flag.NewFlagSet("localcluster "+mode, flag.ExitOnError)
+	home, _ := os.UserHomeDir()
+	stateHome := os.Getenv("XDG_STATE_HOME")
+	if stateHome == "" {
+		stateHome = filepath.Join(home, ".local", "state")
+	}
+	repo := fs.String("repo", ".", "the Parley repository (CRDs, samples, hack/control-plane.sh)")
+	bin := fs.String("bin", "bin", "directory with the binaries from `make build`")
+	state := fs.String("state-dir", filepath.Join(stateHome, "parley", "local-cluster"), "where the cluster keeps its files (wiped at start)")
+	namespace := fs.String("namespace", "parley-demo", "namespace of the demo ChatCluster")
+	replicas := fs.Int("replicas", 3, "chat server replicas")
+	sample := fs.String("sample", "chat_v1alpha1_chatcluster.yaml", "the ChatCluster from config/samples to apply")
+	amqpURL := fs.String("amqp-url", envOr("PARLEY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ admin URI for the ChatCluster")
+	pgURL := fs.String("postgres-url", envOr("PARLEY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin URI for the ChatCluster")
+	verbose := fs.Bool("v", false, "log the node agent's and service proxy's warnings")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	_ = fs.Parse(os.Args[2:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &demo{
+		mode: mode, repo: *repo, bin: *bin, state: *state, namespace: *namespace, replicas: int32(*replicas),
+		sample: *sample, amqpURL: *amqpURL, pgURL: *pgURL, verbose: *verbose,
+	}
+	if err := d.run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "\nlocalcluster:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+type demo struct {
+	mode, repo, bin, state, namespace, sample, amqpURL, pgURL string
+	replicas                                                  int32
+	verbose                                                   bool
+}
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+func (d *demo) run(ctx context.Context) error {
+	ctrllog.SetLogger(logr.Discard())
+	var err error
+	if d.repo, err = filepath.Abs(d.repo); err != nil {
+		return err
+	}
+	if d.bin, err = filepath.Abs(d.bin); err != nil {
+		return err
+	}
+	if err := d.preflight(); err != nil {
+		return err
+	}
+	unlock, err := takeOver(d.state)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	step("control plane binaries (built from source once per machine; the first time takes several minutes)")
+	assets, err := cluster.DefaultAssets(d.repo)
+	if err != nil {
+		return err
+	}
+	logLevel := slog.LevelError
+	if d.verbose {
+		logLevel = slog.LevelWarn
+	}
+	step("starting etcd, kube-apiserver, kube-controller-manager, the node agent, the service proxy, the CRDs and the operator")
+	start := time.Now()
+	env, err := framework.Start(ctx, framework.Options{
+		RepoRoot: d.repo, Assets: assets, BinDir: d.bin, StateDir: filepath.Join(d.state, "cluster"),
+		AMQPURL: d.amqpURL, PostgresURL: d.pgURL,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping the operator and the cluster")
+		env.Stop()
+		_ = os.RemoveAll(filepath.Join(d.state, "cluster"))
+		step("done: nothing of the demo is left running")
+	}()
+	fmt.Printf("    up in %s; kubeconfig: %s\n", time.Since(start).Round(100*time.Millisecond), env.Kubeconfig)
+
+	if d.mode == "up" {
+		fmt.Printf("\n  export KUBECONFIG=%s\n  Services are reachable on this machine at their cluster IP with 10. replaced by 127.\n  Logs: %s\n\nCtrl-C to stop and clean up.\n", env.Kubeconfig, filepath.Join(env.StateDir, "logs"))
+		<-ctx.Done()
+		fmt.Println()
+		return nil
+	}
+	cc, err := d.apply(ctx, env)
+	if err != nil {
+		return err
+	}
+	// From here on, Ctrl-C deletes the ChatCluster first, so the operator
+	// removes its RabbitMQ exchanges and its PostgreSQL database and role.
+	defer d.deleteChatCluster(env, cc)
+
+	step("waiting for ChatCluster %s/%s to be Ready", cc.Namespace, cc.Name)
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	t0 := time.Now()
+	cc, err = env.WaitReady(waitCtx, cc.Namespace, cc.Name, func(line string) {
+		fmt.Printf("    [%5.1fs] %s\n", time.Since(t0).Seconds(), line)
+	})
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w\n  operator log: %s\n  pod logs: %s", err, filepath.Join(env.StateDir, "logs", "operator.log"), filepath.Join(env.StateDir, "logs"))
+	}
+	if err := d.printConnect(ctx, env, cc); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	fmt.Println()
+	return nil
+}
+
+// preflight says clearly what is missing before anything starts.
+func (d *demo) preflight() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the local cluster's node agent runs pods in their own network and mount namespaces and needs root, as a kubelet does")
+	}
+	for _, b := range []string{"manager", "chatserver"} {
+		if _, err := os.Stat(filepath.Join(d.bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make build` (or `make demo`, which builds first)", b, d.bin)
+		}
+	}
+	for name, raw := range map[string]string{"RabbitMQ": d.amqpURL, "PostgreSQL": d.pgURL} {
+		hp, err := hostPortOf(raw)
+		if err != nil {
+			return err
+		}
+		c, err := net.DialTimeout("tcp", hp, 2*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s is not reachable at %s (run `make services`): %w", name, hp, err)
+		}
+		c.Close()
+	}
+	return nil
+}
+
+func hostPortOf(raw string) (string, error) {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return "", fmt.Errorf("not a URL: %q", raw)
+	}
+	rest := raw[i+3:]
+	if j := strings.LastIndex(rest, "@"); j >= 0 {
+		rest = rest[j+1:]
+	}
+	if j := strings.IndexAny(rest, "/?"); j >= 0 {
+		rest = rest[:j]
+	}
+	if _, _, err := net.SplitHostPort(rest); err == nil {
+		return rest, nil
+	}
+	port := "5672"
+	if strings.HasPrefix(raw, "postgres") {
+		port = "5432"
+	}
+	return net.JoinHostPort(rest, port), nil
+}
+
+func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.ChatCluster, error) {
+	step("namespace %s, admin Secrets rabbitmq-admin and postgres-admin for this machine's RabbitMQ and PostgreSQL", d.namespace)
+	if err := env.CreateNamespace(ctx, d.namespace); err != nil {
+		return nil, err
+	}
+	if err := env.AdminSecrets(ctx, d.namespace, d.amqpURL, d.pgURL); err != nil {
+		return nil, err
+	}
+	cc, err := env.LoadSample(d.sample)
+	if err != nil {
+		return nil, err
+	}
+	cc.Namespace = d.namespace
+	cc.Spec.Replicas = &d.replicas
+	if cc.Spec.Broker == nil && cc.Spec.Database == nil {
+		framework.WithServices(cc)
+	}
+	step("applying config/samples/%s with replicas: %d, spec.broker → rabbitmq-admin, spec.database → postgres-admin", d.sample, d.replicas)
+	if err := env.Client.Create(ctx, cc); err != nil {
+		return nil, fmt.Errorf("create ChatCluster: %w", err)
+	}
+	return cc, nil
+}
+
+func (d *demo) deleteChatCluster(env *framework.Env, cc *chatv1alpha1.ChatCluster) {
+	step("deleting ChatCluster %s/%s (the operator drops its RabbitMQ exchanges and PostgreSQL database)", cc.Namespace, cc.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := env.Client.Delete(ctx, cc); err != nil && !strings.Contains(err.Error(), "not found") {
+		fmt.Println("    delete:", err)
+		return
+	}
+	for {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cc), &chatv1alpha1.ChatCluster{})
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Println("    the ChatCluster was not gone after 90s; its RabbitMQ exchanges or database may be left behind (see the operator log)")
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) printConnect(ctx context.Context, env *framework.Env, cc *chatv1alpha1.ChatCluster) error {
+	base, err := env.ServiceURL(ctx, cc.Namespace, cc.Name)
+	if err != nil {
+		return err
+	}
+	token, err := env.Token(ctx, cc.Namespace, cc.Name, "demo", 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	pods, err := env.ReadyPods(ctx, cc.Namespace, cc.Name)
+	if err != nil {
+		return err
+	}
+	ws := framework.WebSocketURL(base)
+	parley := filepath.Join(d.bin, "parley")
+	if _, err := os.Stat(parley); err != nil {
+		parley = "go run ./cmd/parley"
+	}
+	fmt.Printf(`
+Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one address.
+
+  Web client:   %[4]s/
+  WebSocket:    %[5]s
+  Token (user "demo", 24h):
+    %[6]s
+
+  Chat from a terminal (type lines to send; run it twice to talk to yourself):
+    %[7]s chat --url %[5]s --token %[6]s lobby
+
+  Tokens for other users:
+    %[7]s token --cluster %[2]s --namespace %[1]s --kubeconfig %[8]s --user alice
+
+  The replicas one by one (each is its own server):
+`, cc.Namespace, cc.Name, len(pods), base, ws, token, parley, env.Kubeconfig)
+	for _, p := range pods {
+		u, err := env.PodURL(&p)
+		if err == nil {
+			fmt.Printf("    %-32s %s\n", p.Name, framework.WebSocketURL(u))
+		}
+	}
+	fmt.Printf(`
+  kubectl:      export KUBECONFIG=%s   (then: kubectl get chatclusters -n %s)
+  Logs:         %s
+
+Ctrl-C stops everything and cleans up (the ChatCluster's exchanges and database included).
+`, env.Kubeconfig, cc.Namespace, filepath.Join(env.StateDir, "logs"))
+	return nil
+}
+
+// takeOver makes sure no other demo uses dir, then removes what a previous
+// run left there: processes whose command line names the directory (they
+// can only be ours) and its files.
+func takeOver(dir string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	lockPath := dir + ".lock"
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := io.ReadAll(lock)
+		lock.Close()
+		return nil, fmt.Errorf("another local cluster is running (pid %s) with state in %s: stop it with Ctrl-C first", strings.TrimSpace(string(pid)), dir)
+	}
+	_ = lock.Truncate(0)
+	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if n := killLeftovers(dir); n > 0 {
+		step("stopped %d processes a previous run left behind", n)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("clean %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); lock.Close() }, nil
+}
+
+func killLeftovers(dir string) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cmdline), dir+"/") {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
