@@ -249,7 +249,7 @@ func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[st
 	}
 
 	if len(profileTops) > 0 {
-		p("\n## Where Parley's CPU goes\n\nCPU profiles (`/debug/pprof/profile` of each node, taken over a separate window at the maximum sustained rate of the one-room scenario, not during the measured windows). `go tool pprof -top` of each, heaviest first:\n\n")
+		p("\n## Where Parley's CPU and memory go\n\nCPU profiles (`/debug/pprof/profile` of each node, taken over a separate window at the maximum sustained rate of the one-room scenario, not during the measured windows) and heap profiles (`/debug/pprof/heap` of the node holding the idle connections, in-use space). `go tool pprof -top` of each, heaviest first:\n\n")
 		for _, k := range sortedStrings(profileTops) {
 			p("<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n\n", k, strings.TrimSpace(profileTops[k]))
 		}

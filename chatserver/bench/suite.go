@@ -48,7 +48,7 @@ func DefaultSuite() SuiteConfig {
 		IdleConns: 15000, IdleRooms: 1000, HeadlineRounds: 3,
 		Fanout: FanoutConfig{
 			Subscribers: 2000, Publishers: 8, FixedRate: 10,
-			Rates:  []float64{5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200},
+			Rates:  []float64{5, 10, 15, 20, 30, 40, 60, 80, 120},
 			Warmup: 2 * time.Second, Window: 6 * time.Second, MaxP50: 500 * time.Millisecond,
 		},
 		ChatRooms: 1000, ChatUsers: 10, ChatRate: 1000, ChatWindow: 15 * time.Second,
@@ -327,21 +327,28 @@ func (r *SuiteResult) WriteJSON(path string) error {
 // pprof -top` (keyed by profile file name); the binary gives the symbols.
 func (r *SuiteResult) ProfileTops(parleyBin string, nodeCount int) map[string]string {
 	out := map[string]string{}
+	top := func(p string, extra ...string) {
+		if _, err := os.Stat(p); err != nil {
+			return
+		}
+		args := append([]string{"tool", "pprof", "-top", "-nodecount=" + strconv.Itoa(nodeCount)}, extra...)
+		text, err := execOutput("go", append(args, parleyBin, p)...)
+		if err != nil {
+			text = "go tool pprof failed: " + err.Error()
+		}
+		out[filepath.Base(p)] = text
+	}
 	for _, t := range r.Targets {
-		f := r.Fanout[t.Name]
-		if t.Kind != "parley" || f == nil {
+		if t.Kind != "parley" {
 			continue
 		}
-		for _, p := range f.Profiles {
-			if _, err := os.Stat(p); err != nil {
-				continue
+		if f := r.Fanout[t.Name]; f != nil {
+			for _, p := range f.Profiles {
+				top(p)
 			}
-			text, err := execOutput("go", "tool", "pprof", "-top", "-nodecount="+strconv.Itoa(nodeCount), parleyBin, p)
-			if err != nil {
-				out[filepath.Base(p)] = "go tool pprof failed: " + err.Error()
-				continue
-			}
-			out[filepath.Base(p)] = text
+		}
+		if i := r.Idle[t.Name]; i != nil && i.HeapProfile != "" {
+			top(i.HeapProfile, "-sample_index=inuse_space")
 		}
 	}
 	return out
