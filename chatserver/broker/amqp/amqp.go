@@ -175,6 +175,14 @@ type session struct {
 	cons  *amqp.Channel
 	queue string
 	lost  chan struct{} // closed when the connection is gone
+	why   atomic.Value  // error: why the server closed a channel or the connection
+}
+
+func (s *session) reason() any {
+	if e := s.why.Load(); e != nil {
+		return e
+	}
+	return "connection closed"
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -358,7 +366,7 @@ func (b *Broker) Run(ctx context.Context, h broker.Handler) error {
 		if ctx.Err() != nil || b.isClosed() {
 			return nil
 		}
-		b.log.Warn("lost the RabbitMQ connection; reconnecting", "queue", sess.queue)
+		b.log.Warn("lost the RabbitMQ connection; reconnecting", "queue", sess.queue, "reason", sess.reason())
 	}
 }
 
@@ -457,7 +465,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		notify := ch.NotifyClose(make(chan *amqp.Error, 1))
 		go func() {
 			if e, ok := <-notify; ok && e != nil {
-				b.log.Warn("AMQP channel closed by the server", "error", e)
+				sess.why.CompareAndSwap(nil, error(e))
 			}
 			_ = conn.Close()
 		}()
@@ -479,7 +487,9 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
-		<-closed
+		if e, ok := <-closed; ok && e != nil {
+			sess.why.CompareAndSwap(nil, error(e))
+		}
 		close(sess.lost)
 	}()
 
