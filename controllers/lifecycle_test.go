@@ -31,6 +31,52 @@ func init() {
 	register("PodsRollOnlyOnARealChange", testRollOnlyOnRealChange)
 	register("OptionalChildrenFollowTheSpec", testOptionalChildren)
 	register("OverrideTheDeploymentCannotTakeIsDegraded", testBadOverride)
+	register("ServiceTypeChangesBothWays", testServiceType)
+}
+
+func testServiceType(t *testing.T, s *suite) {
+	ns := s.namespace(t)
+	s.keySecrets(t, ns, "svc")
+	cc := newCluster(ns, "svc")
+	cc.Spec.Service = v1alpha1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Annotations: map[string]string{"lb.example.org/internal": "true"}}
+	s.create(t, cc)
+	svc := &corev1.Service{}
+	eventually(t, "LoadBalancer Service", func() error {
+		if err := s.get(t, ns, "svc", svc); err != nil {
+			return err
+		}
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Ports[0].NodePort == 0 {
+			return fmt.Errorf("spec %+v", svc.Spec)
+		}
+		return nil
+	})
+	nodePort := svc.Spec.Ports[0].NodePort
+
+	s.update(t, cc, func() { cc.Spec.Service.Port = ptr[int32](8080) })
+	eventually(t, "port change keeps the node port", func() error {
+		if err := s.get(t, ns, "svc", svc); err != nil {
+			return err
+		}
+		if p := svc.Spec.Ports[0]; p.Port != 8080 || p.NodePort != nodePort {
+			return fmt.Errorf("port %+v, want 8080 on node port %d", p, nodePort)
+		}
+		return nil
+	})
+
+	s.update(t, cc, func() { cc.Spec.Service = v1alpha1.ServiceSpec{Type: corev1.ServiceTypeClusterIP} })
+	eventually(t, "back to ClusterIP", func() error {
+		if err := s.get(t, ns, "svc", svc); err != nil {
+			return err
+		}
+		if svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.Ports[0].NodePort != 0 || svc.Spec.Ports[0].Port != 80 {
+			return fmt.Errorf("spec %+v", svc.Spec)
+		}
+		if _, ok := svc.Annotations["lb.example.org/internal"]; ok {
+			return fmt.Errorf("annotation removed from the spec still there: %v", svc.Annotations)
+		}
+		return nil
+	})
+	s.condition(t, ns, "svc", v1alpha1.ConditionDegraded, metav1.ConditionFalse)
 }
 
 func testCreate(t *testing.T, s *suite) {
@@ -97,6 +143,9 @@ func testCreate(t *testing.T, s *suite) {
 	s.rollOut(t, ns, "team")
 	s.condition(t, ns, "team", v1alpha1.ConditionReady, metav1.ConditionTrue)
 	s.condition(t, ns, "team", v1alpha1.ConditionProgressing, metav1.ConditionFalse)
+	if n := gauge(t, "parley_operator_chatclusters", map[string]string{"condition": "Ready", "status": "True"}); n < 1 {
+		t.Errorf("parley_operator_chatclusters{condition=Ready,status=True} = %v with a Ready cluster", n)
+	}
 	cc = s.cluster(t, ns, "team")
 	st := cc.Status
 	if st.ObservedGeneration != cc.Generation || st.Replicas != 1 || st.ReadyReplicas != 1 || st.Image != testImage ||

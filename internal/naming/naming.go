@@ -81,7 +81,8 @@ type Exchanges struct {
 
 // ExchangeNames names the exchanges of the ChatCluster namespace/name:
 // parley.<namespace>.<name>.pub and parley.<namespace>.<name>.control.
-// Namespaces cannot contain dots, so two clusters never share a name.
+// Namespaces and ChatCluster names are DNS labels (the CRD refuses a name
+// with a dot), so two clusters never share an exchange.
 func ExchangeNames(namespace, name string) Exchanges {
 	prefix := fmt.Sprintf("parley.%s.%s", namespace, name)
 	return Exchanges{Publications: prefix + ".pub", Control: prefix + ".control"}
