@@ -1,17 +1,13 @@
-// Package version holds the release version and commit of the Parley binaries,
-// stamped at build time by `make build` and the Dockerfile:
-//
-//	-ldflags "-X github.com/parley-chat/parley/chatserver/version.Version=v1.2.3 -X github.com/parley-chat/parley/chatserver/version.Commit=abc1234"
-//
-// It lives in the chat server module (which imports nothing from Kubernetes)
-// so both the chat server and the operator can report it.
+// Package version holds the build's version and commit, stamped by `make build`
+// and the Dockerfile with -ldflags -X; both binaries report them at start and in
+// their metrics, so an operator can tell which build a pod runs.
 package version
 
-// Version is the release, e.g. "v0.1.0"; "dev" for an unstamped build.
-var Version = "dev"
+// Version and Commit are set at link time.
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
 
-// Commit is the short git commit the binary was built from.
-var Commit = "unknown"
-
-// String is "<version> (<commit>)", for logs and --version output.
+// String is "version (commit)".
 func String() string { return Version + " (" + Commit + ")" }

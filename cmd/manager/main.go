@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/parley-chat/parley/chatserver/version"
 	"os"
 	"strings"
 	"time"
@@ -96,6 +97,6 @@ func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, prob
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("starting manager", "namespaces", namespaces, "chatServerImage", opts.DefaultImage)
+	ctrl.Log.WithName("setup").Info("starting manager", "version", version.Version, "commit", version.Commit, "namespaces", namespaces, "chatServerImage", opts.DefaultImage)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

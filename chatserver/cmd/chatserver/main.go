@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/server"
+	"github.com/parley-chat/parley/chatserver/version"
 )
 
 func main() {
@@ -25,7 +26,12 @@ func main() {
 	address := flag.String("address", "", "listen address, overrides http.address")
 	logLevel := flag.String("log-level", "", "debug, info, warn or error; overrides log.level")
 	debugAddress := flag.String("debug-address", "", "serve net/http/pprof at /debug/pprof/ on this separate address (e.g. 127.0.0.1:6060); off by default")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("chatserver", version.String())
+		return
+	}
 	if *debugAddress != "" {
 		if err := serveDebug(*debugAddress); err != nil {
 			fmt.Fprintln(os.Stderr, "chatserver: --debug-address:", err)
@@ -72,6 +78,7 @@ func run(configPath string, dev bool, address, logLevel string) error {
 		return err
 	}
 	log := newLogger(cfg.Log)
+	log.Info("starting chat server", "version", version.Version, "commit", version.Commit)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	opts := server.Options{}
