@@ -107,7 +107,7 @@ docker-build: ## Build the image (needs a Docker engine; none runs on this machi
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart.
-	$(HELM) lint --strict charts/parley
+	$(HELM) lint --strict --kube-version $(K8S_VERSION) charts/parley
 
 ##@ Tools
 

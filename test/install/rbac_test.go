@@ -373,6 +373,22 @@ func driveProvisionedChatCluster(ctx context.Context, t *testing.T, admin client
 	supplyMissingSecrets(ctx, t, admin, key)
 	waitChildren(ctx, t, admin, cc, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
 	waitStatus(ctx, t, admin, key)
+	// The provisioning steps report through these conditions: each one the
+	// operator sets must become True (the topology and the database exist).
+	waitFor(ctx, t, "BrokerReady and DatabaseReady", func() (bool, error) {
+		if err := admin.Get(ctx, key, cc); err != nil {
+			return false, err
+		}
+		for _, ct := range []string{v1alpha1.ConditionBrokerReady, v1alpha1.ConditionDatabaseReady} {
+			if c := meta.FindStatusCondition(cc.Status.Conditions, ct); c != nil && c.Status != metav1.ConditionTrue {
+				return false, fmt.Errorf("%s is %s: %s: %s", ct, c.Status, c.Reason, c.Message)
+			}
+		}
+		return true, nil
+	})
+	for _, c := range cc.Status.Conditions {
+		t.Logf("%s=%s (%s)", c.Type, c.Status, c.Reason)
+	}
 	deleteAndWaitGone(ctx, t, admin, cc)
 }
 
