@@ -328,6 +328,8 @@ func TestHelmSchemaRefusesBadValues(t *testing.T) {
 		"bad-duration.yaml":       "/metrics/serviceMonitor/interval",
 		"no-leader-election.yaml": "needs operator.leaderElection.enabled=true",
 		"bad-cluster-domain.yaml": "/operator/clusterDomain",
+		"runs-as-root.yaml":       "/podSecurityContext/runAsNonRoot",
+		"privileged.yaml":         "/securityContext/privileged",
 	} {
 		t.Run(strings.TrimSuffix(file, ".yaml"), func(t *testing.T) {
 			out, err := templateChart(t, "parley-system", "--values", filepath.Join(root, "test/install/testdata/invalid", file))
@@ -341,8 +343,8 @@ func TestHelmSchemaRefusesBadValues(t *testing.T) {
 	}
 	// Every invalid values file is in the table above.
 	files, _ := filepath.Glob(filepath.Join(root, "test/install/testdata/invalid/*.yaml"))
-	if len(files) != 10 {
-		t.Errorf("testdata/invalid has %d files, the table covers 10", len(files))
+	if len(files) != 12 {
+		t.Errorf("testdata/invalid has %d files, the table covers 12", len(files))
 	}
 }
 
