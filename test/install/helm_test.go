@@ -157,6 +157,12 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		t.Errorf("operator args:\n got %v\nwant %v", args, want)
 	}
 	checkFlagsExist(t, c.Args)
+	// The manager puts its leader election Lease in $POD_NAMESPACE, where the
+	// chart's leader election Role is.
+	if len(c.Env) == 0 || c.Env[0].Name != "POD_NAMESPACE" || c.Env[0].ValueFrom == nil ||
+		c.Env[0].ValueFrom.FieldRef == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("the container must get POD_NAMESPACE from metadata.namespace: %+v", c.Env)
+	}
 
 	sa := one(t, objs, "ServiceAccount", "parley")
 	crb := typed[rbacv1.ClusterRoleBinding](t, one(t, objs, "ClusterRoleBinding", "parley-manager"))
