@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -71,6 +72,11 @@ type ChatClusterReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
 	Options   Options
+	// Provisioning configures the steps that manage external state and keys
+	// (provisioning.go); the zero value is the production setup.
+	Provisioning Provisioning
+
+	provisioned provisioningState
 
 	serviceMonitors *kindProbe
 }
@@ -115,12 +121,14 @@ type step struct {
 	run  func(ctx context.Context, p *pass) error
 }
 
-// provisioningSteps run before the children, in this order: the Secrets the
-// pods mount (keys, database credentials) and the broker topology they
-// connect to exist before the Deployment refers to them. The provisioning
-// issue fills these functions in; each reports through p.setCondition.
+// provisioningSteps run before the children, in this order: the finalizer
+// is stored before any external state that needs it exists (finalizer.go);
+// the Secrets the pods mount (keys, database credentials) and the broker
+// topology they connect to exist before the Deployment refers to them. The
+// broker and database steps report through p.setCondition.
 func (r *ChatClusterReconciler) provisioningSteps() []step {
 	return []step{
+		{"finalizer", r.reconcileFinalizer},
 		{"keys", r.reconcileKeys},
 		{"broker", r.reconcileBroker},
 		{"database", r.reconcileDatabase},
@@ -131,13 +139,15 @@ func (r *ChatClusterReconciler) provisioningSteps() []step {
 func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cc := &v1alpha1.ChatCluster{}
 	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.provisioned.synced.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cc.DeletionTimestamp.IsZero() {
 		// The children go with the ChatCluster through their owner
-		// references; only external state needs a finalizer (finalizer.go,
-		// added by the provisioning steps).
-		return ctrl.Result{}, nil
+		// references; only external state needs the finalizer (finalizer.go).
+		return r.finalize(ctx, cc)
 	}
 
 	p := &pass{cc: cc, original: cc.DeepCopy(), paused: isPaused(cc)}

@@ -22,6 +22,7 @@ import (
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/resource"
 	"github.com/parley-chat/parley/internal/status"
+	"github.com/parley-chat/parley/internal/testenv"
 )
 
 func init() {
@@ -177,17 +178,20 @@ func testCreate(t *testing.T, s *suite) {
 func testWaitsForSecrets(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	cc := newCluster(ns, "late")
+	// The operator generates the key Secrets itself; the broker URI Secret is
+	// the user's to create.
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "late-rabbit", Key: "uri"}}
 	s.create(t, cc)
 	ready := s.condition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionFalse)
-	if ready.Reason != status.ReasonWaitingForSecrets || !strings.Contains(ready.Message, "late-jwt") {
+	if ready.Reason != status.ReasonWaitingForSecrets || !strings.Contains(ready.Message, "late-rabbit") {
 		t.Errorf("Ready = %s (%s), want it to name the missing Secret", ready.Reason, ready.Message)
 	}
 	eventually(t, "the ConfigMap", func() error { return s.get(t, ns, "late-config", &corev1.ConfigMap{}) })
 	if err := s.get(t, ns, "late", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Deployment exists before its Secrets (%v)", err)
 	}
-	// The Secrets carry Parley's label: creating them triggers a pass by itself.
-	s.keySecrets(t, ns, "late")
+	// The Secret carries Parley's label: creating it triggers a pass by itself.
+	s.secret(t, ns, "late-rabbit", true, map[string]string{"uri": testenv.AMQPURL()})
 	s.deployment(t, ns, "late")
 }
 

@@ -1,13 +1,145 @@
 package controllers
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/naming"
+	pgprov "github.com/parley-chat/parley/internal/provision/postgres"
+	"github.com/parley-chat/parley/internal/status"
+)
+
+const stepDatabase = "database"
+
+// Keys of the Secret <name>-db besides naming.DatabaseURIKey.
+const (
+	DatabaseHostKey     = "host"
+	DatabasePortKey     = "port"
+	DatabaseNameKey     = "database"
+	DatabaseUsernameKey = "username"
+	DatabasePasswordKey = "password"
+)
+
+// ReasonConnected is DatabaseReady's reason for a database the user brings
+// (spec.database.secretRef) that answers.
+const ReasonConnected = "Connected"
 
 // reconcileDatabase creates the cluster's PostgreSQL role and database with
 // spec.database.adminSecretRef, writes Secret <name>-db and reports
-// DatabaseReady through p.setCondition(status.DatabaseReady(...)).
-//
-// SEAM: the provisioning issue (issue 6) implements this step. Until then it
-// does nothing and no DatabaseReady condition is reported.
+// DatabaseReady. A <name>-db Secret that already holds a password (one the
+// user chose) is respected: that password is applied to the role. With
+// spec.database.secretRef the database is used as is and only checked.
 func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) error {
+	d := p.cc.Spec.Database
+	switch {
+	case d == nil:
+		return nil
+	case d.SecretRef != nil:
+		p.requeue(r.checkInterval())
+		return r.checkExternalDatabase(ctx, p, *d.SecretRef)
+	case d.AdminSecretRef == nil:
+		return nil
+	}
+	p.requeue(r.checkInterval())
+	fail := func(err error) error {
+		p.setCondition(status.DatabaseReady(p.cc.Generation, err, ""))
+		r.provisioned.synced.invalidate(p.cc, stepDatabase)
+		return passError(err)
+	}
+	adminURI, err := r.secretValue(ctx, p.cc.Namespace, *d.AdminSecretRef)
+	if err != nil {
+		return fail(fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err))
+	}
+	names := pgprov.DatabaseFor(p.cc.Namespace, p.cc.Name)
+	secretName := naming.DatabaseSecretName(p.cc.Name)
+	existing, found, err := r.getSecret(ctx, p.cc.Namespace, secretName)
+	if err != nil {
+		return fail(err)
+	}
+	password := ""
+	if found {
+		password = string(existing.Data[DatabasePasswordKey])
+	}
+	userPassword := password != ""
+	if !userPassword {
+		if password, err = pgprov.GeneratePassword(); err != nil {
+			return fail(err)
+		}
+	}
+
+	now := r.now()
+	inputs := func(data map[string][]byte) string {
+		return digest(adminURI, names.Name, names.Role, names.Owner, dataDigest(data))
+	}
+	if found {
+		if cond, ok := r.provisioned.synced.fresh(p.cc, stepDatabase, inputs(existing.Data), now, r.checkInterval()); ok {
+			p.setCondition(cond)
+			return nil
+		}
+	}
+	callCtx, cancel := r.callContext(ctx)
+	defer cancel()
+	res, err := r.database().Ensure(callCtx, adminURI, names, password)
+	if err != nil {
+		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("provision PostgreSQL database: %w", err)))
+	}
+	written := map[string][]byte{}
+	if found {
+		maps.Copy(written, existing.Data)
+	}
+	for k, v := range res.Credentials.Map() {
+		written[k] = []byte(v)
+	}
+	if err := r.writeSecret(ctx, p, secretName, func(s *corev1.Secret) { maps.Copy(s.Data, written) }); err != nil {
+		return fail(err)
+	}
+	if res.CreatedDatabase {
+		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventDatabaseCreated, "Provision",
+			"created PostgreSQL database %q owned by role %q; credentials in Secret %s", names.Name, names.Role, secretName)
+	}
+	if res.PasswordSet && !res.CreatedRole && userPassword && r.provisioned.synced.seen(p.cc, stepDatabase) {
+		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventPasswordApplied, "Provision",
+			"applied the password of Secret %s to role %q", secretName, names.Role)
+	}
+	cond := status.DatabaseReady(p.cc.Generation, nil,
+		fmt.Sprintf("database %q owned by role %q; credentials in Secret %s", names.Name, names.Role, secretName))
+	p.setCondition(cond)
+	r.provisioned.synced.record(p.cc, stepDatabase, inputs(written), now, cond)
+	return nil
+}
+
+// checkExternalDatabase connects to a database the user brings.
+func (r *ChatClusterReconciler) checkExternalDatabase(ctx context.Context, p *pass, ref v1alpha1.SecretKeyReference) error {
+	fail := func(err error) error {
+		p.setCondition(status.DatabaseReady(p.cc.Generation, err, ""))
+		r.provisioned.synced.invalidate(p.cc, stepDatabase)
+		return passError(err)
+	}
+	uri, err := r.secretValue(ctx, p.cc.Namespace, ref)
+	if err != nil {
+		return fail(fmt.Errorf("database URI (spec.database.secretRef): %w", err))
+	}
+	now := r.now()
+	inputs := digest("external", uri)
+	if cond, ok := r.provisioned.synced.fresh(p.cc, stepDatabase, inputs, now, r.checkInterval()); ok {
+		p.setCondition(cond)
+		return nil
+	}
+	callCtx, cancel := r.callContext(ctx)
+	defer cancel()
+	if err := r.database().Ping(callCtx, uri); err != nil {
+		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("connect to the database of Secret %s: %w", ref.Name, err)))
+	}
+	cond := metav1.Condition{
+		Type: v1alpha1.ConditionDatabaseReady, Status: metav1.ConditionTrue, Reason: ReasonConnected,
+		Message: fmt.Sprintf("the database of Secret %s answers (used as is)", ref.Name),
+	}
+	p.setCondition(cond)
+	r.provisioned.synced.record(p.cc, stepDatabase, inputs, now, cond)
 	return nil
 }

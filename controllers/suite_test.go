@@ -84,7 +84,7 @@ func TestOperator(t *testing.T) {
 	}
 	r := &controllers.ChatClusterReconciler{Options: controllers.Options{
 		DefaultImage: testImage, ClusterDomain: "cluster.local", MaxConcurrentReconciles: 4,
-	}}
+	}, Provisioning: provisioningForTests()}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +228,18 @@ func (s *suite) namespace(t *testing.T) string {
 		// there. The namespace stays: envtest runs no namespace controller,
 		// and the control plane goes with the test.
 		_ = s.c.DeleteAllOf(context.Background(), &v1alpha1.ChatCluster{}, client.InNamespace(ns))
+		// Clusters with a finalizer delete their RabbitMQ topology and
+		// PostgreSQL database first: wait, so nothing is left in the shared
+		// services once the manager stops.
+		deadline := time.Now().Add(patience)
+		for time.Now().Before(deadline) {
+			var left v1alpha1.ChatClusterList
+			if err := s.c.List(context.Background(), &left, client.InNamespace(ns)); err != nil || len(left.Items) == 0 {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("ChatClusters of namespace %s still there %s after the scenario", ns, patience)
 	})
 	return ns
 }

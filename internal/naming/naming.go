@@ -77,15 +77,25 @@ type Exchanges struct {
 	Publications string
 	// Control is the durable fanout exchange for node-to-node commands.
 	Control string
+	// DeadLetter is the durable fanout exchange each node's queue dead-letters
+	// to (messages a node rejects, queue overflow).
+	DeadLetter string
+	// DeadLetterQueue is the bounded durable queue bound to DeadLetter, kept
+	// for inspection.
+	DeadLetterQueue string
 }
 
-// ExchangeNames names the exchanges of the ChatCluster namespace/name:
-// parley.<namespace>.<name>.pub and parley.<namespace>.<name>.control.
+// ExchangeNames names the RabbitMQ objects of the ChatCluster
+// namespace/name: parley.<namespace>.<name>.pub, .control, .dlx and
+// .dead-letter.
 // Namespaces and ChatCluster names are DNS labels (the CRD refuses a name
 // with a dot), so two clusters never share an exchange.
 func ExchangeNames(namespace, name string) Exchanges {
 	prefix := fmt.Sprintf("parley.%s.%s", namespace, name)
-	return Exchanges{Publications: prefix + ".pub", Control: prefix + ".control"}
+	return Exchanges{
+		Publications: prefix + ".pub", Control: prefix + ".control",
+		DeadLetter: prefix + ".dlx", DeadLetterQueue: prefix + ".dead-letter",
+	}
 }
 
 // SelectorLabels select the chat server pods of a cluster. They never change:

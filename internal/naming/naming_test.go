@@ -18,7 +18,8 @@ func TestNamesAreTheContract(t *testing.T) {
 		}
 	}
 	ex := ExchangeNames("chat", "team-chat")
-	if ex.Publications != "parley.chat.team-chat.pub" || ex.Control != "parley.chat.team-chat.control" {
+	if ex.Publications != "parley.chat.team-chat.pub" || ex.Control != "parley.chat.team-chat.control" ||
+		ex.DeadLetter != "parley.chat.team-chat.dlx" || ex.DeadLetterQueue != "parley.chat.team-chat.dead-letter" {
 		t.Errorf("exchanges = %+v", ex)
 	}
 	// Namespaces and ChatCluster names are DNS labels (no dots), so the dot

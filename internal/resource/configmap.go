@@ -75,10 +75,11 @@ func RenderConfig(c Cluster) config.Config {
 	if s.Broker != nil {
 		ex := naming.ExchangeNames(c.Namespace, c.ChatCluster.Name)
 		cfg.Broker = config.Broker{
-			Type:            "amqp",
-			URLFile:         BrokerDir + "/" + URIFile,
-			Exchange:        ex.Publications,
-			ControlExchange: ex.Control,
+			Type:               "amqp",
+			URLFile:            BrokerDir + "/" + URIFile,
+			Exchange:           ex.Publications,
+			ControlExchange:    ex.Control,
+			DeadLetterExchange: ex.DeadLetter,
 		}
 	} else {
 		cfg.Broker = config.Broker{Type: "memory"}

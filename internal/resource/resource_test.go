@@ -137,7 +137,8 @@ func twoChannelKinds(cc *v1alpha1.ChatCluster) {
 func TestConfigNamesTheBrokerStoreAndSecretFiles(t *testing.T) {
 	cfg := RenderConfig(cluster(withBrokerAndDatabase, withTLS))
 	want := config.Broker{Type: "amqp", URLFile: "/etc/parley/broker/uri",
-		Exchange: "parley.chat.team-chat.pub", ControlExchange: "parley.chat.team-chat.control"}
+		Exchange: "parley.chat.team-chat.pub", ControlExchange: "parley.chat.team-chat.control",
+		DeadLetterExchange: "parley.chat.team-chat.dlx"}
 	if cfg.Broker != want {
 		t.Errorf("broker = %+v, want %+v", cfg.Broker, want)
 	}

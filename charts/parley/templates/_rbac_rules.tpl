@@ -18,8 +18,11 @@
   resources:
   - secrets
   verbs:
+  - create
   - get
   - list
+  - patch
+  - update
   - watch
 - apiGroups:
   - apps
@@ -49,6 +52,8 @@
   verbs:
   - get
   - list
+  - patch
+  - update
   - watch
 - apiGroups:
   - chat.parley.io

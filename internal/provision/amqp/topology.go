@@ -7,7 +7,6 @@ package amqp
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/internal/naming"
@@ -44,19 +43,18 @@ type Topology struct {
 	DeadLetterQueue string
 }
 
-// TopologyFor returns the topology of the ChatCluster namespace/name: the
-// exchanges of naming.ExchangeNames ("parley.<namespace>.<name>.pub" and
-// ".control", what the chat server checks for) plus ".dlx" and
-// ".dead-letter". The ChatCluster's CEL rules keep the names well under
-// RabbitMQ's limit; Validate refuses any that are not.
+// TopologyFor returns the topology of the ChatCluster namespace/name, named
+// by naming.ExchangeNames: what the chat server's config names
+// (broker.exchange, broker.controlExchange, broker.deadLetterExchange) plus
+// the dead-letter queue. The ChatCluster's CEL rules keep the names well
+// under RabbitMQ's limit; Validate refuses any that are not.
 func TopologyFor(namespace, name string) Topology {
 	ex := naming.ExchangeNames(namespace, name)
-	base := strings.TrimSuffix(ex.Publications, ".pub")
 	return Topology{
 		Exchange:           ex.Publications,
 		ControlExchange:    ex.Control,
-		DeadLetterExchange: base + ".dlx",
-		DeadLetterQueue:    base + ".dead-letter",
+		DeadLetterExchange: ex.DeadLetter,
+		DeadLetterQueue:    ex.DeadLetterQueue,
 	}
 }
 

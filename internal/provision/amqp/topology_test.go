@@ -52,7 +52,7 @@ func TestTopologyForMatchesWhatTheChatServerIsConfiguredWith(t *testing.T) {
 	// declare exactly those.
 	ex := naming.ExchangeNames("chat", "team-chat")
 	top := TopologyFor("chat", "team-chat")
-	if top.Exchange != ex.Publications || top.ControlExchange != ex.Control {
+	if top.Exchange != ex.Publications || top.ControlExchange != ex.Control || top.DeadLetterExchange != ex.DeadLetter || top.DeadLetterQueue != ex.DeadLetterQueue {
 		t.Fatalf("TopologyFor = %+v, configured exchanges %+v", top, ex)
 	}
 }

@@ -1,0 +1,358 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/naming"
+	amqpprov "github.com/parley-chat/parley/internal/provision/amqp"
+	pgprov "github.com/parley-chat/parley/internal/provision/postgres"
+	"github.com/parley-chat/parley/internal/status"
+)
+
+// The provisioning steps write the Secrets they generate and the finalizer.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;update;patch
+// +kubebuilder:rbac:groups=chat.parley.io,resources=chatclusters,verbs=update;patch
+
+// Provisioning configures the steps that manage state outside Kubernetes
+// (RabbitMQ topology, PostgreSQL role and database) and the generated keys.
+// The zero value is the production setup; tests swap the clients and the clock.
+type Provisioning struct {
+	// Broker declares and deletes RabbitMQ topology (default: a real amqp client).
+	Broker amqpprov.Provisioner
+	// Database ensures and drops PostgreSQL roles and databases (default: a real client).
+	Database pgprov.Provisioner
+	// Now is the clock key rotation runs on (default time.Now).
+	Now func() time.Time
+	// CallTimeout bounds one call to RabbitMQ or PostgreSQL (default 20s).
+	CallTimeout time.Duration
+	// CheckInterval is how long a successful declare or ensure is trusted
+	// before the next pass checks the external state again, repairing drift
+	// such as an exchange deleted by hand (default: Options.ResyncPeriod, or
+	// 10 minutes). Passes in between (a Deployment rolling, a status change)
+	// do not reconnect to RabbitMQ or PostgreSQL; a change of the spec or of
+	// a referenced Secret always does.
+	CheckInterval time.Duration
+	// CleanupAttempts bounds the tries to delete external state when a
+	// ChatCluster is deleted (default 5); after them the finalizer is
+	// released and an event names what was left behind.
+	CleanupAttempts int
+	// CleanupBackoff is the wait after the first failed cleanup, doubled
+	// after each further one (default 5s).
+	CleanupBackoff time.Duration
+}
+
+// provisioningState is what the provisioning steps remember between passes
+// (in memory: an operator restart just checks everything again).
+type provisioningState struct {
+	synced   syncCache
+	cleanups attemptCounter
+}
+
+const (
+	defaultCallTimeout     = 20 * time.Second
+	defaultCheckInterval   = 10 * time.Minute
+	defaultCleanupAttempts = 5
+	defaultCleanupBackoff  = 5 * time.Second
+)
+
+func (r *ChatClusterReconciler) broker() amqpprov.Provisioner {
+	if r.Provisioning.Broker == nil {
+		return &amqpprov.Client{}
+	}
+	return r.Provisioning.Broker
+}
+
+func (r *ChatClusterReconciler) database() pgprov.Provisioner {
+	if r.Provisioning.Database == nil {
+		return &pgprov.Client{}
+	}
+	return r.Provisioning.Database
+}
+
+func (r *ChatClusterReconciler) now() time.Time {
+	if r.Provisioning.Now != nil {
+		return r.Provisioning.Now()
+	}
+	return time.Now()
+}
+
+func (r *ChatClusterReconciler) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := r.Provisioning.CallTimeout
+	if t <= 0 {
+		t = defaultCallTimeout
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+func (r *ChatClusterReconciler) checkInterval() time.Duration {
+	switch {
+	case r.Provisioning.CheckInterval > 0:
+		return r.Provisioning.CheckInterval
+	case r.Options.ResyncPeriod > 0:
+		return r.Options.ResyncPeriod
+	}
+	return defaultCheckInterval
+}
+
+// Condition reasons the provisioning steps add to those of the provisioners
+// (amqp: Unreachable, AccessRefused, DeclarationConflict, InvalidURI;
+// postgres: Unreachable, CredentialsRefused, PermissionDenied, Conflict,
+// InvalidURI, Invalid).
+const (
+	// ReasonSecretNotFound: a referenced Secret, or its key, does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonCleanupFailed: deleting external state of a deleted ChatCluster failed (retrying).
+	ReasonCleanupFailed = "CleanupFailed"
+	// ReasonInvalidKey: a user-supplied key is unusable.
+	ReasonInvalidKey = "InvalidKey"
+)
+
+// Events the provisioning steps record.
+const (
+	EventTopologyDeclared  = "TopologyDeclared"
+	EventTopologyRepaired  = "TopologyRepaired"
+	EventDatabaseCreated   = "DatabaseCreated"
+	EventPasswordApplied   = "PasswordApplied"
+	EventKeyGenerated      = "KeyGenerated"
+	EventKeyRotated        = "KeyRotated"
+	EventKeyDropped        = "PreviousKeyDropped"
+	EventRotationIgnored   = "RotationIgnored"
+	EventExternalDeleted   = "ExternalStateDeleted"
+	EventCleanupFailed     = "CleanupFailed"
+	EventLeftBehind        = "ExternalStateLeftBehind"
+	EventExternalAbandoned = "ExternalStateAbandoned"
+)
+
+// passError is what a provisioning step returns for err, which its condition
+// already reports: a missing Secret is something to wait for (its creation,
+// or the next check, brings another pass), not a failed pass; anything else
+// fails the pass, so it is retried with backoff and Degraded says why.
+func passError(err error) error {
+	var re *status.ReasonError
+	if errors.As(err, &re) && re.Reason == ReasonSecretNotFound {
+		return nil
+	}
+	return err
+}
+
+// getSecret reads a Secret from the cache or, when the cache does not hold it
+// (a Secret without Parley's label, or one just created), from the API server.
+func (r *ChatClusterReconciler) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, bool, error) {
+	s := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := r.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, s)
+	}
+	switch {
+	case err == nil:
+		return s, true, nil
+	case apierrors.IsNotFound(err):
+		return nil, false, nil
+	default:
+		return nil, false, fmt.Errorf("read Secret %s: %w", name, err)
+	}
+}
+
+// secretValue reads one key of a Secret the ChatCluster references.
+func (r *ChatClusterReconciler) secretValue(ctx context.Context, namespace string, ref v1alpha1.SecretKeyReference) (string, error) {
+	s, found, err := r.getSecret(ctx, namespace, ref.Name)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", status.WithReason(ReasonSecretNotFound, fmt.Errorf("Secret %s does not exist", ref.Name))
+	}
+	v, ok := s.Data[ref.Key]
+	if !ok || len(v) == 0 {
+		return "", status.WithReason(ReasonSecretNotFound, fmt.Errorf("Secret %s has no key %q", ref.Name, ref.Key))
+	}
+	return string(v), nil
+}
+
+// writeSecret creates or updates a Secret the operator generates for a
+// cluster. mutate sets the desired data and annotations on the live Secret
+// (or a new one). A Secret the operator creates is controlled by the
+// ChatCluster (and goes with it); one that existed before, made by a user to
+// choose a value, keeps its owners. Nothing is written when nothing changed.
+func (r *ChatClusterReconciler) writeSecret(ctx context.Context, p *pass, name string, mutate func(*corev1.Secret)) error {
+	s, found, err := r.getSecret(ctx, p.cc.Namespace, name)
+	if err != nil {
+		return err
+	}
+	if !found {
+		s = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.cc.Namespace},
+			Type:       corev1.SecretTypeOpaque,
+		}
+	}
+	before := s.DeepCopy()
+	labels := s.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	for k, v := range naming.Labels(p.cc.Name) {
+		labels[k] = v
+	}
+	s.Labels = labels
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	mutate(s)
+	if len(s.Annotations) == 0 {
+		s.Annotations = nil
+	}
+	if !found {
+		if err := controllerutil.SetControllerReference(p.cc, s, r.Scheme); err != nil {
+			return fmt.Errorf("Secret %s: %w", name, err)
+		}
+		if err := r.Create(ctx, s); err != nil {
+			return fmt.Errorf("create Secret %s: %w", name, err)
+		}
+		r.childEvent(p.cc, s, controllerutil.OperationResultCreated)
+		return nil
+	}
+	if equality.Semantic.DeepEqual(before, s) {
+		return nil
+	}
+	if err := r.Update(ctx, s); err != nil {
+		return fmt.Errorf("update Secret %s: %w", name, err)
+	}
+	r.childEvent(p.cc, s, controllerutil.OperationResultUpdated)
+	return nil
+}
+
+// digest fingerprints a step's inputs (URIs with their passwords included)
+// without keeping them in memory in the clear.
+func digest(parts ...string) string {
+	h := sha256.New()
+	for _, s := range parts {
+		fmt.Fprintf(h, "%d:%s", len(s), s)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// dataDigest fingerprints a Secret's data, independent of map order.
+func dataDigest(data map[string][]byte) string {
+	keys := slices.Sorted(maps.Keys(data))
+	parts := make([]string, 0, 2*len(keys))
+	for _, k := range keys {
+		parts = append(parts, k, string(data[k]))
+	}
+	return digest(parts...)
+}
+
+// syncCache remembers, per ChatCluster and step, the inputs of the last
+// successful call to an external system and the condition it produced, so a
+// pass with the same inputs within the check interval reports it again
+// instead of reconnecting.
+type syncCache struct {
+	mu sync.Mutex
+	m  map[syncKey]syncEntry
+}
+
+type syncKey struct {
+	cluster types.NamespacedName
+	step    string
+}
+
+type syncEntry struct {
+	uid    types.UID // a ChatCluster re-created under the same name starts afresh
+	inputs string
+	at     time.Time
+	cond   metav1.Condition
+}
+
+func keyOf(cc *v1alpha1.ChatCluster, step string) syncKey {
+	return syncKey{types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}, step}
+}
+
+// fresh returns the remembered condition when inputs match and it is younger than interval.
+func (c *syncCache) fresh(cc *v1alpha1.ChatCluster, step, inputs string, now time.Time, interval time.Duration) (metav1.Condition, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[keyOf(cc, step)]
+	if !ok || e.uid != cc.UID || e.inputs != inputs || now.Sub(e.at) >= interval || now.Before(e.at) {
+		return metav1.Condition{}, false
+	}
+	return e.cond, true
+}
+
+// seen reports whether the step succeeded before for this cluster (in this process).
+func (c *syncCache) seen(cc *v1alpha1.ChatCluster, step string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[keyOf(cc, step)]
+	return ok && e.uid == cc.UID
+}
+
+func (c *syncCache) record(cc *v1alpha1.ChatCluster, step, inputs string, now time.Time, cond metav1.Condition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[syncKey]syncEntry{}
+	}
+	c.m[keyOf(cc, step)] = syncEntry{uid: cc.UID, inputs: inputs, at: now, cond: cond}
+}
+
+// invalidate makes the next pass call the external system again (after a failure).
+func (c *syncCache) invalidate(cc *v1alpha1.ChatCluster, step string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[keyOf(cc, step)]; ok {
+		e.inputs = ""
+		c.m[keyOf(cc, step)] = e
+	}
+}
+
+// forget drops what is remembered about a cluster (deleted).
+func (c *syncCache) forget(cluster types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		if k.cluster == cluster {
+			delete(c.m, k)
+		}
+	}
+}
+
+// attemptCounter counts failed cleanups per deleted ChatCluster.
+type attemptCounter struct {
+	mu sync.Mutex
+	m  map[types.UID]int
+}
+
+func (a *attemptCounter) inc(uid types.UID) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[types.UID]int{}
+	}
+	a.m[uid]++
+	return a.m[uid]
+}
+
+func (a *attemptCounter) forget(uid types.UID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.m, uid)
+}
