@@ -95,6 +95,8 @@ type pass struct {
 	// conditions set by the provisioning steps (BrokerReady, DatabaseReady).
 	conditions   []metav1.Condition
 	requeueAfter time.Duration
+	// secrets names the Secrets the provisioning steps generated and that exist.
+	secrets v1alpha1.GeneratedSecrets
 }
 
 func (p *pass) fail(err error) { p.errs = append(p.errs, err) }

@@ -196,6 +196,9 @@ func TestTheFinalizerIsStoredBeforeAnyExternalStateIsCreated(t *testing.T) {
 			t.Errorf("%s = %+v", typ, c)
 		}
 	}
+	if want := (v1alpha1.GeneratedSecrets{JWT: "team-jwt", APIKey: "team-api-key", Database: "team-db"}); p.secrets != want {
+		t.Errorf("generated Secrets = %+v, want %+v", p.secrets, want)
+	}
 }
 
 func TestNoFinalizerWhenEveryPolicyRetains(t *testing.T) {

@@ -343,6 +343,14 @@ func testProvisionAndDelete(t *testing.T, s *suite) {
 	}
 	s.condition(t, ns, "prov", v1alpha1.ConditionDatabaseReady, metav1.ConditionTrue)
 	topologyIs(t, top, true)
+	eventually(t, "status.secrets", func() error {
+		got := s.cluster(t, ns, "prov").Status.Secrets
+		want := v1alpha1.GeneratedSecrets{JWT: "prov-jwt", APIKey: "prov-api-key", Database: "prov-db"}
+		if got != want {
+			return fmt.Errorf("status.secrets = %+v, want %+v", got, want)
+		}
+		return nil
+	})
 	cc = s.cluster(t, ns, "prov")
 	if !controllerutil.ContainsFinalizer(cc, controllers.FinalizerExternalState) {
 		t.Errorf("finalizers %v: want %s while there is state to delete", cc.Finalizers, controllers.FinalizerExternalState)

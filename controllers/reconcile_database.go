@@ -79,6 +79,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	if found {
 		if cond, ok := r.provisioned.synced.fresh(p.cc, stepDatabase, inputs(existing.Data), now, r.checkInterval()); ok {
 			p.setCondition(cond)
+			p.secrets.Database = secretName
 			return nil
 		}
 	}
@@ -98,6 +99,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	if err := r.writeSecret(ctx, p, secretName, func(s *corev1.Secret) { maps.Copy(s.Data, written) }); err != nil {
 		return fail(err)
 	}
+	p.secrets.Database = secretName
 	if res.CreatedDatabase {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventDatabaseCreated, "Provision",
 			"created PostgreSQL database %q owned by role %q; credentials in Secret %s", names.Name, names.Role, secretName)

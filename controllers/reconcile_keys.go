@@ -21,12 +21,16 @@ type keyRing struct {
 	layout     keys.Layout
 	supplied   *v1alpha1.SecretKeyReference
 	annotation string // the rotation request annotation
+	// exists records the Secret in the status (status.secrets).
+	exists func(p *pass, name string)
 }
 
 func keyRings(cc *v1alpha1.ChatCluster) []keyRing {
 	return []keyRing{
-		{"JWT key", naming.JWTSecretName(cc.Name), keys.JWT, cc.Spec.Auth.JWTSecretRef, keys.RotateJWTKeyAnnotation},
-		{"API key", naming.APIKeySecretName(cc.Name), keys.APIKey, cc.Spec.Auth.APIKeySecretRef, keys.RotateAPIKeyAnnotation},
+		{"JWT key", naming.JWTSecretName(cc.Name), keys.JWT, cc.Spec.Auth.JWTSecretRef, keys.RotateJWTKeyAnnotation,
+			func(p *pass, name string) { p.secrets.JWT = name }},
+		{"API key", naming.APIKeySecretName(cc.Name), keys.APIKey, cc.Spec.Auth.APIKeySecretRef, keys.RotateAPIKeyAnnotation,
+			func(p *pass, name string) { p.secrets.APIKey = name }},
 	}
 }
 
@@ -87,6 +91,7 @@ func (r *ChatClusterReconciler) reconcileKeyRing(ctx context.Context, p *pass, k
 			return err
 		}
 	}
+	k.exists(p, k.secretName)
 	switch {
 	case plan.Rotated:
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventKeyRotated, "Rotate",

@@ -52,6 +52,8 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 		// While paused the children follow the last generation applied; the
 		// top-level observedGeneration keeps saying which one that is.
 		st.ObservedGeneration = cc.Generation
+		// The provisioning steps ran: they say which generated Secrets exist.
+		st.Secrets = p.secrets
 	}
 
 	c := resource.Cluster{ChatCluster: cc, ClusterDomain: r.Options.ClusterDomain}
