@@ -89,6 +89,24 @@ func Backends(b broker.Broker, s store.Store) server.Backends {
 // may be nil for the memory implementations; Start closes them on shutdown.
 func Start(t testing.TB, cfg config.Config, b broker.Broker, s store.Store) *Server {
 	t.Helper()
+	level := slog.LevelError
+	if os.Getenv("PARLEY_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return StartWithLogger(t, cfg, b, s, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// StartWithLogger is Start with the server logging to log (tests that read
+// what the server logs).
+func StartWithLogger(t testing.TB, cfg config.Config, b broker.Broker, s store.Store, log *slog.Logger) *Server {
+	t.Helper()
+	return StartWithBackends(t, cfg, Backends(b, s), log)
+}
+
+// StartWithBackends is Start with the broker and store built by backends
+// (server.DefaultBackends builds what cfg names, as the real binary does).
+func StartWithBackends(t testing.TB, cfg config.Config, backends server.Backends, log *slog.Logger) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	if len(cfg.Auth.HMACSecretFiles) == 0 {
 		keyFile := filepath.Join(dir, "hmac")
@@ -114,14 +132,9 @@ func Start(t testing.TB, cfg config.Config, b broker.Broker, s store.Store) *Ser
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Config: cfg, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
-	level := slog.LevelError
-	if os.Getenv("PARLEY_TEST_LOG") != "" {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	go func() {
 		srv.done <- server.Run(ctx, cfg, log, server.Options{
-			Backends: Backends(b, s),
+			Backends: backends,
 			Listener: ln,
 			OnNode:   func(n *node.Node, ws *transport.Handler) { srv.Node, srv.Conns = n, ws },
 			Ready: func(addr string) {
