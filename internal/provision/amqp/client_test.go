@@ -337,3 +337,22 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// BenchmarkDeclareExisting is the cost of one drift check of an unchanged
+// topology (connect, passive + active declare of four objects, close): what
+// every check interval costs per ChatCluster.
+func BenchmarkDeclareExisting(b *testing.B) {
+	top := TopologyFor("bench", testenv.UniqueName(b, "amqp"))
+	c := &Client{}
+	ctx := context.Background()
+	if _, err := c.Declare(ctx, testenv.AMQPURL(), top); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Delete(context.Background(), testenv.AMQPURL(), top) })
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Declare(ctx, testenv.AMQPURL(), top); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

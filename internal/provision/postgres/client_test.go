@@ -452,3 +452,26 @@ func TestPing(t *testing.T) {
 		t.Fatalf("Ping of a bad URI: reason %q, err %v", ReasonOf(err), err)
 	}
 }
+
+// BenchmarkEnsureExisting is the cost of one check of an unchanged role and
+// database (connect as admin, look up, verify the password, close): what
+// every check interval costs per ChatCluster.
+func BenchmarkEnsureExisting(b *testing.B) {
+	d := DatabaseFor("bench", testenv.UniqueName(b, "pg"))
+	c := &Client{}
+	ctx := context.Background()
+	pw, err := GeneratePassword()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Ensure(ctx, testenv.PostgresURL(), d, pw); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Drop(context.Background(), testenv.PostgresURL(), d) })
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Ensure(ctx, testenv.PostgresURL(), d, pw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
