@@ -70,11 +70,12 @@ envtest: ## Build (once, cached) kube-apiserver and etcd from source; print thei
 
 .PHONY: test
 test: manifests generate fmt vet services helm browser-deps ## Unit, envtest and integration tests (chat server with -race).
-	@assets=$$(hack/control-plane.sh); echo "KUBEBUILDER_ASSETS=$$assets"; \
+	@assets=$$(hack/control-plane.sh --with-kcm); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
-	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... ; rc1=$$?; \
+	 rc1=0; rc2=0; \
+	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... || rc1=$$?; \
 	 echo "== chat server module (-race)"; \
-	 (cd chatserver && go test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...) ; rc2=$$?; \
+	 (cd chatserver && go test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...) || rc2=$$?; \
 	 if [ $$rc1 -ne 0 ] || [ $$rc2 -ne 0 ]; then echo "FAIL: operator module rc=$$rc1, chat server module rc=$$rc2"; exit 1; fi; \
 	 echo "PASS: all packages in both modules"
 
