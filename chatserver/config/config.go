@@ -118,7 +118,8 @@ type Namespace struct {
 	History History `json:"history"`
 	// Presence lets subscribers ask who is in the channel.
 	Presence bool `json:"presence"`
-	// JoinLeave sends join and leave pushes to subscribers.
+	// JoinLeave sends join and leave pushes to subscribers that ask for them
+	// (the subscribe request's join_leave flag).
 	JoinLeave bool `json:"joinLeave"`
 	// AllowPublish: "subscribers" (default), "authenticated" or "none".
 	AllowPublish string `json:"allowPublish,omitempty"`

@@ -33,6 +33,16 @@ type Subscriber interface {
 	Disconnect(d codes.Disconnect)
 }
 
+// JoinLeaveSubscriber is implemented by subscribers that choose per
+// subscription whether they get join and leave pushes (the protocol's
+// SubscribeRequest.join_leave). The hub hands such a subscriber every
+// join/leave of its channels through DeliverJoinLeave instead of DeliverPush;
+// it returns whether the push was queued. Same rules as Deliver*: never block,
+// never call back into the hub, never modify data.
+type JoinLeaveSubscriber interface {
+	DeliverJoinLeave(channel string, data []byte) bool
+}
+
 type subShard struct {
 	mu   sync.RWMutex
 	subs map[string]map[string]Subscriber // channel → client → subscriber
@@ -212,6 +222,7 @@ type encoded struct {
 	pbDone     bool
 	pbErr      error
 	publishing bool
+	joinLeave  bool
 }
 
 func (e *encoded) get(t protocol.Type) ([]byte, error) {
@@ -237,15 +248,16 @@ func (h *Hub) BroadcastPublication(channel string, pub *protocol.Publication) in
 	return h.broadcast(channel, &e, pub.Offset)
 }
 
-// BroadcastJoin sends a join push to channel's local subscribers.
+// BroadcastJoin sends a join push to channel's local subscribers (those
+// implementing JoinLeaveSubscriber decide for themselves) and returns how many queued it.
 func (h *Hub) BroadcastJoin(channel string, info *protocol.ClientInfo) int {
-	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Join: &protocol.Join{Info: info}}}}
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Join: &protocol.Join{Info: info}}}, joinLeave: true}
 	return h.broadcast(channel, &e, 0)
 }
 
 // BroadcastLeave sends a leave push to channel's local subscribers.
 func (h *Hub) BroadcastLeave(channel string, info *protocol.ClientInfo) int {
-	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Leave: &protocol.Leave{Info: info}}}}
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Leave: &protocol.Leave{Info: info}}}, joinLeave: true}
 	return h.broadcast(channel, &e, 0)
 }
 
@@ -262,6 +274,10 @@ func (h *Hub) broadcast(channel string, e *encoded, offset uint64) int {
 		}
 		if e.publishing {
 			s.DeliverPublication(channel, offset, data)
+		} else if jl, ok := s.(JoinLeaveSubscriber); ok && e.joinLeave {
+			if !jl.DeliverJoinLeave(channel, data) {
+				continue
+			}
 		} else {
 			s.DeliverPush(data)
 		}

@@ -208,7 +208,7 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	if err := s.n.Authorizer().CanSubscribe(subj, channel, tokenOK); err != nil {
 		return err
 	}
-	sub := &subscription{ns: ns, chanInfo: chanInfo}
+	sub := &subscription{ns: ns, chanInfo: chanInfo, joinLeave: req.JoinLeave && ns.JoinLeave}
 	s.mu.Lock()
 	if _, ok := s.subs[channel]; ok {
 		s.mu.Unlock()

@@ -95,6 +95,9 @@ type subscription struct {
 	chanInfo    []byte
 	expireTimer *time.Timer
 	joined      bool
+	// joinLeave says the client asked for join/leave pushes (the subscribe
+	// request's join_leave flag); the namespace must enable them too.
+	joinLeave bool
 }
 
 // New creates a session for a freshly upgraded connection. The client must
@@ -167,12 +170,7 @@ func (s *Session) DeliverPublication(channel string, offset uint64, data []byte)
 		return
 	}
 	if !sub.live {
-		sub.buffer = append(sub.buffer, data)
-		sub.bufferOffs = append(sub.bufferOffs, offset)
-		sub.bufferBytes += len(data)
-		if limit := s.n.Config().Limits.WriteQueueBytes; limit > 0 && sub.bufferBytes > limit {
-			s.t.Close(codes.DisconnectSlow)
-		}
+		s.bufferLocked(sub, offset, data)
 		return
 	}
 	if sub.skipUpTo > 0 && offset > 0 {
@@ -183,6 +181,37 @@ func (s *Session) DeliverPublication(channel string, offset uint64, data []byte)
 	}
 	s.enqueue(data, "push")
 }
+
+// bufferLocked holds a push for a subscription being set up; offset 0 means
+// "not a stored publication" (always sent after the reply).
+func (s *Session) bufferLocked(sub *subscription, offset uint64, data []byte) {
+	sub.buffer = append(sub.buffer, data)
+	sub.bufferOffs = append(sub.bufferOffs, offset)
+	sub.bufferBytes += len(data)
+	if limit := s.n.Config().Limits.WriteQueueBytes; limit > 0 && sub.bufferBytes > limit {
+		s.t.Close(codes.DisconnectSlow)
+	}
+}
+
+// DeliverJoinLeave implements hub.JoinLeaveSubscriber: only subscriptions
+// that asked for join/leave get them, and while one is being set up they wait
+// behind its subscribe reply like publications do.
+func (s *Session) DeliverJoinLeave(channel string, data []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[channel]
+	if sub == nil || !sub.joinLeave || s.state != stateConnected {
+		return false
+	}
+	if !sub.live {
+		s.bufferLocked(sub, 0, data)
+		return true
+	}
+	s.enqueue(data, "push")
+	return true
+}
+
+var _ hub.JoinLeaveSubscriber = (*Session)(nil)
 
 // DeliverPush implements hub.Subscriber.
 func (s *Session) DeliverPush(data []byte) {
