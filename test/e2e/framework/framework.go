@@ -86,7 +86,7 @@ func Scheme() *runtime.Scheme {
 func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	var endpoints []string
 	for _, u := range []string{opts.AMQPURL, opts.PostgresURL} {
-		hp, err := hostPort(u)
+		hp, err := HostPort(u)
 		if err != nil {
 			return nil, err
 		}
@@ -123,8 +123,8 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	return env, nil
 }
 
-// hostPort extracts host:port from a service URL, with the scheme's default port.
-func hostPort(raw string) (string, error) {
+// HostPort extracts host:port from a service URL, with the scheme's default port.
+func HostPort(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("service URL: %w", err)
