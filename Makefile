@@ -69,7 +69,7 @@ envtest: ## Build (once, cached) kube-apiserver and etcd from source; print thei
 	@hack/control-plane.sh
 
 .PHONY: test
-test: manifests generate fmt vet services helm browser-deps ## Unit, envtest and integration tests (chat server with -race).
+test: manifests generate fmt vet services helm browser-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e runs bin/ on a local cluster).
 	@assets=$$(hack/control-plane.sh --with-kcm); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 rc1=0; rc2=0; \
