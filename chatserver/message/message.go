@@ -43,10 +43,48 @@ type ReadState struct {
 	LastOffset uint64 `json:"last_offset"`
 }
 
+// Receipt is how far one user has read one channel (read receipts as others
+// see them: "seen by").
+type Receipt struct {
+	User     string `json:"user"`
+	LastRead uint64 `json:"last_read"`
+}
+
 // PresenceEntry is one connection present in a channel.
 type PresenceEntry struct {
 	ClientInfo
 	// Seen is when the entry was last refreshed; entries not refreshed within
 	// the store's TTL are dropped (a node that died without cleaning up).
 	Seen time.Time `json:"-"`
+}
+
+// Clone returns a deep copy, so a store or broker can keep a publication
+// without sharing its byte slices and map with the caller.
+func (p *Publication) Clone() *Publication {
+	c := *p
+	if p.Data != nil {
+		c.Data = append([]byte(nil), p.Data...)
+	}
+	if p.Info != nil {
+		info := p.Info.Clone()
+		c.Info = &info
+	}
+	if p.Tags != nil {
+		c.Tags = make(map[string]string, len(p.Tags))
+		for k, v := range p.Tags {
+			c.Tags[k] = v
+		}
+	}
+	return &c
+}
+
+// Clone returns a deep copy of the info.
+func (i ClientInfo) Clone() ClientInfo {
+	if i.ConnInfo != nil {
+		i.ConnInfo = append([]byte(nil), i.ConnInfo...)
+	}
+	if i.ChanInfo != nil {
+		i.ChanInfo = append([]byte(nil), i.ChanInfo...)
+	}
+	return i
 }

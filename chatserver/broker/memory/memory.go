@@ -218,10 +218,10 @@ func (b *Broker) broadcast(d delivery, onlySubscribed bool) {
 		// Each node gets its own copy so one node's handler cannot change
 		// what another node delivers.
 		if c.pub != nil {
-			c.pub = copyPub(c.pub)
+			c.pub = c.pub.Clone()
 		}
 		if c.info != nil {
-			i := copyInfo(*c.info)
+			i := c.info.Clone()
 			c.info = &i
 		}
 		if c.data != nil {
@@ -308,32 +308,4 @@ func (b *Broker) Close() error {
 	delete(b.net.nodes, b)
 	b.net.mu.Unlock()
 	return nil
-}
-
-func copyPub(p *message.Publication) *message.Publication {
-	c := *p
-	if p.Data != nil {
-		c.Data = append([]byte(nil), p.Data...)
-	}
-	if p.Info != nil {
-		i := copyInfo(*p.Info)
-		c.Info = &i
-	}
-	if p.Tags != nil {
-		c.Tags = make(map[string]string, len(p.Tags))
-		for k, v := range p.Tags {
-			c.Tags[k] = v
-		}
-	}
-	return &c
-}
-
-func copyInfo(i message.ClientInfo) message.ClientInfo {
-	if i.ConnInfo != nil {
-		i.ConnInfo = append([]byte(nil), i.ConnInfo...)
-	}
-	if i.ChanInfo != nil {
-		i.ChanInfo = append([]byte(nil), i.ChanInfo...)
-	}
-	return i
 }
