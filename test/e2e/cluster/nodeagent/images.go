@@ -25,19 +25,22 @@ type Images interface {
 }
 
 // ParleyImages runs every image in Parley's repositories (any tag or digest)
-// with the binaries from one directory (bin/ after `make build`), the way the
-// production image is laid out: each binary at /<name>, the distroless
-// "nonroot" user 65532, entrypoint /chatserver.
+// with the binaries from one directory (bin/ after `make build`), laid out as
+// the Dockerfile lays out the production image: /manager and /chatserver,
+// the distroless "nonroot" user 65532, entrypoint /manager.
 type ParleyImages struct {
 	// Repositories are image names without tag, e.g. "ghcr.io/parley-chat/parley".
 	// A trailing "/" matches every image under that prefix.
 	Repositories []string
-	// BinDir holds the binaries (chatserver, manager, parley, ...).
+	// BinDir holds the binaries.
 	BinDir string
 }
 
 // DefaultRepositories are Parley's image repositories.
 var DefaultRepositories = []string{"ghcr.io/parley-chat/"}
+
+// imageFiles are the production image's programs (see the Dockerfile).
+var imageFiles = []string{"manager", "chatserver"}
 
 // Resolve implements Images.
 func (p ParleyImages) Resolve(image string) (Image, error) {
@@ -51,21 +54,15 @@ func (p ParleyImages) Resolve(image string) (Image, error) {
 	if !match {
 		return Image{}, fmt.Errorf("image %q is not one of Parley's (%s): the local node agent has no container runtime and runs only Parley's binaries as processes", image, strings.Join(p.Repositories, ", "))
 	}
-	entries, err := os.ReadDir(p.BinDir)
-	if err != nil {
-		return Image{}, fmt.Errorf("image %q: binaries directory: %w (run `make build`)", image, err)
-	}
-	img := Image{Files: map[string]string{}, Entrypoint: []string{"/chatserver"}, UID: 65532, GID: 65532}
-	for _, e := range entries {
-		if e.IsDir() || strings.Contains(e.Name(), "-v") { // skip versioned tools like controller-gen-v0.23.0
-			continue
-		}
-		if info, err := e.Info(); err == nil && info.Mode()&0o111 != 0 {
-			img.Files["/"+e.Name()] = filepath.Join(p.BinDir, e.Name())
+	img := Image{Files: map[string]string{}, Entrypoint: []string{"/manager"}, UID: 65532, GID: 65532}
+	for _, name := range imageFiles {
+		path := filepath.Join(p.BinDir, name)
+		if info, err := os.Stat(path); err == nil && info.Mode()&0o111 != 0 {
+			img.Files["/"+name] = path
 		}
 	}
 	if len(img.Files) == 0 {
-		return Image{}, fmt.Errorf("image %q: no binaries in %s (run `make build`)", image, p.BinDir)
+		return Image{}, fmt.Errorf("image %q: neither manager nor chatserver in %s (run `make build`)", image, p.BinDir)
 	}
 	return img, nil
 }
