@@ -79,7 +79,8 @@ var ErrEpochMismatch = errors.New("stream epoch mismatch")
 //     channel's read receipts and idempotency keys belong to the old epoch and
 //     are dropped with it. A node comparing offsets must compare epochs too.
 //   - MarkRead clamps the offset to the channel's top and never moves back;
-//     Unread is LastOffset - LastRead.
+//     Unread is LastOffset - LastRead. Receipts lists the same receipts per
+//     channel (users who never read past offset 0 are left out).
 //   - Presence entries expire after the implementation's TTL unless
 //     AddPresence is called again for them (the node refreshes its clients).
 //   - Errors caused by the backing service wrap ErrUnavailable; bad arguments
@@ -97,6 +98,9 @@ type Store interface {
 	MarkRead(ctx context.Context, channel, user string, offset uint64) error
 	// ReadStates returns the user's receipts and unread counts for the channels.
 	ReadStates(ctx context.Context, user string, channels []string) ([]message.ReadState, error)
+	// Receipts returns how far users have read channel, furthest first (ties
+	// by user name), at most limit of them (limit must be positive).
+	Receipts(ctx context.Context, channel string, limit int) ([]message.Receipt, error)
 
 	Presence
 	Close() error

@@ -5,12 +5,15 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,34 +144,6 @@ func (st *stream) position() message.StreamPosition {
 	return message.StreamPosition{Offset: st.top, Epoch: st.epoch}
 }
 
-func copyPub(p *message.Publication) *message.Publication {
-	c := *p
-	if p.Data != nil {
-		c.Data = append([]byte(nil), p.Data...)
-	}
-	if p.Info != nil {
-		info := copyInfo(*p.Info)
-		c.Info = &info
-	}
-	if p.Tags != nil {
-		c.Tags = make(map[string]string, len(p.Tags))
-		for k, v := range p.Tags {
-			c.Tags[k] = v
-		}
-	}
-	return &c
-}
-
-func copyInfo(i message.ClientInfo) message.ClientInfo {
-	if i.ConnInfo != nil {
-		i.ConnInfo = append([]byte(nil), i.ConnInfo...)
-	}
-	if i.ChanInfo != nil {
-		i.ChanInfo = append([]byte(nil), i.ChanInfo...)
-	}
-	return i
-}
-
 // Append implements store.Store.
 func (s *Store) Append(ctx context.Context, channel string, pub *message.Publication, opts store.AppendOptions) (store.AppendResult, error) {
 	if err := s.check(ctx, channel); err != nil {
@@ -188,14 +163,14 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 	if opts.IdempotencyKey != "" {
 		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
 			return store.AppendResult{
-				Publication: copyPub(e.pub),
+				Publication: e.pub.Clone(),
 				Position:    message.StreamPosition{Offset: e.pub.Offset, Epoch: st.epoch},
 				Duplicate:   true,
 			}, nil
 		}
 	}
 	st.top++
-	stored := copyPub(pub)
+	stored := pub.Clone()
 	stored.Offset = st.top
 	stored.Time = now.UnixMilli()
 	st.size, st.ttl = opts.HistorySize, opts.HistoryTTL
@@ -220,7 +195,7 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 			}
 		}
 	}
-	return store.AppendResult{Publication: copyPub(stored), Position: st.position()}, nil
+	return store.AppendResult{Publication: stored.Clone(), Position: st.position()}, nil
 }
 
 // History implements store.Store.
@@ -321,6 +296,41 @@ func (s *Store) ReadStates(ctx context.Context, user string, channels []string) 
 	return out, nil
 }
 
+// Receipts implements store.Store.
+func (s *Store) Receipts(ctx context.Context, channel string, limit int) ([]message.Receipt, error) {
+	if err := s.check(ctx, channel); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, errors.New("memory store: receipts limit must be positive")
+	}
+	sh := s.shard(channel)
+	sh.mu.Lock()
+	var out []message.Receipt
+	if st, ok := sh.streams[channel]; ok {
+		out = make([]message.Receipt, 0, len(st.reads))
+		for user, off := range st.reads {
+			if off = min(off, st.top); off > 0 {
+				out = append(out, message.Receipt{User: user, LastRead: off})
+			}
+		}
+	}
+	sh.mu.Unlock()
+	slices.SortFunc(out, func(a, b message.Receipt) int {
+		if c := cmp.Compare(b.LastRead, a.LastRead); c != 0 {
+			return c
+		}
+		return strings.Compare(a.User, b.User)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	if out == nil {
+		out = []message.Receipt{}
+	}
+	return out, nil
+}
+
 // AddPresence implements store.Presence; calling it again refreshes the entry.
 func (s *Store) AddPresence(ctx context.Context, channel string, entry message.ClientInfo) error {
 	if err := s.check(ctx, channel); err != nil {
@@ -337,7 +347,7 @@ func (s *Store) AddPresence(ctx context.Context, channel string, entry message.C
 		m = map[string]presenceEntry{}
 		sh.presence[channel] = m
 	}
-	m[entry.Client] = presenceEntry{info: copyInfo(entry), expires: time.Now().Add(s.presenceTTL)}
+	m[entry.Client] = presenceEntry{info: entry.Clone(), expires: time.Now().Add(s.presenceTTL)}
 	return nil
 }
 
@@ -384,7 +394,7 @@ func (s *Store) Presence(ctx context.Context, channel string) (map[string]messag
 	m := sh.livePresenceLocked(channel, time.Now())
 	out := make(map[string]message.ClientInfo, len(m))
 	for k, e := range m {
-		out[k] = copyInfo(e.info)
+		out[k] = e.info.Clone()
 	}
 	return out, nil
 }
@@ -419,7 +429,7 @@ func (s *Store) Close() error {
 func selectPage(pubs []*message.Publication, opts store.HistoryOptions) []*message.Publication {
 	var out []*message.Publication
 	take := func(p *message.Publication) bool {
-		out = append(out, copyPub(p))
+		out = append(out, p.Clone())
 		return opts.Limit < 0 || len(out) < opts.Limit
 	}
 	if opts.Reverse {

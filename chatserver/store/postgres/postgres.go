@@ -321,7 +321,7 @@ func (s *Store) appendOnce(ctx context.Context, q querier, channel string, pub *
 		if err != nil {
 			return store.AppendResult{}, err
 		}
-		stored := copyPub(pub)
+		stored := pub.Clone()
 		stored.Offset = uint64(offset)
 		stored.Time = ms
 		return store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}}, nil
@@ -610,6 +610,45 @@ func (s *Store) ReadStates(ctx context.Context, user string, channels []string) 
 	return out, wrapErr("read states", err)
 }
 
+// Receipts implements store.Store.
+func (s *Store) Receipts(ctx context.Context, channel string, limit int) ([]message.Receipt, error) {
+	if err := validChannel(channel); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, errors.New("postgres store: receipts limit must be positive")
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var out []message.Receipt
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var rows pgx.Rows
+		rows, err = s.pool.Query(ctx, `
+			SELECT r.user_id, LEAST(r.last_read, c.top_offset)
+			FROM parley_channels c JOIN parley_read_receipts r ON r.channel_id = c.id
+			WHERE c.name = $1 AND r.last_read > 0
+			ORDER BY r.last_read DESC, r.user_id COLLATE "C"
+			LIMIT $2`, channel, limit)
+		if err == nil {
+			out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (message.Receipt, error) {
+				var r message.Receipt
+				var last int64
+				err := row.Scan(&r.User, &last)
+				r.LastRead = uint64(last)
+				return r, err
+			})
+		}
+		if !retryable(err) {
+			break
+		}
+	}
+	if err == nil && out == nil {
+		out = []message.Receipt{}
+	}
+	return out, wrapErr("receipts", err)
+}
+
 // AddPresence implements store.Presence; calling it again refreshes the entry.
 func (s *Store) AddPresence(ctx context.Context, channel string, entry message.ClientInfo) error {
 	if err := validChannel(channel); err != nil {
@@ -694,30 +733,4 @@ func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, use
 		}
 	}
 	return clients, users, wrapErr("presence stats", err)
-}
-
-func copyPub(p *message.Publication) *message.Publication {
-	c := *p
-	if p.Data != nil {
-		c.Data = append([]byte(nil), p.Data...)
-	}
-	if p.Info != nil {
-		i := *p.Info
-		i.ConnInfo = append([]byte(nil), i.ConnInfo...)
-		i.ChanInfo = append([]byte(nil), i.ChanInfo...)
-		if p.Info.ConnInfo == nil {
-			i.ConnInfo = nil
-		}
-		if p.Info.ChanInfo == nil {
-			i.ChanInfo = nil
-		}
-		c.Info = &i
-	}
-	if p.Tags != nil {
-		c.Tags = make(map[string]string, len(p.Tags))
-		for k, v := range p.Tags {
-			c.Tags[k] = v
-		}
-	}
-	return &c
 }

@@ -111,6 +111,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("IdempotentAppendConcurrent", func(t *testing.T) { t.Parallel(); testIdempotentConcurrent(t, h) })
 	t.Run("IdempotencyKeyExpires", func(t *testing.T) { t.Parallel(); testIdempotencyExpires(t, h) })
 	t.Run("ReadReceipts", func(t *testing.T) { t.Parallel(); testReadReceipts(t, h) })
+	t.Run("ReceiptsPerChannel", func(t *testing.T) { t.Parallel(); testReceipts(t, h) })
 	t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, h) })
 	t.Run("PresenceExpiresWithoutRefresh", func(t *testing.T) { t.Parallel(); testPresenceTTL(t, h) })
 	t.Run("BadInput", func(t *testing.T) { t.Parallel(); testBadInput(t, h) })
@@ -593,6 +594,51 @@ func testReadReceipts(t *testing.T, h Harness) {
 	}
 }
 
+func testReceipts(t *testing.T, h Harness) {
+	s := newStore(t, h, Options{})
+	ch, other, never := Channel(t), Channel(t), Channel(t)
+	for i := 0; i < 5; i++ {
+		mustAppend(t, s, ch, "x", keep)
+	}
+	mustAppend(t, s, other, "x", keep)
+	ctx := ctxT(t)
+	for _, step := range []struct {
+		user   string
+		offset uint64
+	}{{"carol", 2}, {"alice", 4}, {"bob", 99}, {"alice", 1}, {"dave", 0}, {"erin", 2}, {"Zed", 2}} {
+		if err := s.MarkRead(ctx, ch, step.user, step.offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRead(ctx, other, "frank", 1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Receipts(ctx, ch, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Clamped to the top (bob), never moved back (alice), nobody at 0 (dave),
+	// ties by user name in byte order (Zed before carol before erin), other
+	// channels' receipts not included (frank).
+	want := []message.Receipt{{User: "bob", LastRead: 5}, {User: "alice", LastRead: 4}, {User: "Zed", LastRead: 2}, {User: "carol", LastRead: 2}, {User: "erin", LastRead: 2}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Receipts = %+v\nwant %+v", got, want)
+	}
+	if got, err := s.Receipts(ctx, ch, 2); err != nil || !slices.Equal(got, want[:2]) {
+		t.Fatalf("Receipts limit 2 = %+v, %v; want the two furthest", got, err)
+	}
+	if got, err := s.Receipts(ctx, never, 10); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Receipts of an unknown channel = %#v, %v; want an empty list", got, err)
+	}
+	// Receipts belong to the epoch: removing history drops them.
+	if err := s.RemoveHistory(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Receipts(ctx, ch, 10); err != nil || len(got) != 0 {
+		t.Fatalf("Receipts after RemoveHistory = %+v, %v", got, err)
+	}
+}
+
 func testPresence(t *testing.T, h Harness) {
 	s := newStore(t, h, Options{})
 	ch := Channel(t)
@@ -690,6 +736,10 @@ func testBadInput(t *testing.T, h Harness) {
 	_, err = s.ReadStates(ctx, "", []string{ch})
 	checks["ReadStates empty user"] = err
 	checks["AddPresence without client"] = s.AddPresence(ctx, ch, message.ClientInfo{User: "u"})
+	_, err = s.Receipts(ctx, "", 10)
+	checks["Receipts empty channel"] = err
+	_, err = s.Receipts(ctx, ch, 0)
+	checks["Receipts limit 0"] = err
 	for what, err := range checks {
 		if err == nil {
 			t.Errorf("%s: no error", what)
