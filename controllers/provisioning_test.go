@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/servertest"
 	"github.com/parley-chat/parley/controllers"
 	"github.com/parley-chat/parley/internal/keys"
 	"github.com/parley-chat/parley/internal/naming"
@@ -721,9 +723,14 @@ func testRotation(t *testing.T, s *suite) {
 		}
 		return nil
 	})
-	if string(api.Data[naming.APIKeyKey]) == string(apiBefore) {
+	apiAfter := api.Data[naming.APIKeyKey]
+	if string(apiAfter) == string(apiBefore) {
 		t.Error("the API key did not change")
 	}
+	// A chat server with the API key files the operator renders, over the
+	// Secret as mounted, accepts both keys during the overlap.
+	apiServer := apiKeyServer(t, s, ns, "rot", api)
+	apiServer.accepts(t, "during the overlap", apiAfter, apiBefore)
 
 	// The same request again does nothing.
 	s.update(t, cc, func() { cc.Annotations["test.parley.io/poke"] = "1" })
@@ -749,6 +756,20 @@ func testRotation(t *testing.T, s *suite) {
 		t.Fatalf("after the overlap the new key is refused: %v", err)
 	}
 	s.event(t, ns, controllers.EventKeyDropped, jwtName)
+	// The API key's overlap ended too: the old key is emptied from the
+	// Secret, and the server refuses it once the mounted file changes.
+	droppedAPI := secret(naming.APIKeySecretName("rot"), func(sec *corev1.Secret) error {
+		if len(sec.Data[keys.APIKeyPreviousKey]) != 0 {
+			return errors.New("previous API key still there")
+		}
+		return nil
+	})
+	if string(droppedAPI.Data[naming.APIKeyKey]) != string(apiAfter) {
+		t.Error("dropping the previous API key changed the current one")
+	}
+	apiServer.mount(t, droppedAPI)
+	apiServer.accepts(t, "after the overlap", apiAfter)
+	apiServer.refuses(t, "after the overlap", apiBefore)
 
 	// A key the user supplies is copied; changing it keeps the replaced one for the overlap.
 	userKey := strings.Repeat("u", 40)
@@ -765,6 +786,90 @@ func testRotation(t *testing.T, s *suite) {
 	if string(supplied.Data[naming.JWTPreviousKey]) != string(newKey) {
 		t.Errorf("the generated key replaced by the user's is not kept for the overlap")
 	}
+}
+
+// keyServer is a chat server whose API key files are those the operator
+// renders for a cluster, holding a key Secret's data as a pod's Secret
+// volume would.
+type keyServer struct {
+	dir string
+	url string
+}
+
+func apiKeyServer(t *testing.T, s *suite, ns, name string, sec *corev1.Secret) *keyServer {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := s.get(t, ns, naming.ConfigMapName(name), cm); err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := config.Parse([]byte(cm.Data["config.json"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := &keyServer{dir: t.TempDir()}
+	ks.mount(t, sec)
+	cfg := servertest.Config()
+	for _, p := range rendered.HTTP.APIKeyPaths() {
+		// The mount directory is the pod's; the file names are the Secret's keys.
+		cfg.HTTP.APIKeyFiles = append(cfg.HTTP.APIKeyFiles, filepath.Join(ks.dir, filepath.Base(p)))
+	}
+	if len(cfg.HTTP.APIKeyFiles) != 2 {
+		t.Fatalf("rendered API key files %v: want the current and the previous key", rendered.HTTP.APIKeyPaths())
+	}
+	ks.url = servertest.Start(t, cfg, nil, nil).HTTP + "/api/presence"
+	return ks
+}
+
+// mount writes the Secret's keys as files, each replaced at once.
+func (ks *keyServer) mount(t *testing.T, sec *corev1.Secret) {
+	t.Helper()
+	for k, v := range sec.Data {
+		p := filepath.Join(ks.dir, k)
+		if err := os.WriteFile(p+".tmp", v, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (ks *keyServer) status(t *testing.T, key []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, ks.url, strings.NewReader(`{"channel":"room:1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-API-Key", string(key))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// accepts and refuses wait for the server to re-read its files (at most once a second).
+func (ks *keyServer) accepts(t *testing.T, when string, keys ...[]byte) {
+	t.Helper()
+	for i, k := range keys {
+		eventually(t, fmt.Sprintf("%s: API key %d accepted", when, i), func() error {
+			if code := ks.status(t, k); code != http.StatusOK {
+				return fmt.Errorf("status %d", code)
+			}
+			return nil
+		})
+	}
+}
+
+func (ks *keyServer) refuses(t *testing.T, when string, key []byte) {
+	t.Helper()
+	eventually(t, when+": old API key refused", func() error {
+		if code := ks.status(t, key); code != http.StatusUnauthorized {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	})
 }
 
 func testCleanupGivesUp(t *testing.T, s *suite) {

@@ -43,8 +43,15 @@ type HTTP struct {
 	TLS *TLS `json:"tls,omitempty"`
 	// ShutdownGracePeriod bounds draining on SIGTERM.
 	ShutdownGracePeriod Duration `json:"shutdownGracePeriod"`
-	// APIKeyFile holds the key guarding the server HTTP API (/api/...). Empty disables the API.
+	// APIKeyFile holds the key guarding the server HTTP API (/api/...). Empty
+	// (and no APIKeyFiles) disables the API.
 	APIKeyFile string `json:"apiKeyFile,omitempty"`
+	// APIKeyFiles are files holding API keys; the first is current, the rest
+	// (the previous key during a rotation) are also accepted. Missing or empty
+	// files beyond the first are ignored, so a rotation Secret may drop its
+	// old key. Every file is re-read when it changes. Set this or APIKeyFile,
+	// not both.
+	APIKeyFiles []string `json:"apiKeyFiles,omitempty"`
 	// AllowedOrigins for WebSocket upgrades; empty allows same-origin only, "*" any.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 	// PingInterval is how often the server sends application pings (default 25s).
@@ -52,6 +59,18 @@ type HTTP struct {
 	// PongTimeout is how long the server waits for the client's pong after a
 	// ping before disconnecting it (default 10s).
 	PongTimeout Duration `json:"pongTimeout,omitempty"`
+}
+
+// APIKeyPaths returns the API key files, current first: APIKeyFiles, or
+// APIKeyFile alone; none when the API is disabled.
+func (h HTTP) APIKeyPaths() []string {
+	if len(h.APIKeyFiles) > 0 {
+		return h.APIKeyFiles
+	}
+	if h.APIKeyFile != "" {
+		return []string{h.APIKeyFile}
+	}
+	return nil
 }
 
 // TLS certificate files.
@@ -244,6 +263,14 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.PongTimeout < 0 {
 		bad("http.pongTimeout", "must not be negative")
+	}
+	if c.HTTP.APIKeyFile != "" && len(c.HTTP.APIKeyFiles) > 0 {
+		bad("http.apiKeyFiles", "set http.apiKeyFile or http.apiKeyFiles, not both")
+	}
+	for i, f := range c.HTTP.APIKeyFiles {
+		if strings.TrimSpace(f) == "" {
+			bad(fmt.Sprintf("http.apiKeyFiles[%d]", i), "must not be empty")
+		}
 	}
 	if !c.Auth.AllowAnonymous && len(c.Auth.HMACSecretFiles) == 0 && c.Auth.JWKSURL == "" {
 		bad("auth", "no way to authenticate: set hmacSecretFiles or jwksURL, or allowAnonymous")

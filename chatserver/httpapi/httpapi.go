@@ -25,13 +25,14 @@ const maxBody = 1 << 20
 // API serves the HTTP API of one node.
 type API struct {
 	n *node.Node
-	// key returns the current API key ("" disables /api/*); read per request so
-	// a rotated key file takes effect.
-	key func() string
+	// keys returns the accepted API keys, current first (none disables
+	// /api/*); read per request so a rotated key file takes effect. During a
+	// rotation the previous key is accepted too.
+	keys func() []string
 }
 
-// New builds the API; key returns the current API key.
-func New(n *node.Node, key func() string) *API { return &API{n: n, key: key} }
+// New builds the API; keys returns the accepted API keys, current first.
+func New(n *node.Node, keys func() []string) *API { return &API{n: n, keys: keys} }
 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
@@ -85,12 +86,12 @@ func writeErr(w http.ResponseWriter, err error) {
 }
 
 // guard checks the API key (header "Authorization: apikey <key>" or
-// "X-API-Key: <key>") in constant time and decodes the JSON body into a map
-// handlers re-decode from.
+// "X-API-Key: <key>") against every accepted key in constant time and
+// passes the body, bounded, to the handler.
 func (a *API) guard(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		want := a.key()
-		if want == "" {
+		keys := a.keys()
+		if len(keys) == 0 {
 			writeJSON(w, http.StatusNotFound, map[string]apiError{"error": {Code: 108, Message: "API disabled: no API key configured"}})
 			return
 		}
@@ -98,7 +99,7 @@ func (a *API) guard(h func(w http.ResponseWriter, r *http.Request, body []byte))
 		if v := r.Header.Get("Authorization"); got == "" && strings.HasPrefix(strings.ToLower(v), "apikey ") {
 			got = strings.TrimSpace(v[len("apikey "):])
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		if !keyMatches(got, keys) {
 			writeJSON(w, http.StatusUnauthorized, map[string]apiError{"error": {Code: 101, Message: "unauthorized"}})
 			return
 		}
@@ -109,6 +110,18 @@ func (a *API) guard(h func(w http.ResponseWriter, r *http.Request, body []byte))
 		}
 		h(w, r, body)
 	}
+}
+
+// keyMatches compares got with every key, without stopping at a match, so
+// the time taken does not say which key (current or previous) matched.
+func keyMatches(got string, keys []string) bool {
+	ok := 0
+	for _, k := range keys {
+		if k != "" {
+			ok |= subtle.ConstantTimeCompare([]byte(got), []byte(k))
+		}
+	}
+	return ok == 1
 }
 
 func decode(body []byte, v any) error {

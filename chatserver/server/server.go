@@ -93,15 +93,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if opts.Backends == nil {
 		opts.Backends = DefaultBackends
 	}
-	apiKey := func() string { return "" }
+	apiKeys := func() []string { return nil }
 	if env := os.Getenv("PARLEY_API_KEY"); env != "" {
-		apiKey = func() string { return env }
-	} else if cfg.HTTP.APIKeyFile != "" {
-		f, err := newWatchedFile(cfg.HTTP.APIKeyFile)
+		apiKeys = func() []string { return []string{env} }
+	} else if paths := cfg.HTTP.APIKeyPaths(); len(paths) > 0 {
+		f, err := newKeyFiles(paths)
 		if err != nil {
-			return fmt.Errorf("http.apiKeyFile: %w", err)
+			key := "http.apiKeyFile"
+			if len(cfg.HTTP.APIKeyFiles) > 0 {
+				key = "http.apiKeyFiles[0]"
+			}
+			return fmt.Errorf("%s: %w", key, err)
 		}
-		apiKey = f.Value
+		apiKeys = f.Keys
 	}
 	var tlsConfig *tls.Config
 	if cfg.HTTP.TLS != nil {
@@ -140,7 +144,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	ws := transport.NewHandler(n)
 	mux := http.NewServeMux()
 	mux.Handle(transport.Path, ws)
-	httpapi.New(n, apiKey).Register(mux)
+	httpapi.New(n, apiKeys).Register(mux)
 	if cfg.Web.Enabled {
 		mux.Handle("/", web.Handler()) // the embedded chat page; specific routes above still win
 	}

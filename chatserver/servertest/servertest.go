@@ -115,7 +115,7 @@ func StartWithBackends(t testing.TB, cfg config.Config, backends server.Backends
 		}
 		cfg.Auth.HMACSecretFiles = []string{keyFile}
 	}
-	if cfg.HTTP.APIKeyFile == "" {
+	if len(cfg.HTTP.APIKeyPaths()) == 0 {
 		keyFile := filepath.Join(dir, "apikey")
 		if err := os.WriteFile(keyFile, []byte(APIKey+"\n"), 0o600); err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/internal/keys"
 	"github.com/parley-chat/parley/internal/naming"
 )
 
@@ -55,7 +56,9 @@ func RenderConfig(c Cluster) config.Config {
 	cfg := config.Default()
 	cfg.HTTP.Address = fmt.Sprintf(":%d", ChatPort)
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(c.drainTimeout())
-	cfg.HTTP.APIKeyFile = APIKeyDir + "/" + naming.APIKeyKey
+	// Both keys of Secret <name>-api-key: the previous one stays valid for
+	// the rotation overlap, then the operator empties it.
+	cfg.HTTP.APIKeyFiles = []string{APIKeyDir + "/" + naming.APIKeyKey, APIKeyDir + "/" + keys.APIKeyPreviousKey}
 	cfg.HTTP.AllowedOrigins = s.AllowedOrigins
 	if s.TLS != nil {
 		cfg.HTTP.TLS = &config.TLS{

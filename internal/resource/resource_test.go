@@ -110,8 +110,12 @@ func TestRenderedConfigLoadsInTheChatServer(t *testing.T) {
 			if want := RenderConfig(c); !equality.Semantic.DeepEqual(cfg, want) {
 				t.Errorf("config changed in the round trip:\n got %+v\nwant %+v", cfg, want)
 			}
-			if cfg.HTTP.Address != ":8000" || cfg.HTTP.APIKeyFile != "/etc/parley/api/api-key" {
+			if cfg.HTTP.Address != ":8000" || cfg.HTTP.APIKeyFile != "" {
 				t.Errorf("http = %+v", cfg.HTTP)
+			}
+			// Both keys of <name>-api-key: the previous one is accepted during a rotation.
+			if !slices.Equal(cfg.HTTP.APIKeyFiles, []string{"/etc/parley/api/api-key", "/etc/parley/api/api-key-previous"}) {
+				t.Errorf("apiKeyFiles = %v", cfg.HTTP.APIKeyFiles)
 			}
 			if !slices.Equal(cfg.Auth.HMACSecretFiles, []string{"/etc/parley/jwt/current", "/etc/parley/jwt/previous"}) {
 				t.Errorf("hmacSecretFiles = %v", cfg.Auth.HMACSecretFiles)
