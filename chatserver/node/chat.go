@@ -16,13 +16,17 @@ import (
 //
 //	publish {channel, data, key}     idempotent publish: a retry with the same key is stored once
 //	typing  {channel}                typing indicator, broadcast, never stored (offset 0, tag type=typing)
-//	read    {channel, offset}        read receipt (never moves backwards)
-//	unread  {channels: [...]}        read states and unread counts
+//	read     {channel, offset}       read receipt (never moves backwards), shown to the channel as a read event
+//	unread   {channels: [...]}       read states and unread counts
+//	receipts {channel, limit}        how far members have read the channel (the "seen by" of a room)
 //	edit    {channel, offset, data}  author-only edit, broadcast as a publication tagged type=edit, ref=<offset>
 //	delete  {channel, offset}        author-only delete, broadcast as a publication tagged type=delete, ref=<offset>
 //
 // Tags on publications let clients tell chat events apart: "type" is
-// "message" (a plain publish carries no tag), "edit", "delete" or "typing".
+// "message" (a plain publish carries no tag), "edit", "delete", "typing" or
+// "read". Typing and read events have offset 0 and are never stored; a read
+// event's data is a ReadEvent ({"reads": [{"user", "last_read"}]}), sent at
+// most once per ReceiptInterval per channel and node.
 const (
 	TagType = "type"
 	TagRef  = "ref"
@@ -46,6 +50,18 @@ type rpcPublish struct {
 type rpcUnread struct {
 	Channels []string `json:"channels"`
 }
+
+type rpcReceipts struct {
+	Channel string `json:"channel"`
+	Limit   int    `json:"limit"`
+}
+
+// Receipts returned by the receipts rpc: DefaultReceipts unless the caller
+// asks for a limit, at most MaxReceipts.
+const (
+	DefaultReceipts = 100
+	MaxReceipts     = 1000
+)
 
 // RPC runs a chat method and returns its JSON result.
 func (n *Node) RPC(ctx context.Context, c Caller, method string, data []byte) ([]byte, error) {
@@ -78,6 +94,12 @@ func (n *Node) RPC(ctx context.Context, c Caller, method string, data []byte) ([
 			return nil, fmt.Errorf("read states: %w", err)
 		}
 		return json.Marshal(map[string]any{"states": states})
+	case "receipts":
+		var req rpcReceipts
+		if err := json.Unmarshal(data, &req); err != nil || req.Channel == "" || req.Limit < 0 || req.Limit > MaxReceipts {
+			return nil, codes.ErrBadRequest
+		}
+		return n.rpcReceipts(ctx, c, req)
 	}
 	return nil, codes.ErrMethodNotFound
 }
@@ -118,13 +140,55 @@ func (n *Node) rpcRead(ctx context.Context, c Caller, req rpcPublish) ([]byte, e
 	if c.Subject.Anonymous {
 		return nil, codes.ErrPermissionDenied
 	}
-	if _, err := n.authz.CanHistory(c.Subject, req.Channel, c.Subscribed(req.Channel)); err != nil && !errors.Is(err, codes.ErrNotAvailable) {
+	if err := n.canReadChannel(c, req.Channel); err != nil {
 		return nil, err
 	}
 	if err := n.store.MarkRead(ctx, req.Channel, c.Subject.User, req.Offset); err != nil {
 		return nil, fmt.Errorf("mark read: %w", err)
 	}
-	return []byte(`{}`), nil
+	// What the store kept (clamped, never back) is what the others see.
+	states, err := n.store.ReadStates(ctx, c.Subject.User, []string{req.Channel})
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var last uint64
+	if len(states) == 1 {
+		last = states[0].LastRead
+	}
+	if last > 0 {
+		n.reads.add(req.Channel, c.Subject.User, last)
+	}
+	return json.Marshal(map[string]uint64{"last_read": last})
+}
+
+// canReadChannel decides who may send and see read receipts: whoever may
+// read the channel's history, or in a namespace without history its subscribers.
+func (n *Node) canReadChannel(c Caller, channel string) error {
+	subscribed := c.Subscribed(channel)
+	_, err := n.authz.CanHistory(c.Subject, channel, subscribed)
+	if errors.Is(err, codes.ErrNotAvailable) {
+		if !subscribed {
+			return codes.ErrPermissionDenied
+		}
+		return nil
+	}
+	return err
+}
+
+// rpcReceipts lists how far the channel's members have read it.
+func (n *Node) rpcReceipts(ctx context.Context, c Caller, req rpcReceipts) ([]byte, error) {
+	if err := n.canReadChannel(c, req.Channel); err != nil {
+		return nil, err
+	}
+	limit := req.Limit
+	if limit == 0 {
+		limit = DefaultReceipts
+	}
+	receipts, err := n.store.Receipts(ctx, req.Channel, limit)
+	if err != nil {
+		return nil, fmt.Errorf("receipts: %w", err)
+	}
+	return json.Marshal(map[string]any{"receipts": receipts})
 }
 
 // rpcEdit handles edit and delete: only the author of the original

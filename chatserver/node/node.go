@@ -65,6 +65,9 @@ type Node struct {
 	// from the store, even if nothing else is published in the channel.
 	unsentMu sync.Mutex
 	unsent   map[string]store.AppendResult
+
+	// reads merges read receipts per channel before broadcasting them.
+	reads *receiptBatcher
 }
 
 // RebroadcastInterval is how often unsent publications are retried.
@@ -114,6 +117,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		o(n)
 	}
 	n.log = logger.With("node", n.id)
+	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
 	if n.metrics == nil {
 		n.metrics = metrics.New()
 	}
@@ -141,6 +145,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() {
 		stop()
 		<-retried
+		n.reads.stop()
 	}()
 	return n.broker.Run(ctx, n)
 }

@@ -176,7 +176,7 @@ func TestBrowserChat(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("browser script failed after %d steps: %v (screenshots in %s)", len(steps), err, artifacts)
 	}
-	const wantSteps = 12
+	const wantSteps = 13
 	if len(steps) != wantSteps {
 		t.Fatalf("browser script passed %d steps, want %d", len(steps), wantSteps)
 	}

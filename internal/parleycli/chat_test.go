@@ -262,6 +262,10 @@ func TestChatFollowPrintsLiveEventsAsJSON(t *testing.T) {
 	if e := next("bob's edit"); e.Type != "edit" || e.Ref != 3 || e.Text != "hi alice!" {
 		t.Fatalf("want bob's edit of #3, got %+v", e)
 	}
+	rpc("read", map[string]any{"channel": channel, "offset": 4})
+	if e := next("bob's read receipt"); e.Type != "read" || e.Offset != 0 || string(e.Data) != `{"reads":[{"user":"bob","last_read":4}]}` {
+		t.Fatalf("want bob's read receipt at 4, got %+v (data %s)", e, e.Data)
+	}
 
 	// alice speaks from stdin: her own message comes back, then the ack.
 	if _, err := io.WriteString(stdinW, "hello bob\n"); err != nil {

@@ -19,7 +19,8 @@ const (
 
 // Event is one line of --json output.
 type Event struct {
-	// Type is message, edit, delete, typing, join, leave or sent.
+	// Type is message, edit, delete, typing, read (data: {"reads": [{user,
+	// last_read}]}), join, leave or sent.
 	Type    string `json:"type"`
 	Channel string `json:"channel"`
 	Offset  uint64 `json:"offset,omitempty"`
@@ -48,7 +49,7 @@ func publicationEvent(channel string, p centrifuge.Publication) Event {
 		e.User, e.Client = p.Info.User, p.Info.Client
 	}
 	switch t := p.Tags[tagType]; t {
-	case "edit", "delete", "typing":
+	case "edit", "delete", "typing", "read":
 		e.Type = t
 	}
 	if ref, err := strconv.ParseUint(p.Tags[tagRef], 10, 64); err == nil {
@@ -116,7 +117,7 @@ func oneLine(s string) string {
 	return strings.NewReplacer("\r\n", "\n", "\n", "\n  ", "\r", " ").Replace(s)
 }
 
-// textLine renders an event for a person; typing is not shown.
+// textLine renders an event for a person; typing and read receipts are not shown.
 func textLine(e Event) string {
 	switch e.Type {
 	case "message":

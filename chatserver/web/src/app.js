@@ -6,8 +6,9 @@
 //
 //	publish {channel, data, key}     idempotent send: a retry with the same key is stored once
 //	typing  {channel}                typing indicator (a publication tagged type=typing, never stored)
-//	read    {channel, offset}        read receipt
-//	unread  {channels}               read states and unread counts
+//	read     {channel, offset}       read receipt; the others get a read event (tag type=read, never stored)
+//	unread   {channels}              read states and unread counts
+//	receipts {channel}               how far each member has read (shown as "Seen by" under your messages)
 //	edit    {channel, offset, data}  author-only edit (a publication tagged type=edit, ref=<offset>)
 //	delete  {channel, offset}        author-only delete (a publication tagged type=delete, ref=<offset>)
 //
@@ -215,6 +216,7 @@ function addRoom(channel) {
     unread: 0,
     marker: null,
     users: new Map(), // user → true (join/leave are per user)
+    reads: new Map(), // other user → offset they have read up to
     typing: new Map(), // user → expiry (ms)
     historyStatus: '',
     scrollTop: null,
@@ -322,11 +324,13 @@ async function onSubscribed(room, ctx) {
   }
   room.error = '';
   refreshPresence(room);
+  refreshReceipts(room);
   if (room === state.active) markReadSoon(room);
 }
 
 function resetRoom(room) {
   room.messages.clear();
+  room.reads.clear(); // receipts belong to the history that was lost
   room.changes.clear();
   room.list.replaceChildren();
   room.marker = null;
@@ -389,6 +393,7 @@ async function loadOlder(room) {
     if (err && err.code === 112) {
       // The history's epoch changed (history was lost): start over.
       resetRoom(room);
+      refreshReceipts(room);
       await loadLatest(room);
     } else {
       setHistoryStatus(room, 'Could not load older messages: ' + errorText(err));
@@ -418,6 +423,10 @@ function ingest(room, p, live) {
   const offset = p.offset || 0;
   if (tags.type === 'typing') {
     if (live && user && user !== state.user) showTyping(room, user);
+    return;
+  }
+  if (tags.type === 'read') {
+    if (live) applyReads(room, (p.data && p.data.reads) || []);
     return;
   }
   if (offset > room.top) room.top = offset;
@@ -496,6 +505,7 @@ function renderMessage(room, m) {
     if (m.pending) receipt = 'Sending…';
     if (m.failed) receipt = 'Not sent: ' + m.failed;
     meta.append(el('span', { class: 'receipt', text: receipt }));
+    meta.append(el('span', { class: 'seen', text: seenText(room, m) }));
   }
   if (mine && m.failed) {
     meta.append(el('span', { class: 'actions' }, el('button', { type: 'button', text: 'Retry', onclick: () => m.retry() })));
@@ -693,6 +703,56 @@ function sendTyping() {
   if (now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
   state.lastTypingSent = now;
   state.client.rpc('typing', { channel: room.channel }).catch(() => {});
+}
+
+// ---------------------------------------------------------------- seen by
+
+// seenText says who has read a message of yours: everyone whose read
+// receipt reaches its offset.
+function seenText(room, m) {
+  if (!m.offset || m.deleted) return '';
+  const names = [];
+  for (const [user, offset] of room.reads) if (offset >= m.offset) names.push(user);
+  if (names.length === 0) return '';
+  names.sort();
+  if (names.length <= 3) return 'Seen by ' + names.join(', ');
+  return 'Seen by ' + names.slice(0, 2).join(', ') + ' and ' + (names.length - 2) + ' others';
+}
+
+function renderSeen(room) {
+  for (const m of room.messages.values()) {
+    if (m.user !== state.user || !state.user) continue;
+    const span = m.el.querySelector('.seen');
+    if (span) {
+      const text = seenText(room, m);
+      if (span.textContent !== text) span.textContent = text;
+    }
+  }
+}
+
+// applyReads takes receipts (a read event, or the receipts RPC); a receipt
+// never moves back.
+function applyReads(room, reads) {
+  let changed = false;
+  for (const r of reads) {
+    if (!r || typeof r.user !== 'string' || !r.user || r.user === state.user) continue;
+    const offset = Number(r.last_read) || 0;
+    if (offset > (room.reads.get(r.user) || 0)) {
+      room.reads.set(r.user, offset);
+      changed = true;
+    }
+  }
+  if (changed) renderSeen(room);
+}
+
+async function refreshReceipts(room) {
+  if (!state.user) return;
+  try {
+    const res = await state.client.rpc('receipts', { channel: room.channel });
+    applyReads(room, (res.data && res.data.receipts) || []);
+  } catch {
+    // Receipts are a convenience; chatting works without them.
+  }
 }
 
 function renderBadge(room) {

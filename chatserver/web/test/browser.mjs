@@ -182,6 +182,14 @@ async function main() {
     if (layout.height > 844 || layout.width > 390) throw new Error(`phone layout overflows the screen: ${JSON.stringify(layout)}`);
     ok('messages: bob → alice and alice → bob across replicas, sends acknowledged');
 
+    // --- read receipts: bob has the room open, so alice sees that he read her messages
+    const seen = ([text, by]) => [...document.querySelectorAll('li.msg.mine')]
+      .some((li) => li.querySelector('.text').textContent === text && li.querySelector('.seen').textContent === by);
+    await waitFor(alice, 'alice sees "Seen by bob"', seen, ['a message to delete', 'Seen by bob']);
+    await waitFor(alice, 'earlier messages seen too', seen, ['hi bob', 'Seen by bob']);
+    await screenshot(alice, 'alice-seen-by-bob');
+    ok('read receipts: alice sees "Seen by bob" under her messages, across replicas');
+
     // --- edit and delete own messages, seen by the other side
     const mine = alice.locator('li.msg.mine', { hasText: 'hi bob' });
     await mine.getByRole('button', { name: /^Edit message/ }).click();
@@ -240,8 +248,10 @@ async function main() {
     await waitMessage(bob, 'bob', 'hello from bob');
     await waitMessage(bob, 'bob', 'hi bob, edited');
     await waitMessage(bob, 'bob', 'Message deleted');
+    // No read event since the reload: the receipts RPC tells bob alice read his message.
+    await waitFor(bob, 'bob sees "Seen by alice" after reload', seen, ['hello from bob', 'Seen by alice']);
     await screenshot(bob, 'bob-after-reload');
-    ok('history after reload: bob\'s page rebuilt the room from history with the edit and the deletion applied');
+    ok('history after reload: bob\'s page rebuilt the room from history with the edit, the deletion and alice\'s read receipt');
 
     // --- recovery after the server side cuts bob's connection
     await bob.evaluate(() => { document.querySelector('li.msg').dataset.probe = 'kept'; });
