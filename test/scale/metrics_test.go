@@ -115,6 +115,27 @@ func scrape(b *testing.B, url string) histogram {
 	return h
 }
 
+// reconcileErrors is controller_runtime_reconcile_errors_total for the chatcluster controller.
+func reconcileErrors(b *testing.B, url string) float64 {
+	b.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	fams, err := parseMetrics(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n float64
+	for _, m := range fams["controller_runtime_reconcile_errors_total"].GetMetric() {
+		if label(m, "controller") == "chatcluster" {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
+}
+
 // writeVerbs are the API verbs that change state.
 var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "DELETECOLLECTION": true, "APPLY": true, "CREATE": true, "UPDATE": true}
 

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,7 +108,7 @@ func BenchmarkOperatorAtScale(b *testing.B) {
 
 func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 	b.Helper()
-	env, cfg := testenv.StartControlPlane(b)
+	env, cfg := startControlPlane(b)
 	cfg.QPS, cfg.Burst = 1000, 2000 // the benchmark's own client must not be the bottleneck
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
@@ -135,6 +136,7 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 		b.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -205,6 +207,10 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 		if time.Now().After(deadline) {
 			b.Fatalf("%d children still missing after 30 minutes; manager log %s", missing, logPath)
 		}
+		if errs := reconcileErrors(b, metricsURL); errs > float64(5*n) {
+			log, _ := os.ReadFile(logPath)
+			b.Fatalf("%d children missing and %.0f reconcile errors; the manager's log ends:\n%s", missing, errs, tail(string(log), 3000))
+		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	res.AllChildrenSec = time.Since(start).Seconds()
@@ -217,7 +223,7 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 
 	// Let the creation-phase requeues (status updates, owned-object events)
 	// settle, then watch one full resync period with nothing changing.
-	settleUntilQuiet(b, metricsURL, 10*time.Second, 3*time.Minute)
+	settleUntilQuiet(b, metricsURL, cfg, 15*time.Second, 5*time.Minute)
 	before := scrape(b, metricsURL)
 	writesBefore := apiWrites(b, cfg)
 	cpuBefore := procCPU(cmd.Process.Pid)
@@ -244,7 +250,36 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 	return res
 }
 
+// startControlPlane is testenv.StartControlPlane with a Service IP range
+// for thousands of Services (envtest's default /24 holds 254).
+func startControlPlane(b *testing.B) (*envtest.Environment, *rest.Config) {
+	b.Helper()
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: testenv.Assets(b),
+		CRDDirectoryPaths:     []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatalf("start envtest control plane: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			b.Errorf("stop envtest: %v", err)
+		}
+	})
+	return env, cfg
+}
+
 type types2 struct{ ns, name string }
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
 
 func atoiOr(s string, def int) int {
 	if v, err := strconv.Atoi(s); err == nil {
@@ -432,15 +467,24 @@ func waitHealthy(b *testing.B, port int, logPath string) {
 	b.Fatalf("manager not ready within 60s:\n%s", log)
 }
 
-// settleUntilQuiet waits until no reconcile happened for quiet (or max passes).
-func settleUntilQuiet(b *testing.B, metricsURL string, quiet, maxWait time.Duration) {
+// settleUntilQuiet waits until neither a reconcile nor an API write (the
+// event recorder drains its backlog of creation events at the client's rate
+// limit well after the reconciles are done) happened for quiet, or max passes.
+func settleUntilQuiet(b *testing.B, metricsURL string, cfg *rest.Config, quiet, maxWait time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(maxWait)
-	last := scrape(b, metricsURL).count
+	state := func() float64 {
+		n := scrape(b, metricsURL).count
+		for _, v := range apiWrites(b, cfg) {
+			n += v
+		}
+		return n
+	}
+	last := state()
 	lastChange := time.Now()
 	for time.Now().Before(deadline) && time.Since(lastChange) < quiet {
 		time.Sleep(time.Second)
-		if c := scrape(b, metricsURL).count; c != last {
+		if c := state(); c != last {
 			last, lastChange = c, time.Now()
 		}
 	}
