@@ -75,7 +75,8 @@ plot=""
 [[ -n $doc ]] && plot=docs/benchmarks-latency.png
 # shellcheck disable=SC2086
 "$BIN/chatbench" suite -parley "$BIN/chatserver-bench" -centrifugo "$CENTRIFUGO" -out "$out" \
-  -doc "$doc" -plot "$plot" "${op_flags[@]}" ${BENCH_FLAGS:-} \
+  -doc "$doc" -plot "$plot" -revision "$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+  "${op_flags[@]}" ${BENCH_FLAGS:-} \
   > "$out/report.md" 2> >(tee "$out/chatbench.log" >&2) || rc=$?
 log "report: ${doc:-$out/report.md}; results: $out/results.json"
 exit "${rc:-0}"

@@ -264,6 +264,9 @@ func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[st
 	p("- CPU: %s, %d cores; memory %.1f GiB; kernel %s; %s\n", m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.GoVersion)
 	p("- open files per process: %d (clients are spread over worker processes; the servers run with the same limit)\n", m.FileLimit)
 	p("- load average before / after the run: %s / %s (other work shared the machine)\n", m.LoadBefore, m.LoadAfter)
+	if r.Revision != "" {
+		p("- Parley revision: `%s`\n", r.Revision)
+	}
 	p("- systems: ")
 	var sys []string
 	for _, t := range r.Targets {

@@ -39,6 +39,8 @@ type SuiteConfig struct {
 
 	// Command is the command line that produced the run, for the report.
 	Command string
+	// Revision is the source revision of the servers under test (git describe).
+	Revision string
 }
 
 // DefaultSuite is the issue's scenarios at full size.
@@ -71,6 +73,7 @@ type SuiteResult struct {
 	Started   time.Time                   `json:"started"`
 	Finished  time.Time                   `json:"finished"`
 	Command   string                      `json:"command"`
+	Revision  string                      `json:"revision,omitempty"`
 	Machine   Machine                     `json:"machine"`
 	Payload   int                         `json:"payloadBytes"`
 	Targets   []TargetInfo                `json:"targets"`
@@ -174,7 +177,7 @@ func (c SuiteConfig) start(ctx context.Context, name string) (*Server, error) {
 func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 	o := c.Options
 	res := &SuiteResult{
-		RunID: c.Env.RunID, Started: time.Now(), Command: c.Command, Machine: ReadMachine(), Payload: o.PayloadBytes,
+		RunID: c.Env.RunID, Started: time.Now(), Command: c.Command, Revision: c.Revision, Machine: ReadMachine(), Payload: o.PayloadBytes,
 		Idle: map[string]*IdleResult{}, Fanout: map[string]*FanoutResult{}, Chat: map[string]*ChatResult{},
 		Reconnect: map[string]*ReconnectResult{}, Headline: map[string]*HeadlineResult{}, Errors: map[string]string{},
 		Config: SuiteConfigSummary{

@@ -108,6 +108,7 @@ func suite(args []string) error {
 	step := fs.Duration("step", d.Fanout.Window, "measured window per rate step")
 	chatRate := fs.Float64("chat-rate", d.ChatRate, "publications/s in the many-rooms scenario")
 	opScale := fs.String("operator-scale", "", "operator-scale.json from test/scale to include in the report")
+	revision := fs.String("revision", "", "source revision of the servers under test, for the report")
 	_ = fs.Parse(args)
 
 	rs, err := floats(*rates)
@@ -139,6 +140,7 @@ func suite(args []string) error {
 	cfg.IdleConns, cfg.ChatRate = *idle, *chatRate
 	cfg.Fanout.FixedRate, cfg.Fanout.Rates, cfg.Fanout.Window = *fixed, rs, *step
 	cfg.Command = "chatbench suite " + strings.Join(args, " ")
+	cfg.Revision = *revision
 	cfg.Env = bench.Env{ParleyBin: abs(*parley), CentrifugoBin: abs(*centrifugo), Dir: outAbs, Secret: randomHex(32),
 		AMQPURL: *amqpURL, PostgresURL: *pgURL, RedisAddr: *redis, RunID: runID, Log: os.Stderr}
 	cfg.Options = bench.Options{WorkerExe: exe, WorkerArgs: []string{"worker"}, Secret: cfg.Env.Secret, RunID: runID, OutDir: outAbs,
