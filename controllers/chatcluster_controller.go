@@ -121,19 +121,26 @@ func (p *pass) err() error { return errors.Join(p.errs...) }
 type step struct {
 	name string
 	run  func(ctx context.Context, p *pass) error
+	// records: the step stores what the external steps need first (the finalizer).
+	records bool
+	// external: the step creates state outside Kubernetes; it waits for a
+	// pass where the recording step succeeded.
+	external bool
 }
 
 // provisioningSteps run before the children, in this order: the finalizer
-// is stored before any external state that needs it exists (finalizer.go);
-// the Secrets the pods mount (keys, database credentials) and the broker
-// topology they connect to exist before the Deployment refers to them. The
-// broker and database steps report through p.setCondition.
+// and status.externalState are stored before any external state that needs
+// them exists (finalizer.go), so when that first step fails the broker and
+// database steps wait for the next pass; the Secrets the pods mount (keys,
+// database credentials) and the broker topology they connect to exist before
+// the Deployment refers to them. The broker and database steps report
+// through p.setCondition.
 func (r *ChatClusterReconciler) provisioningSteps() []step {
 	return []step{
-		{"finalizer", r.reconcileFinalizer},
-		{"keys", r.reconcileKeys},
-		{"broker", r.reconcileBroker},
-		{"database", r.reconcileDatabase},
+		{name: "external state", run: r.reconcileExternalState, records: true},
+		{name: "keys", run: r.reconcileKeys},
+		{name: "broker", run: r.reconcileBroker, external: true},
+		{name: "database", run: r.reconcileDatabase, external: true},
 	}
 }
 
@@ -158,9 +165,18 @@ func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			p.fail(err)
 		}
 	} else {
+		recorded := true // the finalizer and status.externalState are stored
 		for _, s := range r.provisioningSteps() {
-			if err := s.run(ctx, p); err != nil {
+			if s.external && !recorded {
+				continue
+			}
+			err := s.run(ctx, p)
+			if errors.Is(err, errStale) {
+				return ctrl.Result{RequeueAfter: staleRetry}, nil
+			}
+			if err != nil {
 				p.fail(fmt.Errorf("%s: %w", s.name, err))
+				recorded = recorded && !s.records
 			}
 		}
 		if err := r.reconcileChildren(ctx, p); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,54 +33,179 @@ const FinalizerExternalState = "chat.parley.io/external-state"
 // or database gone for good). An event names what was left behind.
 const AnnotationAbandonExternalState = "chat.parley.io/abandon-external-state"
 
-// externalCleanup is one piece of external state a deleted cluster must remove.
-type externalCleanup struct {
+// piece is one kind of external state a ChatCluster may own: its spec
+// section, the condition reporting it, and its record in
+// status.externalState.
+type piece struct {
+	section   string // "broker", "database": spec.<section>
 	condition string
-	what      string // what is left behind if this fails
-	run       func(ctx context.Context) error
+	step      string // its provisioning step (sync cache key)
 }
 
-// cleanups lists what the deletion of cc must remove, per its policies.
-func (r *ChatClusterReconciler) cleanups(cc *v1alpha1.ChatCluster) []externalCleanup {
-	var out []externalCleanup
-	if b := cc.Spec.Broker; b != nil && b.DeletionPolicy != v1alpha1.DeletionPolicyRetain {
-		top := amqpprov.TopologyFor(cc.Namespace, cc.Name)
-		ref := b.SecretRef
-		out = append(out, externalCleanup{
-			condition: v1alpha1.ConditionBrokerReady,
-			what:      "RabbitMQ " + strings.Join(top.Objects(), ", "),
-			run: func(ctx context.Context) error {
-				uri, err := r.secretValue(ctx, cc.Namespace, ref)
-				if err != nil {
-					return fmt.Errorf("broker URI (spec.broker.secretRef): %w", err)
-				}
-				return r.broker().Delete(ctx, uri, top)
-			},
-		})
-	}
-	if d := cc.Spec.Database; d != nil && d.AdminSecretRef != nil && d.ReclaimPolicy == v1alpha1.DeletionPolicyDelete {
-		names := pgprov.DatabaseFor(cc.Namespace, cc.Name)
-		ref := *d.AdminSecretRef
-		out = append(out, externalCleanup{
-			condition: v1alpha1.ConditionDatabaseReady,
-			what:      fmt.Sprintf("PostgreSQL database %q and role %q", names.Name, names.Role),
-			run: func(ctx context.Context) error {
-				uri, err := r.secretValue(ctx, cc.Namespace, ref)
-				if err != nil {
-					return fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err)
-				}
-				return r.database().Drop(ctx, uri, names)
-			},
-		})
-	}
-	return out
+var pieces = []piece{
+	{section: "broker", condition: v1alpha1.ConditionBrokerReady, step: stepBroker},
+	{section: "database", condition: v1alpha1.ConditionDatabaseReady, step: stepDatabase},
 }
 
-// reconcileFinalizer runs first among the provisioning steps: the finalizer
-// is added before any external state that needs cleaning up is created, and
-// removed when the policies no longer ask for cleanup (both Retain).
-func (r *ChatClusterReconciler) reconcileFinalizer(ctx context.Context, p *pass) error {
-	want := len(r.cleanups(p.cc)) > 0
+// record is the piece's entry in es.
+func (pc piece) record(es *v1alpha1.ExternalState) **v1alpha1.ExternalStateRecord {
+	if pc.section == "broker" {
+		return &es.Broker
+	}
+	return &es.Database
+}
+
+// inSpec reports whether cc's spec has the piece's section and, when its
+// policy is Delete, the Secret key the operator deletes the state with.
+func (pc piece) inSpec(cc *v1alpha1.ChatCluster) (present bool, deleteWith *v1alpha1.SecretKeyReference) {
+	switch pc.section {
+	case "broker":
+		b := cc.Spec.Broker
+		if b == nil {
+			return false, nil
+		}
+		if b.DeletionPolicy != v1alpha1.DeletionPolicyRetain {
+			return true, &b.SecretRef
+		}
+		return true, nil
+	default:
+		d := cc.Spec.Database
+		if d == nil {
+			return false, nil
+		}
+		if d.AdminSecretRef != nil && d.ReclaimPolicy == v1alpha1.DeletionPolicyDelete {
+			return true, d.AdminSecretRef
+		}
+		return true, nil
+	}
+}
+
+// what names the piece's external state, for events and conditions.
+func (pc piece) what(cc *v1alpha1.ChatCluster) string {
+	if pc.section == "broker" {
+		return "RabbitMQ " + strings.Join(amqpprov.TopologyFor(cc.Namespace, cc.Name).Objects(), ", ")
+	}
+	names := pgprov.DatabaseFor(cc.Namespace, cc.Name)
+	return fmt.Sprintf("PostgreSQL database %q and role %q", names.Name, names.Role)
+}
+
+// deleteState deletes the piece's external state, reaching it with the URI in ref.
+func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.ChatCluster, pc piece, ref v1alpha1.SecretKeyReference) error {
+	uri, err := r.secretValue(ctx, cc.Namespace, ref)
+	if pc.section == "broker" {
+		if err != nil {
+			return fmt.Errorf("broker URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
+		}
+		return r.broker().Delete(ctx, uri, amqpprov.TopologyFor(cc.Namespace, cc.Name))
+	}
+	if err != nil {
+		return fmt.Errorf("admin URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
+	}
+	return r.database().Drop(ctx, uri, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+}
+
+// externalRecords returns what status.externalState should hold before any
+// cleanup runs: a record for each piece the spec provisions under a Delete
+// policy (the spec's Secret wins: a user may fix it), the records of removed
+// sections kept until their state is deleted, and none for a piece whose
+// policy is now Retain (the user chose to keep it).
+//
+// A live cluster resets the cleanup attempts of a piece its spec wants
+// again. For a deleted one the records are the work list: a piece deleted by
+// an earlier attempt is not added back from the spec, and attempts keep
+// counting. Only a deleted cluster with no records at all (provisioned by an
+// operator that did not keep them) takes its work list from the spec.
+func externalRecords(cc *v1alpha1.ChatCluster, deleting bool) v1alpha1.ExternalState {
+	es := *cc.Status.ExternalState.DeepCopy()
+	fromSpec := !deleting || (es.Broker == nil && es.Database == nil)
+	for _, pc := range pieces {
+		rec := pc.record(&es)
+		switch present, ref := pc.inSpec(cc); {
+		case ref != nil && (*rec == nil || !deleting):
+			if fromSpec {
+				*rec = &v1alpha1.ExternalStateRecord{SecretRef: *ref}
+			}
+		case ref != nil:
+			(*rec).SecretRef = *ref
+		case present:
+			*rec = nil
+		}
+	}
+	return es
+}
+
+// cleanupLimit is how many failed attempts to delete a piece of external state end its retries.
+func (r *ChatClusterReconciler) cleanupLimit() int32 {
+	if n := r.Provisioning.CleanupAttempts; n > 0 {
+		return int32(min(n, 1000))
+	}
+	return defaultCleanupAttempts
+}
+
+// cleanupWait is how long until rec's next cleanup attempt is due (0: now):
+// the backoff after its last failure, which status keeps across restarts.
+func (r *ChatClusterReconciler) cleanupWait(rec *v1alpha1.ExternalStateRecord, now time.Time) time.Duration {
+	if rec.CleanupAttempts == 0 || rec.LastCleanupFailure == nil {
+		return 0
+	}
+	backoff := r.cleanupBackoff(int(rec.CleanupAttempts))
+	wait := rec.LastCleanupFailure.Add(backoff).Sub(now)
+	return max(0, min(wait, backoff)) // a clock behind the last writer's waits no longer than the backoff
+}
+
+// failed records a failed attempt in rec and reports whether it was the last.
+func (r *ChatClusterReconciler) failed(rec *v1alpha1.ExternalStateRecord, now time.Time) (attempt, limit int32, last bool) {
+	t := metav1.NewTime(now)
+	rec.CleanupAttempts++
+	if rec.FirstCleanupFailure == nil {
+		rec.FirstCleanupFailure = &t
+	}
+	rec.LastCleanupFailure = &t
+	limit = r.cleanupLimit()
+	return rec.CleanupAttempts, limit, rec.CleanupAttempts >= limit
+}
+
+func since(rec *v1alpha1.ExternalStateRecord) string {
+	if rec.FirstCleanupFailure == nil {
+		return ""
+	}
+	return ", failing since " + rec.FirstCleanupFailure.UTC().Format(time.RFC3339)
+}
+
+// reconcileExternalState runs first among the provisioning steps. It keeps
+// status.externalState and the finalizer in step with the spec, both stored
+// before the steps after it create any external state that will need
+// deleting, and removed when nothing is left to delete (every policy
+// Retain). When a section with a Delete policy is removed from the spec
+// (spec.broker; spec.database only where validation allows it), its external
+// state is deleted with the Secret recorded for it, with the same bounded
+// retries as a deletion; then its condition goes. A section removed under
+// Retain just loses its condition: the state stays.
+func (r *ChatClusterReconciler) reconcileExternalState(ctx context.Context, p *pass) error {
+	es := externalRecords(p.cc, false)
+	now := r.now()
+	for _, pc := range pieces {
+		if present, _ := pc.inSpec(p.cc); present {
+			continue
+		}
+		// Adding the section again must declare afresh, not trust a check
+		// made before its state was deleted.
+		r.provisioned.synced.drop(p.cc, pc.step)
+		if rec := pc.record(&es); *rec != nil {
+			r.cleanupRemoved(ctx, p, pc, rec, now)
+		}
+	}
+	if !equality.Semantic.DeepEqual(es, p.cc.Status.ExternalState) {
+		p.cc.Status.ExternalState = es
+		if err := r.Status().Patch(ctx, p.cc, client.MergeFromWithOptions(p.original, client.MergeFromWithOptimisticLock{})); err != nil {
+			return staleOr(fmt.Errorf("record status.externalState: %w", err))
+		}
+		// The status patch that ends this pass is based on p.original: move
+		// it to the version just written.
+		p.original = p.cc.DeepCopy()
+	}
+
+	want := es.Broker != nil || es.Database != nil
 	if want == controllerutil.ContainsFinalizer(p.cc, FinalizerExternalState) {
 		return nil
 	}
@@ -91,25 +217,93 @@ func (r *ChatClusterReconciler) reconcileFinalizer(ctx context.Context, p *pass)
 	if err := r.patchFinalizers(ctx, p.original, p.cc); err != nil {
 		return err
 	}
-	// The status patch that ends this pass is based on p.original with an
-	// optimistic lock: move it to the version just written (status unchanged).
 	p.original.ObjectMeta = *p.cc.ObjectMeta.DeepCopy()
 	return nil
+}
+
+// cleanupRemoved deletes the external state of a section removed from the
+// spec under a Delete policy, when its next attempt is due. *rec becomes nil
+// once the state is deleted or the attempts have run out.
+func (r *ChatClusterReconciler) cleanupRemoved(ctx context.Context, p *pass, pc piece, rec **v1alpha1.ExternalStateRecord, now time.Time) {
+	if wait := r.cleanupWait(*rec, now); wait > 0 {
+		p.requeue(wait)
+		return
+	}
+	what := pc.what(p.cc)
+	callCtx, cancel := r.callContext(ctx)
+	err := r.deleteState(callCtx, p.cc, pc, (*rec).SecretRef)
+	cancel()
+	if err == nil {
+		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete",
+			"spec.%s was removed: deleted %s", pc.section, what)
+		*rec = nil
+		return
+	}
+	attempt, limit, last := r.failed(*rec, now)
+	if last {
+		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
+			"spec.%s was removed: gave up after %d attempts%s; left behind %s: %v", pc.section, attempt, since(*rec), what, err)
+		*rec = nil
+		return
+	}
+	r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
+		"spec.%s was removed: attempt %d of %d to delete %s: %v", pc.section, attempt, limit, what, err)
+	p.setCondition(metav1.Condition{
+		Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed,
+		Message: fmt.Sprintf("spec.%s was removed (deletion policy Delete): deleting %s failed: %v (attempt %d of %d; then it is left behind)",
+			pc.section, what, err, attempt, limit),
+	})
+	p.requeue(r.cleanupBackoff(int(attempt)))
+}
+
+// staleConditions lists the conditions of pieces cc no longer has: its
+// section is gone and nothing is left to delete.
+func staleConditions(cc *v1alpha1.ChatCluster) []string {
+	var out []string
+	for _, pc := range pieces {
+		if present, _ := pc.inSpec(cc); !present && *pc.record(&cc.Status.ExternalState) == nil {
+			out = append(out, pc.condition)
+		}
+	}
+	return out
+}
+
+// inSpecCondition reports whether a condition reports a section the spec has
+// (the others, left from a removed section, do not hold up Ready).
+func inSpecCondition(cc *v1alpha1.ChatCluster, typ string) bool {
+	for _, pc := range pieces {
+		if pc.condition == typ {
+			present, _ := pc.inSpec(cc)
+			return present
+		}
+	}
+	return false
 }
 
 // patchFinalizers writes cc's finalizers, failing if cc changed since base was read.
 func (r *ChatClusterReconciler) patchFinalizers(ctx context.Context, base, cc *v1alpha1.ChatCluster) error {
 	if err := r.Patch(ctx, cc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("update finalizers: %w", err)
+		return staleOr(fmt.Errorf("update finalizers: %w", err))
 	}
 	return nil
 }
 
+// staleOr turns a lost optimistic-lock race into errStale: the pass worked
+// from an older ChatCluster and runs again on the newer one.
+func staleOr(err error) error {
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("%w: %v", errStale, err)
+	}
+	return err
+}
+
 // finalize deletes the external state of a ChatCluster being deleted, then
-// releases it. Failures are retried with backoff up to
-// Provisioning.CleanupAttempts times; then the finalizer is released anyway
-// and a warning event names what was left behind, so a broker or database
-// gone for good never blocks the deletion forever. The annotation
+// releases it. Each piece (topology, database) is retried with backoff until
+// it is deleted or Provisioning.CleanupAttempts attempts have failed; then a
+// warning event names what was left behind, so a broker or database gone for
+// good never blocks the deletion forever. The attempts and the time of the
+// last failure are kept in status.externalState, so an operator restart
+// neither resets the count nor cuts a backoff short. The annotation
 // chat.parley.io/abandon-external-state=true lets go at once.
 func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatCluster) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(cc, FinalizerExternalState) {
@@ -117,70 +311,86 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 		return ctrl.Result{}, nil
 	}
 	original := cc.DeepCopy()
-	work := r.cleanups(cc)
+	es := externalRecords(cc, true)
 	if cc.Annotations[AnnotationAbandonExternalState] == "true" {
 		var left []string
-		for _, c := range work {
-			left = append(left, c.what)
+		for _, pc := range pieces {
+			if *pc.record(&es) != nil {
+				left = append(left, pc.what(cc))
+			}
 		}
 		if len(left) > 0 {
 			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventExternalAbandoned, "Delete",
 				"%s=true: left behind %s", AnnotationAbandonExternalState, strings.Join(left, "; "))
 		}
-		return ctrl.Result{}, r.release(ctx, original, cc)
+		return r.release(ctx, original, cc)
 	}
 
-	var failed []externalCleanup
-	var errs []error
-	for _, c := range work {
+	now := r.now()
+	var deleted []string
+	var wait time.Duration
+	for _, pc := range pieces {
+		rec := pc.record(&es)
+		if *rec == nil {
+			continue
+		}
+		if w := r.cleanupWait(*rec, now); w > 0 {
+			wait = soonest(wait, w)
+			continue
+		}
+		what := pc.what(cc)
 		callCtx, cancel := r.callContext(ctx)
-		err := c.run(callCtx)
+		err := r.deleteState(callCtx, cc, pc, (*rec).SecretRef)
 		cancel()
-		if err != nil {
-			failed = append(failed, c)
-			errs = append(errs, fmt.Errorf("delete %s: %w", c.what, err))
+		if err == nil {
+			deleted = append(deleted, what)
+			*rec = nil
+			continue
 		}
-	}
-	if len(failed) == 0 {
-		if len(work) > 0 {
-			var done []string
-			for _, c := range work {
-				done = append(done, c.what)
-			}
-			r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete", "deleted %s", strings.Join(done, "; "))
+		err = fmt.Errorf("delete %s: %w", what, err)
+		attempt, limit, last := r.failed(*rec, now)
+		if last {
+			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
+				"gave up after %d attempts%s; left behind %s: %v", attempt, since(*rec), what, err)
+			*rec = nil
+			continue
 		}
-		return ctrl.Result{}, r.release(ctx, original, cc)
-	}
-
-	attempt := r.provisioned.cleanups.inc(cc.UID)
-	limit := r.Provisioning.CleanupAttempts
-	if limit <= 0 {
-		limit = defaultCleanupAttempts
-	}
-	var left []string
-	for _, c := range failed {
-		left = append(left, c.what)
-	}
-	cause := errors.Join(errs...)
-	if attempt >= limit {
-		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
-			"gave up after %d attempts; left behind %s: %v", attempt, strings.Join(left, "; "), cause)
-		return ctrl.Result{}, r.release(ctx, original, cc)
-	}
-	r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
-		"attempt %d of %d: %v", attempt, limit, cause)
-	// The conditions say what is still there and how to let go.
-	for i, c := range failed {
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
+			"attempt %d of %d: %v", attempt, limit, err)
+		// The condition says what is still there and how to let go.
 		meta.SetStatusCondition(&cc.Status.Conditions, metav1.Condition{
-			Type: c.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed, ObservedGeneration: cc.Generation,
+			Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed, ObservedGeneration: cc.Generation,
 			Message: fmt.Sprintf("deleting the ChatCluster: %v (attempt %d of %d; then %s is left behind; annotate %s=true to let go now)",
-				errs[i], attempt, limit, c.what, AnnotationAbandonExternalState),
+				err, attempt, limit, what, AnnotationAbandonExternalState),
 		})
+		wait = soonest(wait, r.cleanupBackoff(int(attempt)))
 	}
-	if err := r.Status().Patch(ctx, cc, client.MergeFrom(original)); err != nil && !apierrors.IsNotFound(err) {
+	if len(deleted) > 0 {
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete", "deleted %s", strings.Join(deleted, "; "))
+	}
+	if es.Broker == nil && es.Database == nil {
+		return r.release(ctx, original, cc)
+	}
+	cc.Status.ExternalState = es
+	if err := r.Status().Patch(ctx, cc, client.MergeFromWithOptions(original, client.MergeFromWithOptimisticLock{})); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return ctrl.Result{}, nil
+		case apierrors.IsConflict(err):
+			// Read from a stale cache: the attempt is not counted, the next pass counts on.
+			return ctrl.Result{RequeueAfter: staleRetry}, nil
+		}
 		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
 	}
-	return ctrl.Result{RequeueAfter: r.cleanupBackoff(attempt)}, nil
+	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// soonest is the shorter of two waits, 0 counting as none.
+func soonest(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 func (r *ChatClusterReconciler) cleanupBackoff(attempt int) time.Duration {
@@ -195,19 +405,21 @@ func (r *ChatClusterReconciler) cleanupBackoff(attempt int) time.Duration {
 }
 
 // release removes the finalizer so the ChatCluster goes.
-func (r *ChatClusterReconciler) release(ctx context.Context, original, cc *v1alpha1.ChatCluster) error {
+func (r *ChatClusterReconciler) release(ctx context.Context, original, cc *v1alpha1.ChatCluster) (ctrl.Result, error) {
 	controllerutil.RemoveFinalizer(cc, FinalizerExternalState)
 	if err := r.patchFinalizers(ctx, original, cc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
+		switch {
+		case apierrors.IsNotFound(err):
+			return ctrl.Result{}, nil
+		case errors.Is(err, errStale):
+			return ctrl.Result{RequeueAfter: staleRetry}, nil
 		}
-		return err
+		return ctrl.Result{}, err
 	}
 	r.forgetCluster(cc)
-	return nil
+	return ctrl.Result{}, nil
 }
 
 func (r *ChatClusterReconciler) forgetCluster(cc *v1alpha1.ChatCluster) {
 	r.provisioned.synced.forget(types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name})
-	r.provisioned.cleanups.forget(cc.UID)
 }

@@ -49,8 +49,9 @@ type Provisioning struct {
 	// a referenced Secret always does.
 	CheckInterval time.Duration
 	// CleanupAttempts bounds the tries to delete external state when a
-	// ChatCluster is deleted (default 5); after them the finalizer is
-	// released and an event names what was left behind.
+	// ChatCluster is deleted, or the section that asked for it is removed
+	// (default 5); after them the operator lets go and an event names what
+	// was left behind. The count is kept in status.externalState.
 	CleanupAttempts int
 	// CleanupBackoff is the wait after the first failed cleanup, doubled
 	// after each further one (default 5s).
@@ -58,10 +59,10 @@ type Provisioning struct {
 }
 
 // provisioningState is what the provisioning steps remember between passes
-// (in memory: an operator restart just checks everything again).
+// (in memory: an operator restart just checks everything again). What must
+// survive a restart, the cleanup attempts, is in status.externalState.
 type provisioningState struct {
-	synced   syncCache
-	cleanups attemptCounter
+	synced syncCache
 }
 
 const (
@@ -324,6 +325,13 @@ func (c *syncCache) invalidate(cc *v1alpha1.ChatCluster, step string) {
 	}
 }
 
+// drop forgets one step of a cluster (its section was removed from the spec).
+func (c *syncCache) drop(cc *v1alpha1.ChatCluster, step string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, keyOf(cc, step))
+}
+
 // forget drops what is remembered about a cluster (deleted).
 func (c *syncCache) forget(cluster types.NamespacedName) {
 	c.mu.Lock()
@@ -333,26 +341,4 @@ func (c *syncCache) forget(cluster types.NamespacedName) {
 			delete(c.m, k)
 		}
 	}
-}
-
-// attemptCounter counts failed cleanups per deleted ChatCluster.
-type attemptCounter struct {
-	mu sync.Mutex
-	m  map[types.UID]int
-}
-
-func (a *attemptCounter) inc(uid types.UID) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.m == nil {
-		a.m = map[types.UID]int{}
-	}
-	a.m[uid]++
-	return a.m[uid]
-}
-
-func (a *attemptCounter) forget(uid types.UID) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.m, uid)
 }

@@ -47,8 +47,9 @@ type calls struct {
 	deletes  int
 	ensures  []string // passwords
 	drops    int
-	// hadFinalizer records, at each declare, whether the stored cluster had the finalizer.
-	hadFinalizer []bool
+	// hadFinalizer records, at each declare, whether the stored cluster had
+	// the finalizer; hadRecord, whether its status.externalState named the broker.
+	hadFinalizer, hadRecord []bool
 }
 
 type harness struct {
@@ -82,6 +83,7 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 					stored := &v1alpha1.ChatCluster{}
 					if err := c.Get(ctx, types.NamespacedName{Namespace: testNS, Name: "team"}, stored); err == nil {
 						h.calls.hadFinalizer = append(h.calls.hadFinalizer, controllerutil.ContainsFinalizer(stored, FinalizerExternalState))
+						h.calls.hadRecord = append(h.calls.hadRecord, stored.Status.ExternalState.Broker != nil)
 					}
 					if h.broker.declareErr != nil {
 						return amqpprov.Declared{}, h.broker.declareErr
@@ -187,6 +189,12 @@ func TestTheFinalizerIsStoredBeforeAnyExternalStateIsCreated(t *testing.T) {
 	}
 	if len(h.calls.hadFinalizer) != 1 || !h.calls.hadFinalizer[0] {
 		t.Fatalf("declare saw the finalizer stored: %v; want [true]", h.calls.hadFinalizer)
+	}
+	if len(h.calls.hadRecord) != 1 || !h.calls.hadRecord[0] {
+		t.Fatalf("declare saw status.externalState.broker stored: %v; want [true]", h.calls.hadRecord)
+	}
+	if rec := p.cc.Status.ExternalState; rec.Broker == nil || rec.Broker.SecretRef.Name != "rabbitmq" || rec.Database != nil {
+		t.Errorf("status.externalState = %+v; want the broker (Delete) with its Secret, not the database (Retain)", rec)
 	}
 	if p.original.ResourceVersion != p.cc.ResourceVersion {
 		t.Error("the status patch base was not moved to the version with the finalizer")
@@ -455,12 +463,17 @@ func TestCleanupRetriesWithBackoffThenGivesUpAndNamesWhatIsLeft(t *testing.T) {
 		if c == nil || c.Reason != ReasonCleanupFailed || !strings.Contains(c.Message, "parley.chat.team.pub") || !strings.Contains(c.Message, AnnotationAbandonExternalState) {
 			t.Fatalf("attempt %d: BrokerReady = %+v", attempt, c)
 		}
+		// A pass before the backoff is over (another event, a restart) does not try early.
+		if res, err := h.r.finalize(ctx, cur); err != nil || res.RequeueAfter != waits[attempt-1] || h.calls.deletes != attempt {
+			t.Fatalf("attempt %d: a pass within the backoff: %+v, %v, %d deletes", attempt, res, err, h.calls.deletes)
+		}
+		h.clock.add(res.RequeueAfter)
 	}
 	if waits[0] != time.Second || waits[1] != 2*time.Second {
 		t.Errorf("backoff = %v, want [1s 2s]", waits)
 	}
-	if h.calls.drops != 2 {
-		t.Errorf("the database (which drops fine) was dropped %d times; want once per attempt", h.calls.drops)
+	if h.calls.drops != 1 {
+		t.Errorf("the database (which drops fine) was dropped %d times; want once", h.calls.drops)
 	}
 	if _, err := h.r.finalize(ctx, cur); err != nil {
 		t.Fatal(err)

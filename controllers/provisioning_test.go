@@ -50,6 +50,7 @@ func init() {
 	register("RotationKeepsTheOldKeyValidForTheOverlap", testRotation)
 	register("DeletionGivesUpAndNamesWhatWasLeft", testCleanupGivesUp)
 	register("AbandonAnnotationLetsGoAtOnce", testAbandon)
+	register("RemovingTheBrokerDeletesItsTopologyAndCondition", testRemoveBroker)
 }
 
 // clock is the provisioning steps' clock in these tests: real time plus an
@@ -460,6 +461,11 @@ func testRetain(t *testing.T, s *suite) {
 		}
 		return nil
 	})
+
+	// Removing spec.broker under Retain keeps the topology; BrokerReady goes.
+	s.update(t, cc, func() { cc.Spec.Broker = nil })
+	noCondition(t, s, ns, "kept", v1alpha1.ConditionBrokerReady)
+	topologyIs(t, top, true)
 
 	s.delete(t, cc)
 	s.gone(t, ns, "kept")
@@ -910,6 +916,11 @@ func testAbandon(t *testing.T, s *suite) {
 	if !strings.Contains(c.Message, top.Exchange) || !strings.Contains(c.Message, controllers.AnnotationAbandonExternalState) {
 		t.Errorf("cleanup condition %q should name the exchange and the annotation", c.Message)
 	}
+	// The attempts are in the status, where a restarted operator finds them.
+	if rec := s.cluster(t, ns, "bye").Status.ExternalState.Broker; rec == nil || rec.CleanupAttempts < 1 ||
+		rec.FirstCleanupFailure == nil || rec.LastCleanupFailure == nil || rec.SecretRef.Name != "rabbitmq-admin" {
+		t.Errorf("status.externalState.broker = %+v; want the failed attempts counted", rec)
+	}
 	cc = s.cluster(t, ns, "bye")
 	s.update(t, cc, func() {
 		if cc.Annotations == nil {
@@ -919,4 +930,45 @@ func testAbandon(t *testing.T, s *suite) {
 	})
 	s.gone(t, ns, "bye")
 	s.event(t, ns, controllers.EventExternalAbandoned, top.Exchange)
+}
+
+// noCondition waits until the cluster has no condition of type typ.
+func noCondition(t *testing.T, s *suite, ns, name, typ string) {
+	t.Helper()
+	eventually(t, typ+" removed", func() error {
+		if c := meta.FindStatusCondition(s.cluster(t, ns, name).Status.Conditions, typ); c != nil {
+			return fmt.Errorf("%s = %+v", typ, c)
+		}
+		return nil
+	})
+}
+
+func testRemoveBroker(t *testing.T, s *suite) {
+	ns := s.namespace(t)
+	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": testenv.AMQPURL()})
+	cc := newCluster(ns, "unbrokered")
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
+	s.create(t, cc)
+	top := amqpprov.TopologyFor(ns, "unbrokered")
+	forgetTopology(t, top)
+	s.condition(t, ns, "unbrokered", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
+	topologyIs(t, top, true)
+	if rec := s.cluster(t, ns, "unbrokered").Status.ExternalState.Broker; rec == nil || rec.SecretRef.Name != "rabbitmq-admin" {
+		t.Errorf("status.externalState.broker = %+v; want the broker's Secret recorded", rec)
+	}
+
+	// deletionPolicy Delete (the default): removing spec.broker deletes the
+	// topology, then its condition, record and the finalizer go.
+	cc = s.cluster(t, ns, "unbrokered")
+	s.update(t, cc, func() { cc.Spec.Broker = nil })
+	topologyIs(t, top, false)
+	noCondition(t, s, ns, "unbrokered", v1alpha1.ConditionBrokerReady)
+	eventually(t, "record and finalizer gone", func() error {
+		got := s.cluster(t, ns, "unbrokered")
+		if got.Status.ExternalState.Broker != nil || len(got.Finalizers) != 0 {
+			return fmt.Errorf("record %+v, finalizers %v", got.Status.ExternalState.Broker, got.Finalizers)
+		}
+		return nil
+	})
+	s.event(t, ns, controllers.EventExternalDeleted, "spec.broker was removed", top.Exchange)
 }

@@ -40,8 +40,14 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 	for _, c := range p.conditions {
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
+	// A section removed from the spec takes its condition along once
+	// nothing is left to delete (finalizer.go); until then its condition
+	// reports the cleanup without holding up Ready.
+	for _, typ := range staleConditions(cc) {
+		meta.RemoveStatusCondition(&st.Conditions, typ)
+	}
 	for _, c := range st.Conditions {
-		if c.Type == v1alpha1.ConditionBrokerReady || c.Type == v1alpha1.ConditionDatabaseReady {
+		if (c.Type == v1alpha1.ConditionBrokerReady || c.Type == v1alpha1.ConditionDatabaseReady) && inSpecCondition(cc, c.Type) {
 			o.Dependencies = append(o.Dependencies, c)
 		}
 	}

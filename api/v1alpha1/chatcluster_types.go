@@ -683,6 +683,45 @@ type ChatClusterStatus struct {
 	// Secrets are the names of the Secrets the operator generated for this cluster.
 	// +optional
 	Secrets GeneratedSecrets `json:"secrets,omitempty"`
+
+	// ExternalState is what the operator created outside Kubernetes and will
+	// delete under a Delete policy: when the ChatCluster is deleted, or when
+	// the spec section that asked for it is removed. It remembers the Secret
+	// to reach it through and the failed cleanup attempts, so the bounded
+	// retries hold across operator restarts.
+	// +optional
+	ExternalState ExternalState `json:"externalState,omitempty"`
+}
+
+// ExternalState lists the external state the operator will delete.
+type ExternalState struct {
+	// Broker is the cluster's RabbitMQ topology (spec.broker.deletionPolicy Delete).
+	// +optional
+	Broker *ExternalStateRecord `json:"broker,omitempty"`
+	// Database is the cluster's PostgreSQL role and database (spec.database.reclaimPolicy Delete).
+	// +optional
+	Database *ExternalStateRecord `json:"database,omitempty"`
+}
+
+// ExternalStateRecord is one piece of external state to delete, and how far
+// its deletion got.
+type ExternalStateRecord struct {
+	// SecretRef is the Secret key holding the URI the operator deletes it
+	// with (spec.broker.secretRef, spec.database.adminSecretRef), kept so that
+	// removing the section from the spec still lets the operator delete it.
+	SecretRef SecretKeyReference `json:"secretRef"`
+	// CleanupAttempts counts the failed attempts to delete it. The operator
+	// gives up after its --cleanup-attempts, with an event naming what was
+	// left behind.
+	// +optional
+	CleanupAttempts int32 `json:"cleanupAttempts,omitempty"`
+	// FirstCleanupFailure is when the first attempt to delete it failed.
+	// +optional
+	FirstCleanupFailure *metav1.Time `json:"firstCleanupFailure,omitempty"`
+	// LastCleanupFailure is when the latest attempt failed; the next one
+	// waits for the backoff from then.
+	// +optional
+	LastCleanupFailure *metav1.Time `json:"lastCleanupFailure,omitempty"`
 }
 
 // GeneratedSecrets names the Secrets the operator generated.
