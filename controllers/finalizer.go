@@ -137,9 +137,9 @@ func externalRecords(cc *v1alpha1.ChatCluster, deleting bool) v1alpha1.ExternalS
 // cleanupLimit is how many failed attempts to delete a piece of external state end its retries.
 func (r *ChatClusterReconciler) cleanupLimit() int32 {
 	if n := r.Provisioning.CleanupAttempts; n > 0 {
-		return int32(min(n, 1000))
+		return int32(min(n, MaxCleanupAttempts))
 	}
-	return defaultCleanupAttempts
+	return DefaultCleanupAttempts
 }
 
 // cleanupWait is how long until rec's next cleanup attempt is due (0: now):
@@ -396,7 +396,7 @@ func soonest(a, b time.Duration) time.Duration {
 func (r *ChatClusterReconciler) cleanupBackoff(attempt int) time.Duration {
 	d := r.Provisioning.CleanupBackoff
 	if d <= 0 {
-		d = defaultCleanupBackoff
+		d = DefaultCleanupBackoff
 	}
 	for i := 1; i < attempt && d < 10*time.Minute; i++ {
 		d *= 2

@@ -65,12 +65,37 @@ type provisioningState struct {
 	synced syncCache
 }
 
+// Defaults of the Provisioning settings left zero (and of the manager's flags).
 const (
-	defaultCallTimeout     = 20 * time.Second
-	defaultCheckInterval   = 10 * time.Minute
-	defaultCleanupAttempts = 5
-	defaultCleanupBackoff  = 5 * time.Second
+	DefaultCallTimeout     = 20 * time.Second
+	DefaultCheckInterval   = 10 * time.Minute
+	DefaultCleanupAttempts = 5
+	DefaultCleanupBackoff  = 5 * time.Second
 )
+
+// MaxCleanupAttempts bounds CleanupAttempts: retries stay bounded in time.
+const MaxCleanupAttempts = 1000
+
+// ValidateFlags checks settings given explicitly, as the manager's flags
+// give them (where 0 is not "the default"): at least one cleanup attempt, at
+// most MaxCleanupAttempts; a positive call timeout and backoff; a check
+// interval not negative (0: the resync period). Errors name the flags.
+func (p Provisioning) ValidateFlags() error {
+	var errs []error
+	if p.CleanupAttempts < 1 || p.CleanupAttempts > MaxCleanupAttempts {
+		errs = append(errs, fmt.Errorf("--cleanup-attempts=%d: must be between 1 and %d", p.CleanupAttempts, MaxCleanupAttempts))
+	}
+	if p.CleanupBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("--cleanup-backoff=%s: must be positive", p.CleanupBackoff))
+	}
+	if p.CallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--external-call-timeout=%s: must be positive", p.CallTimeout))
+	}
+	if p.CheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("--external-check-interval=%s: must not be negative (0: the resync period)", p.CheckInterval))
+	}
+	return errors.Join(errs...)
+}
 
 func (r *ChatClusterReconciler) broker() amqpprov.Provisioner {
 	if r.Provisioning.Broker == nil {
@@ -96,7 +121,7 @@ func (r *ChatClusterReconciler) now() time.Time {
 func (r *ChatClusterReconciler) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	t := r.Provisioning.CallTimeout
 	if t <= 0 {
-		t = defaultCallTimeout
+		t = DefaultCallTimeout
 	}
 	return context.WithTimeout(ctx, t)
 }
@@ -108,7 +133,7 @@ func (r *ChatClusterReconciler) checkInterval() time.Duration {
 	case r.Options.ResyncPeriod > 0:
 		return r.Options.ResyncPeriod
 	}
-	return defaultCheckInterval
+	return DefaultCheckInterval
 }
 
 // Condition reasons the provisioning steps add to those of the provisioners

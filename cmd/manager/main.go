@@ -32,6 +32,7 @@ func main() {
 		burst            int
 		concurrency      int
 		resync           time.Duration
+		prov             controllers.Provisioning
 	)
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
@@ -45,6 +46,14 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 30, "burst of queries to the API server")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 2, "ChatClusters reconciled in parallel")
 	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
+	flag.IntVar(&prov.CleanupAttempts, "cleanup-attempts", controllers.DefaultCleanupAttempts,
+		"failed attempts to delete a ChatCluster's RabbitMQ topology or PostgreSQL database before it is left behind (with an event)")
+	flag.DurationVar(&prov.CleanupBackoff, "cleanup-backoff", controllers.DefaultCleanupBackoff,
+		"wait after the first failed cleanup attempt, doubled after each further one")
+	flag.DurationVar(&prov.CallTimeout, "external-call-timeout", controllers.DefaultCallTimeout,
+		"timeout of one call to RabbitMQ or PostgreSQL")
+	flag.DurationVar(&prov.CheckInterval, "external-check-interval", 0,
+		"how long a successful RabbitMQ declare or PostgreSQL check is trusted before the next repairs drift; 0: the resync period")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -52,15 +61,18 @@ func main() {
 
 	if err := run(watchNamespaces, leaderElect, leaderElectionID, leaderElectionNS, metricsAddr, probeAddr,
 		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency},
-		float32(qps), burst); err != nil {
+		prov, float32(qps), burst); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
 }
 
-func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, probeAddr string, opts controllers.Options, qps float32, burst int) error {
+func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, probeAddr string, opts controllers.Options, prov controllers.Provisioning, qps float32, burst int) error {
 	if opts.DefaultImage == "" {
 		return fmt.Errorf("--chat-server-image must not be empty")
+	}
+	if err := prov.ValidateFlags(); err != nil {
+		return err
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -88,7 +100,7 @@ func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, prob
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := (&controllers.ChatClusterReconciler{Options: opts}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.ChatClusterReconciler{Options: opts, Provisioning: prov}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up ChatCluster controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -151,6 +151,9 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		"kube-api-burst":            "30",
 		"max-concurrent-reconciles": "2",
 		"resync-period":             "10m",
+		"cleanup-attempts":          "5",
+		"cleanup-backoff":           "5s",
+		"external-call-timeout":     "20s",
 		"zap-log-level":             "info",
 	}
 	if !reflect.DeepEqual(args, want) {
@@ -223,14 +226,18 @@ func TestHelmTemplateFullValues(t *testing.T) {
 	}
 	args := argMap(t, c.Args)
 	for k, v := range map[string]string{
-		"watch-namespaces":     "team-a,team-b",
-		"chat-server-image":    "registry.example.org/platform/parley-chatserver:1.2.3",
-		"metrics-bind-address": ":9090",
-		"kube-api-qps":         "50",
-		"kube-api-burst":       "100",
-		"zap-log-level":        "debug",
-		"cluster-domain":       "k8s.example.org",
-		"resync-period":        "5m",
+		"watch-namespaces":        "team-a,team-b",
+		"chat-server-image":       "registry.example.org/platform/parley-chatserver:1.2.3",
+		"metrics-bind-address":    ":9090",
+		"kube-api-qps":            "50",
+		"kube-api-burst":          "100",
+		"zap-log-level":           "debug",
+		"cluster-domain":          "k8s.example.org",
+		"resync-period":           "5m",
+		"cleanup-attempts":        "8",
+		"cleanup-backoff":         "2s",
+		"external-call-timeout":   "45s",
+		"external-check-interval": "3m",
 	} {
 		if args[k] != v {
 			t.Errorf("--%s = %q, want %q", k, args[k], v)

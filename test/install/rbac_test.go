@@ -223,6 +223,23 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 	if err != nil {
 		t.Fatalf("--max-concurrent-reconciles: %v", err)
 	}
+	var prov controllers.Provisioning
+	if prov.CleanupAttempts, err = strconv.Atoi(args["cleanup-attempts"]); err != nil {
+		t.Fatalf("--cleanup-attempts: %v", err)
+	}
+	for flag, d := range map[string]*time.Duration{"cleanup-backoff": &prov.CleanupBackoff, "external-call-timeout": &prov.CallTimeout} {
+		if *d, err = time.ParseDuration(args[flag]); err != nil {
+			t.Fatalf("--%s: %v", flag, err)
+		}
+	}
+	if v, ok := args["external-check-interval"]; ok {
+		if prov.CheckInterval, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("--external-check-interval: %v", err)
+		}
+	}
+	if err := prov.ValidateFlags(); err != nil {
+		t.Fatalf("the chart's flags: %v", err)
+	}
 	cfg := rest.CopyConfig(as)
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -243,7 +260,7 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 	}
 	r := &controllers.ChatClusterReconciler{Options: controllers.Options{
 		DefaultImage: args["chat-server-image"], ResyncPeriod: resync, MaxConcurrentReconciles: workers,
-	}}
+	}, Provisioning: prov}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatalf("set up reconciler: %v", err)
 	}

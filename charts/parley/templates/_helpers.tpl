@@ -93,6 +93,14 @@ creates and renews it) and the core Events it records about it. */}}
 - --kube-api-burst={{ .Values.operator.kubeAPIBurst }}
 - --max-concurrent-reconciles={{ .Values.operator.maxConcurrentReconciles }}
 - --resync-period={{ .Values.operator.resyncPeriod }}
+{{- with .Values.operator.provisioning }}
+- --cleanup-attempts={{ .cleanupAttempts }}
+- --cleanup-backoff={{ .cleanupBackoff }}
+- --external-call-timeout={{ .callTimeout }}
+{{- with .checkInterval }}
+- --external-check-interval={{ . }}
+{{- end }}
+{{- end }}
 {{- with .Values.operator.clusterDomain }}
 - --cluster-domain={{ . }}
 {{- end }}

@@ -1,0 +1,43 @@
+package controllers_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/controllers"
+)
+
+func TestProvisioningFlags(t *testing.T) {
+	defaults := controllers.Provisioning{
+		CleanupAttempts: controllers.DefaultCleanupAttempts,
+		CleanupBackoff:  controllers.DefaultCleanupBackoff,
+		CallTimeout:     controllers.DefaultCallTimeout,
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(p *controllers.Provisioning)
+		want   string // "" for valid
+	}{
+		{"the manager's defaults", func(*controllers.Provisioning) {}, ""},
+		{"an explicit check interval", func(p *controllers.Provisioning) { p.CheckInterval = time.Minute }, ""},
+		{"a single attempt", func(p *controllers.Provisioning) { p.CleanupAttempts = 1 }, ""},
+		{"no attempt", func(p *controllers.Provisioning) { p.CleanupAttempts = 0 }, "--cleanup-attempts=0"},
+		{"too many attempts", func(p *controllers.Provisioning) { p.CleanupAttempts = controllers.MaxCleanupAttempts + 1 }, "--cleanup-attempts=1001"},
+		{"no backoff", func(p *controllers.Provisioning) { p.CleanupBackoff = 0 }, "--cleanup-backoff=0s"},
+		{"no call timeout", func(p *controllers.Provisioning) { p.CallTimeout = -time.Second }, "--external-call-timeout=-1s"},
+		{"negative check interval", func(p *controllers.Provisioning) { p.CheckInterval = -time.Second }, "--external-check-interval=-1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := defaults
+			tc.change(&p)
+			err := p.ValidateFlags()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
