@@ -109,6 +109,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{ws: ws, proto: proto, maxQueue: h.maxQueue, wake: make(chan struct{}, 1), done: make(chan struct{}), metrics: h.n.Metrics()}
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
+	// Shutdown may have listed the connections while this one was upgrading.
+	lateForShutdown := h.closing
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
@@ -116,6 +118,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 	}()
 	go c.writePump()
+	if lateForShutdown {
+		c.Close(codes.DisconnectShutdown)
+	}
 	sess := session.New(h.n, c)
 	h.readPump(c, sess)
 	sess.Close()
