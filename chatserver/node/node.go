@@ -533,7 +533,8 @@ func (n *Node) PresenceStats(ctx context.Context, channel string) (int, int, err
 }
 
 // UserConnectionsAllowed reports whether the user may open another connection
-// on this node (limits.connectionsPerUser counts per node).
+// on this node: the fast check, without the store. AdmitConnection then
+// applies limits.connectionsPerUser across the cluster.
 func (n *Node) UserConnectionsAllowed(user string) bool {
 	limit := n.cfg.Limits.ConnectionsPerUser
 	return limit <= 0 || len(n.hub.UserConns(user)) < limit

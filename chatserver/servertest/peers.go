@@ -19,7 +19,12 @@ func (sharedStore) Close() error { return nil }
 // is closed after the last of them stopped.
 func Peers(t testing.TB, cfg config.Config, n int) []*Server {
 	t.Helper()
-	st := storememory.New(storememory.Options{})
+	return PeersWithStore(t, cfg, n, storememory.New(storememory.Options{}))
+}
+
+// PeersWithStore is Peers sharing st (closed after the last server stopped).
+func PeersWithStore(t testing.TB, cfg config.Config, n int, st store.Store) []*Server {
+	t.Helper()
 	t.Cleanup(func() { _ = st.Close() }) // registered first: runs after every server stopped
 	network := brokermemory.NewNetwork()
 	out := make([]*Server, n)

@@ -69,8 +69,18 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 			return nil, codes.DisconnectInvalidToken
 		}
 	}
-	if !anonymous && !s.n.UserConnectionsAllowed(user) {
-		return nil, codes.DisconnectConnectionLimit
+	if !anonymous {
+		// This node first (no store call when it alone is over), then the cluster.
+		if !s.n.UserConnectionsAllowed(user) {
+			return nil, codes.DisconnectConnectionLimit
+		}
+		admitted, err := s.n.AdmitConnection(ctx, message.ClientInfo{User: user, Client: s.id})
+		if err != nil {
+			s.log.Warn("connections per user across replicas", "error", err)
+		}
+		if !admitted {
+			return nil, codes.DisconnectConnectionLimit
+		}
 	}
 	s.mu.Lock()
 	s.user, s.anonymous, s.connInfo, s.grants = user, anonymous, info, grants
@@ -150,9 +160,13 @@ func (s *Session) refreshPresence() {
 			entries = append(entries, entry{ch, s.clientInfoLocked(sub)})
 		}
 	}
+	conn := s.clientInfoLocked(nil)
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
+	if err := s.n.RefreshConnection(ctx, conn); err != nil {
+		s.log.Warn("refresh connection count", "error", err)
+	}
 	for _, e := range entries {
 		if err := s.n.RefreshPresence(ctx, e.channel, e.info); err != nil {
 			s.log.Warn("refresh presence", "channel", e.channel, "error", err)

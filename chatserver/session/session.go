@@ -456,6 +456,7 @@ func (s *Session) Close() {
 	for ch, sub := range subs {
 		infos[ch] = s.clientInfoLocked(sub)
 	}
+	conn := s.clientInfoLocked(nil)
 	s.mu.Unlock()
 	for ch, sub := range subs {
 		s.dropSubscription(ch, sub, infos[ch])
@@ -463,6 +464,11 @@ func (s *Session) Close() {
 	if wasConnected {
 		s.n.Hub().RemoveConn(s)
 		s.n.Metrics().Connections.Dec()
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		if err := s.n.ReleaseConnection(ctx, conn); err != nil {
+			s.log.Warn("release connection count", "error", err)
+		}
+		cancel()
 	}
 }
 
