@@ -435,7 +435,7 @@ type LimitsSpec struct {
 	// +optional
 	PublishesPerSecond *int32 `json:"publishesPerSecond,omitempty"`
 
-	// ConnectionsPerUser on one replica; 0 means unlimited.
+	// ConnectionsPerUser across all replicas (counted through the shared store); 0 means unlimited.
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100000
