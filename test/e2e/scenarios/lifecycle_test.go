@@ -253,7 +253,7 @@ func (l *lifecycle) oneOrder(t *testing.T) {
 		}
 	}
 	if tl.acked.Load() != 61 {
-		t.Errorf("%d of 61 publications acknowledged: %v", tl.acked.Load(), tl.errs)
+		t.Errorf("%d of 61 publications acknowledged: %s", tl.acked.Load(), tl.errors())
 	}
 }
 
@@ -437,7 +437,7 @@ func (l *lifecycle) brokerLost(t *testing.T) {
 	// Publishing resumes without a restart.
 	eventually(t, 30*time.Second, "a publication acknowledged after the broker returned", func() error {
 		if n := tl.acked.Load(); n <= acked {
-			return fmt.Errorf("acknowledged still %d; errors so far %v", n, tl.errs)
+			return fmt.Errorf("acknowledged still %d; errors so far %s", n, tl.errors())
 		}
 		return nil
 	})

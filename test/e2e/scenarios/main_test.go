@@ -50,9 +50,13 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if _, err := os.Stat(filepath.Join(bin, "manager")); err != nil {
-		fmt.Fprintf(os.Stderr, "no operator binary in %s: %v\n", bin, err)
-		return 1
+	for _, b := range []string{"manager", "chatserver"} {
+		st, err := os.Stat(filepath.Join(bin, b))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "no %s binary in %s: %v\n", b, bin, err)
+			return 1
+		}
+		fmt.Printf("e2e runs %s (built %s)\n", filepath.Join(bin, b), st.ModTime().Format(time.RFC3339))
 	}
 	assets, err := cluster.DefaultAssets(root)
 	if err != nil {

@@ -38,6 +38,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/parley-chat/parley/test/e2e/cluster/localnet"
@@ -368,7 +369,11 @@ func (a *Agent) registerNode(ctx context.Context) error {
 	if _, err := a.cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("register node: %w", err)
 	}
-	return a.updateNodeStatus(ctx)
+	// Controllers (TTL, node lifecycle) write to a new Node at once: retry.
+	if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error { return a.updateNodeStatus(ctx) }); err != nil {
+		return fmt.Errorf("node status: %w", err)
+	}
+	return nil
 }
 
 func (a *Agent) updateNodeStatus(ctx context.Context) error {
@@ -437,7 +442,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-lease.C:
 			renew()
 		case <-status.C:
-			if err := a.updateNodeStatus(ctx); err != nil && ctx.Err() == nil {
+			if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error { return a.updateNodeStatus(ctx) }); err != nil && ctx.Err() == nil {
 				a.log.Warn("update node status", "err", err)
 			}
 		}

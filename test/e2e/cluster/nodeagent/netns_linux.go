@@ -19,7 +19,9 @@ import (
 // forwarders) and lets the pod reach out only to the host endpoints it was
 // told to share (RabbitMQ, PostgreSQL, a test's proxy) through forwarders.
 type netns struct {
-	fd *os.File // keeps the namespace alive
+	fdMu     sync.RWMutex
+	fd       *os.File // keeps the namespace alive
+	fdClosed bool
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -90,10 +92,20 @@ func loopbackUp() error {
 	return nil
 }
 
+// do runs f on a thread inside the namespace, unless it was closed.
+func (n *netns) do(f func() error) error {
+	n.fdMu.RLock()
+	defer n.fdMu.RUnlock()
+	if n.fdClosed {
+		return errors.New("pod network namespace closed")
+	}
+	return inNamespace(n.fd, f)
+}
+
 // Dial connects to address from inside the namespace.
 func (n *netns) Dial(ctx context.Context, address string) (net.Conn, error) {
 	var conn net.Conn
-	err := inNamespace(n.fd, func() error {
+	err := n.do(func() error {
 		var d net.Dialer
 		var err error
 		conn, err = d.DialContext(ctx, "tcp", address)
@@ -106,7 +118,7 @@ func (n *netns) Dial(ctx context.Context, address string) (net.Conn, error) {
 // at the same address inside the namespace.
 func (n *netns) ShareHostEndpoint(address string) error {
 	var l net.Listener
-	if err := inNamespace(n.fd, func() error {
+	if err := n.do(func() error {
 		var err error
 		l, err = net.Listen("tcp", address)
 		return err
@@ -175,7 +187,10 @@ func (n *netns) Close() {
 		_ = l.Close()
 	}
 	n.conns.Wait()
+	n.fdMu.Lock()
+	n.fdClosed = true
 	_ = n.fd.Close()
+	n.fdMu.Unlock()
 }
 
 // splice copies both ways until either side ends, then closes both.

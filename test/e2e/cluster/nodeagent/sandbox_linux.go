@@ -165,7 +165,15 @@ func (s *sandbox) start(r runSpec) (*process, error) {
 		// container so that the parent-death signal (which Linux ties to the
 		// forking thread) fires only if the whole agent dies.
 		runtime.LockOSThread()
-		if err := unix.Setns(int(s.netns.fd.Fd()), unix.CLONE_NEWNET); err != nil {
+		s.netns.fdMu.RLock()
+		var err error
+		if s.netns.fdClosed {
+			err = errors.New("pod network namespace closed")
+		} else {
+			err = unix.Setns(int(s.netns.fd.Fd()), unix.CLONE_NEWNET)
+		}
+		s.netns.fdMu.RUnlock()
+		if err != nil {
 			started <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
@@ -176,7 +184,7 @@ func (s *sandbox) start(r runSpec) (*process, error) {
 		p.pid = cmd.Process.Pid
 		p.startedAt = time.Now()
 		started <- nil
-		err := cmd.Wait()
+		err = cmd.Wait()
 		p.finishedAt = time.Now()
 		p.exitCode, p.signal = exitStatus(cmd.ProcessState, err)
 		close(p.done)
