@@ -230,9 +230,10 @@ func (l *lifecycle) oneOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// 16 a second: under the default limit of 20 per connection.
 			for n := range 20 {
 				tl.publish(c.sub, fmt.Sprintf("r%d-%d", i, n))
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(60 * time.Millisecond)
 			}
 		}()
 	}
