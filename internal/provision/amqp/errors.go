@@ -1,15 +1,13 @@
 package amqp
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
-	"syscall"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/parley-chat/parley/internal/provision"
 )
 
 // Reason classifies a failure so a condition can say what is wrong and who
@@ -34,41 +32,14 @@ const (
 
 // Error is a classified broker failure. Its message never contains the URI's
 // password.
-type Error struct {
-	Reason Reason
-	// Op says what was being done ("connect", "declare exchange parley.a.b.pub").
-	Op  string
-	Err error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = provision.Error[Reason]
 
 // ReasonOf returns the Reason of a classified error, ReasonError for any other
 // non-nil error and "" for nil.
-func ReasonOf(err error) Reason {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ReasonError
-}
+func ReasonOf(err error) Reason { return provision.ReasonOf(err, ReasonError) }
 
 // classify wraps err with the Reason that fits it.
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return err
-	}
-	return &Error{Reason: reasonFor(err), Op: op, Err: err}
-}
+func classify(op string, err error) error { return provision.Classify(op, err, reasonFor) }
 
 func reasonFor(err error) Reason {
 	var amqpErr *amqp091.Error
@@ -91,14 +62,7 @@ func reasonFor(err error) Reason {
 		}
 		return ReasonError
 	}
-	var netErr net.Error
-	var opErr *net.OpError
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &opErr), errors.As(err, &dnsErr), errors.As(err, &netErr),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	if provision.Unreachable(err) {
 		return ReasonUnreachable
 	}
 	return ReasonError

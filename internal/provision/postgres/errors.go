@@ -1,15 +1,12 @@
 package postgres
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/parley-chat/parley/internal/provision"
 )
 
 // Reason classifies a failure so a condition can say what is wrong and who
@@ -38,40 +35,13 @@ const (
 )
 
 // Error is a classified failure. Its message never contains a password.
-type Error struct {
-	Reason Reason
-	// Op says what was being done ("create role \"parley_a_b\"").
-	Op  string
-	Err error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = provision.Error[Reason]
 
 // ReasonOf returns the Reason of a classified error, ReasonError for any other
 // non-nil error and "" for nil.
-func ReasonOf(err error) Reason {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ReasonError
-}
+func ReasonOf(err error) Reason { return provision.ReasonOf(err, ReasonError) }
 
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return err
-	}
-	return &Error{Reason: reasonFor(err), Op: op, Err: err}
-}
+func classify(op string, err error) error { return provision.Classify(op, err, reasonFor) }
 
 // SQLSTATE codes and classes the classification relies on.
 const (
@@ -100,14 +70,7 @@ func reasonFor(err error) Reason {
 		}
 		return ReasonError
 	}
-	var netErr net.Error
-	var dnsErr *net.DNSError
-	switch {
-	case pgconn.Timeout(err),
-		errors.As(err, &dnsErr), errors.As(err, &netErr),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	if pgconn.Timeout(err) || provision.Unreachable(err) {
 		return ReasonUnreachable
 	}
 	var connErr *pgconn.ConnectError
