@@ -239,6 +239,32 @@ func (s *suite) provisioned(t *testing.T, ns string, cc *v1alpha1.ChatCluster) {
 	cc.Spec.Database = &v1alpha1.DatabaseSpec{AdminSecretRef: &v1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"}}
 }
 
+// createProvisioned creates cc, whose spec provisioned filled in, and returns
+// its topology and database, both deleted when the test ends.
+func (s *suite) createProvisioned(t *testing.T, cc *v1alpha1.ChatCluster) (amqpprov.Topology, pgprov.Database) {
+	t.Helper()
+	s.create(t, cc)
+	top := amqpprov.TopologyFor(cc.Namespace, cc.Name)
+	db := pgprov.DatabaseFor(cc.Namespace, cc.Name)
+	forgetTopology(t, top)
+	forgetDatabase(t, db)
+	return top, db
+}
+
+// brokered creates the ChatCluster name in ns with spec.broker naming the
+// Secret rabbitmq-admin, which holds uri (labelled or not for Parley's
+// cache), and returns its topology, deleted when the test ends.
+func (s *suite) brokered(t *testing.T, ns, name, uri string, labelled bool) amqpprov.Topology {
+	t.Helper()
+	s.secret(t, ns, "rabbitmq-admin", labelled, map[string]string{"uri": uri})
+	cc := newCluster(ns, name)
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
+	s.create(t, cc)
+	top := amqpprov.TopologyFor(ns, name)
+	forgetTopology(t, top)
+	return top
+}
+
 func (s *suite) setSecret(t *testing.T, ns, name, key, value string) {
 	t.Helper()
 	sec := &corev1.Secret{}
@@ -334,11 +360,7 @@ func testProvisionAndDelete(t *testing.T, s *suite) {
 	cc := newCluster(ns, "prov")
 	s.provisioned(t, ns, cc)
 	cc.Spec.Database.ReclaimPolicy = v1alpha1.DeletionPolicyDelete
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "prov")
-	db := pgprov.DatabaseFor(ns, "prov")
-	forgetTopology(t, top)
-	forgetDatabase(t, db)
+	top, db := s.createProvisioned(t, cc)
 
 	broker := s.condition(t, ns, "prov", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
 	if !strings.Contains(broker.Message, top.Exchange) {
@@ -434,11 +456,7 @@ func testRetain(t *testing.T, s *suite) {
 	cc := newCluster(ns, "kept")
 	s.provisioned(t, ns, cc)
 	cc.Spec.Broker.DeletionPolicy = v1alpha1.DeletionPolicyRetain
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "kept")
-	db := pgprov.DatabaseFor(ns, "kept")
-	forgetTopology(t, top)
-	forgetDatabase(t, db)
+	top, db := s.createProvisioned(t, cc)
 	s.condition(t, ns, "kept", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
 	s.condition(t, ns, "kept", v1alpha1.ConditionDatabaseReady, metav1.ConditionTrue)
 	if f := s.cluster(t, ns, "kept").Finalizers; len(f) != 0 {
@@ -477,12 +495,7 @@ func testRetain(t *testing.T, s *suite) {
 
 func testBrokerFailures(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": closedPortURI(t, "amqp", "/")})
-	cc := newCluster(ns, "flaky")
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "flaky")
-	forgetTopology(t, top)
+	top := s.brokered(t, ns, "flaky", closedPortURI(t, "amqp", "/"), true)
 
 	c := s.reason(t, ns, "flaky", v1alpha1.ConditionBrokerReady, string(amqpprov.ReasonUnreachable))
 	if strings.Contains(c.Message, "secret@") {
@@ -542,12 +555,7 @@ func testDatabaseFailures(t *testing.T, s *suite) {
 
 func testDrift(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.secret(t, ns, "rabbitmq-admin", false, map[string]string{"uri": testenv.AMQPURL()})
-	cc := newCluster(ns, "drift")
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "drift")
-	forgetTopology(t, top)
+	top := s.brokered(t, ns, "drift", testenv.AMQPURL(), false)
 	s.condition(t, ns, "drift", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
 	topologyIs(t, top, true)
 
@@ -573,10 +581,7 @@ func testUserPassword(t *testing.T, s *suite) {
 	s.secret(t, ns, naming.DatabaseSecretName("mine"), false, map[string]string{"password": chosen})
 	cc := newCluster(ns, "mine")
 	s.provisioned(t, ns, cc)
-	s.create(t, cc)
-	db := pgprov.DatabaseFor(ns, "mine")
-	forgetTopology(t, amqpprov.TopologyFor(ns, "mine"))
-	forgetDatabase(t, db)
+	_, db := s.createProvisioned(t, cc)
 	s.condition(t, ns, "mine", v1alpha1.ConditionDatabaseReady, metav1.ConditionTrue)
 
 	sec := &corev1.Secret{}
@@ -878,20 +883,22 @@ func (ks *keyServer) refuses(t *testing.T, when string, key []byte) {
 	})
 }
 
+// deletedAfterBrokerLost provisions the topology of the ChatCluster name in
+// ns, then the broker goes away for good and the cluster is deleted: its
+// cleanup can only fail. It returns the topology.
+func (s *suite) deletedAfterBrokerLost(t *testing.T, ns, name string) amqpprov.Topology {
+	t.Helper()
+	top := s.brokered(t, ns, name, testenv.AMQPURL(), true)
+	s.condition(t, ns, name, v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
+	s.setSecret(t, ns, "rabbitmq-admin", "uri", closedPortURI(t, "amqp", "/"))
+	s.reason(t, ns, name, v1alpha1.ConditionBrokerReady, string(amqpprov.ReasonUnreachable))
+	s.delete(t, s.cluster(t, ns, name))
+	return top
+}
+
 func testCleanupGivesUp(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": testenv.AMQPURL()})
-	cc := newCluster(ns, "stuck")
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "stuck")
-	forgetTopology(t, top)
-	s.condition(t, ns, "stuck", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
-
-	// The broker goes away for good, then the cluster is deleted.
-	s.setSecret(t, ns, "rabbitmq-admin", "uri", closedPortURI(t, "amqp", "/"))
-	s.reason(t, ns, "stuck", v1alpha1.ConditionBrokerReady, string(amqpprov.ReasonUnreachable))
-	s.delete(t, s.cluster(t, ns, "stuck"))
+	top := s.deletedAfterBrokerLost(t, ns, "stuck")
 	s.event(t, ns, controllers.EventCleanupFailed, "attempt 1 of 4")
 	s.gone(t, ns, "stuck")
 	s.event(t, ns, controllers.EventLeftBehind, "gave up after 4 attempts", top.Exchange)
@@ -900,17 +907,7 @@ func testCleanupGivesUp(t *testing.T, s *suite) {
 
 func testAbandon(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": testenv.AMQPURL()})
-	cc := newCluster(ns, "bye")
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "bye")
-	forgetTopology(t, top)
-	s.condition(t, ns, "bye", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
-
-	s.setSecret(t, ns, "rabbitmq-admin", "uri", closedPortURI(t, "amqp", "/"))
-	s.reason(t, ns, "bye", v1alpha1.ConditionBrokerReady, string(amqpprov.ReasonUnreachable))
-	s.delete(t, s.cluster(t, ns, "bye"))
+	top := s.deletedAfterBrokerLost(t, ns, "bye")
 	// While it retries, the condition names what would be left and how to let go.
 	c := s.reason(t, ns, "bye", v1alpha1.ConditionBrokerReady, controllers.ReasonCleanupFailed)
 	if !strings.Contains(c.Message, top.Exchange) || !strings.Contains(c.Message, controllers.AnnotationAbandonExternalState) {
@@ -921,7 +918,7 @@ func testAbandon(t *testing.T, s *suite) {
 		rec.FirstCleanupFailure == nil || rec.LastCleanupFailure == nil || rec.SecretRef.Name != "rabbitmq-admin" {
 		t.Errorf("status.externalState.broker = %+v; want the failed attempts counted", rec)
 	}
-	cc = s.cluster(t, ns, "bye")
+	cc := s.cluster(t, ns, "bye")
 	s.update(t, cc, func() {
 		if cc.Annotations == nil {
 			cc.Annotations = map[string]string{}
@@ -945,12 +942,7 @@ func noCondition(t *testing.T, s *suite, ns, name, typ string) {
 
 func testRemoveBroker(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": testenv.AMQPURL()})
-	cc := newCluster(ns, "unbrokered")
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
-	s.create(t, cc)
-	top := amqpprov.TopologyFor(ns, "unbrokered")
-	forgetTopology(t, top)
+	top := s.brokered(t, ns, "unbrokered", testenv.AMQPURL(), true)
 	s.condition(t, ns, "unbrokered", v1alpha1.ConditionBrokerReady, metav1.ConditionTrue)
 	topologyIs(t, top, true)
 	if rec := s.cluster(t, ns, "unbrokered").Status.ExternalState.Broker; rec == nil || rec.SecretRef.Name != "rabbitmq-admin" {
@@ -959,7 +951,7 @@ func testRemoveBroker(t *testing.T, s *suite) {
 
 	// deletionPolicy Delete (the default): removing spec.broker deletes the
 	// topology, then its condition, record and the finalizer go.
-	cc = s.cluster(t, ns, "unbrokered")
+	cc := s.cluster(t, ns, "unbrokered")
 	s.update(t, cc, func() { cc.Spec.Broker = nil })
 	topologyIs(t, top, false)
 	noCondition(t, s, ns, "unbrokered", v1alpha1.ConditionBrokerReady)
