@@ -1,9 +1,12 @@
 package scenarios
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -23,6 +26,7 @@ import (
 
 	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
+	"github.com/parley-chat/parley/internal/parleycli"
 	"github.com/parley-chat/parley/internal/testenv"
 	"github.com/parley-chat/parley/test/e2e/framework"
 )
@@ -187,6 +191,7 @@ func TestChatClusterLifecycle(t *testing.T) {
 	if !t.Run("apply→Ready", func(t *testing.T) { l.applyToReady(t) }) {
 		return
 	}
+	t.Run("web client and CLI through the Service", func(t *testing.T) { l.webAndCLI(t) })
 	t.Run("one room, three replicas, one order", func(t *testing.T) { l.oneOrder(t) })
 	t.Run("scale 3→5→3", func(t *testing.T) { l.scale(t) })
 	t.Run("config change rolls the pods, clients recover", func(t *testing.T) { l.rollingConfigChange(t) })
@@ -211,6 +216,61 @@ func (l *lifecycle) applyToReady(t *testing.T) {
 		t.Error("the Deployment is not owned by the ChatCluster")
 	}
 	fmt.Printf("e2e apply→Ready: 3 replicas Ready %s after the ChatCluster was applied\n", took.Round(100*time.Millisecond))
+}
+
+// webAndCLI: what `make demo` prints works: the web client is served at the
+// Service's address, and `parley chat` / `parley history` talk through it.
+func (l *lifecycle) webAndCLI(t *testing.T) {
+	base, err := env.ServiceURL(l.ctx, l.ns, l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(page)), "<html") {
+		t.Errorf("GET %s/: %s, %.80q", base, resp.Status, page)
+	}
+	ws := framework.WebSocketURL(base)
+	listener := subscribe(t, connect(t, ws, l.token(t)), "listener", "room:lobby")
+	cli := func(stdin string, args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(l.ctx, 30*time.Second)
+		defer cancel()
+		tok := l.token(t)
+		code := parleycli.Main(ctx, args, parleycli.Env{
+			Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut,
+			Getenv: func(k string) string {
+				if k == "PARLEY_TOKEN" {
+					return tok
+				}
+				return ""
+			},
+		})
+		if code != 0 {
+			t.Fatalf("parley %v: exit %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	cli("hello from the CLI\n", "chat", "--non-interactive", "--url", ws, "lobby")
+	listener.waitFor(t, "the CLI's message", func() bool { return hasText(listener, "hello from the CLI") })
+	if out := cli("", "history", "--url", ws, "lobby"); !strings.Contains(out, "hello from the CLI") {
+		t.Errorf("parley history does not show the message:\n%s", out)
+	}
+}
+
+// hasText reports whether a publication's JSON payload carries text.
+func hasText(c *collector, text string) bool {
+	for _, p := range c.publications() {
+		if strings.Contains(string(p.Data), text) {
+			return true
+		}
+	}
+	return false
 }
 
 // oneOrder: a client on each replica publishes into one room at the same

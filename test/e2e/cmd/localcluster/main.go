@@ -289,8 +289,9 @@ Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one addres
   Token (user "demo", 24h):
     %[6]s
 
-  Chat from a terminal (type lines to send; run it twice to talk to yourself):
-    %[7]s chat --url %[5]s --token %[6]s lobby
+  Chat from a terminal (type lines to send; run it in two terminals to talk to yourself):
+    export PARLEY_TOKEN=%[6]s
+    %[7]s chat --url %[5]s lobby
 
   Tokens for other users:
     %[7]s token --cluster %[2]s --namespace %[1]s --kubeconfig %[8]s --user alice
