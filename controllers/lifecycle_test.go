@@ -37,8 +37,7 @@ func init() {
 
 func testServiceType(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "svc")
-	cc := newCluster(ns, "svc")
+	cc := s.keyedCluster(t, ns, "svc")
 	cc.Spec.Service = v1alpha1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Annotations: map[string]string{"lb.example.org/internal": "true"}}
 	s.create(t, cc)
 	svc := &corev1.Service{}
@@ -82,8 +81,7 @@ func testServiceType(t *testing.T, s *suite) {
 
 func testCreate(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "team")
-	cc := newCluster(ns, "team")
+	cc := s.keyedCluster(t, ns, "team")
 	s.create(t, cc)
 
 	d := s.deployment(t, ns, "team")
@@ -197,8 +195,7 @@ func testWaitsForSecrets(t *testing.T, s *suite) {
 
 func testReadyGeneration(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "gen")
-	s.create(t, newCluster(ns, "gen"))
+	s.create(t, s.keyedCluster(t, ns, "gen"))
 	s.deployment(t, ns, "gen")
 	s.rollOut(t, ns, "gen")
 	s.condition(t, ns, "gen", v1alpha1.ConditionReady, metav1.ConditionTrue)
@@ -221,9 +218,8 @@ func testReadyGeneration(t *testing.T, s *suite) {
 
 func testRollOnlyOnRealChange(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "roll")
+	cc := s.keyedCluster(t, ns, "roll")
 	s.secret(t, ns, "rabbit", true, map[string]string{"uri": "amqp://guest:guest@127.0.0.1:5672/"})
-	cc := newCluster(ns, "roll")
 	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbit", Key: "uri"}}
 	s.create(t, cc)
 	d := s.deployment(t, ns, "roll")
@@ -302,8 +298,7 @@ func testRollOnlyOnRealChange(t *testing.T, s *suite) {
 
 func testOptionalChildren(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "opt")
-	cc := newCluster(ns, "opt")
+	cc := s.keyedCluster(t, ns, "opt")
 	s.brokerAndDatabase(t, ns, cc)
 	cc.Spec.Replicas = ptr[int32](2)
 	cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org"}
@@ -352,8 +347,7 @@ func testOptionalChildren(t *testing.T, s *suite) {
 
 func testBadOverride(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "ovr")
-	cc := newCluster(ns, "ovr")
+	cc := s.keyedCluster(t, ns, "ovr")
 	// Valid JSON the CRD accepts, but no Deployment has a numeric dnsPolicy.
 	o, err := v1alpha1.NewDeploymentOverride([]byte(`{"spec":{"template":{"spec":{"dnsPolicy":5}}}}`))
 	if err != nil {

@@ -63,8 +63,7 @@ func scaleTo(s *suite, cc *v1alpha1.ChatCluster, n int) error {
 
 func testScale(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "scaled")
-	cc := newCluster(ns, "scaled")
+	cc := s.keyedCluster(t, ns, "scaled")
 	s.brokerAndDatabase(t, ns, cc)
 	cc.Spec.Replicas = ptr[int32](2)
 	s.create(t, cc)
@@ -107,8 +106,7 @@ func testScale(t *testing.T, s *suite) {
 
 func testHPAReplicas(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "hpa")
-	cc := newCluster(ns, "hpa")
+	cc := s.keyedCluster(t, ns, "hpa")
 	s.brokerAndDatabase(t, ns, cc)
 	cc.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr[int32](3), MaxReplicas: 10, TargetConnectionsPerPod: ptr[int32](2000)}
 	s.create(t, cc)
@@ -153,8 +151,7 @@ func testHPAReplicas(t *testing.T, s *suite) {
 
 func testPause(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "held")
-	cc := newCluster(ns, "held")
+	cc := s.keyedCluster(t, ns, "held")
 	s.create(t, cc)
 	s.deployment(t, ns, "held")
 	s.rollOut(t, ns, "held")
@@ -254,8 +251,7 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 // only that controller) against the envtest API server.
 func testDeletion(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "gone")
-	cc := newCluster(ns, "gone")
+	cc := s.keyedCluster(t, ns, "gone")
 	s.brokerAndDatabase(t, ns, cc)
 	cc.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MaxReplicas: 3}
 	cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org"}
@@ -346,9 +342,8 @@ func startGarbageCollector(t *testing.T, s *suite) {
 
 func testZeroWrites(t *testing.T, s *suite) {
 	ns := s.namespace(t)
-	s.keySecrets(t, ns, "quiet")
+	cc := s.keyedCluster(t, ns, "quiet")
 	s.secret(t, ns, "chat-tls", true, map[string]string{"tls.crt": "c", "tls.key": "k"})
-	cc := newCluster(ns, "quiet")
 	s.brokerAndDatabase(t, ns, cc)
 	// Every kind of child, and an override adding a sidecar the API server fills with defaults.
 	cc.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MaxReplicas: 6, TargetConnectionsPerPod: ptr[int32](1000)}

@@ -244,12 +244,14 @@ func (s *suite) namespace(t *testing.T) string {
 	return ns
 }
 
-// keySecrets creates the Secrets the provisioning steps generate (the JWT and
-// API keys), labelled like theirs.
-func (s *suite) keySecrets(t *testing.T, ns, cluster string) {
+// keyedCluster returns a new ChatCluster name in ns, not yet created, after
+// creating the Secrets the provisioning steps would generate for it (the JWT
+// and API keys), labelled like theirs.
+func (s *suite) keyedCluster(t *testing.T, ns, name string) *v1alpha1.ChatCluster {
 	t.Helper()
-	s.secret(t, ns, naming.JWTSecretName(cluster), true, map[string]string{naming.JWTCurrentKey: "k-" + cluster})
-	s.secret(t, ns, naming.APIKeySecretName(cluster), true, map[string]string{naming.APIKeyKey: "a-" + cluster})
+	s.secret(t, ns, naming.JWTSecretName(name), true, map[string]string{naming.JWTCurrentKey: "k-" + name})
+	s.secret(t, ns, naming.APIKeySecretName(name), true, map[string]string{naming.APIKeyKey: "a-" + name})
+	return newCluster(ns, name)
 }
 
 func (s *suite) secret(t *testing.T, ns, name string, labelled bool, data map[string]string) *corev1.Secret {
