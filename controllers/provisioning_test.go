@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -106,24 +105,22 @@ func amqpChannel(t *testing.T) func() *amqp091.Channel {
 }
 
 // exchangeExists checks with a passive declare, as the chat server does.
-func exchangeExists(t *testing.T, channel func() *amqp091.Channel, name, kind string) (bool, error) {
+func exchangeExists(channel func() *amqp091.Channel, name, kind string) (bool, error) {
 	ch := channel()
 	defer ch.Close()
-	err := ch.ExchangeDeclarePassive(name, kind, true, false, false, false, nil)
-	var ae *amqp091.Error
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.As(err, &ae) && ae.Code == amqp091.NotFound:
-		return false, nil
-	}
-	return false, err
+	return declared(ch.ExchangeDeclarePassive(name, kind, true, false, false, false, nil))
 }
 
 func queueExists(channel func() *amqp091.Channel, name string) (bool, error) {
 	ch := channel()
 	defer ch.Close()
 	_, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	return declared(err)
+}
+
+// declared reads the answer to a passive declare: none means the object
+// exists, 404 NOT_FOUND that it does not, anything else is an error.
+func declared(err error) (bool, error) {
 	var ae *amqp091.Error
 	switch {
 	case err == nil:
@@ -142,7 +139,7 @@ func topologyIs(t *testing.T, top amqpprov.Topology, want bool) {
 		for _, e := range []struct{ name, kind string }{
 			{top.Exchange, "topic"}, {top.ControlExchange, "fanout"}, {top.DeadLetterExchange, "fanout"},
 		} {
-			ok, err := exchangeExists(t, channel, e.name, e.kind)
+			ok, err := exchangeExists(channel, e.name, e.kind)
 			if err != nil {
 				return err
 			}
@@ -344,13 +341,7 @@ func (s *suite) delete(t *testing.T, obj client.Object) {
 
 func closedPortURI(t *testing.T, scheme, path string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return scheme + "://parley:secret@" + addr + path
+	return scheme + "://parley:secret@" + testenv.ClosedAddr(t) + path
 }
 
 // Scenarios.

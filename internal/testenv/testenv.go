@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,6 +104,19 @@ func redact(u string) string {
 		}
 	}
 	return u
+}
+
+// ClosedAddr returns a loopback host:port that nothing listens on, for a
+// test of a server that cannot be reached.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // RepoRoot is the repository's top directory (where go.mod is).

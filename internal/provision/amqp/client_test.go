@@ -277,21 +277,9 @@ func TestUnknownVhostIsAccessRefused(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestClosedPortIsUnreachable(t *testing.T) {
 	top := TopologyFor("test", "never-declared")
-	uri := "amqp://guest:guest@" + closedPort(t) + "/"
+	uri := "amqp://guest:guest@" + testenv.ClosedAddr(t) + "/"
 	_, err := (&Client{}).Declare(ctxT(t), uri, top)
 	if ReasonOf(err) != ReasonUnreachable {
 		t.Fatalf("reason %q, err %v; want %q", ReasonOf(err), err, ReasonUnreachable)

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -419,13 +417,7 @@ func TestUnknownAdminIsCredentialsRefused(t *testing.T) {
 }
 
 func TestClosedPortIsUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().(*net.TCPAddr)
-	l.Close()
-	uri := fmt.Sprintf("postgres://postgres:pw@127.0.0.1:%d/postgres?sslmode=disable", addr.Port)
+	uri := "postgres://postgres:pw@" + testenv.ClosedAddr(t) + "/postgres?sslmode=disable"
 	c := &Client{}
 	if _, err := c.Ensure(ctxT(t), uri, DatabaseFor("test", "never"), "pw"); ReasonOf(err) != ReasonUnreachable {
 		t.Fatalf("Ensure: reason %q, err %v; want %q", ReasonOf(err), err, ReasonUnreachable)
