@@ -182,7 +182,7 @@ func (d *demo) preflight() error {
 		}
 	}
 	for name, raw := range map[string]string{"RabbitMQ": d.amqpURL, "PostgreSQL": d.pgURL} {
-		hp, err := hostPortOf(raw)
+		hp, err := framework.HostPort(raw)
 		if err != nil {
 			return err
 		}
@@ -193,28 +193,6 @@ func (d *demo) preflight() error {
 		c.Close()
 	}
 	return nil
-}
-
-func hostPortOf(raw string) (string, error) {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return "", fmt.Errorf("not a URL: %q", raw)
-	}
-	rest := raw[i+3:]
-	if j := strings.LastIndex(rest, "@"); j >= 0 {
-		rest = rest[j+1:]
-	}
-	if j := strings.IndexAny(rest, "/?"); j >= 0 {
-		rest = rest[:j]
-	}
-	if _, _, err := net.SplitHostPort(rest); err == nil {
-		return rest, nil
-	}
-	port := "5672"
-	if strings.HasPrefix(raw, "postgres") {
-		port = "5432"
-	}
-	return net.JoinHostPort(rest, port), nil
 }
 
 func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.ChatCluster, error) {

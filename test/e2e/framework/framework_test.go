@@ -1,0 +1,19 @@
+package framework
+
+import "testing"
+
+func TestHostPortDefaultsTheSchemesPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://guest:guest@127.0.0.1:5672/":                          "127.0.0.1:5672",
+		"amqp://guest:guest@127.0.0.1/vhost":                          "127.0.0.1:5672",
+		"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable": "127.0.0.1:5432",
+		"postgresql://u:p@localhost/db":                               "localhost:5432",
+	} {
+		if got, err := HostPort(in); err != nil || got != want {
+			t.Errorf("HostPort(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := HostPort("http://example/"); err == nil {
+		t.Error("a URL without port and with an unknown scheme was accepted")
+	}
+}
