@@ -6,12 +6,10 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -126,9 +124,10 @@ func (r *ChatClusterReconciler) deleteChild(ctx context.Context, p *pass, obj cl
 	return nil
 }
 
-// readSecrets reads the referenced Secrets: from the cache when they carry
-// Parley's label, else straight from the API server. It returns their data
-// by name and the names of the required ones that do not exist.
+// readSecrets reads the referenced Secrets with getSecret (from the cache
+// when they carry Parley's label, else straight from the API server). It
+// returns their data by name and the names of the required ones that do not
+// exist.
 func (r *ChatClusterReconciler) readSecrets(ctx context.Context, namespace string, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
 	data := map[string]map[string][]byte{}
 	var missing []string
@@ -136,21 +135,14 @@ func (r *ChatClusterReconciler) readSecrets(ctx context.Context, namespace strin
 		if _, seen := data[ref.Name]; seen {
 			continue
 		}
-		s := &corev1.Secret{}
-		key := types.NamespacedName{Namespace: namespace, Name: ref.Name}
-		err := r.Get(ctx, key, s)
-		if apierrors.IsNotFound(err) {
-			err = r.APIReader.Get(ctx, key, s)
-		}
+		s, found, err := r.getSecret(ctx, namespace, ref.Name)
 		switch {
-		case err == nil:
+		case err != nil:
+			return nil, nil, err
+		case found:
 			data[ref.Name] = s.Data
-		case apierrors.IsNotFound(err):
-			if !ref.Optional {
-				missing = append(missing, ref.Name)
-			}
-		default:
-			return nil, nil, fmt.Errorf("read Secret %s: %w", ref.Name, err)
+		case !ref.Optional:
+			missing = append(missing, ref.Name)
 		}
 	}
 	return data, missing, nil
