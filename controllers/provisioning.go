@@ -177,6 +177,18 @@ func passError(err error) error {
 	return err
 }
 
+// stepFailure returns how a provisioning step fails with err: the step's
+// condition (built by ready) says why, its remembered success is forgotten so
+// the next pass calls out again, and passError decides whether the pass
+// fails.
+func (r *ChatClusterReconciler) stepFailure(p *pass, step string, ready func(generation int64, err error, message string) metav1.Condition) func(error) error {
+	return func(err error) error {
+		p.setCondition(ready(p.cc.Generation, err, ""))
+		r.provisioned.synced.invalidate(p.cc, step)
+		return passError(err)
+	}
+}
+
 // getSecret reads a Secret from the cache or, when the cache does not hold it
 // (a Secret without Parley's label, or one just created), from the API server.
 func (r *ChatClusterReconciler) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, bool, error) {

@@ -28,11 +28,7 @@ func (r *ChatClusterReconciler) reconcileBroker(ctx context.Context, p *pass) er
 	}
 	// Check again later even when nothing changes: that is how drift is repaired.
 	p.requeue(r.checkInterval())
-	fail := func(err error) error {
-		p.setCondition(status.BrokerReady(p.cc.Generation, err, ""))
-		r.provisioned.synced.invalidate(p.cc, stepBroker)
-		return passError(err)
-	}
+	fail := r.stepFailure(p, stepBroker, status.BrokerReady)
 	uri, err := r.secretValue(ctx, p.cc.Namespace, b.SecretRef)
 	if err != nil {
 		return fail(fmt.Errorf("broker URI (spec.broker.secretRef): %w", err))

@@ -46,11 +46,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 		return nil
 	}
 	p.requeue(r.checkInterval())
-	fail := func(err error) error {
-		p.setCondition(status.DatabaseReady(p.cc.Generation, err, ""))
-		r.provisioned.synced.invalidate(p.cc, stepDatabase)
-		return passError(err)
-	}
+	fail := r.stepFailure(p, stepDatabase, status.DatabaseReady)
 	adminURI, err := r.secretValue(ctx, p.cc.Namespace, *d.AdminSecretRef)
 	if err != nil {
 		return fail(fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err))
@@ -117,11 +113,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 
 // checkExternalDatabase connects to a database the user brings.
 func (r *ChatClusterReconciler) checkExternalDatabase(ctx context.Context, p *pass, ref v1alpha1.SecretKeyReference) error {
-	fail := func(err error) error {
-		p.setCondition(status.DatabaseReady(p.cc.Generation, err, ""))
-		r.provisioned.synced.invalidate(p.cc, stepDatabase)
-		return passError(err)
-	}
+	fail := r.stepFailure(p, stepDatabase, status.DatabaseReady)
 	uri, err := r.secretValue(ctx, p.cc.Namespace, ref)
 	if err != nil {
 		return fail(fmt.Errorf("database URI (spec.database.secretRef): %w", err))
