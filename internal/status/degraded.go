@@ -18,8 +18,7 @@ func Degraded(o Observed) metav1.Condition {
 		return c(true, ReasonReconcileFailed, "%v", o.Err)
 	}
 	if d := o.Deployment; d != nil {
-		if dc := deploymentCondition(d, appsv1.DeploymentProgressing); dc != nil &&
-			dc.Status == corev1.ConditionFalse && dc.Reason == ReasonDeadlineExceeded {
+		if dc := progressDeadlineExceeded(d); dc != nil {
 			return c(true, ReasonDeadlineExceeded, "%s", dc.Message)
 		}
 		if dc := deploymentCondition(d, appsv1.DeploymentReplicaFailure); dc != nil && dc.Status == corev1.ConditionTrue {

@@ -3,8 +3,6 @@ package status
 import (
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
@@ -31,8 +29,7 @@ func Progressing(o Observed) metav1.Condition {
 	if o.Deployment == nil {
 		return c(true, ReasonCreating, "creating the chat server Deployment")
 	}
-	if dc := deploymentCondition(o.Deployment, appsv1.DeploymentProgressing); dc != nil &&
-		dc.Status == corev1.ConditionFalse && dc.Reason == ReasonDeadlineExceeded {
+	if dc := progressDeadlineExceeded(o.Deployment); dc != nil {
 		return c(false, ReasonDeadlineExceeded, "%s", dc.Message)
 	}
 	if r := rolloutOf(o.Deployment); !r.done() {

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -117,4 +118,14 @@ func deploymentCondition(d *appsv1.Deployment, t appsv1.DeploymentConditionType)
 		return nil
 	}
 	return &d.Status.Conditions[i]
+}
+
+// progressDeadlineExceeded returns the Deployment's Progressing condition
+// when it reports that the rollout missed its progress deadline, else nil.
+func progressDeadlineExceeded(d *appsv1.Deployment) *appsv1.DeploymentCondition {
+	dc := deploymentCondition(d, appsv1.DeploymentProgressing)
+	if dc == nil || dc.Status != corev1.ConditionFalse || dc.Reason != ReasonDeadlineExceeded {
+		return nil
+	}
+	return dc
 }
