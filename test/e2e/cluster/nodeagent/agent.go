@@ -75,6 +75,7 @@ type Agent struct {
 
 	mu        sync.Mutex
 	workers   map[types.UID]*podWorker
+	finished  map[types.UID]time.Time // pods whose worker is done: late events are ignored
 	endpoints []string
 	ips       map[netip.Addr]bool
 	nextIP    netip.Addr
@@ -115,6 +116,7 @@ func New(cfg Config) (*Agent, error) {
 			corev1.ResourcePods:   resource.MustParse("110"),
 		}},
 		workers:   map[types.UID]*podWorker{},
+		finished:  map[types.UID]time.Time{},
 		endpoints: append([]string(nil), cfg.HostEndpoints...),
 		ips:       map[netip.Addr]bool{},
 		nextIP:    cfg.PodCIDR.Addr().Next().Next(),
@@ -202,7 +204,13 @@ func (a *Agent) podChanged(p *corev1.Pod) {
 	}
 	w, ok := a.workers[p.UID]
 	if !ok {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if _, done := a.finished[p.UID]; done {
+			return
+		}
+		terminal := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+		if terminal || p.DeletionTimestamp != nil {
+			// Nothing runs for it here: a pod deleted before it started, or
+			// one that ended before this agent saw it, only needs removing.
 			if p.DeletionTimestamp != nil {
 				go a.finalDelete(p)
 			}
@@ -216,6 +224,13 @@ func (a *Agent) podChanged(p *corev1.Pod) {
 			w.run(a.ctx)
 			a.mu.Lock()
 			delete(a.workers, p.UID)
+			now := time.Now()
+			for uid, at := range a.finished {
+				if now.Sub(at) > 10*time.Minute {
+					delete(a.finished, uid)
+				}
+			}
+			a.finished[p.UID] = now
 			a.mu.Unlock()
 		}()
 		return
