@@ -65,12 +65,12 @@ web: ## Rebuild the web client bundle (chatserver/web/static/app.js) from src/ a
 	cd chatserver/web && npm ci --no-audit --no-fund && npm run build
 
 .PHONY: envtest
-envtest: ## Build (once, cached) kube-apiserver and etcd from source; print their directory.
-	@hack/control-plane.sh
+envtest: ## Build (once, cached) kube-apiserver, etcd and kubectl from source; print their directory.
+	@hack/control-plane.sh --with-kubectl
 
 .PHONY: test
 test: manifests generate fmt vet services helm browser-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e runs bin/ on a local cluster).
-	@assets=$$(hack/control-plane.sh --with-kcm); echo "KUBEBUILDER_ASSETS=$$assets"; \
+	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 rc1=0; rc2=0; \
 	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... || rc1=$$?; \

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control-plane binaries envtest and the local cluster need
-# (kube-apiserver, etcd, optionally kube-controller-manager) from their Go module
-# sources, because setup-envtest's download cannot reach the internet here.
+# (kube-apiserver, etcd, optionally kube-controller-manager and kubectl) from
+# their Go module sources, because setup-envtest's download cannot reach the
+# internet here.
 # Cached by version outside the clone, so every clone on the machine reuses them.
 # Prints the asset directory on stdout; progress goes to stderr.
 #
 #   hack/control-plane.sh                 # kube-apiserver + etcd
 #   hack/control-plane.sh --with-kcm      # also kube-controller-manager
+#   hack/control-plane.sh --with-kubectl  # also kubectl (options combine)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
@@ -14,9 +16,16 @@ ETCD_VERSION="${ETCD_VERSION:-3.7.3}"
 CACHE="${PARLEY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/parley}"
 DIR="$CACHE/k8s/$K8S_VERSION"
 WITH_KCM=0
-[[ "${1:-}" == "--with-kcm" ]] && WITH_KCM=1
+WITH_KUBECTL=0
 
 log() { echo "control-plane: $*" >&2; }
+for arg in "$@"; do
+  case "$arg" in
+    --with-kcm) WITH_KCM=1 ;;
+    --with-kubectl) WITH_KUBECTL=1 ;;
+    *) log "unknown option $arg (options: --with-kcm, --with-kubectl)"; exit 2 ;;
+  esac
+done
 mkdir -p "$DIR"
 
 # One builder at a time per cache: parallel `make test` runs must not race.
@@ -70,5 +79,6 @@ trap cleanup EXIT
 
 build_etcd
 build_k8s_binary kube-apiserver
-[[ $WITH_KCM == 1 ]] && build_k8s_binary kube-controller-manager
+if [[ $WITH_KCM == 1 ]]; then build_k8s_binary kube-controller-manager; fi
+if [[ $WITH_KUBECTL == 1 ]]; then build_k8s_binary kubectl; fi
 echo "$DIR"
