@@ -163,7 +163,7 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w\n  operator log: %s\n  pod logs: %s", err, filepath.Join(env.StateDir, "logs", "operator.log"), filepath.Join(env.StateDir, "logs"))
 	}
-	if err := d.printConnect(ctx, env, cc); err != nil {
+	if err := d.printConnect(ctx, env, cc, assets); err != nil {
 		return err
 	}
 	<-ctx.Done()
@@ -241,7 +241,7 @@ func (d *demo) deleteChatCluster(env *framework.Env, cc *chatv1alpha1.ChatCluste
 	}
 }
 
-func (d *demo) printConnect(ctx context.Context, env *framework.Env, cc *chatv1alpha1.ChatCluster) error {
+func (d *demo) printConnect(ctx context.Context, env *framework.Env, cc *chatv1alpha1.ChatCluster, assets string) error {
 	base, err := env.ServiceURL(ctx, cc.Namespace, cc.Name)
 	if err != nil {
 		return err
@@ -282,12 +282,17 @@ Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one addres
 			fmt.Printf("    %-32s %s\n", p.Name, framework.WebSocketURL(u))
 		}
 	}
+	kubectl := "kubectl"
+	if _, err := os.Stat(filepath.Join(assets, "kubectl")); err == nil {
+		kubectl = filepath.Join(assets, "kubectl")
+	}
 	fmt.Printf(`
-  kubectl:      export KUBECONFIG=%s   (then: kubectl get chatclusters -n %s)
+  kubectl:      export KUBECONFIG=%s
+                %s get chatclusters,pods -n %s
   Logs:         %s
 
 Ctrl-C stops everything and cleans up (the ChatCluster's exchanges and database included).
-`, env.Kubeconfig, cc.Namespace, filepath.Join(env.StateDir, "logs"))
+`, env.Kubeconfig, kubectl, cc.Namespace, filepath.Join(env.StateDir, "logs"))
 	return nil
 }
 
