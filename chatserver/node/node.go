@@ -446,10 +446,14 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 		return res, nil
 	}
 	if err := n.broker.Publish(ctx, channel, res.Publication, res.Position); err != nil {
-		// Committed but not fanned out: the publisher gets the error, and the
-		// publication goes out again when the broker works (rebroadcastLoop).
+		// Committed but not fanned out. The publication is durable, so the
+		// publisher is told it was sent: answering with an error would make a
+		// retrying client publish it twice. This node's subscribers get it now;
+		// other replicas get it when the broker takes it again (rebroadcastLoop)
+		// or, at the latest, from history when their own broker link recovers.
+		n.log.Warn("broker publish failed; committed publication will be re-sent", "channel", channel, "offset", res.Publication.Offset, "error", err)
 		n.markUnsent(channel, res)
-		return res, fmt.Errorf("broker publish %q: %w", channel, err)
+		n.HandlePublication(channel, res.Publication, res.Position)
 	}
 	return res, nil
 }
