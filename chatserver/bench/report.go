@@ -332,10 +332,20 @@ func sortedStrings[V any](m map[string]V) []string {
 func (r *SuiteResult) WritePlot(path string) error {
 	pl := plot.New()
 	pl.Title.Text = fmt.Sprintf("One room of %d subscribers: publish→deliver latency vs load", r.Config.FanoutSubs)
-	pl.X.Label.Text = "delivered messages per second"
+	pl.X.Label.Text = "delivered messages per second (each step: the rate offered, or its second try)"
 	pl.Y.Label.Text = "latency (ms, log scale)"
 	pl.Y.Scale = plot.LogScale{}
 	pl.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	pl.X.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
+		var ticks []plot.Tick
+		for _, t := range (plot.DefaultTicks{}).Ticks(min, max) {
+			if t.Label != "" {
+				t.Label = fmt.Sprintf("%.0fk", t.Value/1000)
+			}
+			ticks = append(ticks, t)
+		}
+		return ticks
+	})
 	pl.Legend.Top = true
 	pl.Legend.Left = true
 	colors := map[string]color.Color{
@@ -349,8 +359,9 @@ func (r *SuiteResult) WritePlot(path string) error {
 			continue
 		}
 		var p50, p99 plotter.XYs
-		for _, w := range f.Steps {
-			if w.Latency.Count == 0 {
+		for i, w := range f.Steps {
+			// A failed step that was tried again is shown by its second try.
+			if w.Latency.Count == 0 || (i+1 < len(f.Steps) && f.Steps[i+1].Retry) {
 				continue
 			}
 			p50 = append(p50, plotter.XY{X: w.DeliveredPerSec, Y: math.Max(w.Latency.P50Ms, 0.01)})

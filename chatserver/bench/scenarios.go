@@ -354,6 +354,10 @@ type FanoutResult struct {
 	Lost     int64    `json:"lost"`
 	Gaps     int64    `json:"gaps"`
 	Dups     int64    `json:"duplicates"`
+	// Disconnects by code over the whole scenario, and recoveries.
+	Disconnects   map[string]int64 `json:"disconnects,omitempty"`
+	WasRecovering int64            `json:"wasRecovering"`
+	Recovered     int64            `json:"recovered"`
 }
 
 // FanoutConfig shapes the fanout scenario.
@@ -489,6 +493,10 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 		return nil, err
 	}
 	res.Lost, res.Gaps, res.Dups = missing, s.Gaps, s.Duplicates
+	res.Disconnects, res.WasRecovering, res.Recovered = s.Disconnects, s.WasRecovering, s.Recovered
+	if res.Lost != 0 || res.Gaps != 0 || res.Dups != 0 {
+		o.logf("%s fanout: lost %d, gaps %d, duplicates %d; disconnects %v; %d recoveries, %d recovered", t.Name, res.Lost, res.Gaps, res.Dups, res.Disconnects, res.WasRecovering, res.Recovered)
+	}
 	return res, nil
 }
 

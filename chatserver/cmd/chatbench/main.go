@@ -36,6 +36,8 @@ func main() {
 		err = suite(os.Args[2:])
 	case "run":
 		err = run(os.Args[2:])
+	case "report":
+		err = report(os.Args[2:])
 	default:
 		usage()
 	}
@@ -48,7 +50,8 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   chatbench suite [flags]   run the side-by-side scenarios (make bench); -h for flags
-  chatbench run [flags]     run one scenario against running servers; -h for flags`)
+  chatbench run [flags]     run one scenario against running servers; -h for flags
+  chatbench report [flags]  re-render the report of a suite run from its results.json; -h for flags`)
 	os.Exit(2)
 }
 
@@ -189,6 +192,39 @@ func suite(args []string) error {
 		return fmt.Errorf("%d scenario(s) failed; see the report", len(res.Errors))
 	}
 	return nil
+}
+
+// report re-renders docs/benchmarks.md and the plot from a finished run.
+func report(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	results := fs.String("results", "", "results.json of a suite run (its directory holds the profiles and operator-scale.json)")
+	parley := fs.String("parley", "bin/chatserver-bench", "the Parley binary the run used (symbols for the profiles)")
+	doc := fs.String("doc", "docs/benchmarks.md", "markdown report to write (its analysis section is kept)")
+	plotPath := fs.String("plot", "docs/benchmarks-latency.png", "PNG plot to write; empty to skip")
+	_ = fs.Parse(args)
+	data, err := os.ReadFile(*results)
+	if err != nil {
+		return err
+	}
+	res := &bench.SuiteResult{}
+	if err := json.Unmarshal(data, res); err != nil {
+		return fmt.Errorf("%s: %w", *results, err)
+	}
+	var op *bench.OperatorScale
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(*results), "operator-scale.json")); err == nil {
+		op = &bench.OperatorScale{}
+		if err := json.Unmarshal(data, op); err != nil {
+			return err
+		}
+	}
+	plotRef := ""
+	if *plotPath != "" {
+		if err := res.WritePlot(*plotPath); err != nil {
+			return err
+		}
+		plotRef, _ = filepath.Rel(filepath.Dir(*doc), *plotPath)
+	}
+	return res.WriteMarkdown(*doc, plotRef, res.ProfileTops(abs(*parley), 25), op)
 }
 
 func run(args []string) error {
