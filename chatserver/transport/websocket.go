@@ -97,9 +97,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.wg.Done()
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		h.wg.Done()
 		return // the upgrader already answered with an HTTP error
 	}
 	proto := protocol.TypeJSON
@@ -112,20 +112,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Shutdown may have listed the connections while this one was upgrading.
 	lateForShutdown := h.closing
 	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.conns, c)
-		h.mu.Unlock()
-	}()
 	go c.writePump()
 	if lateForShutdown {
 		c.Close(codes.DisconnectShutdown)
 	}
-	sess := session.New(h.n, c)
-	h.readPump(c, sess)
-	sess.Close()
-	c.Close(codes.DisconnectConnectionClosed)
-	<-c.done
+	// The connection is hijacked: serve it from a goroutine of its own and
+	// return, so net/http's per-request state (the request, its headers, the
+	// response's buffered writer, the connection's context) is freed rather
+	// than held for the connection's lifetime (~6 KB per idle connection).
+	go func() {
+		defer h.wg.Done()
+		defer func() {
+			h.mu.Lock()
+			delete(h.conns, c)
+			h.mu.Unlock()
+		}()
+		sess := session.New(h.n, c)
+		h.readPump(c, sess)
+		sess.Close()
+		c.Close(codes.DisconnectConnectionClosed)
+		<-c.done
+	}()
 }
 
 func (h *Handler) readPump(c *conn, sess *session.Session) {
