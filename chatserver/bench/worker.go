@@ -373,12 +373,14 @@ func (c *conn) onSubscribed(e centrifuge.SubscribedEvent) {
 func (c *conn) onPublication(e centrifuge.PublicationEvent) {
 	now := time.Now()
 	w := c.w
-	w.delivered.Add(1)
+	// Latency first, then the delivery count: a snapshot that sees N deliveries
+	// then holds at least N latency samples.
 	if sent, err := DecodeSendTime(e.Data); err == nil {
 		w.latency.Record(now.Sub(sent))
 	} else {
 		w.badPayloads.Add(1)
 	}
+	w.delivered.Add(1)
 	if e.Offset == 0 {
 		return
 	}
