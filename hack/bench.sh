@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=$ROOT/bin
+BIN=bin # relative, so the report shows commands anyone can paste
 CENTRIFUGO_VERSION=v6.9.1
 CENTRIFUGO=$BIN/centrifugo-$CENTRIFUGO_VERSION
 log() { echo "bench: $*" >&2; }
@@ -40,8 +40,8 @@ fi
 "$CENTRIFUGO" version >&2
 
 log "building Parley's chat server and chatbench"
-(cd chatserver && CGO_ENABLED=0 go build -o "$BIN/chatserver-bench" ./cmd/chatserver \
-  && CGO_ENABLED=0 go build -o "$BIN/chatbench" ./cmd/chatbench)
+(cd chatserver && CGO_ENABLED=0 go build -o "../$BIN/chatserver-bench" ./cmd/chatserver \
+  && CGO_ENABLED=0 go build -o "../$BIN/chatbench" ./cmd/chatbench)
 
 hack/services.sh
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
@@ -50,7 +50,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
 fi
 
 run=$(date -u +%Y%m%dt%H%M%S)
-out=$ROOT/artifacts/bench/$run
+out=artifacts/bench/$run
 mkdir -p "$out"
 doc=${BENCH_DOC-docs/benchmarks.md}
 mkdir -p docs
@@ -61,7 +61,7 @@ op_flags=()
 if [[ -z ${BENCH_SKIP_SCALE:-} && -d test/scale ]]; then
   log "operator at scale (test/scale, ${PARLEY_SCALE_CLUSTERS:-1000} ChatClusters)"
   assets=$(hack/control-plane.sh)
-  if KUBEBUILDER_ASSETS=$assets PARLEY_SCALE_OUT=$out go test -count=1 -timeout 30m -run '^$' -bench . -benchtime 1x ./test/scale/ \
+  if KUBEBUILDER_ASSETS=$assets PARLEY_SCALE_OUT=$ROOT/$out go test -count=1 -timeout 30m -run '^$' -bench . -benchtime 1x ./test/scale/ \
       2>&1 | tee "$out/operator-scale.txt"; then
     op_flags=(-operator-scale "$out/operator-scale.json")
   else
