@@ -278,7 +278,12 @@ func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[st
 	}
 	p("%s\n", strings.Join(sys, "; "))
 
-	p("\n## How to reproduce\n\n```sh\nmake bench            # Go benchmarks, then hack/bench.sh\n%s\n```\n\n", r.Command)
+	p("\n## How to reproduce\n\n```sh\nmake bench            # Go benchmarks, then hack/bench.sh: everything below\n")
+	p("# the operator at scale (PARLEY_SCALE_CLUSTERS=1000 by default):\n")
+	p("KUBEBUILDER_ASSETS=$(hack/control-plane.sh) PARLEY_SCALE_OUT=$PWD/artifacts go test -run '^$' -bench . -benchtime 1x ./test/scale/\n")
+	p("# the chat scenarios, exactly as this run:\nbin/%s\n", r.Command)
+	p("# one scenario against servers you started yourself (-pids: their process ids, for CPU and memory):\n")
+	p("bin/chatbench run -scenario fanout -url ws://127.0.0.1:8000/connection/websocket -pids 1234 -secret-file hmac.key -conns 2000 -rate 10,20,40\n```\n\n")
 	p("Raw results (JSON), server logs and CPU profiles are written to the run's output directory (see `hack/bench.sh`).\n\n")
 	p("## Analysis\n\n%s\n", analysisBegin)
 	if analysis != "" {
