@@ -280,6 +280,8 @@ func CentrifugoConfig(port int, secret, redisAddr, redisPrefix string) map[strin
 			"allowed_origins": []string{"*"},
 		},
 		"channel": map[string]any{
+			// Stream metadata would otherwise stay in the shared Redis for 30 days.
+			"history_meta_ttl": "1h",
 			"namespaces": []map[string]any{{
 				"name": Namespace, "history_size": 1000, "history_ttl": "10m", "force_recovery": true,
 				"allow_subscribe_for_client": true, "allow_publish_for_client": true,
@@ -297,7 +299,8 @@ func CentrifugoConfig(port int, secret, redisAddr, redisPrefix string) map[strin
 }
 
 // StartCentrifugo starts Centrifugo with n nodes: with its Redis engine (keys
-// under a per-run prefix; they expire with the history TTL), or a single node
+// under a per-run prefix; they expire with the history TTL, metadata within
+// the hour), or a single node
 // with its memory engine.
 func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis bool) (_ *Server, err error) {
 	srv := &Server{Name: name, Kind: "centrifugo", Backend: "memory"}
