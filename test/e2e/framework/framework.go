@@ -162,6 +162,10 @@ func (e *Env) startOperator(ctx context.Context) error {
 	)
 	e.operator.Env = append(os.Environ(), "KUBECONFIG="+e.Kubeconfig)
 	e.operator.Stdout, e.operator.Stderr = log, log
+	// Its own process group: a terminal's Ctrl-C goes to the demo's whole
+	// foreground group, and the operator must outlive it long enough to delete
+	// the ChatCluster's exchanges and database during the demo's cleanup.
+	e.operator.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if e.operatorDone, err = cluster.StartTied(e.operator); err != nil {
 		return fmt.Errorf("start the operator (%s): %w", e.operator.Path, err)
 	}
