@@ -77,3 +77,14 @@ type Broker interface {
 type ResubscribeHandler interface {
 	Resubscribed(channels []string)
 }
+
+// ValidateChannels refuses an empty channel name, which no routing scheme can
+// carry; every implementation checks its arguments with it.
+func ValidateChannels(channels []string) error {
+	for _, ch := range channels {
+		if ch == "" {
+			return errors.New("broker: empty channel name")
+		}
+	}
+	return nil
+}

@@ -719,15 +719,6 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) bool {
 	return true
 }
 
-func validChannels(channels []string) error {
-	for _, ch := range channels {
-		if ch == "" {
-			return errors.New("amqp broker: empty channel name")
-		}
-	}
-	return nil
-}
-
 func (b *Broker) check(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -745,7 +736,7 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
-	if err := validChannels(channels); err != nil {
+	if err := broker.ValidateChannels(channels); err != nil {
 		return err
 	}
 	b.subMu.Lock()
@@ -785,7 +776,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, channels ...string) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
-	if err := validChannels(channels); err != nil {
+	if err := broker.ValidateChannels(channels); err != nil {
 		return err
 	}
 	b.subMu.Lock()

@@ -173,7 +173,7 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
-	if err := validChannels(channels); err != nil {
+	if err := broker.ValidateChannels(channels); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -189,22 +189,13 @@ func (b *Broker) Unsubscribe(ctx context.Context, channels ...string) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
-	if err := validChannels(channels); err != nil {
+	if err := broker.ValidateChannels(channels); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ch := range channels {
 		delete(b.subs, ch)
-	}
-	return nil
-}
-
-func validChannels(channels []string) error {
-	for _, ch := range channels {
-		if ch == "" {
-			return errors.New("memory broker: empty channel name")
-		}
 	}
 	return nil
 }

@@ -439,3 +439,19 @@ func DefaultAssets(repoRoot string) (string, error) {
 	}
 	return strings.TrimSpace(string(out)), nil
 }
+
+// DumpLogs prints the last tailBytes of every log under dir/logs to stderr, so
+// a failed test run shows what the control plane, operator and pods said.
+func DumpLogs(dir string, tailBytes int) {
+	_ = filepath.Walk(filepath.Join(dir, "logs"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		data, _ := os.ReadFile(p)
+		if len(data) > tailBytes {
+			data = data[len(data)-tailBytes:]
+		}
+		fmt.Fprintf(os.Stderr, "==== %s (tail)\n%s\n", p, data)
+		return nil
+	})
+}

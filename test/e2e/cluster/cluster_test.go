@@ -82,33 +82,19 @@ func run(m *testing.M) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start local cluster:", err)
 		if lc != nil {
-			dumpLogs(lc.StateDir)
+			cluster.DumpLogs(lc.StateDir, 3000)
 			lc.Stop()
 		}
 		return 1
 	}
 	code := m.Run()
 	if code != 0 {
-		dumpLogs(lc.StateDir)
+		cluster.DumpLogs(lc.StateDir, 3000)
 	}
 	lc.Stop()
 	return code
 }
 
-// dumpLogs prints the tail of every log the cluster wrote, for failed runs.
-func dumpLogs(dir string) {
-	_ = filepath.Walk(filepath.Join(dir, "logs"), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return nil
-		}
-		data, _ := os.ReadFile(p)
-		if len(data) > 3000 {
-			data = data[len(data)-3000:]
-		}
-		fmt.Fprintf(os.Stderr, "==== %s (tail)\n%s\n", p, data)
-		return nil
-	})
-}
 
 func need(t *testing.T) {
 	t.Helper()

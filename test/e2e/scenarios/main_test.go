@@ -91,26 +91,12 @@ func run(m *testing.M) int {
 	fmt.Printf("local cluster and operator up in %s\n", time.Since(start).Round(10*time.Millisecond))
 	code := m.Run()
 	if code != 0 {
-		dumpLogs(env.StateDir)
+		cluster.DumpLogs(env.StateDir, 4000)
 	}
 	env.Stop()
 	return code
 }
 
-// dumpLogs prints the tail of every log of a failed run.
-func dumpLogs(dir string) {
-	_ = filepath.Walk(filepath.Join(dir, "logs"), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return nil
-		}
-		data, _ := os.ReadFile(p)
-		if len(data) > 4000 {
-			data = data[len(data)-4000:]
-		}
-		fmt.Fprintf(os.Stderr, "==== %s (tail)\n%s\n", p, data)
-		return nil
-	})
-}
 
 func need(t *testing.T) {
 	t.Helper()
