@@ -97,7 +97,6 @@ func run(m *testing.M) int {
 	return code
 }
 
-
 func need(t *testing.T) {
 	t.Helper()
 	if skipWhy != "" {
