@@ -7,6 +7,8 @@ package hub
 
 import (
 	"hash/maphash"
+	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/centrifugal/protocol"
@@ -45,7 +47,15 @@ type JoinLeaveSubscriber interface {
 
 type subShard struct {
 	mu   sync.RWMutex
-	subs map[string]map[string]Subscriber // channel → client → subscriber
+	subs map[string]*channelSubs
+}
+
+// channelSubs is one channel's local subscribers: a slice to broadcast over
+// (cheaper to walk than a map, and splittable for a parallel fan-out) and an
+// index by client ID so joining and leaving stay O(1).
+type channelSubs struct {
+	list  []Subscriber
+	index map[string]int
 }
 
 type connShard struct {
@@ -64,7 +74,7 @@ type Hub struct {
 func New() *Hub {
 	h := &Hub{seed: maphash.MakeSeed()}
 	for i := range h.subs {
-		h.subs[i].subs = map[string]map[string]Subscriber{}
+		h.subs[i].subs = map[string]*channelSubs{}
 		h.conns[i].users = map[string]map[string]Subscriber{}
 	}
 	return h
@@ -148,13 +158,18 @@ func (h *Hub) AddSub(channel string, s Subscriber) (first bool) {
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := sh.subs[channel]
-	if m == nil {
-		m = map[string]Subscriber{}
-		sh.subs[channel] = m
+	cs := sh.subs[channel]
+	if cs == nil {
+		cs = &channelSubs{index: map[string]int{}}
+		sh.subs[channel] = cs
 		first = true
 	}
-	m[s.ID()] = s
+	if i, ok := cs.index[s.ID()]; ok {
+		cs.list[i] = s
+		return first
+	}
+	cs.index[s.ID()] = len(cs.list)
+	cs.list = append(cs.list, s)
 	return first
 }
 
@@ -164,17 +179,30 @@ func (h *Hub) RemoveSub(channel string, s Subscriber) (last bool) {
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := sh.subs[channel]
-	if m == nil {
+	cs := sh.subs[channel]
+	if cs == nil {
 		return false
 	}
-	if _, ok := m[s.ID()]; !ok {
+	i, ok := cs.index[s.ID()]
+	if !ok {
 		return false
 	}
-	delete(m, s.ID())
-	if len(m) == 0 {
+	// Swap the last subscriber into the hole: order within a channel does not matter.
+	end := len(cs.list) - 1
+	if i != end {
+		moved := cs.list[end]
+		cs.list[i] = moved
+		cs.index[moved.ID()] = i
+	}
+	cs.list[end] = nil
+	cs.list = cs.list[:end]
+	delete(cs.index, s.ID())
+	if len(cs.list) == 0 {
 		delete(sh.subs, channel)
 		return true
+	}
+	if cap(cs.list) > 64 && len(cs.list) < cap(cs.list)/4 {
+		cs.list = slices.Clip(cs.list) // a room that emptied out gives its memory back
 	}
 	return false
 }
@@ -184,7 +212,10 @@ func (h *Hub) NumSubscribers(channel string) int {
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	return len(sh.subs[channel])
+	if cs := sh.subs[channel]; cs != nil {
+		return len(cs.list)
+	}
+	return 0
 }
 
 // Subscribers returns channel's local subscribers.
@@ -192,11 +223,10 @@ func (h *Hub) Subscribers(channel string) []Subscriber {
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	out := make([]Subscriber, 0, len(sh.subs[channel]))
-	for _, s := range sh.subs[channel] {
-		out = append(out, s)
+	if cs := sh.subs[channel]; cs != nil {
+		return slices.Clone(cs.list)
 	}
-	return out
+	return nil
 }
 
 // Channels lists channels with at least one local subscriber.
@@ -223,6 +253,12 @@ type encoded struct {
 	pbErr      error
 	publishing bool
 	joinLeave  bool
+}
+
+// encodeAll encodes for both protocols now, so get only reads.
+func (e *encoded) encodeAll() {
+	_, _ = e.get(protocol.TypeJSON)
+	_, _ = e.get(protocol.TypeProtobuf)
 }
 
 func (e *encoded) get(t protocol.Type) ([]byte, error) {
@@ -261,12 +297,49 @@ func (h *Hub) BroadcastLeave(channel string, info *protocol.ClientInfo) int {
 	return h.broadcast(channel, &e, 0)
 }
 
+// parallelChunk is the fewest subscribers worth a goroutine of their own in
+// one broadcast: below it, starting the goroutine and waking a processor
+// costs more than it saves.
+const parallelChunk = 256
+
+// broadcast hands e to channel's subscribers. A big room is split over up to
+// GOMAXPROCS goroutines: a delivery is mostly one write(2) to the client's
+// socket (transport writes inline), so one goroutine would cap a room's
+// fan-out at one core. broadcast returns only when every part is done, so
+// successive broadcasts on a channel reach each subscriber in order.
 func (h *Hub) broadcast(channel string, e *encoded, offset uint64) int {
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
+	cs := sh.subs[channel]
+	if cs == nil {
+		return 0
+	}
+	list := cs.list
+	parts := min(runtime.GOMAXPROCS(0), len(list)/parallelChunk)
+	if parts < 2 {
+		return deliver(list, channel, e, offset)
+	}
+	e.encodeAll() // the parts share e: nothing may be encoded lazily
+	counts := make([]int, parts)
+	size := (len(list) + parts - 1) / parts
+	var wg sync.WaitGroup
+	for i := 1; i < parts; i++ {
+		part := list[i*size : min((i+1)*size, len(list))]
+		wg.Go(func() { counts[i] = deliver(part, channel, e, offset) })
+	}
+	counts[0] = deliver(list[:size], channel, e, offset)
+	wg.Wait()
 	n := 0
-	for _, s := range sh.subs[channel] {
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+func deliver(subs []Subscriber, channel string, e *encoded, offset uint64) int {
+	n := 0
+	for _, s := range subs {
 		data, err := e.get(s.Protocol())
 		if err != nil {
 			s.Disconnect(codes.DisconnectInappropriateProtocol)

@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -132,5 +133,63 @@ func BenchmarkBroadcast(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/subscriber")
 		})
+	}
+}
+
+// A room big enough to be broadcast in parallel parts still reaches every
+// subscriber exactly once per publication and in publication order, and a
+// subscriber that leaves (swapped out of the middle of the list) gets nothing
+// more while the one moved into its place keeps getting everything.
+func TestBigRoomBroadcastInParallelParts(t *testing.T) {
+	h := hub.New()
+	const n = 5000
+	subs := make([]*sink, n)
+	for i := range subs {
+		proto := protocol.TypeJSON
+		if i%3 == 0 {
+			proto = protocol.TypeProtobuf
+		}
+		subs[i] = &sink{id: fmt.Sprint(i), proto: proto, keep: true}
+		h.AddSub("room:big", subs[i])
+	}
+	h.AddSub("room:big", subs[7]) // again: no second copy
+	const pubs = 20
+	for p := range pubs {
+		if p == pubs/2 {
+			h.RemoveSub("room:big", subs[100])
+			h.RemoveSub("room:big", subs[n-1])
+		}
+		want := n
+		if p >= pubs/2 {
+			want = n - 2
+		}
+		if got := h.BroadcastPublication("room:big", &protocol.Publication{Data: fmt.Appendf(nil, `{"p":%d}`, p), Offset: uint64(p + 1)}); got != want {
+			t.Fatalf("publication %d reached %d, want %d", p, got, want)
+		}
+	}
+	if h.NumSubscribers("room:big") != n-2 || len(h.Subscribers("room:big")) != n-2 {
+		t.Fatalf("%d subscribers left, want %d", h.NumSubscribers("room:big"), n-2)
+	}
+	for i, s := range subs {
+		want := pubs
+		if i == 100 || i == n-1 {
+			want = pubs / 2
+		}
+		if len(s.got) != want {
+			t.Fatalf("subscriber %d got %d publications, want %d", i, len(s.got), want)
+		}
+		for p, data := range s.got {
+			var rep protocol.Reply
+			if s.proto == protocol.TypeJSON {
+				if err := json.Unmarshal(data, &rep); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := rep.UnmarshalCF(data); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Push.Pub.Offset != uint64(p+1) {
+				t.Fatalf("subscriber %d: publication %d has offset %d", i, p, rep.Push.Pub.Offset)
+			}
+		}
 	}
 }

@@ -128,7 +128,7 @@ func (s *Session) sendPing() {
 	s.timer = time.AfterFunc(s.pongTimeout, s.checkPong)
 	s.mu.Unlock()
 	data, _ := protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{})
-	s.enqueue(data, "ping")
+	s.enqueue(data, s.n.Metrics().OutPing)
 	s.refreshPresence()
 }
 
@@ -309,10 +309,10 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	if s.subs[channel] != sub {
 		return nil // unsubscribed or closed meanwhile
 	}
-	s.enqueue(data, "reply")
+	s.enqueue(data, s.n.Metrics().OutReply)
 	for i, d := range sub.buffer {
 		if off := sub.bufferOffs[i]; off == 0 || off > res.Offset || ns.History.Size == 0 {
-			s.enqueue(d, "push")
+			s.enqueue(d, s.n.Metrics().OutPush)
 		}
 	}
 	sub.buffer, sub.bufferOffs, sub.bufferBytes = nil, nil, 0

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/centrifugal/protocol"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/codes"
@@ -148,15 +149,15 @@ func (s *Session) Protocol() protocol.Type { return s.proto }
 
 var _ hub.Subscriber = (*Session)(nil)
 
-// enqueueLocked queues an encoded reply; a full queue disconnects the client
+// enqueue queues an encoded reply and counts it; a full queue disconnects the client
 // as slow. Called with s.mu held or not: it touches only the transport.
-func (s *Session) enqueue(data []byte, kind string) {
+func (s *Session) enqueue(data []byte, counter prometheus.Counter) {
 	if !s.t.Enqueue(data) {
 		s.n.Metrics().Disconnect(codes.DisconnectSlow.Code)
 		s.t.Close(codes.DisconnectSlow)
 		return
 	}
-	s.n.Metrics().MessagesOut.WithLabelValues(kind).Inc()
+	counter.Inc()
 }
 
 // DeliverPublication implements hub.Subscriber. While a subscription is being
@@ -179,7 +180,7 @@ func (s *Session) DeliverPublication(channel string, offset uint64, data []byte)
 		}
 		sub.skipUpTo = 0
 	}
-	s.enqueue(data, "push")
+	s.enqueue(data, s.n.Metrics().OutPush)
 }
 
 // bufferLocked holds a push for a subscription being set up; offset 0 means
@@ -207,7 +208,7 @@ func (s *Session) DeliverJoinLeave(channel string, data []byte) bool {
 		s.bufferLocked(sub, 0, data)
 		return true
 	}
-	s.enqueue(data, "push")
+	s.enqueue(data, s.n.Metrics().OutPush)
 	return true
 }
 
@@ -219,7 +220,7 @@ func (s *Session) DeliverPush(data []byte) {
 	live := s.state == stateConnected
 	s.mu.Unlock()
 	if live {
-		s.enqueue(data, "push")
+		s.enqueue(data, s.n.Metrics().OutPush)
 	}
 }
 
@@ -243,7 +244,7 @@ func (s *Session) ServerUnsubscribe(channel string, code uint32, reason string) 
 	s.mu.Unlock()
 	s.dropSubscription(channel, sub, info)
 	if data, err := node.EncodeUnsubscribePush(s.proto, channel, code, reason); err == nil {
-		s.enqueue(data, "push")
+		s.enqueue(data, s.n.Metrics().OutPush)
 	}
 }
 
@@ -399,7 +400,7 @@ func (s *Session) writeReply(r *protocol.Reply) error {
 		// Only JSON can fail: a payload that is not JSON cannot reach a JSON client.
 		return codes.DisconnectInappropriateProtocol
 	}
-	s.enqueue(data, "reply")
+	s.enqueue(data, s.n.Metrics().OutReply)
 	return nil
 }
 

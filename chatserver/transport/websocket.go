@@ -1,8 +1,13 @@
 // Package transport accepts WebSocket connections at /connection/websocket
 // (gorilla/websocket), picks JSON or protobuf framing, and runs one read pump
-// and one write pump per connection. The write side is a byte-bounded queue
-// drained in batches: everything queued since the last write goes out in one
-// frame, which is what the protocol's batched frames are for.
+// and one write pump per connection. Writes go out inline, without blocking,
+// from whoever enqueues them; the write pump takes over only when a socket is
+// full, draining a byte-bounded queue in batched frames (conn.go).
+//
+// Clients may negotiate permessage-deflate: their compressed frames are read,
+// but the server writes uncompressed messages (RFC 7692 allows either per
+// message), as Centrifugo does by default: deflate per connection costs more
+// CPU and memory than a chat message's bytes are worth.
 package transport
 
 import (
@@ -109,7 +114,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ws.Subprotocol() == ProtobufSubprotocol || r.URL.Query().Get("format") == "protobuf" || r.URL.Query().Get("cf_protocol") == "protobuf" {
 		proto = protocol.TypeProtobuf
 	}
-	c := &conn{ws: ws, proto: proto, maxQueue: h.maxQueue, wake: make(chan struct{}, 1), done: make(chan struct{}), metrics: h.n.Metrics()}
+	c := newConn(ws, proto, h.maxQueue, h.n.Metrics())
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	// Shutdown may have listed the connections while this one was upgrading.
