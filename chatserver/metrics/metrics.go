@@ -15,21 +15,21 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Connections        prometheus.Gauge
-	Subscriptions      prometheus.Gauge
-	MessagesIn         *prometheus.CounterVec // by frame type (command)
-	MessagesOut        *prometheus.CounterVec // by kind (reply, push, ping)
+	Connections   prometheus.Gauge
+	Subscriptions prometheus.Gauge
+	MessagesIn    *prometheus.CounterVec // by frame type (command)
+	MessagesOut   *prometheus.CounterVec // by kind (reply, push, ping)
 	// OutPush, OutReply and OutPing are MessagesOut's children resolved once:
 	// WithLabelValues hashes the label and takes a lock, which on the
 	// per-delivery path costs more than the counter itself.
 	OutPush, OutReply, OutPing prometheus.Counter
-	BytesOut           prometheus.Counter
-	Errors             *prometheus.CounterVec // protocol error replies by code
-	Disconnects        *prometheus.CounterVec // by disconnect code
-	MalformedFrames    prometheus.Counter
-	PublishLatency     prometheus.Histogram // publish accepted by store → delivered by hub
-	GapFills           prometheus.Counter
-	BroadcastReceivers prometheus.Counter
+	BytesOut                   prometheus.Counter
+	Errors                     *prometheus.CounterVec // protocol error replies by code
+	Disconnects                *prometheus.CounterVec // by disconnect code
+	MalformedFrames            prometheus.Counter
+	PublishLatency             prometheus.Histogram // publish accepted by store → delivered by hub
+	GapFills                   prometheus.Counter
+	BroadcastReceivers         prometheus.Counter
 }
 
 // New creates collectors registered in a fresh registry (with Go and process collectors).
