@@ -68,6 +68,8 @@ type Node struct {
 
 	// reads merges read receipts per channel before broadcasting them.
 	reads *receiptBatcher
+	// presence batches the periodic presence refreshes (presence.go).
+	presence *presenceBatcher
 }
 
 // RebroadcastInterval is how often unsent publications are retried.
@@ -118,6 +120,11 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	}
 	n.log = logger.With("node", n.id)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
+	refreshDelay := MaxPresenceRefreshDelay
+	if ping := cfg.HTTP.PingInterval.D(); ping > 0 {
+		refreshDelay = min(refreshDelay, ping/4)
+	}
+	n.presence = newPresenceBatcher(refreshDelay, s.AddPresences, n.log)
 	if n.metrics == nil {
 		n.metrics = metrics.New()
 	}
@@ -146,6 +153,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stop()
 		<-retried
 		n.reads.stop()
+		n.presence.stop()
 	}()
 	return n.broker.Run(ctx, n)
 }
@@ -489,9 +497,12 @@ func (n *Node) Join(ctx context.Context, channel string, ns config.Namespace, in
 	return n.broker.PublishJoin(ctx, channel, &info)
 }
 
-// RefreshPresence keeps a connection's presence entry from expiring.
-func (n *Node) RefreshPresence(ctx context.Context, channel string, info message.ClientInfo) error {
-	return n.store.AddPresence(ctx, channel, info)
+// RefreshPresence keeps a connection's presence entry from expiring. The
+// refresh is queued and written with others within MaxPresenceRefreshDelay;
+// the store's errors are logged there.
+func (n *Node) RefreshPresence(_ context.Context, channel string, info message.ClientInfo) error {
+	n.presence.add(channel, info)
+	return nil
 }
 
 // Leave removes presence and announces the leave after the user's last
@@ -500,6 +511,7 @@ func (n *Node) Leave(ctx context.Context, channel string, ns config.Namespace, i
 	if !ns.Presence && !ns.JoinLeave {
 		return nil
 	}
+	n.presence.forget(channel, info.Client)
 	if err := n.store.RemovePresence(ctx, channel, info.Client); err != nil {
 		return fmt.Errorf("remove presence: %w", err)
 	}

@@ -12,7 +12,7 @@ import (
 // the store all replicas share. A connection adds its entry, then counts:
 // past the limit it takes its entry back and is refused. Two connections
 // racing on two replicas may then both be refused, never both admitted.
-// Entries are refreshed with the connection's other presence (every ping)
+// Entries are refreshed with the connection's other presence (every ping, batched)
 // and expire with the store's presence TTL, so a replica that dies without
 // cleaning up blocks nobody for longer than that.
 
@@ -51,12 +51,14 @@ func (n *Node) AdmitConnection(ctx context.Context, info message.ClientInfo) (bo
 	return false, nil
 }
 
-// RefreshConnection keeps an admitted connection counted.
-func (n *Node) RefreshConnection(ctx context.Context, info message.ClientInfo) error {
+// RefreshConnection keeps an admitted connection counted (batched like
+// RefreshPresence).
+func (n *Node) RefreshConnection(_ context.Context, info message.ClientInfo) error {
 	if n.cfg.Limits.ConnectionsPerUser <= 0 || info.User == "" {
 		return nil
 	}
-	return n.store.AddPresence(ctx, userConnsChannel(info.User), message.ClientInfo{User: info.User, Client: info.Client})
+	n.presence.add(userConnsChannel(info.User), message.ClientInfo{User: info.User, Client: info.Client})
+	return nil
 }
 
 // ReleaseConnection stops counting a connection that AdmitConnection admitted.
@@ -64,5 +66,6 @@ func (n *Node) ReleaseConnection(ctx context.Context, info message.ClientInfo) e
 	if n.cfg.Limits.ConnectionsPerUser <= 0 || info.User == "" {
 		return nil
 	}
+	n.presence.forget(userConnsChannel(info.User), info.Client)
 	return n.store.RemovePresence(ctx, userConnsChannel(info.User), info.Client)
 }

@@ -113,6 +113,15 @@ func (s connsDown) AddPresence(ctx context.Context, ch string, e message.ClientI
 	return s.Store.AddPresence(ctx, ch, e)
 }
 
+func (s connsDown) AddPresences(ctx context.Context, entries []store.PresenceEntry) error {
+	for _, e := range entries {
+		if strings.HasPrefix(e.Channel, "$conns:") {
+			return fmt.Errorf("%w: test", store.ErrUnavailable)
+		}
+	}
+	return s.Store.AddPresences(ctx, entries)
+}
+
 func (s connsDown) PresenceStats(ctx context.Context, ch string) (int, int, error) {
 	if strings.HasPrefix(ch, "$conns:") {
 		return 0, 0, fmt.Errorf("%w: test", store.ErrUnavailable)

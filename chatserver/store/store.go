@@ -106,11 +106,22 @@ type Store interface {
 	Close() error
 }
 
+// PresenceEntry is one connection's presence in one channel.
+type PresenceEntry struct {
+	Channel string
+	Info    message.ClientInfo
+}
+
 // Presence tracks which connections are in which channels across all nodes.
 // Entries expire when not refreshed within the implementation's TTL, so a node
 // that dies does not leave ghosts behind.
 type Presence interface {
 	AddPresence(ctx context.Context, channel string, entry message.ClientInfo) error
+	// AddPresences adds or refreshes many entries at once, as AddPresence
+	// each would: nodes batch their connections' periodic refreshes through
+	// it, so a million connections cost a few statements a second, not
+	// tens of thousands. At most one entry per (channel, client).
+	AddPresences(ctx context.Context, entries []PresenceEntry) error
 	RemovePresence(ctx context.Context, channel, client string) error
 	Presence(ctx context.Context, channel string) (map[string]message.ClientInfo, error)
 	// PresenceStats counts connections and distinct users.

@@ -351,6 +351,16 @@ func (s *Store) AddPresence(ctx context.Context, channel string, entry message.C
 	return nil
 }
 
+// AddPresences implements store.Presence.
+func (s *Store) AddPresences(ctx context.Context, entries []store.PresenceEntry) error {
+	for _, e := range entries {
+		if err := s.AddPresence(ctx, e.Channel, e.Info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RemovePresence implements store.Presence.
 func (s *Store) RemovePresence(ctx context.Context, channel, client string) error {
 	if err := s.check(ctx, channel); err != nil {

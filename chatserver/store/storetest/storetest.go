@@ -114,6 +114,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ReceiptsPerChannel", func(t *testing.T) { t.Parallel(); testReceipts(t, h) })
 	t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, h) })
 	t.Run("PresenceExpiresWithoutRefresh", func(t *testing.T) { t.Parallel(); testPresenceTTL(t, h) })
+	t.Run("PresenceInBatches", func(t *testing.T) { t.Parallel(); testPresenceBatch(t, h) })
 	t.Run("BadInput", func(t *testing.T) { t.Parallel(); testBadInput(t, h) })
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); testCanceled(t, h) })
 	if h.Peer != nil {
@@ -695,12 +696,15 @@ func testPresenceTTL(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	// Refresh only the live entry, twice, across more than one TTL.
-	for i := 0; i < 2; i++ {
-		time.Sleep(900 * time.Millisecond)
-		if err := s.AddPresence(ctx, ch, live); err != nil {
-			t.Fatal(err)
-		}
+	// Refresh only the live entry, twice, across more than one TTL: once
+	// alone, once in a batch (the way nodes refresh).
+	time.Sleep(900 * time.Millisecond)
+	if err := s.AddPresence(ctx, ch, live); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(900 * time.Millisecond)
+	if err := s.AddPresences(ctx, []store.PresenceEntry{{Channel: ch, Info: live}}); err != nil {
+		t.Fatal(err)
 	}
 	got, err := s.Presence(ctx, ch)
 	if err != nil {
@@ -714,6 +718,53 @@ func testPresenceTTL(t *testing.T, h Harness) {
 	}
 	if clients, users, _ := s.PresenceStats(ctx, ch); clients != 1 || users != 1 {
 		t.Fatalf("stats count the ghost: %d clients, %d users", clients, users)
+	}
+}
+
+// AddPresences adds and refreshes like AddPresence per entry, across
+// channels and past one statement's worth of rows; of two entries for one
+// key the later wins; a bad entry is refused.
+func testPresenceBatch(t *testing.T, h Harness) {
+	s := newStore(t, h, Options{})
+	ctx := ctxT(t)
+	chans := []string{Channel(t) + "-a", Channel(t) + "-b", Channel(t) + "-c"}
+	if err := s.AddPresence(ctx, chans[0], message.ClientInfo{User: "old", Client: "c0"}); err != nil {
+		t.Fatal(err)
+	}
+	var batch []store.PresenceEntry
+	for i := range 2500 {
+		batch = append(batch, store.PresenceEntry{Channel: chans[i%3], Info: message.ClientInfo{
+			User: fmt.Sprintf("u%d", i%7), Client: fmt.Sprintf("c%d", i), ConnInfo: []byte(`{"i":1}`)}})
+	}
+	// The same key twice: the later entry wins.
+	batch = append(batch, store.PresenceEntry{Channel: chans[0], Info: message.ClientInfo{User: "new", Client: "c0", ChanInfo: []byte(`{"v":2}`)}})
+	if err := s.AddPresences(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range chans {
+		got, err := s.Presence(ctx, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 834 // 2500 entries over three channels: 834, 833, 833
+		if i > 0 {
+			want = 833
+		}
+		if len(got) != want {
+			t.Fatalf("channel %d: %d entries, want %d", i, len(got), want)
+		}
+		if e := got[fmt.Sprintf("c%d", i+3)]; e.User != fmt.Sprintf("u%d", (i+3)%7) || string(e.ConnInfo) != `{"i":1}` {
+			t.Fatalf("channel %d: entry %+v", i, e)
+		}
+	}
+	if got, _ := s.Presence(ctx, chans[0]); got["c0"].User != "new" || string(got["c0"].ChanInfo) != `{"v":2}` {
+		t.Fatalf("the later entry of a key should win: %+v", got["c0"])
+	}
+	if err := s.AddPresences(ctx, []store.PresenceEntry{{Channel: chans[0], Info: message.ClientInfo{User: "x"}}}); err == nil {
+		t.Fatal("an entry without a client id was accepted")
+	}
+	if err := s.AddPresences(ctx, nil); err != nil {
+		t.Fatalf("an empty batch: %v", err)
 	}
 }
 
