@@ -27,6 +27,8 @@ import (
 // pump, a goroutine per connection that blocks on the socket with a deadline;
 // everything enqueued meanwhile queues behind it (bounded in bytes) and goes
 // out batched in one frame, which is what the protocol's batched frames are for.
+// The pump exists only while there is such work (or a close to send): an idle
+// connection holds no writer goroutine, only its reader.
 //
 // Frames are built here rather than by gorilla's writer, which locks, copies
 // and sets a deadline (a timer update) per message. A TLS connection, not a
@@ -47,8 +49,9 @@ type conn struct {
 	pendingOff int
 	writing    bool // someone (inline or the pump) is writing to the socket
 	broken     bool // a write failed: nothing more goes out
+	pumping    bool // a pump goroutine is running
+	finished   bool // the socket is closed and done is closed
 	closeWith  *codes.Disconnect
-	wake       chan struct{}
 	done       chan struct{}
 
 	// Owned by whoever set writing: the frame of an inline write and its progress.
@@ -59,8 +62,7 @@ type conn struct {
 }
 
 func newConn(ws *websocket.Conn, proto protocol.Type, maxQueue int, m *metrics.Metrics) *conn {
-	c := &conn{ws: ws, nc: ws.NetConn(), proto: proto, maxQueue: maxQueue, metrics: m,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{ws: ws, nc: ws.NetConn(), proto: proto, maxQueue: maxQueue, metrics: m, done: make(chan struct{})}
 	if sc, ok := c.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -185,51 +187,67 @@ func (c *conn) Close(d codes.Disconnect) {
 	c.signal()
 }
 
+// signal starts the pump if there is work for it and none is running (or
+// an inline write is in progress: it signals again when it is done).
 func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pumping || c.writing || c.finished {
+		return
+	}
+	if c.broken || c.pending != nil || len(c.queue) > 0 || len(c.control) > 0 || c.closeWith != nil {
+		c.pumping = true
+		go c.pump()
 	}
 }
 
-// writePump finishes what inline writes could not, writes everything queued
-// as one frame per round, then the close frame once Close was called, and
-// closes the socket.
-func (c *conn) writePump() {
-	defer close(c.done)
-	defer c.ws.Close()
-	for range c.wake {
-		for {
-			c.mu.Lock()
-			if c.writing { // an inline write: it signals again when it is done
-				c.mu.Unlock()
-				break
-			}
-			if c.broken {
-				c.mu.Unlock()
-				return
-			}
-			control, pending, off, batch, closeWith := c.control, c.pending, c.pendingOff, c.queue, c.closeWith
-			if len(control) == 0 && pending == nil && len(batch) == 0 && closeWith == nil {
-				c.mu.Unlock()
-				break
-			}
-			c.control, c.pending, c.queue, c.queued = nil, nil, nil, 0
-			c.writing = true
+// pump finishes what inline writes could not, writes everything queued as
+// one frame per round, then the close frame once Close was called, and
+// closes the socket. It returns when there is nothing left to do.
+func (c *conn) pump() {
+	for {
+		c.mu.Lock()
+		if c.writing { // an inline write: it signals again when it is done
+			c.pumping = false
 			c.mu.Unlock()
-			err := c.flush(control, pending, off, batch, closeWith)
-			if err == nil && closeWith != nil {
-				msg := websocket.FormatCloseMessage(int(closeWith.Code), closeWith.Reason)
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-			}
-			if err != nil || closeWith != nil {
-				return
-			}
-			c.mu.Lock()
-			c.writing = false
-			c.mu.Unlock()
+			return
 		}
+		if c.broken {
+			c.mu.Unlock()
+			c.finish()
+			return
+		}
+		control, pending, off, batch, closeWith := c.control, c.pending, c.pendingOff, c.queue, c.closeWith
+		if len(control) == 0 && pending == nil && len(batch) == 0 && closeWith == nil {
+			c.pumping = false
+			c.mu.Unlock()
+			return
+		}
+		c.control, c.pending, c.queue, c.queued = nil, nil, nil, 0
+		c.writing = true
+		c.mu.Unlock()
+		err := c.flush(control, pending, off, batch, closeWith)
+		if err == nil && closeWith != nil {
+			msg := websocket.FormatCloseMessage(int(closeWith.Code), closeWith.Reason)
+			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		}
+		if err != nil || closeWith != nil {
+			c.finish()
+			return
+		}
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
 	}
+}
+
+// finish closes the socket for good; the pump calls it once, last.
+func (c *conn) finish() {
+	_ = c.ws.Close()
+	c.mu.Lock()
+	c.finished, c.writing, c.broken = true, true, true // nothing writes again
+	c.mu.Unlock()
+	close(c.done)
 }
 
 var errSlow = errors.New("slow client: queued data dropped")

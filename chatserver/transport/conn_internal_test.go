@@ -85,7 +85,6 @@ func pair(t *testing.T, maxQueue int) (*conn, *websocket.Conn) {
 			return
 		}
 		c := newConn(ws, protocol.TypeJSON, maxQueue, metrics.New())
-		go c.writePump()
 		go func() { // the read pump: control frames are handled while reading
 			for {
 				if _, _, err := ws.NextReader(); err != nil {
@@ -207,6 +206,44 @@ func TestPongsDoNotInterleaveWithData(t *testing.T) {
 	for i := range pings {
 		if p := <-pongs; p != fmt.Sprintf("ping-%d", i) {
 			t.Fatalf("pong %q, want ping-%d", p, i)
+		}
+	}
+}
+
+// The pump runs only while it has work: a connection whose writes all went
+// out inline never starts one, and one that fell behind stops it once the
+// backlog is written.
+func TestPumpOnlyWhileNeeded(t *testing.T) {
+	c, client := pair(t, 64<<20)
+	pumping := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.pumping
+	}
+	for i := range 10 {
+		c.Enqueue(fmt.Appendf(nil, `{"i":%d}`, i))
+		if pumping() {
+			t.Fatal("a pump started for writes the socket took at once")
+		}
+	}
+	payload := strings.Repeat("z", 64<<10)
+	for i := range 300 { // ~19 MB: the socket fills, the pump takes over
+		c.Enqueue(fmt.Appendf(nil, `{"i":%d,"p":"%s"}`, i, payload))
+	}
+	if !pumping() {
+		t.Fatal("no pump for a full socket")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for got := 0; got < 310; {
+		_, data, err := client.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		got += bytes.Count(data, []byte("\n")) + 1
+	}
+	for deadline := time.Now().Add(5 * time.Second); pumping(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pump outlived its backlog")
 		}
 	}
 }

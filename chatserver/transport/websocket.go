@@ -1,6 +1,6 @@
 // Package transport accepts WebSocket connections at /connection/websocket
 // (gorilla/websocket), picks JSON or protobuf framing, and runs one read pump
-// and one write pump per connection. Writes go out inline, without blocking,
+// per connection, and a write pump only while one is needed. Writes go out inline, without blocking,
 // from whoever enqueues them; the write pump takes over only when a socket is
 // full, draining a byte-bounded queue in batched frames (conn.go).
 //
@@ -120,7 +120,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Shutdown may have listed the connections while this one was upgrading.
 	lateForShutdown := h.closing
 	h.mu.Unlock()
-	go c.writePump()
 	if lateForShutdown {
 		c.Close(codes.DisconnectShutdown)
 	}
