@@ -37,6 +37,20 @@ type Handler interface {
 	HandleControl(data []byte)
 }
 
+// BatchHandler is implemented by handlers that take several consecutive
+// publications of one channel at once (the node hands them to each
+// connection together: one frame, one system call). A broker passes on what
+// has piled up while its handler was busy, never waiting for more, so
+// batching costs no latency when idle and saves work under load.
+type BatchHandler interface {
+	// HandlePublications is HandlePublication for each pub in order; sps[i]
+	// belongs to pubs[i].
+	HandlePublications(channel string, pubs []*message.Publication, sps []message.StreamPosition)
+}
+
+// MaxBatch bounds the publications a broker hands over in one call.
+const MaxBatch = 64
+
 // Broker fans out messages between nodes.
 //
 // Contract:

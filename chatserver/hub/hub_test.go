@@ -20,6 +20,8 @@ type sink struct {
 	got   [][]byte
 	disc  []codes.Disconnect
 	keep  bool
+	// batches counts DeliverPublications calls.
+	batches int
 }
 
 func (s *sink) ID() string              { return s.id }
@@ -31,6 +33,14 @@ func (s *sink) DeliverPublication(_ string, _ uint64, data []byte) {
 		s.got = append(s.got, data)
 		s.mu.Unlock()
 	}
+}
+func (s *sink) DeliverPublications(channel string, offsets []uint64, data [][]byte) {
+	for i, d := range data {
+		s.DeliverPublication(channel, offsets[i], d)
+	}
+	s.mu.Lock()
+	s.batches++
+	s.mu.Unlock()
 }
 func (s *sink) DeliverPush(data []byte) { s.DeliverPublication("", 0, data) }
 func (s *sink) Disconnect(d codes.Disconnect) {
@@ -190,6 +200,53 @@ func TestBigRoomBroadcastInParallelParts(t *testing.T) {
 			if rep.Push.Pub.Offset != uint64(p+1) {
 				t.Fatalf("subscriber %d: publication %d has offset %d", i, p, rep.Push.Pub.Offset)
 			}
+		}
+	}
+}
+
+// Several publications broadcast together reach each subscriber in one
+// DeliverPublications call, in order, encoded for its protocol; when one of
+// them cannot be sent as JSON, JSON subscribers are disconnected instead.
+func TestBroadcastPublicationsTogether(t *testing.T) {
+	h := hub.New()
+	subs := make([]*sink, 1000) // big enough to be split into parallel parts
+	for i := range subs {
+		proto := protocol.TypeJSON
+		if i%2 == 1 {
+			proto = protocol.TypeProtobuf
+		}
+		subs[i] = &sink{id: fmt.Sprint(i), proto: proto, keep: true}
+		h.AddSub("room:b", subs[i])
+	}
+	var pubs []*protocol.Publication
+	for off := range uint64(5) {
+		pubs = append(pubs, &protocol.Publication{Data: fmt.Appendf(nil, `{"n":%d}`, off), Offset: off + 1})
+	}
+	if n := h.BroadcastPublications("room:b", pubs); n != len(subs) {
+		t.Fatalf("reached %d", n)
+	}
+	for i, s := range subs {
+		if s.batches != 1 || len(s.got) != 5 {
+			t.Fatalf("subscriber %d: %d calls, %d publications", i, s.batches, len(s.got))
+		}
+		for j, data := range s.got {
+			var rep protocol.Reply
+			var err error
+			if s.proto == protocol.TypeJSON {
+				err = json.Unmarshal(data, &rep)
+			} else {
+				err = rep.UnmarshalCF(data)
+			}
+			if err != nil || rep.Push.Pub.Offset != uint64(j+1) {
+				t.Fatalf("subscriber %d publication %d: %v %+v", i, j, err, rep.Push)
+			}
+		}
+	}
+	binary := append(pubs[:1:1], &protocol.Publication{Data: []byte{0xff, 0x00}, Offset: 9})
+	h.BroadcastPublications("room:b", binary)
+	for i, s := range subs {
+		if disconnected := len(s.disc) == 1; disconnected != (s.proto == protocol.TypeJSON) {
+			t.Fatalf("subscriber %d (%s): disconnects %v", i, s.proto, s.disc)
 		}
 	}
 }

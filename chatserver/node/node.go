@@ -328,32 +328,45 @@ func ToProtoInfo(i *message.ClientInfo) *protocol.ClientInfo {
 // HandlePublication implements broker.Handler: deliver in offset order, fill
 // gaps from the store, drop duplicates.
 func (n *Node) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
+	n.HandlePublications(channel, []*message.Publication{pub}, []message.StreamPosition{sp})
+}
+
+// HandlePublications implements broker.BatchHandler: HandlePublication for
+// each, with what is deliverable handed to the hub together.
+func (n *Node) HandlePublications(channel string, pubs []*message.Publication, sps []message.StreamPosition) {
 	st := n.state(channel)
 	if st == nil {
 		return
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if pub.Offset == 0 { // never stored (typing indicator): nothing to order
-		n.deliver(channel, pub)
-		return
+	ready := make([]*message.Publication, 0, len(pubs))
+	for i, pub := range pubs {
+		if pub.Offset == 0 { // never stored (typing indicator): nothing to order
+			ready = append(ready, pub)
+			continue
+		}
+		sp := sps[i]
+		if st.epoch != "" && sp.Epoch != "" && sp.Epoch != st.epoch {
+			// The stream was reset: positions from the old epoch mean nothing.
+			st.epoch, st.last = sp.Epoch, 0
+		}
+		if st.epoch == "" {
+			st.epoch = sp.Epoch
+		}
+		switch {
+		case !st.known:
+		case pub.Offset <= st.last:
+			continue // already delivered (duplicate or filled earlier)
+		case pub.Offset > st.last+1:
+			n.deliver(channel, ready) // what came before the gap goes first
+			ready = ready[:0]
+			n.fillGap(channel, st, pub.Offset)
+		}
+		ready = append(ready, pub)
+		st.last, st.known = pub.Offset, true
 	}
-	if st.epoch != "" && sp.Epoch != "" && sp.Epoch != st.epoch {
-		// The stream was reset: positions from the old epoch mean nothing.
-		st.epoch, st.last = sp.Epoch, 0
-	}
-	if st.epoch == "" {
-		st.epoch = sp.Epoch
-	}
-	switch {
-	case !st.known:
-	case pub.Offset <= st.last:
-		return // already delivered (duplicate or filled earlier)
-	case pub.Offset > st.last+1:
-		n.fillGap(channel, st, pub.Offset)
-	}
-	n.deliver(channel, pub)
-	st.last, st.known = pub.Offset, true
+	n.deliver(channel, ready)
 }
 
 // fillGap delivers publications (st.last, upTo) from the store. On failure the
@@ -376,17 +389,31 @@ func (n *Node) fillGap(channel string, st *chanState, upTo uint64) {
 	}
 	for _, p := range pubs {
 		if p.Offset > st.last && p.Offset < upTo {
-			n.deliver(channel, p)
+			n.deliver(channel, []*message.Publication{p})
 			st.last = p.Offset
 		}
 	}
 }
 
-func (n *Node) deliver(channel string, pub *message.Publication) {
-	count := n.hub.BroadcastPublication(channel, ToProtoPublication(pub))
-	n.metrics.BroadcastReceivers.Add(float64(count))
-	if pub.Time > 0 {
-		n.metrics.PublishLatency.Observe(time.Since(time.UnixMilli(pub.Time)).Seconds())
+func (n *Node) deliver(channel string, pubs []*message.Publication) {
+	var count int
+	switch len(pubs) {
+	case 0:
+		return
+	case 1:
+		count = n.hub.BroadcastPublication(channel, ToProtoPublication(pubs[0]))
+	default:
+		wire := make([]*protocol.Publication, len(pubs))
+		for i, p := range pubs {
+			wire[i] = ToProtoPublication(p)
+		}
+		count = n.hub.BroadcastPublications(channel, wire)
+	}
+	n.metrics.BroadcastReceivers.Add(float64(count * len(pubs)))
+	for _, pub := range pubs {
+		if pub.Time > 0 {
+			n.metrics.PublishLatency.Observe(time.Since(time.UnixMilli(pub.Time)).Seconds())
+		}
 	}
 }
 

@@ -47,6 +47,12 @@ func (r *recorder) DeliverPublication(_ string, offset uint64, data []byte) {
 	r.offsets = append(r.offsets, offset)
 }
 
+func (r *recorder) DeliverPublications(channel string, offsets []uint64, data [][]byte) {
+	for i, d := range data {
+		r.DeliverPublication(channel, offsets[i], d)
+	}
+}
+
 func newNode(t *testing.T, b broker.Broker, s store.Store) *node.Node {
 	t.Helper()
 	cfg := config.Default()

@@ -32,6 +32,12 @@ func (m *memTransport) Enqueue(data []byte) bool {
 	m.out = append(m.out, data)
 	return true
 }
+func (m *memTransport) EnqueueBatch(data [][]byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.out = append(m.out, data...)
+	return true
+}
 func (m *memTransport) Close(d codes.Disconnect) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

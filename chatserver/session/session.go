@@ -33,6 +33,8 @@ type Transport interface {
 	// Enqueue queues one encoded reply (no framing). It returns false when the
 	// connection's write queue is over its byte bound or the connection is closed.
 	Enqueue(data []byte) bool
+	// EnqueueBatch queues several replies to go out together (one frame).
+	EnqueueBatch(data [][]byte) bool
 	// Close flushes what is queued, sends a close frame with d and closes.
 	Close(d codes.Disconnect)
 }
@@ -181,6 +183,46 @@ func (s *Session) DeliverPublication(channel string, offset uint64, data []byte)
 		sub.skipUpTo = 0
 	}
 	s.enqueue(data, s.n.Metrics().OutPush)
+}
+
+// DeliverPublications implements hub.Subscriber: consecutive publications
+// of one channel, filtered as DeliverPublication filters each, go to the
+// transport together so they leave in one frame.
+func (s *Session) DeliverPublications(channel string, offsets []uint64, data [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[channel]
+	if sub == nil || s.state != stateConnected {
+		return
+	}
+	if !sub.live {
+		for i, d := range data {
+			s.bufferLocked(sub, offsets[i], d)
+		}
+		return
+	}
+	send := data
+	if sub.skipUpTo > 0 {
+		send = nil
+		for i, d := range data {
+			if off := offsets[i]; off > 0 && sub.skipUpTo > 0 {
+				if off <= sub.skipUpTo {
+					continue
+				}
+				sub.skipUpTo = 0
+			}
+			send = append(send, d)
+		}
+	}
+	if len(send) == 0 {
+		return
+	}
+	if !s.t.EnqueueBatch(send) {
+		s.n.Metrics().Disconnect(codes.DisconnectSlow.Code)
+		s.t.Close(codes.DisconnectSlow)
+		return
+	}
+	s.n.Metrics().OutPush.Add(float64(len(send)))
 }
 
 // bufferLocked holds a push for a subscription being set up; offset 0 means

@@ -82,12 +82,23 @@ func (c *conn) Protocol() protocol.Type { return c.proto }
 
 // Enqueue implements session.Transport.
 func (c *conn) Enqueue(data []byte) bool {
+	one := [1][]byte{data}
+	return c.EnqueueBatch(one[:])
+}
+
+// EnqueueBatch implements session.Transport: the messages go out together,
+// in one frame when they are written inline.
+func (c *conn) EnqueueBatch(data [][]byte) bool {
+	size := 0
+	for _, d := range data {
+		size += len(d)
+	}
 	c.mu.Lock()
 	if c.closeWith != nil || c.broken {
 		c.mu.Unlock()
 		return true // closing anyway: not a slow consumer
 	}
-	if c.maxQueue > 0 && c.queued+len(data) > c.maxQueue {
+	if c.maxQueue > 0 && c.queued+size > c.maxQueue {
 		c.mu.Unlock()
 		return false
 	}
@@ -97,19 +108,18 @@ func (c *conn) Enqueue(data []byte) bool {
 		c.writeInline(data)
 		return true
 	}
-	c.queue = append(c.queue, data)
-	c.queued += len(data)
+	c.queue = append(c.queue, data...)
+	c.queued += size
 	c.mu.Unlock()
 	c.signal()
 	return true
 }
 
-// writeInline writes one message's frame without blocking; what the socket
+// writeInline writes the messages' frame without blocking; what the socket
 // does not take is left to the pump. Called with c.writing set by the caller.
-func (c *conn) writeInline(data []byte) {
+func (c *conn) writeInline(data [][]byte) {
 	buf := getFrameBuf()
-	one := [1][]byte{data}
-	*buf = appendFrame(*buf, c.proto, one[:])
+	*buf = appendFrame(*buf, c.proto, data)
 	c.wbuf, c.wn, c.werr = *buf, 0, nil
 	err := c.raw.Write(c.step)
 	n, werr := c.wn, c.werr

@@ -570,6 +570,8 @@ func (b *Broker) serve(ctx context.Context, sess *session, h broker.Handler) {
 	defer ackTick.Stop()
 	var unacked uint64
 	var pending int
+	bh, _ := h.(broker.BatchHandler)
+	var group []amqp.Delivery
 	ack := func() {
 		if pending > 0 {
 			_ = sess.cons.Ack(unacked, true)
@@ -588,21 +590,81 @@ func (b *Broker) serve(ctx context.Context, sess *session, h broker.Handler) {
 			if !ok {
 				return
 			}
-			if !b.dispatch(h, &d) {
-				// Settle what came before, then reject this one (dead-lettered
-				// when the queue has a dead-letter exchange). A tag must not be
-				// both rejected and covered by a later multiple ack.
-				ack()
-				_ = sess.cons.Nack(d.DeliveryTag, false, false)
-				continue
+			// Take what else is already waiting (never wait for more): runs
+			// of one channel's publications go to the handler together.
+			group = append(group[:0], d)
+			closed := false
+		drain:
+			for len(group) < broker.MaxBatch {
+				select {
+				case d, ok := <-deliveries:
+					if !ok {
+						closed = true
+						break drain
+					}
+					group = append(group, d)
+				default:
+					break drain
+				}
 			}
-			unacked = d.DeliveryTag
-			pending++
-			if pending >= ackEvery {
-				ack()
+			for i := 0; i < len(group); {
+				if n := b.dispatchRun(bh, group[i:]); n > 0 {
+					unacked = group[i+n-1].DeliveryTag
+					pending += n
+					i += n
+				} else {
+					d := &group[i]
+					i++
+					if !b.dispatch(h, d) {
+						// Settle what came before, then reject this one (dead-lettered
+						// when the queue has a dead-letter exchange). A tag must not be
+						// both rejected and covered by a later multiple ack.
+						ack()
+						_ = sess.cons.Nack(d.DeliveryTag, false, false)
+						continue
+					}
+					unacked = d.DeliveryTag
+					pending++
+				}
+				if pending >= ackEvery {
+					ack()
+				}
+			}
+			if closed {
+				return
 			}
 		}
 	}
+}
+
+// dispatchRun hands the publications of one subscribed channel that lead ds
+// to bh together and returns how many it took; 0 when there are fewer than
+// two (or no batch handler): the first is then dispatched alone.
+func (b *Broker) dispatchRun(bh broker.BatchHandler, ds []amqp.Delivery) int {
+	if bh == nil || len(ds) < 2 || ds[0].Type != TypePublication || ds[1].Type != TypePublication {
+		return 0
+	}
+	channel, _ := ds[0].Headers[HeaderChannel].(string)
+	if next, _ := ds[1].Headers[HeaderChannel].(string); channel == "" || next != channel || !b.subscribed(channel) {
+		return 0
+	}
+	var pubs []*message.Publication
+	var sps []message.StreamPosition
+	for i := range ds {
+		if ch, _ := ds[i].Headers[HeaderChannel].(string); ds[i].Type != TypePublication || ch != channel {
+			break
+		}
+		pub, sp, err := decodePublication(&ds[i])
+		if err != nil {
+			break // dispatched alone, and rejected there
+		}
+		pubs, sps = append(pubs, pub), append(sps, sp)
+	}
+	if len(pubs) < 2 {
+		return 0
+	}
+	bh.HandlePublications(channel, pubs, sps)
+	return len(pubs)
 }
 
 // reapLingering unbinds keys that lingered longer than UnbindLinger, off the

@@ -560,3 +560,62 @@ func TestUnbindLinger(t *testing.T) {
 	}
 	node.Rec.WaitFor(t, "delivery after resubscribing", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
 }
+
+// gatedRecorder blocks in its first delivery until released, so deliveries
+// pile up in the consumer meanwhile.
+type gatedRecorder struct {
+	*brokertest.Recorder
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedRecorder) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
+	g.once.Do(func() { close(g.entered); <-g.release })
+	g.Recorder.HandlePublication(channel, pub, sp)
+}
+
+// Publications that piled up while the node was busy are handed over in
+// runs (one channel's, in order); a malformed one in the middle ends a run
+// and is rejected alone, and nothing else is lost.
+func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
+	top := testenv.NewTopology(t)
+	nb := newBroker(t, top, "", amqp.Options{})
+	h := &gatedRecorder{Recorder: brokertest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = nb.Run(ctx, h) }()
+	defer func() { cancel(); <-done }()
+	brokertest.WaitReady(t, nb)
+	ch := brokertest.Channel("room")
+	if err := nb.Subscribe(ctxFor(t, 10*time.Second), ch); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(off uint64) {
+		if err := nb.Publish(ctxFor(t, 10*time.Second), ch, brokertest.Pub(off, "p"), message.StreamPosition{Offset: off, Epoch: "e"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1)
+	<-h.entered
+	for off := uint64(2); off <= 100; off++ {
+		publish(off)
+		if off == 50 {
+			withRaw(t, func(raw *amqp091.Channel) error {
+				return raw.PublishWithContext(context.Background(), top.Exchange, nb.RoutingKey(ch), false, false,
+					amqp091.Publishing{Type: amqp.TypePublication, Headers: amqp091.Table{amqp.HeaderChannel: ch}, Body: []byte{0xff, 0xff}})
+			})
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the deliveries reach the consumer
+	close(h.release)
+	h.WaitFor(t, "100 publications", func() bool { return len(h.Events("pub", ch)) == 100 })
+	for i, e := range h.Events("pub", ch) {
+		if e.Pub.Offset != uint64(i+1) {
+			t.Fatalf("publication %d has offset %d", i, e.Pub.Offset)
+		}
+	}
+	if got := h.LargestBatch(); got < 2 {
+		t.Fatalf("largest batch %d: nothing was handed over together", got)
+	}
+}

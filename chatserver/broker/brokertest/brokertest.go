@@ -53,6 +53,7 @@ type Recorder struct {
 	resubscribed [][]string
 	inFlight     map[string]int
 	overlaps     int
+	largestBatch int
 	changed      chan struct{}
 
 	// OnResubscribed, when set, runs inside Resubscribed (set it before Run).
@@ -93,6 +94,29 @@ func (r *Recorder) HandlePublication(channel string, pub *message.Publication, s
 	r.enter(channel)
 	r.record(Event{Kind: "pub", Channel: channel, Pub: pub, SP: sp})
 }
+
+// HandlePublications implements broker.BatchHandler: each publication is
+// recorded as HandlePublication records it, so the contract's ordering
+// checks hold for brokers that batch.
+func (r *Recorder) HandlePublications(channel string, pubs []*message.Publication, sps []message.StreamPosition) {
+	r.enter(channel)
+	r.mu.Lock()
+	r.largestBatch = max(r.largestBatch, len(pubs))
+	for i, pub := range pubs[:len(pubs)-1] {
+		r.events = append(r.events, Event{Kind: "pub", Channel: channel, Pub: pub, SP: sps[i]})
+	}
+	r.mu.Unlock()
+	r.record(Event{Kind: "pub", Channel: channel, Pub: pubs[len(pubs)-1], SP: sps[len(pubs)-1]})
+}
+
+// LargestBatch is the most publications one HandlePublications call carried.
+func (r *Recorder) LargestBatch() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.largestBatch
+}
+
+var _ broker.BatchHandler = (*Recorder)(nil)
 
 // HandleJoin implements broker.Handler.
 func (r *Recorder) HandleJoin(channel string, info *message.ClientInfo) {

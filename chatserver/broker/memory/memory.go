@@ -109,14 +109,34 @@ func (b *Broker) Run(ctx context.Context, h broker.Handler) error {
 			if len(batch) == 0 {
 				break
 			}
-			for _, d := range batch {
+			bh, _ := h.(broker.BatchHandler)
+			for i := 0; i < len(batch); {
 				if ctx.Err() != nil || b.isClosed() {
 					return nil
 				}
-				deliver(h, d)
+				if n := samePubs(batch[i:]); bh != nil && n > 1 {
+					pubs, sps := make([]*message.Publication, n), make([]message.StreamPosition, n)
+					for j, d := range batch[i : i+n] {
+						pubs[j], sps[j] = d.pub, d.sp
+					}
+					bh.HandlePublications(batch[i].channel, pubs, sps)
+					i += n
+					continue
+				}
+				deliver(h, batch[i])
+				i++
 			}
 		}
 	}
+}
+
+// samePubs counts the publications of one channel that lead q (at most broker.MaxBatch).
+func samePubs(q []delivery) int {
+	n := 0
+	for n < len(q) && n < broker.MaxBatch && q[n].kind == kindPub && q[n].channel == q[0].channel {
+		n++
+	}
+	return n
 }
 
 func deliver(h broker.Handler, d delivery) {

@@ -1,6 +1,8 @@
 package memory_test
 
 import (
+	"context"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -8,6 +10,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/broker/brokertest"
 	"github.com/parley-chat/parley/chatserver/broker/memory"
+	"github.com/parley-chat/parley/chatserver/message"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -23,4 +26,53 @@ func TestContract(t *testing.T) {
 			return out
 		},
 	})
+}
+
+// gated blocks in its first delivery until released, so what is published
+// meanwhile piles up in the broker's queue.
+type gated struct {
+	*brokertest.Recorder
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
+	g.once.Do(func() { close(g.entered); <-g.release })
+	g.Recorder.HandlePublication(channel, pub, sp)
+}
+
+// Publications that piled up while the handler was busy are handed over
+// together (at most broker.MaxBatch at a time), in order; a lone one alone.
+func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
+	b := memory.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &gated{Recorder: brokertest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error)
+	go func() { done <- b.Run(ctx, h) }()
+	defer func() { cancel(); <-done; _ = b.Close() }()
+	if err := b.Subscribe(ctx, "room:a", "room:b"); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(ch string, off uint64) {
+		if err := b.Publish(ctx, ch, &message.Publication{Offset: off, Data: []byte(`{}`)}, message.StreamPosition{Offset: off, Epoch: "e"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("room:a", 1)
+	<-h.entered
+	for off := uint64(2); off <= 101; off++ {
+		pub("room:a", off)
+	}
+	pub("room:b", 1)
+	close(h.release)
+	h.WaitFor(t, "102 publications", func() bool { return len(h.Events("pub", "room:a")) == 101 && len(h.Events("pub", "room:b")) == 1 })
+	for i, e := range h.Events("pub", "room:a") {
+		if e.Pub.Offset != uint64(i+1) {
+			t.Fatalf("publication %d has offset %d", i, e.Pub.Offset)
+		}
+	}
+	if got := h.LargestBatch(); got != broker.MaxBatch {
+		t.Fatalf("largest batch %d, want %d (100 piled up)", got, broker.MaxBatch)
+	}
 }
