@@ -323,8 +323,8 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 
 // batch is several publications encoded for both protocols.
 type batch struct {
-	offsets       []uint64
-	json, pb      [][]byte
+	offsets        []uint64
+	json, pb       [][]byte
 	jsonErr, pbErr error
 }
 
