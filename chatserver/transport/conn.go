@@ -69,7 +69,11 @@ func newConn(ws *websocket.Conn, proto protocol.Type, maxQueue int, m *metrics.M
 			c.step = c.writeStep
 			// Every write to the socket must come from here so frames never
 			// interleave: gorilla's own answers to pings and close frames
-			// would otherwise be written from the read pump.
+			// would otherwise be written from the read pump. One exception
+			// remains: on a protocol error or an oversized frame gorilla's
+			// reader writes a close frame itself; if that meets a half-written
+			// inline frame, the dying connection gets a corrupt tail.
+			// Nothing else is affected: the connection is closed either way.
 			ws.SetPingHandler(c.pong)
 			ws.SetCloseHandler(func(int, string) error { return nil }) // the read pump's Close answers it
 		}
