@@ -561,27 +561,13 @@ func TestUnbindLinger(t *testing.T) {
 	node.Rec.WaitFor(t, "delivery after resubscribing", func() bool { return len(node.Rec.Events("pub", ch)) == 1 })
 }
 
-// gatedRecorder blocks in its first delivery until released, so deliveries
-// pile up in the consumer meanwhile.
-type gatedRecorder struct {
-	*brokertest.Recorder
-	once    sync.Once
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (g *gatedRecorder) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
-	g.once.Do(func() { close(g.entered); <-g.release })
-	g.Recorder.HandlePublication(channel, pub, sp)
-}
-
 // Publications that piled up while the node was busy are handed over in
 // runs (one channel's, in order); a malformed one in the middle ends a run
 // and is rejected alone, and nothing else is lost.
 func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 	top := testenv.NewTopology(t)
 	nb := newBroker(t, top, "", amqp.Options{})
-	h := &gatedRecorder{Recorder: brokertest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+	h := brokertest.NewGated()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = nb.Run(ctx, h) }()
@@ -597,7 +583,7 @@ func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 		}
 	}
 	publish(1)
-	<-h.entered
+	<-h.Entered
 	for off := uint64(2); off <= 100; off++ {
 		publish(off)
 		if off == 50 {
@@ -608,7 +594,7 @@ func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond) // let the deliveries reach the consumer
-	close(h.release)
+	close(h.Release)
 	h.WaitFor(t, "100 publications", func() bool { return len(h.Events("pub", ch)) == 100 })
 	for i, e := range h.Events("pub", ch) {
 		if e.Pub.Offset != uint64(i+1) {

@@ -118,6 +118,26 @@ func (r *Recorder) LargestBatch() int {
 
 var _ broker.BatchHandler = (*Recorder)(nil)
 
+// Gated is a Recorder whose first delivery blocks until Release is closed,
+// so what is published meanwhile piles up in the broker (tests of batching).
+type Gated struct {
+	*Recorder
+	once    sync.Once
+	Entered chan struct{} // closed when the first delivery is held
+	Release chan struct{} // close it to let deliveries go on
+}
+
+// NewGated returns a gated recorder.
+func NewGated() *Gated {
+	return &Gated{Recorder: NewRecorder(), Entered: make(chan struct{}), Release: make(chan struct{})}
+}
+
+// HandlePublication implements broker.Handler.
+func (g *Gated) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
+	g.once.Do(func() { close(g.Entered); <-g.Release })
+	g.Recorder.HandlePublication(channel, pub, sp)
+}
+
 // HandleJoin implements broker.Handler.
 func (r *Recorder) HandleJoin(channel string, info *message.ClientInfo) {
 	r.enter(channel)

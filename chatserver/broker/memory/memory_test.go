@@ -2,7 +2,6 @@ package memory_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -28,26 +27,12 @@ func TestContract(t *testing.T) {
 	})
 }
 
-// gated blocks in its first delivery until released, so what is published
-// meanwhile piles up in the broker's queue.
-type gated struct {
-	*brokertest.Recorder
-	once    sync.Once
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (g *gated) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
-	g.once.Do(func() { close(g.entered); <-g.release })
-	g.Recorder.HandlePublication(channel, pub, sp)
-}
-
 // Publications that piled up while the handler was busy are handed over
 // together (at most broker.MaxBatch at a time), in order; a lone one alone.
 func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 	b := memory.New()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &gated{Recorder: brokertest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+	h := brokertest.NewGated()
 	done := make(chan error)
 	go func() { done <- b.Run(ctx, h) }()
 	defer func() { cancel(); <-done; _ = b.Close() }()
@@ -60,12 +45,12 @@ func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 		}
 	}
 	pub("room:a", 1)
-	<-h.entered
+	<-h.Entered
 	for off := uint64(2); off <= 101; off++ {
 		pub("room:a", off)
 	}
 	pub("room:b", 1)
-	close(h.release)
+	close(h.Release)
 	h.WaitFor(t, "102 publications", func() bool { return len(h.Events("pub", "room:a")) == 101 && len(h.Events("pub", "room:b")) == 1 })
 	for i, e := range h.Events("pub", "room:a") {
 		if e.Pub.Offset != uint64(i+1) {
