@@ -6,6 +6,7 @@
 package hub
 
 import (
+	"cmp"
 	"hash/maphash"
 	"runtime"
 	"slices"
@@ -205,7 +206,7 @@ func (h *Hub) RemoveSub(channel string, s Subscriber) (last bool) {
 		return true
 	}
 	if cap(cs.list) > 64 && len(cs.list) < cap(cs.list)/4 {
-		cs.list = slices.Clip(cs.list) // a room that emptied out gives its memory back
+		cs.list = slices.Clone(cs.list) // a room that emptied out gives its memory back
 	}
 	return false
 }
@@ -300,16 +301,12 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	for i, pub := range pubs {
 		b.offsets[i] = pub.Offset
 		e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}}
-		if data, err := e.get(protocol.TypeJSON); err == nil && b.jsonErr == nil {
-			b.json = append(b.json, data)
-		} else if b.jsonErr == nil {
-			b.jsonErr = err
-		}
-		if data, err := e.get(protocol.TypeProtobuf); err == nil && b.pbErr == nil {
-			b.pb = append(b.pb, data)
-		} else if b.pbErr == nil {
-			b.pbErr = err
-		}
+		// One publication a protocol cannot carry (binary data for JSON)
+		// fails the whole batch for that protocol's subscribers.
+		data, err := e.get(protocol.TypeJSON)
+		b.json, b.jsonErr = append(b.json, data), cmp.Or(b.jsonErr, err)
+		data, err = e.get(protocol.TypeProtobuf)
+		b.pb, b.pbErr = append(b.pb, data), cmp.Or(b.pbErr, err)
 	}
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()

@@ -154,12 +154,18 @@ var _ hub.Subscriber = (*Session)(nil)
 // enqueue queues an encoded reply and counts it; a full queue disconnects the client
 // as slow. Called with s.mu held or not: it touches only the transport.
 func (s *Session) enqueue(data []byte, counter prometheus.Counter) {
-	if !s.t.Enqueue(data) {
+	s.queued(s.t.Enqueue(data), 1, counter)
+}
+
+// queued counts n queued messages, or disconnects the client as slow when
+// its queue refused them.
+func (s *Session) queued(ok bool, n int, counter prometheus.Counter) {
+	if !ok {
 		s.n.Metrics().Disconnect(codes.DisconnectSlow.Code)
 		s.t.Close(codes.DisconnectSlow)
 		return
 	}
-	counter.Inc()
+	counter.Add(float64(n))
 }
 
 // DeliverPublication implements hub.Subscriber. While a subscription is being
@@ -217,12 +223,7 @@ func (s *Session) DeliverPublications(channel string, offsets []uint64, data [][
 	if len(send) == 0 {
 		return
 	}
-	if !s.t.EnqueueBatch(send) {
-		s.n.Metrics().Disconnect(codes.DisconnectSlow.Code)
-		s.t.Close(codes.DisconnectSlow)
-		return
-	}
-	s.n.Metrics().OutPush.Add(float64(len(send)))
+	s.queued(s.t.EnqueueBatch(send), len(send), s.n.Metrics().OutPush)
 }
 
 // bufferLocked holds a push for a subscription being set up; offset 0 means
