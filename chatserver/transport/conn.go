@@ -102,15 +102,17 @@ func (c *conn) EnqueueBatch(data [][]byte) bool {
 		c.mu.Unlock()
 		return true // closing anyway: not a slow consumer
 	}
-	if c.maxQueue > 0 && c.queued+size > c.maxQueue {
-		c.mu.Unlock()
-		return false
-	}
+	// The byte bound is on what waits behind a full socket: a batch that
+	// goes out inline is not held against it, whatever its size.
 	if c.raw != nil && !c.writing && c.pending == nil && len(c.queue) == 0 && len(c.control) == 0 {
 		c.writing = true
 		c.mu.Unlock()
 		c.writeInline(data)
 		return true
+	}
+	if c.maxQueue > 0 && c.queued+size > c.maxQueue {
+		c.mu.Unlock()
+		return false
 	}
 	c.queue = append(c.queue, data...)
 	c.queued += size

@@ -247,3 +247,25 @@ func TestPumpOnlyWhileNeeded(t *testing.T) {
 		}
 	}
 }
+
+// The write queue's byte bound applies to what waits behind a full socket,
+// not to a batch the socket takes at once: a burst of publications larger
+// than the bound reaches a client that keeps up.
+func TestBatchLargerThanTheQueueBoundGoesOutInline(t *testing.T) {
+	c, client := pair(t, 1<<10)
+	var batch [][]byte
+	for i := range 10 {
+		batch = append(batch, fmt.Appendf(nil, `{"i":%d,"p":"%s"}`, i, strings.Repeat("q", 500)))
+	}
+	if !c.EnqueueBatch(batch) {
+		t.Fatal("a 5 KB batch on an idle connection was refused by a 1 KB queue bound")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, data, err := client.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte("\n")) + 1; n != 10 {
+		t.Fatalf("%d messages in the frame, want 10", n)
+	}
+}
