@@ -64,20 +64,28 @@ func newNode(t *testing.T, b broker.Broker, s store.Store) *node.Node {
 	return n
 }
 
+// subscribedNode is a node on a memory store and broker (closed with the
+// test) with one recorder subscribed to ch.
+func subscribedNode(t *testing.T, ch string) (*node.Node, *storememory.Store, *recorder) {
+	t.Helper()
+	s := storememory.New(storememory.Options{})
+	t.Cleanup(func() { _ = s.Close() })
+	b := brokermemory.New()
+	t.Cleanup(func() { _ = b.Close() })
+	n := newNode(t, b, s)
+	rec := &recorder{}
+	if err := n.Subscribe(context.Background(), ch, rec); err != nil {
+		t.Fatal(err)
+	}
+	return n, s, rec
+}
+
 // A publication whose offset skips ahead of what the node delivered last is
 // preceded by the missing ones, read from the store; duplicates are dropped.
 func TestGapFilledFromStore(t *testing.T) {
 	ctx := context.Background()
-	s := storememory.New(storememory.Options{})
-	defer s.Close()
-	b := brokermemory.New()
-	defer b.Close()
-	n := newNode(t, b, s)
 	const ch = "room:gap"
-	rec := &recorder{}
-	if err := n.Subscribe(ctx, ch, rec); err != nil {
-		t.Fatal(err)
-	}
+	n, s, rec := subscribedNode(t, ch)
 	var last store.AppendResult
 	for i := 0; i < 5; i++ {
 		res, err := s.Append(ctx, ch, &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{HistorySize: 100, HistoryTTL: 3600e9})
@@ -117,16 +125,8 @@ func TestGapFilledFromStore(t *testing.T) {
 // with "insufficient state" so their clients recover on reconnect.
 func TestUnfillableGapDisconnects(t *testing.T) {
 	ctx := context.Background()
-	s := storememory.New(storememory.Options{})
-	defer s.Close()
-	b := brokermemory.New()
-	defer b.Close()
-	n := newNode(t, b, s)
 	const ch = "room:trimmed"
-	rec := &recorder{}
-	if err := n.Subscribe(ctx, ch, rec); err != nil {
-		t.Fatal(err)
-	}
+	n, s, rec := subscribedNode(t, ch)
 	var res store.AppendResult
 	for i := 0; i < 5; i++ {
 		var err error

@@ -4,10 +4,8 @@ import (
 	"context"
 	"testing"
 
-	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
-	storememory "github.com/parley-chat/parley/chatserver/store/memory"
 )
 
 // The first publications of a fresh channel may reach the node out of order
@@ -18,16 +16,8 @@ import (
 // missed their first publication.
 func TestFirstPublicationsOutOfOrderAreDeliveredInOrder(t *testing.T) {
 	ctx := context.Background()
-	s := storememory.New(storememory.Options{})
-	defer s.Close()
-	b := brokermemory.New()
-	defer b.Close()
-	n := newNode(t, b, s)
 	const ch = "room:fresh"
-	rec := &recorder{}
-	if err := n.Subscribe(ctx, ch, rec); err != nil {
-		t.Fatal(err)
-	}
+	n, s, rec := subscribedNode(t, ch)
 	var res []store.AppendResult
 	for i := 0; i < 2; i++ {
 		r, err := s.Append(ctx, ch, &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{HistorySize: 100, HistoryTTL: 3600e9})
