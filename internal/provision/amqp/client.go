@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -85,7 +86,9 @@ func (s *session) channel() (*amqp091.Channel, error) {
 
 // connect opens a connection bound to ctx: when ctx ends the connection is
 // closed, so a blocked broker call returns instead of hanging.
-func (c *Client) connect(ctx context.Context, uri string) (*session, func(), error) {
+// tlsConfig, when set, is used for amqps:// (nil: the system roots and the
+// URI's host).
+func (c *Client) connect(ctx context.Context, uri string, tlsConfig *tls.Config) (*session, func(), error) {
 	if _, err := parseURI(uri); err != nil {
 		return nil, nil, err
 	}
@@ -100,9 +103,14 @@ func (c *Client) connect(ctx context.Context, uri string) (*session, func(), err
 		name = "parley-operator"
 	}
 	props.SetClientConnectionName(name)
+	if tlsConfig != nil {
+		// amqp091 fills in ServerName on the config it is given.
+		tlsConfig = tlsConfig.Clone()
+	}
 	cfg := amqp091.Config{
-		Properties: props,
-		Heartbeat:  10 * time.Second,
+		TLSClientConfig: tlsConfig,
+		Properties:      props,
+		Heartbeat:       10 * time.Second,
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Deadline: deadline}
 			conn, err := d.DialContext(ctx, network, addr)
@@ -219,13 +227,17 @@ func deadLetterQueueArgs() amqp091.Table {
 // a conflicting object (say, an exchange of another type) is reported as
 // ReasonConflict.
 func (c *Client) Declare(ctx context.Context, uri string, t Topology) (Declared, error) {
+	return c.declare(ctx, uri, nil, t)
+}
+
+func (c *Client) declare(ctx context.Context, uri string, tlsConfig *tls.Config, t Topology) (Declared, error) {
 	var out Declared
 	if err := t.Validate(); err != nil {
 		return out, &Error{Reason: ReasonError, Op: "declare topology", Err: err}
 	}
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
-	s, done, err := c.connect(ctx, uri)
+	s, done, err := c.connect(ctx, uri, tlsConfig)
 	if err != nil {
 		return out, err
 	}
@@ -256,7 +268,7 @@ func (c *Client) Declare(ctx context.Context, uri string, t Topology) (Declared,
 func (c *Client) Missing(ctx context.Context, uri string, t Topology) ([]string, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
-	s, done, err := c.connect(ctx, uri)
+	s, done, err := c.connect(ctx, uri, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +298,7 @@ func (c *Client) Delete(ctx context.Context, uri string, t Topology) error {
 	}
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
-	s, done, err := c.connect(ctx, uri)
+	s, done, err := c.connect(ctx, uri, nil)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,13 @@ const (
 	ReasonConflict Reason = "DeclarationConflict"
 	// ReasonInvalidURI: the URI in the Secret cannot be parsed.
 	ReasonInvalidURI Reason = "InvalidURI"
+	// ReasonTLS: the TLS handshake failed: the server's certificate does not
+	// verify against the configured CA (or does not name the host), the CA
+	// bundle holds no certificate, or the server does not speak TLS.
+	ReasonTLS Reason = "TLSHandshakeFailed"
+	// ReasonInvalid: a tenant's names cannot be used (empty, too long, a
+	// character RabbitMQ or the owner marker cannot hold).
+	ReasonInvalid Reason = "Invalid"
 	// ReasonError: anything else the broker said.
 	ReasonError Reason = "Error"
 )
@@ -42,6 +49,13 @@ func ReasonOf(err error) Reason { return provision.ReasonOf(err, ReasonError) }
 func classify(op string, err error) error { return provision.Classify(op, err, reasonFor) }
 
 func reasonFor(err error) Reason {
+	// Before the network checks: a failed handshake is a net.Error too.
+	if provision.TLSFailure(err) {
+		return ReasonTLS
+	}
+	if r, ok := managementReason(err); ok {
+		return r
+	}
 	var amqpErr *amqp091.Error
 	if errors.As(err, &amqpErr) {
 		switch amqpErr.Code {
