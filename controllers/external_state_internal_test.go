@@ -219,8 +219,8 @@ func TestRemovingTheDatabaseUnderDeleteDropsIt(t *testing.T) {
 	var droppedWith string
 	h.r.Provisioning.Database = pgprov.Funcs{
 		EnsureFunc: h.r.Provisioning.Database.(pgprov.Funcs).EnsureFunc,
-		DropFunc: func(_ context.Context, uri string, _ pgprov.Database) error {
-			droppedWith = uri
+		DropFunc: func(_ context.Context, admin pgprov.Admin, _ pgprov.Database) error {
+			droppedWith = admin.URI
 			return nil
 		},
 	}

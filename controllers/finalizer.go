@@ -101,7 +101,7 @@ func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.Ch
 	if err != nil {
 		return fmt.Errorf("admin URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
 	}
-	return r.database().Drop(ctx, uri, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	return r.database().Drop(ctx, pgprov.Admin{URI: uri}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
 }
 
 // externalRecords returns what status.externalState should hold before any

@@ -98,7 +98,7 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 				},
 			},
 			Database: pgprov.Funcs{
-				EnsureFunc: func(_ context.Context, _ string, db pgprov.Database, password string) (pgprov.Result, error) {
+				EnsureFunc: func(_ context.Context, _ pgprov.Admin, db pgprov.Database, password string) (pgprov.Result, error) {
 					h.calls.mu.Lock()
 					defer h.calls.mu.Unlock()
 					h.calls.ensures = append(h.calls.ensures, password)
@@ -109,13 +109,16 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 						Host: "postgres.db.svc", Port: 5432, Database: db.Name, Username: db.Role, Password: password,
 					}, CreatedRole: true, CreatedDatabase: true, PasswordSet: true}, nil
 				},
-				DropFunc: func(context.Context, string, pgprov.Database) error {
+				DropFunc: func(context.Context, pgprov.Admin, pgprov.Database) error {
 					h.calls.mu.Lock()
 					defer h.calls.mu.Unlock()
 					h.calls.drops++
 					return h.db.dropErr
 				},
-				PingFunc: func(context.Context, string) error { return nil },
+				PingFunc: func(context.Context, pgprov.Admin) error { return nil },
+				ProbeFunc: func(context.Context, pgprov.Admin) (pgprov.BackendInfo, error) {
+					return pgprov.BackendInfo{Version: "15.0"}, nil
+				},
 			},
 		},
 	}

@@ -81,7 +81,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	}
 	callCtx, cancel := r.callContext(ctx)
 	defer cancel()
-	res, err := r.database().Ensure(callCtx, adminURI, names, password)
+	res, err := r.database().Ensure(callCtx, pgprov.Admin{URI: adminURI}, names, password)
 	if err != nil {
 		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("provision PostgreSQL database: %w", err)))
 	}
@@ -126,7 +126,7 @@ func (r *ChatClusterReconciler) checkExternalDatabase(ctx context.Context, p *pa
 	}
 	callCtx, cancel := r.callContext(ctx)
 	defer cancel()
-	if err := r.database().Ping(callCtx, uri); err != nil {
+	if err := r.database().Ping(callCtx, pgprov.Admin{URI: uri}); err != nil {
 		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("connect to the database of Secret %s: %w", ref.Name, err)))
 	}
 	cond := metav1.Condition{

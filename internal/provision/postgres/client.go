@@ -16,42 +16,60 @@ import (
 type Provisioner interface {
 	// Ensure creates the role and database when missing, repairs privilege
 	// drift, and makes password the role's password. Idempotent.
-	Ensure(ctx context.Context, adminURI string, db Database, password string) (Result, error)
+	// The admin is not a member of the role afterwards, whatever the outcome.
+	Ensure(ctx context.Context, admin Admin, db Database, password string) (Result, error)
 	// Drop terminates the database's connections and drops it and the role.
 	// Missing objects count as dropped; objects not owned by db.Owner are
 	// never touched (ReasonConflict).
-	Drop(ctx context.Context, adminURI string, db Database) error
-	// Ping connects with uri and runs a trivial query: the check for a
+	Drop(ctx context.Context, admin Admin, db Database) error
+	// Ping connects with a.URI and runs a trivial query: the check for a
 	// database the user brings (spec.database.secretRef).
-	Ping(ctx context.Context, uri string) error
+	Ping(ctx context.Context, a Admin) error
+	// Probe connects as the admin and returns the server's version.
+	Probe(ctx context.Context, a Admin) (BackendInfo, error)
 }
 
-// EnsureFunc and DropFunc adapt plain functions to Provisioner (tests).
+// EnsureFunc, DropFunc, PingFunc and ProbeFunc adapt plain functions to
+// Provisioner (tests).
 type (
-	EnsureFunc func(ctx context.Context, adminURI string, db Database, password string) (Result, error)
-	DropFunc   func(ctx context.Context, adminURI string, db Database) error
+	EnsureFunc func(ctx context.Context, admin Admin, db Database, password string) (Result, error)
+	DropFunc   func(ctx context.Context, admin Admin, db Database) error
+	PingFunc   func(ctx context.Context, a Admin) error
+	ProbeFunc  func(ctx context.Context, a Admin) (BackendInfo, error)
 )
 
-// Funcs is a Provisioner made of two functions.
+// Funcs is a Provisioner made of functions.
 type Funcs struct {
 	EnsureFunc EnsureFunc
 	DropFunc   DropFunc
-	PingFunc   func(ctx context.Context, uri string) error
+	PingFunc   PingFunc
+	ProbeFunc  ProbeFunc
 }
 
 // Ensure calls f.EnsureFunc.
-func (f Funcs) Ensure(ctx context.Context, adminURI string, db Database, password string) (Result, error) {
-	return f.EnsureFunc(ctx, adminURI, db, password)
+func (f Funcs) Ensure(ctx context.Context, admin Admin, db Database, password string) (Result, error) {
+	return f.EnsureFunc(ctx, admin, db, password)
 }
 
 // Drop calls f.DropFunc.
-func (f Funcs) Drop(ctx context.Context, adminURI string, db Database) error {
-	return f.DropFunc(ctx, adminURI, db)
+func (f Funcs) Drop(ctx context.Context, admin Admin, db Database) error {
+	return f.DropFunc(ctx, admin, db)
 }
 
 // Ping calls f.PingFunc.
-func (f Funcs) Ping(ctx context.Context, uri string) error {
-	return f.PingFunc(ctx, uri)
+func (f Funcs) Ping(ctx context.Context, a Admin) error {
+	return f.PingFunc(ctx, a)
+}
+
+// Probe calls f.ProbeFunc.
+func (f Funcs) Probe(ctx context.Context, a Admin) (BackendInfo, error) {
+	return f.ProbeFunc(ctx, a)
+}
+
+// BackendInfo is what Probe learns about a server.
+type BackendInfo struct {
+	// Version is the server's server_version ("15.20 (Debian 15.20-0+deb12u1)").
+	Version string
 }
 
 // Result reports what Ensure did and how to connect.
@@ -174,15 +192,14 @@ func (d databaseState) ours(db Database) bool {
 const roleAttributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
 // Ensure implements Provisioner.
-func (c *Client) Ensure(ctx context.Context, adminURI string, db Database, password string) (Result, error) {
-	var res Result
+func (c *Client) Ensure(ctx context.Context, admin Admin, db Database, password string) (res Result, err error) {
 	if err := db.Validate(); err != nil {
 		return res, err
 	}
 	if err := validPassword(password); err != nil {
 		return res, &Error{Reason: ReasonInvalid, Op: "validate password", Err: err}
 	}
-	cfg, sslMode, err := parseAdmin(adminURI)
+	cfg, sslMode, err := parseAdmin(admin)
 	if err != nil {
 		return res, err
 	}
@@ -194,10 +211,21 @@ func (c *Client) Ensure(ctx context.Context, adminURI string, db Database, passw
 	}
 	defer closeConn(conn)
 
+	m, err := newMembership(ctx, conn, cfg, db.Role)
+	if err != nil {
+		return res, err
+	}
+	// Deferred before anything can fail: also revokes a membership an older
+	// operator version left, and one borrowed for a step that then failed.
+	defer func() {
+		if rerr := m.release(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 	if res.CreatedRole, res.PasswordSet, err = ensureRole(ctx, conn, db, password); err != nil {
 		return res, err
 	}
-	if res.CreatedDatabase, err = ensureDatabase(ctx, conn, cfg, db); err != nil {
+	if res.CreatedDatabase, err = ensureDatabase(ctx, conn, cfg, db, m); err != nil {
 		return res, err
 	}
 	res.Credentials = Credentials{
@@ -276,7 +304,7 @@ func storedPassword(ctx context.Context, conn *pgx.Conn, role string) (verifier 
 	return *v, true, nil
 }
 
-func ensureDatabase(ctx context.Context, conn *pgx.Conn, admin *pgx.ConnConfig, db Database) (bool, error) {
+func ensureDatabase(ctx context.Context, conn *pgx.Conn, admin *pgx.ConnConfig, db Database, m *membership) (bool, error) {
 	d, err := lookupDatabase(ctx, conn, db.Name)
 	if err != nil {
 		return false, err
@@ -285,7 +313,12 @@ func ensureDatabase(ctx context.Context, conn *pgx.Conn, admin *pgx.ConnConfig, 
 		return false, &Error{Reason: ReasonConflict, Op: fmt.Sprintf("adopt database %q", db.Name),
 			Err: fmt.Errorf("the database exists (owner %q) and is not managed by Parley for ChatCluster %s; choose another database name or remove it", d.owner, db.Owner)}
 	}
-	if err := ensureMembership(ctx, conn, db.Role); err != nil {
+	if d.exists && d.owner == db.Role && !d.publicGranted && d.comment == db.marker() {
+		return false, nil // nothing to change: no membership needed
+	}
+	// Creating a database owned by the role, and changing it, need the
+	// admin to be a member of the role (or a superuser).
+	if err := m.borrow(ctx); err != nil {
 		return false, err
 	}
 	created := false
@@ -324,22 +357,6 @@ func ensureDatabase(ctx context.Context, conn *pgx.Conn, admin *pgx.ConnConfig, 
 	return created, nil
 }
 
-// ensureMembership makes a non-superuser admin a member of the role, which
-// PostgreSQL requires to create a database owned by it, to alter and drop it,
-// and to terminate its sessions.
-func ensureMembership(ctx context.Context, conn *pgx.Conn, role string) error {
-	var ok bool
-	if err := conn.QueryRow(ctx,
-		"SELECT r.rolsuper OR pg_has_role(current_user, $1, 'USAGE') FROM pg_roles r WHERE r.rolname = current_user",
-		role).Scan(&ok); err != nil {
-		return classify("check the admin's rights", err)
-	}
-	if ok {
-		return nil
-	}
-	return exec(ctx, conn, fmt.Sprintf("grant role %q to the admin", role), "GRANT "+ident(role)+" TO CURRENT_USER")
-}
-
 // setupSchema gives the role the database's public schema and takes CREATE
 // on it from PUBLIC (PostgreSQL before 15 grants it; 15 and later already
 // make the database owner the schema's owner).
@@ -356,11 +373,11 @@ func setupSchema(ctx context.Context, admin *pgx.ConnConfig, db Database) error 
 }
 
 // Drop implements Provisioner.
-func (c *Client) Drop(ctx context.Context, adminURI string, db Database) error {
+func (c *Client) Drop(ctx context.Context, admin Admin, db Database) (err error) {
 	if err := db.Validate(); err != nil {
 		return err
 	}
-	cfg, _, err := parseAdmin(adminURI)
+	cfg, _, err := parseAdmin(admin)
 	if err != nil {
 		return err
 	}
@@ -389,8 +406,19 @@ func (c *Client) Drop(ctx context.Context, adminURI string, db Database) error {
 		return &Error{Reason: ReasonConflict, Op: fmt.Sprintf("drop role %q", db.Role),
 			Err: fmt.Errorf("the role is not managed by Parley for ChatCluster %s; left in place", db.Owner)}
 	}
+	m, err := newMembership(ctx, conn, cfg, db.Role)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := m.release(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 	if role.exists {
-		if err := ensureMembership(ctx, conn, db.Role); err != nil {
+		// Ending the role's sessions and dropping its database need the
+		// admin to be a member of the role (or a superuser).
+		if err := m.borrow(ctx); err != nil {
 			return err
 		}
 	}
@@ -429,8 +457,8 @@ func serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 }
 
 // Ping implements Provisioner.
-func (c *Client) Ping(ctx context.Context, uri string) error {
-	cfg, _, err := parseAdmin(uri)
+func (c *Client) Ping(ctx context.Context, a Admin) error {
+	cfg, _, err := parseAdmin(a)
 	if err != nil {
 		return err
 	}
@@ -446,4 +474,24 @@ func (c *Client) Ping(ctx context.Context, uri string) error {
 		return classify("query the database", err)
 	}
 	return nil
+}
+
+// Probe implements Provisioner.
+func (c *Client) Probe(ctx context.Context, a Admin) (BackendInfo, error) {
+	var info BackendInfo
+	cfg, _, err := parseAdmin(a)
+	if err != nil {
+		return info, err
+	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	conn, err := connect(ctx, cfg, "as admin")
+	if err != nil {
+		return info, err
+	}
+	defer closeConn(conn)
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&info.Version); err != nil {
+		return info, classify("read the server version", err)
+	}
+	return info, nil
 }

@@ -64,7 +64,7 @@ func newDatabase(t *testing.T) Database {
 
 func ensure(t *testing.T, d Database, password string) Result {
 	t.Helper()
-	res, err := (&Client{}).Ensure(ctxT(t), testenv.PostgresURL(), d, password)
+	res, err := (&Client{}).Ensure(ctxT(t), Admin{URI: testenv.PostgresURL()}, d, password)
 	if err != nil {
 		t.Fatalf("Ensure(%q): %v", d.Name, err)
 	}
@@ -235,7 +235,7 @@ func TestNamesWithQuotesAndUnicodeAreSafe(t *testing.T) {
 	if err := adminConn(t).QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname = 'postgres'").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("role postgres: count %d, err %v", n, err)
 	}
-	if err := (&Client{}).Drop(ctxT(t), testenv.PostgresURL(), d); err != nil {
+	if err := (&Client{}).Drop(ctxT(t), Admin{URI: testenv.PostgresURL()}, d); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, d)
@@ -262,14 +262,14 @@ func TestDropTerminatesConnectionsAndIsIdempotent(t *testing.T) {
 	if _, err := conn.Exec(ctxT(t), "CREATE TABLE t (x int)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&Client{}).Drop(ctxT(t), testenv.PostgresURL(), d); err != nil {
+	if err := (&Client{}).Drop(ctxT(t), Admin{URI: testenv.PostgresURL()}, d); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, d)
 	if err := conn.Ping(ctxT(t)); err == nil {
 		t.Error("the role's connection survived the drop")
 	}
-	if err := (&Client{}).Drop(ctxT(t), testenv.PostgresURL(), d); err != nil {
+	if err := (&Client{}).Drop(ctxT(t), Admin{URI: testenv.PostgresURL()}, d); err != nil {
 		t.Fatalf("second Drop: %v", err)
 	}
 }
@@ -334,14 +334,14 @@ func TestForeignRoleOrDatabaseIsNeverAdoptedOrDropped(t *testing.T) {
 	if _, err := admin.Exec(ctxT(t), "CREATE ROLE "+ident(d.Role)+" LOGIN CREATEDB"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := (&Client{}).Ensure(ctxT(t), testenv.PostgresURL(), d, password(t))
+	_, err := (&Client{}).Ensure(ctxT(t), Admin{URI: testenv.PostgresURL()}, d, password(t))
 	if ReasonOf(err) != ReasonConflict {
 		t.Fatalf("Ensure over a foreign role: reason %q, err %v", ReasonOf(err), err)
 	}
 	if v := storedVerifier(t, d.Role); v != "" {
 		t.Error("Ensure set a password on a role it does not own")
 	}
-	if err := (&Client{}).Drop(ctxT(t), testenv.PostgresURL(), d); ReasonOf(err) != ReasonConflict {
+	if err := (&Client{}).Drop(ctxT(t), Admin{URI: testenv.PostgresURL()}, d); ReasonOf(err) != ReasonConflict {
 		t.Fatalf("Drop of a foreign role: reason %q, err %v", ReasonOf(err), err)
 	}
 	if role, _ := lookupRole(ctxT(t), admin, d.Role); !role.exists || !role.createDB {
@@ -352,11 +352,11 @@ func TestForeignRoleOrDatabaseIsNeverAdoptedOrDropped(t *testing.T) {
 	if _, err := admin.Exec(ctxT(t), "CREATE DATABASE "+ident(e.Name)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = (&Client{}).Ensure(ctxT(t), testenv.PostgresURL(), e, password(t))
+	_, err = (&Client{}).Ensure(ctxT(t), Admin{URI: testenv.PostgresURL()}, e, password(t))
 	if ReasonOf(err) != ReasonConflict || !strings.Contains(err.Error(), e.Name) {
 		t.Fatalf("Ensure over a foreign database: reason %q, err %v", ReasonOf(err), err)
 	}
-	if err := (&Client{}).Drop(ctxT(t), testenv.PostgresURL(), e); ReasonOf(err) != ReasonConflict {
+	if err := (&Client{}).Drop(ctxT(t), Admin{URI: testenv.PostgresURL()}, e); ReasonOf(err) != ReasonConflict {
 		t.Fatalf("Drop of a foreign database: reason %q, err %v", ReasonOf(err), err)
 	}
 	if db, _ := lookupDatabase(ctxT(t), admin, e.Name); !db.exists {
@@ -378,12 +378,12 @@ func TestNonSuperuserAdminWithCreateRoleAndCreateDB(t *testing.T) {
 	}
 	u.User = url.User(adminRole.Role)
 	c := &Client{}
-	res, err := c.Ensure(ctxT(t), u.String(), d, password(t))
+	res, err := c.Ensure(ctxT(t), Admin{URI: u.String()}, d, password(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	connectAs(t, res.Credentials).Close(ctxT(t))
-	if err := c.Drop(ctxT(t), u.String(), d); err != nil {
+	if err := c.Drop(ctxT(t), Admin{URI: u.String()}, d); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, d)
@@ -398,7 +398,7 @@ func TestAdminWithoutRightsIsPermissionDenied(t *testing.T) {
 	u, _ := url.Parse(testenv.PostgresURL())
 	u.User = url.User(adminRole.Role)
 	d := newDatabase(t)
-	_, err := (&Client{}).Ensure(ctxT(t), u.String(), d, password(t))
+	_, err := (&Client{}).Ensure(ctxT(t), Admin{URI: u.String()}, d, password(t))
 	if ReasonOf(err) != ReasonPermissionDenied {
 		t.Fatalf("reason %q, err %v; want %q", ReasonOf(err), err, ReasonPermissionDenied)
 	}
@@ -407,7 +407,7 @@ func TestAdminWithoutRightsIsPermissionDenied(t *testing.T) {
 func TestUnknownAdminIsCredentialsRefused(t *testing.T) {
 	u, _ := url.Parse(testenv.PostgresURL())
 	u.User = url.UserPassword("parley_no_such_admin_"+strings.ReplaceAll(testenv.UniqueName(t, "x"), "-", "_"), "wrong-pa55word")
-	_, err := (&Client{}).Ensure(ctxT(t), u.String(), DatabaseFor("test", "never"), "pw")
+	_, err := (&Client{}).Ensure(ctxT(t), Admin{URI: u.String()}, DatabaseFor("test", "never"), "pw")
 	if ReasonOf(err) != ReasonCredentialsRefused {
 		t.Fatalf("reason %q, err %v; want %q", ReasonOf(err), err, ReasonCredentialsRefused)
 	}
@@ -419,28 +419,28 @@ func TestUnknownAdminIsCredentialsRefused(t *testing.T) {
 func TestClosedPortIsUnreachable(t *testing.T) {
 	uri := "postgres://postgres:pw@" + testenv.ClosedAddr(t) + "/postgres?sslmode=disable"
 	c := &Client{}
-	if _, err := c.Ensure(ctxT(t), uri, DatabaseFor("test", "never"), "pw"); ReasonOf(err) != ReasonUnreachable {
+	if _, err := c.Ensure(ctxT(t), Admin{URI: uri}, DatabaseFor("test", "never"), "pw"); ReasonOf(err) != ReasonUnreachable {
 		t.Fatalf("Ensure: reason %q, err %v; want %q", ReasonOf(err), err, ReasonUnreachable)
 	}
-	if err := c.Drop(ctxT(t), uri, DatabaseFor("test", "never")); ReasonOf(err) != ReasonUnreachable {
+	if err := c.Drop(ctxT(t), Admin{URI: uri}, DatabaseFor("test", "never")); ReasonOf(err) != ReasonUnreachable {
 		t.Fatalf("Drop: reason %q, err %v; want %q", ReasonOf(err), err, ReasonUnreachable)
 	}
 }
 
 func TestPing(t *testing.T) {
 	c := &Client{}
-	if err := c.Ping(ctxT(t), testenv.PostgresURL()); err != nil {
+	if err := c.Ping(ctxT(t), Admin{URI: testenv.PostgresURL()}); err != nil {
 		t.Fatalf("Ping of the test server: %v", err)
 	}
 	u, _ := url.Parse(testenv.PostgresURL())
 	u.Path = "/" + testenv.UniqueName(t, "no-such-db")
-	if err := c.Ping(ctxT(t), u.String()); err == nil {
+	if err := c.Ping(ctxT(t), Admin{URI: u.String()}); err == nil {
 		t.Fatal("Ping of a missing database succeeded")
 	}
-	if err := c.Ping(ctxT(t), "postgres://u:p@127.0.0.1:1/db?sslmode=disable"); ReasonOf(err) != ReasonUnreachable {
+	if err := c.Ping(ctxT(t), Admin{URI: "postgres://u:p@127.0.0.1:1/db?sslmode=disable"}); ReasonOf(err) != ReasonUnreachable {
 		t.Fatalf("Ping of a closed port: reason %q, err %v", ReasonOf(err), err)
 	}
-	if err := c.Ping(ctxT(t), "postgres://u:s3cret@h:x/db"); ReasonOf(err) != ReasonInvalidURI || strings.Contains(err.Error(), "s3cret") {
+	if err := c.Ping(ctxT(t), Admin{URI: "postgres://u:s3cret@h:x/db"}); ReasonOf(err) != ReasonInvalidURI || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("Ping of a bad URI: reason %q, err %v", ReasonOf(err), err)
 	}
 }
@@ -456,13 +456,13 @@ func BenchmarkEnsureExisting(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := c.Ensure(ctx, testenv.PostgresURL(), d, pw); err != nil {
+	if _, err := c.Ensure(ctx, Admin{URI: testenv.PostgresURL()}, d, pw); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = c.Drop(context.Background(), testenv.PostgresURL(), d) })
+	b.Cleanup(func() { _ = c.Drop(context.Background(), Admin{URI: testenv.PostgresURL()}, d) })
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := c.Ensure(ctx, testenv.PostgresURL(), d, pw); err != nil {
+		if _, err := c.Ensure(ctx, Admin{URI: testenv.PostgresURL()}, d, pw); err != nil {
 			b.Fatal(err)
 		}
 	}

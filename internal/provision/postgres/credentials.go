@@ -1,13 +1,11 @@
 package postgres
 
 import (
-	"errors"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 )
 
 // Credentials are what a chat server needs to reach its database; the
@@ -18,8 +16,13 @@ type Credentials struct {
 	Database string
 	Username string
 	Password string
-	// SSLMode is carried over from the admin URI ("" when it named none).
+	// SSLMode is carried over from the admin URI ("" when it named none), or
+	// "verify-full" when the admin connection was given a CA.
 	SSLMode string
+	// SSLRootCert, when set, is the path of the CA file where the chat
+	// servers find it (rendered as sslrootcert=). Ensure leaves it empty: the
+	// caller knows where the pod mounts the CA.
+	SSLRootCert string
 }
 
 // URI renders the credentials as a postgres:// URL, every part escaped, so a
@@ -41,6 +44,9 @@ func (c Credentials) URI() string {
 	if c.SSLMode != "" {
 		q.Set("sslmode", c.SSLMode)
 	}
+	if c.SSLRootCert != "" {
+		q.Set("sslrootcert", c.SSLRootCert)
+	}
 	u.RawQuery = q.Encode()
 	return u.String()
 }
@@ -56,32 +62,4 @@ func (c Credentials) Map() map[string]string {
 		"password": c.Password,
 		"uri":      c.URI(),
 	}
-}
-
-// parseAdmin parses a PostgreSQL URI (the admin's, or a user's database) (URL or key=value form) without ever
-// echoing it, since it holds a password.
-func parseAdmin(uri string) (*pgx.ConnConfig, string, error) {
-	cfg, err := pgx.ParseConfig(uri)
-	if err != nil {
-		return nil, "", &Error{Reason: ReasonInvalidURI, Op: "parse PostgreSQL URI",
-			Err: errors.New("cannot parse the PostgreSQL URI (want postgres://user:password@host:5432/postgres?sslmode=require, reserved characters percent-encoded)")}
-	}
-	return cfg, sslModeOf(uri), nil
-}
-
-// sslModeOf returns the sslmode the admin URI asks for, to give the chat
-// servers the same.
-func sslModeOf(uri string) string {
-	if strings.HasPrefix(uri, "postgres://") || strings.HasPrefix(uri, "postgresql://") {
-		if u, err := url.Parse(uri); err == nil {
-			return u.Query().Get("sslmode")
-		}
-		return ""
-	}
-	for _, f := range strings.Fields(uri) {
-		if v, ok := strings.CutPrefix(f, "sslmode="); ok {
-			return strings.Trim(v, "'")
-		}
-	}
-	return ""
 }

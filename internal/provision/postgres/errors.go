@@ -28,6 +28,10 @@ const (
 	ReasonConflict Reason = "Conflict"
 	// ReasonInvalidURI: the admin URI cannot be parsed.
 	ReasonInvalidURI Reason = "InvalidURI"
+	// ReasonTLS: the TLS handshake failed: the server's certificate does not
+	// verify against the configured CA or does not name the host, the CA
+	// bundle holds no certificate, or the server does not offer TLS.
+	ReasonTLS Reason = "TLSHandshakeFailed"
 	// ReasonInvalid: a name or password PostgreSQL would reject or mangle.
 	ReasonInvalid Reason = "Invalid"
 	// ReasonError: anything else the server said.
@@ -56,6 +60,10 @@ const (
 )
 
 func reasonFor(err error) Reason {
+	// Before the network checks: a failed handshake is a connect error too.
+	if provision.TLSFailure(err) {
+		return ReasonTLS
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {

@@ -186,7 +186,7 @@ func TestSSLModeIsCarriedOver(t *testing.T) {
 
 func TestParseAdminNeverEchoesThePassword(t *testing.T) {
 	for _, uri := range []string{"postgres://u:s3cret-pa55@h:notaport/db", "postgres://u:s3cret-pa55@h:5432/db?sslmode=bogus", "host=h password=s3cret-pa55 sslmode=nope"} {
-		_, _, err := parseAdmin(uri)
+		_, _, err := parseAdmin(Admin{URI: uri})
 		if ReasonOf(err) != ReasonInvalidURI {
 			t.Errorf("%q: reason %q, err %v", uri, ReasonOf(err), err)
 			continue
