@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-
 )
 
 // Credentials are what a chat server needs to reach its database; the
