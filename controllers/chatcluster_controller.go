@@ -97,6 +97,9 @@ type pass struct {
 	requeueAfter time.Duration
 	// secrets names the Secrets the provisioning steps generated and that exist.
 	secrets v1alpha1.GeneratedSecrets
+	// broker and database are the ChatBackends the cluster uses, resolved by
+	// the backends step (nil: the spec does not use a backend for it).
+	broker, database *backendUse
 }
 
 func (p *pass) fail(err error) { p.errs = append(p.errs, err) }
@@ -128,7 +131,8 @@ type step struct {
 	external bool
 }
 
-// provisioningSteps run before the children, in this order: the finalizer
+// provisioningSteps run before the children, in this order: the backends
+// the cluster uses are settled (reconcile_backends.go); the finalizer
 // and status.externalState are stored before any external state that needs
 // them exists (finalizer.go), so when that first step fails the broker and
 // database steps wait for the next pass; the Secrets the pods mount (keys,
@@ -137,6 +141,7 @@ type step struct {
 // through p.setCondition.
 func (r *ChatClusterReconciler) provisioningSteps() []step {
 	return []step{
+		{name: "backends", run: r.reconcileBackends},
 		{name: "external state", run: r.reconcileExternalState, records: true},
 		{name: "keys", run: r.reconcileKeys},
 		{name: "broker", run: r.reconcileBroker, external: true},
@@ -245,6 +250,12 @@ func (r *ChatClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&networkingv1.Ingress{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		// A backend's spec or default annotation, or a namespace's labels
+		// (allowedNamespaces), decide what a cluster may use.
+		Watches(&v1alpha1.ChatBackend{}, handler.EnqueueRequestsFromMapFunc(r.clustersForBackend),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.clustersInNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.MaxConcurrentReconciles)})
 	if r.serviceMonitors.available(ctx) {
 		sm := &unstructured.Unstructured{}
@@ -259,6 +270,47 @@ func (r *ChatClusterReconciler) clustersForSecret(ctx context.Context, o client.
 	var list v1alpha1.ChatClusterList
 	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretIndex: o.GetName()}); err != nil {
 		log.FromContext(ctx).Error(err, "list ChatClusters referencing a Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, cc := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}})
+	}
+	return reqs
+}
+
+// clustersForBackend maps a ChatBackend to the ChatClusters that use it or
+// may (those naming it, and those taking a default).
+func (r *ChatClusterReconciler) clustersForBackend(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.ChatClusterList
+	if err := r.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "list ChatClusters for a ChatBackend", "backend", o.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if mayUseBackend(&list.Items[i], o.GetName()) {
+			cc := list.Items[i]
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}})
+		}
+	}
+	return reqs
+}
+
+// mayUseBackend reports whether backend name concerns cc: cc uses it, names
+// it, or waits for a default it may have become.
+func mayUseBackend(cc *v1alpha1.ChatCluster, name string) bool {
+	concerns := func(used, named string) bool {
+		return used == name || named == name || (used == "" && named == "")
+	}
+	return (usesBrokerBackend(cc) && concerns(cc.Status.Backends.Broker, cc.Spec.Broker.Backend)) ||
+		(usesDatabaseBackend(cc) && concerns(cc.Status.Backends.Database, cc.Spec.Database.Backend))
+}
+
+// clustersInNamespace maps a Namespace whose labels changed to its ChatClusters.
+func (r *ChatClusterReconciler) clustersInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.ChatClusterList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetName())); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

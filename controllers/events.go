@@ -57,6 +57,10 @@ func (r *ChatClusterReconciler) conditionEvents(cc *v1alpha1.ChatCluster, before
 	case is != nil && is.Status != metav1.ConditionTrue && was != nil && was.Status == metav1.ConditionTrue:
 		r.Recorder.Eventf(cc, nil, corev1.EventTypeNormal, EventRecovered, "Reconcile", "the cluster is no longer degraded")
 	}
+	was, is = find(before, v1alpha1.ConditionDeprecated), find(after, v1alpha1.ConditionDeprecated)
+	if is != nil && (was == nil || was.Message != is.Message) {
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventDeprecated, "Reconcile", "%s", is.Message)
+	}
 	was, is = find(before, v1alpha1.ConditionPaused), find(after, v1alpha1.ConditionPaused)
 	if is != nil && (was == nil || was.Status != is.Status) {
 		switch {

@@ -144,7 +144,7 @@ func TestRemovingTheBrokerUnderDeleteDeletesItsTopologyThenItsCondition(t *testi
 	// Adding the broker back declares it again at once (not a cached check).
 	declares := len(h.calls.declares)
 	h.edit(t, func(cc *v1alpha1.ChatCluster) {
-		cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}}
+		cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}}
 	})
 	_, cc = h.fullPass(t)
 	if len(h.calls.declares) != declares+1 || cc.Status.ExternalState.Broker == nil || !controllerutil.ContainsFinalizer(cc, FinalizerExternalState) {

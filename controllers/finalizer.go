@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/backends"
 	amqpprov "github.com/parley-chat/parley/internal/provision/amqp"
 	pgprov "github.com/parley-chat/parley/internal/provision/postgres"
 )
@@ -56,25 +57,35 @@ func (pc piece) record(es *v1alpha1.ExternalState) **v1alpha1.ExternalStateRecor
 }
 
 // inSpec reports whether cc's spec has the piece's section and, when its
-// policy is Delete, the Secret key the operator deletes the state with.
-func (pc piece) inSpec(cc *v1alpha1.ChatCluster) (present bool, deleteWith *v1alpha1.SecretKeyReference) {
+// policy is Delete, where the operator deletes the state from: the
+// ChatBackend it was created in (status.backends, once resolved), or the
+// Secret key of the deprecated spec fields.
+func (pc piece) inSpec(cc *v1alpha1.ChatCluster) (present bool, deleteWith *v1alpha1.ExternalStateRecord) {
 	switch pc.section {
 	case "broker":
 		b := cc.Spec.Broker
-		if b == nil {
+		switch {
+		case b == nil:
 			return false, nil
-		}
-		if b.DeletionPolicy != v1alpha1.DeletionPolicyRetain {
-			return true, &b.SecretRef
+		case b.DeletionPolicy == v1alpha1.DeletionPolicyRetain:
+			return true, nil
+		case b.SecretRef != nil:
+			return true, &v1alpha1.ExternalStateRecord{SecretRef: b.SecretRef}
+		case cc.Status.Backends.Broker != "":
+			return true, &v1alpha1.ExternalStateRecord{Backend: cc.Status.Backends.Broker}
 		}
 		return true, nil
 	default:
 		d := cc.Spec.Database
-		if d == nil {
+		switch {
+		case d == nil:
 			return false, nil
-		}
-		if d.AdminSecretRef != nil && d.ReclaimPolicy == v1alpha1.DeletionPolicyDelete {
-			return true, d.AdminSecretRef
+		case d.ReclaimPolicy != v1alpha1.DeletionPolicyDelete || d.SecretRef != nil:
+			return true, nil
+		case d.AdminSecretRef != nil:
+			return true, &v1alpha1.ExternalStateRecord{SecretRef: d.AdminSecretRef}
+		case cc.Status.Backends.Database != "":
+			return true, &v1alpha1.ExternalStateRecord{Backend: cc.Status.Backends.Database}
 		}
 		return true, nil
 	}
@@ -83,14 +94,41 @@ func (pc piece) inSpec(cc *v1alpha1.ChatCluster) (present bool, deleteWith *v1al
 // what names the piece's external state, for events and conditions.
 func (pc piece) what(cc *v1alpha1.ChatCluster) string {
 	if pc.section == "broker" {
+		if usesBrokerBackend(cc) || cc.Spec.Broker == nil && cc.Status.ExternalState.Broker != nil && cc.Status.ExternalState.Broker.Backend != "" {
+			t := brokerTenant(cc)
+			return fmt.Sprintf("RabbitMQ vhost %q (with its exchanges and queues) and user %q", t.VHost, t.User)
+		}
 		return "RabbitMQ " + strings.Join(amqpprov.TopologyFor(cc.Namespace, cc.Name).Objects(), ", ")
 	}
 	names := pgprov.DatabaseFor(cc.Namespace, cc.Name)
 	return fmt.Sprintf("PostgreSQL database %q and role %q", names.Name, names.Role)
 }
 
-// deleteState deletes the piece's external state, reaching it with the URI in ref.
-func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.ChatCluster, pc piece, ref v1alpha1.SecretKeyReference) error {
+// deleteState deletes the piece's external state where rec says it lives.
+func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.ChatCluster, pc piece, rec *v1alpha1.ExternalStateRecord) error {
+	if rec.Backend != "" {
+		b, err := r.backendByName(ctx, rec.Backend)
+		if err != nil {
+			return err
+		}
+		res := backends.Resolver{Reader: r.APIReader, ClusterDomain: r.Options.ClusterDomain}
+		if pc.section == "broker" {
+			conn, err := res.RabbitMQ(ctx, b)
+			if err != nil {
+				return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
+			}
+			return r.tenants().DeleteTenant(ctx, amqpprov.Backend{URI: conn.URI, ManagementURI: conn.ManagementURI, CAPEM: conn.CAPEM}, brokerTenant(cc))
+		}
+		conn, err := res.PostgreSQL(ctx, b)
+		if err != nil {
+			return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
+		}
+		return r.database().Drop(ctx, pgprov.Admin{URI: conn.URI, CAPEM: conn.CAPEM}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	}
+	if rec.SecretRef == nil {
+		return fmt.Errorf("status.externalState.%s names neither a backend nor a Secret", pc.section)
+	}
+	ref := *rec.SecretRef
 	uri, err := r.secretValue(ctx, cc.Namespace, ref)
 	if pc.section == "broker" {
 		if err != nil {
@@ -123,10 +161,10 @@ func externalRecords(cc *v1alpha1.ChatCluster, deleting bool) v1alpha1.ExternalS
 		switch present, ref := pc.inSpec(cc); {
 		case ref != nil && (*rec == nil || !deleting):
 			if fromSpec {
-				*rec = &v1alpha1.ExternalStateRecord{SecretRef: *ref}
+				*rec = ref
 			}
 		case ref != nil:
-			(*rec).SecretRef = *ref
+			(*rec).SecretRef, (*rec).Backend = ref.SecretRef, ref.Backend
 		case present:
 			*rec = nil
 		}
@@ -231,7 +269,7 @@ func (r *ChatClusterReconciler) cleanupRemoved(ctx context.Context, p *pass, pc 
 	}
 	what := pc.what(p.cc)
 	callCtx, cancel := r.callContext(ctx)
-	err := r.deleteState(callCtx, p.cc, pc, (*rec).SecretRef)
+	err := r.deleteState(callCtx, p.cc, pc, *rec)
 	cancel()
 	if err == nil {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete",
@@ -340,7 +378,7 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 		}
 		what := pc.what(cc)
 		callCtx, cancel := r.callContext(ctx)
-		err := r.deleteState(callCtx, cc, pc, (*rec).SecretRef)
+		err := r.deleteState(callCtx, cc, pc, *rec)
 		cancel()
 		if err == nil {
 			deleted = append(deleted, what)

@@ -178,7 +178,7 @@ func testWaitsForSecrets(t *testing.T, s *suite) {
 	cc := newCluster(ns, "late")
 	// The operator generates the key Secrets itself; the broker URI Secret is
 	// the user's to create.
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "late-rabbit", Key: "uri"}}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "late-rabbit", Key: "uri"}}
 	s.create(t, cc)
 	ready := s.condition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionFalse)
 	if ready.Reason != status.ReasonWaitingForSecrets || !strings.Contains(ready.Message, "late-rabbit") {
@@ -220,7 +220,7 @@ func testRollOnlyOnRealChange(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	cc := s.keyedCluster(t, ns, "roll")
 	s.secret(t, ns, "rabbit", true, map[string]string{"uri": "amqp://guest:guest@127.0.0.1:5672/"})
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbit", Key: "uri"}}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbit", Key: "uri"}}
 	s.create(t, cc)
 	d := s.deployment(t, ns, "roll")
 	hash := d.Spec.Template.Annotations[resource.AnnotationConfigHash]

@@ -33,8 +33,12 @@ import (
 // (RabbitMQ topology, PostgreSQL role and database) and the generated keys.
 // The zero value is the production setup; tests swap the clients and the clock.
 type Provisioning struct {
-	// Broker declares and deletes RabbitMQ topology (default: a real amqp client).
+	// Broker declares and deletes RabbitMQ topology in a shared vhost, for
+	// the deprecated spec.broker.secretRef (default: a real amqp client).
 	Broker amqpprov.Provisioner
+	// Tenants creates and deletes a cluster's own vhost, user and topology
+	// in a ChatBackend's RabbitMQ (default: a real amqp client).
+	Tenants amqpprov.TenantProvisioner
 	// Database ensures and drops PostgreSQL roles and databases (default: a real client).
 	Database pgprov.Provisioner
 	// Now is the clock key rotation runs on (default time.Now).
@@ -104,6 +108,13 @@ func (r *ChatClusterReconciler) broker() amqpprov.Provisioner {
 	return r.Provisioning.Broker
 }
 
+func (r *ChatClusterReconciler) tenants() amqpprov.TenantProvisioner {
+	if r.Provisioning.Tenants == nil {
+		return &amqpprov.Client{}
+	}
+	return r.Provisioning.Tenants
+}
+
 func (r *ChatClusterReconciler) database() pgprov.Provisioner {
 	if r.Provisioning.Database == nil {
 		return &pgprov.Client{}
@@ -141,6 +152,8 @@ func (r *ChatClusterReconciler) checkInterval() time.Duration {
 // postgres: Unreachable, CredentialsRefused, PermissionDenied, Conflict,
 // InvalidURI, Invalid).
 const (
+	// ReasonBackendChanged: the spec names another ChatBackend than the one holding the cluster's state.
+	ReasonBackendChanged = "BackendChanged"
 	// ReasonSecretNotFound: a referenced Secret, or its key, does not exist.
 	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonCleanupFailed: deleting external state of a deleted ChatCluster failed (retrying).
@@ -153,6 +166,9 @@ const (
 const (
 	EventTopologyDeclared  = "TopologyDeclared"
 	EventTopologyRepaired  = "TopologyRepaired"
+	EventTenantCreated     = "BrokerTenantCreated"
+	EventTenantRepaired    = "BrokerTenantRepaired"
+	EventDeprecated        = "DeprecatedField"
 	EventDatabaseCreated   = "DatabaseCreated"
 	EventPasswordApplied   = "PasswordApplied"
 	EventKeyGenerated      = "KeyGenerated"

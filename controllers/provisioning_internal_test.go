@@ -136,7 +136,7 @@ func teamCluster(brokerPolicy, dbPolicy v1alpha1.DeletionPolicy) *v1alpha1.ChatC
 	return &v1alpha1.ChatCluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: testNS, UID: "uid-1", Generation: 1},
 		Spec: v1alpha1.ChatClusterSpec{
-			Broker:   &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}, DeletionPolicy: brokerPolicy},
+			Broker:   &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}, DeletionPolicy: brokerPolicy},
 			Database: &v1alpha1.DatabaseSpec{AdminSecretRef: &v1alpha1.SecretKeyReference{Name: "postgres", Key: "uri"}, ReclaimPolicy: dbPolicy},
 		},
 	}

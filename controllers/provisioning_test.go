@@ -232,7 +232,7 @@ func (s *suite) provisioned(t *testing.T, ns string, cc *v1alpha1.ChatCluster) {
 	t.Helper()
 	s.secret(t, ns, "rabbitmq-admin", true, map[string]string{"uri": testenv.AMQPURL()})
 	s.secret(t, ns, "postgres-admin", true, map[string]string{"uri": testenv.PostgresURL()})
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
 	cc.Spec.Database = &v1alpha1.DatabaseSpec{AdminSecretRef: &v1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"}}
 }
 
@@ -255,7 +255,7 @@ func (s *suite) brokered(t *testing.T, ns, name, uri string, labelled bool) amqp
 	t.Helper()
 	s.secret(t, ns, "rabbitmq-admin", labelled, map[string]string{"uri": uri})
 	cc := newCluster(ns, name)
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}}
 	s.create(t, cc)
 	top := amqpprov.TopologyFor(ns, name)
 	forgetTopology(t, top)

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/resource"
 )
 
@@ -33,6 +34,15 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 	}
 	p.missingSecrets = missing
 	c.SecretsHash = resource.SecretsHash(refs, data)
+	// A backend's CA travels in the generated credentials Secret: the pods
+	// mount it when it is there (what the Secret holds, not this pass's view
+	// of the backend, decides, so a backend briefly unreadable rolls nothing).
+	if usesBrokerBackend(p.cc) {
+		c.BrokerCA = len(data[naming.BrokerSecretName(p.cc.Name)][naming.CAKey]) > 0
+	}
+	if d := p.cc.Spec.Database; d != nil && d.SecretRef == nil {
+		c.DatabaseCA = len(data[naming.DatabaseSecretName(p.cc.Name)][naming.CAKey]) > 0
+	}
 
 	var errs []error
 	for _, b := range resource.Builders(c) {

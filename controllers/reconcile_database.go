@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 	pgprov "github.com/parley-chat/parley/internal/provision/postgres"
+	"github.com/parley-chat/parley/internal/resource"
 	"github.com/parley-chat/parley/internal/status"
 )
 
@@ -29,8 +31,9 @@ const (
 // (spec.database.secretRef) that answers.
 const ReasonConnected = "Connected"
 
-// reconcileDatabase creates the cluster's PostgreSQL role and database with
-// spec.database.adminSecretRef, writes Secret <name>-db and reports
+// reconcileDatabase creates the cluster's PostgreSQL role and database in
+// its ChatBackend (or with the deprecated spec.database.adminSecretRef),
+// writes Secret <name>-db (with the backend's CA when it verifies TLS) and reports
 // DatabaseReady. A <name>-db Secret that already holds a password (one the
 // user chose) is respected: that password is applied to the role. With
 // spec.database.secretRef the database is used as is and only checked.
@@ -42,14 +45,27 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	case d.SecretRef != nil:
 		p.requeue(r.checkInterval())
 		return r.checkExternalDatabase(ctx, p, *d.SecretRef)
-	case d.AdminSecretRef == nil:
-		return nil
 	}
 	p.requeue(r.checkInterval())
 	fail := r.stepFailure(p, stepDatabase, status.DatabaseReady)
-	adminURI, err := r.secretValue(ctx, p.cc.Namespace, *d.AdminSecretRef)
-	if err != nil {
-		return fail(fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err))
+	var admin pgprov.Admin
+	source := ""
+	if d.AdminSecretRef != nil {
+		uri, err := r.secretValue(ctx, p.cc.Namespace, *d.AdminSecretRef)
+		if err != nil {
+			return fail(fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err))
+		}
+		admin = pgprov.Admin{URI: uri}
+	} else {
+		use := p.database
+		if use == nil {
+			return fail(errors.New("the PostgreSQL ChatBackend was not resolved"))
+		}
+		if use.err != nil {
+			return fail(use.err)
+		}
+		admin = pgprov.Admin{URI: use.postgres.URI, CAPEM: use.postgres.CAPEM}
+		source = fmt.Sprintf("ChatBackend %q: ", use.name)
 	}
 	names := pgprov.DatabaseFor(p.cc.Namespace, p.cc.Name)
 	secretName := naming.DatabaseSecretName(p.cc.Name)
@@ -70,7 +86,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 
 	now := r.now()
 	inputs := func(data map[string][]byte) string {
-		return digest(adminURI, names.Name, names.Role, names.Owner, dataDigest(data))
+		return digest(admin.URI, string(admin.CAPEM), names.Name, names.Role, names.Owner, dataDigest(data))
 	}
 	if found {
 		if cond, ok := r.provisioned.synced.fresh(p.cc, stepDatabase, inputs(existing.Data), now, r.checkInterval()); ok {
@@ -81,18 +97,31 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	}
 	callCtx, cancel := r.callContext(ctx)
 	defer cancel()
-	res, err := r.database().Ensure(callCtx, pgprov.Admin{URI: adminURI}, names, password)
+	res, err := r.database().Ensure(callCtx, admin, names, password)
 	if err != nil {
-		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("provision PostgreSQL database: %w", err)))
+		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("%sprovision PostgreSQL database: %w", source, err)))
 	}
 	written := map[string][]byte{}
 	if found {
 		maps.Copy(written, existing.Data)
 	}
+	delete(written, naming.CAKey)
+	if len(admin.CAPEM) > 0 {
+		// The chat servers verify the server with the backend's CA, mounted
+		// from this same Secret.
+		res.Credentials.SSLMode = "verify-full"
+		res.Credentials.SSLRootCert = resource.DatabaseDir + "/" + resource.CAFile
+		written[naming.CAKey] = admin.CAPEM
+	}
 	for k, v := range res.Credentials.Map() {
 		written[k] = []byte(v)
 	}
-	if err := r.writeSecret(ctx, p, secretName, func(s *corev1.Secret) { maps.Copy(s.Data, written) }); err != nil {
+	if err := r.writeSecret(ctx, p, secretName, func(s *corev1.Secret) {
+		if _, ok := written[naming.CAKey]; !ok {
+			delete(s.Data, naming.CAKey)
+		}
+		maps.Copy(s.Data, written)
+	}); err != nil {
 		return fail(err)
 	}
 	p.secrets.Database = secretName
@@ -105,7 +134,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 			"applied the password of Secret %s to role %q", secretName, names.Role)
 	}
 	cond := status.DatabaseReady(p.cc.Generation, nil,
-		fmt.Sprintf("database %q owned by role %q; credentials in Secret %s", names.Name, names.Role, secretName))
+		fmt.Sprintf("%sdatabase %q owned by role %q; credentials in Secret %s", source, names.Name, names.Role, secretName))
 	p.setCondition(cond)
 	r.provisioned.synced.record(p.cc, stepDatabase, inputs(written), now, cond)
 	return nil

@@ -54,6 +54,11 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 	for _, c := range [...]func(status.Observed) metav1.Condition{status.Ready, status.Progressing, status.Degraded, status.Paused} {
 		meta.SetStatusCondition(&st.Conditions, c(o))
 	}
+	if c, ok := status.Deprecated(cc.Generation, deprecatedFields(cc)); ok {
+		meta.SetStatusCondition(&st.Conditions, c)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionDeprecated)
+	}
 	if !p.paused {
 		// While paused the children follow the last generation applied; the
 		// top-level observedGeneration keeps saying which one that is.
@@ -92,4 +97,18 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil
+}
+
+// deprecatedFields lists the deprecated spec fields cc uses and what to move to.
+func deprecatedFields(cc *v1alpha1.ChatCluster) map[string]string {
+	out := map[string]string{}
+	if b := cc.Spec.Broker; b != nil && b.SecretRef != nil {
+		out["spec.broker.secretRef"] = "it puts a RabbitMQ admin URI in the tenant's namespace and shares one vhost; " +
+			"name a RabbitMQ ChatBackend in spec.broker.backend (or leave both empty for the default) to get a vhost and user of the cluster's own"
+	}
+	if d := cc.Spec.Database; d != nil && d.AdminSecretRef != nil {
+		out["spec.database.adminSecretRef"] = "it puts a PostgreSQL admin URI in the tenant's namespace; " +
+			"name a PostgreSQL ChatBackend in spec.database.backend (the same server keeps the same database)"
+	}
+	return out
 }

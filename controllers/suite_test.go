@@ -88,6 +88,10 @@ func TestOperator(t *testing.T) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	br := &controllers.ChatBackendReconciler{Options: r.Options, CallTimeout: 10 * time.Second, ProbeInterval: 2 * time.Second}
+	if err := br.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -272,7 +276,7 @@ func (s *suite) brokerAndDatabase(t *testing.T, ns string, cc *v1alpha1.ChatClus
 	t.Helper()
 	s.secret(t, ns, "rabbitmq", false, map[string]string{"uri": testenv.AMQPURL()})
 	s.secret(t, ns, "chat-db", true, map[string]string{"uri": testenv.PostgresURL()})
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq", Key: "uri"}}
 	cc.Spec.Database = &v1alpha1.DatabaseSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "chat-db", Key: "uri"}}
 }
 

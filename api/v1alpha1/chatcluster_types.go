@@ -28,6 +28,10 @@ const (
 	ConditionBrokerReady = "BrokerReady"
 	// ConditionDatabaseReady reports the PostgreSQL database (set by the database provisioning step).
 	ConditionDatabaseReady = "DatabaseReady"
+	// ConditionDeprecated is True while the spec uses fields that are going
+	// away (spec.broker.secretRef, spec.database.adminSecretRef); its message
+	// says what to move to.
+	ConditionDeprecated = "Deprecated"
 )
 
 // ChatClusterSpec is the chat service a team asks for.
@@ -242,14 +246,28 @@ const (
 )
 
 // BrokerSpec is the RabbitMQ the chat servers route messages through.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.backend) && has(self.secretRef))",message="spec.broker: set at most one of backend and secretRef (secretRef is deprecated: name a ChatBackend)"
 type BrokerSpec struct {
-	// SecretRef names a Secret key holding an AMQP URI
-	// (amqp://user:pass@host:5672/vhost) with the right to declare exchanges
-	// and queues. The chat servers connect with it; the operator declares the
-	// cluster's exchanges with it.
-	SecretRef SecretKeyReference `json:"secretRef"`
+	// Backend names the ChatBackend (a RabbitMQ the platform team offers)
+	// to use. The operator creates a vhost and a user of this cluster's own
+	// there, with exactly the permissions the chat servers need, and writes
+	// their URI to the Secret <name>-broker. Empty (and no secretRef): the
+	// RabbitMQ ChatBackend annotated chat.parley.io/is-default-backend=true.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Backend string `json:"backend,omitempty"`
 
-	// DeletionPolicy for the cluster's RabbitMQ topology when the ChatCluster is deleted.
+	// SecretRef (deprecated: use backend) names a Secret key holding an AMQP
+	// URI (amqp://user:pass@host:5672/vhost) with the right to declare
+	// exchanges and queues. The chat servers connect with it and the
+	// operator declares the cluster's exchanges with it, in a vhost shared
+	// with whoever else holds it. The Deprecated condition says so.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+
+	// DeletionPolicy for the cluster's RabbitMQ vhost, user and topology when the ChatCluster is deleted.
 	// +kubebuilder:default=Delete
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
@@ -257,12 +275,24 @@ type BrokerSpec struct {
 
 // DatabaseSpec is the PostgreSQL that keeps history.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.adminSecretRef) != has(self.secretRef)",message="spec.database: set exactly one of adminSecretRef (the operator creates a database) or secretRef (an existing database used as is)"
-// +kubebuilder:validation:XValidation:rule="has(self.adminSecretRef) == has(oldSelf.adminSecretRef)",message="spec.database: switching between adminSecretRef and secretRef after creation is not allowed (the history would stay behind)"
+// +kubebuilder:validation:XValidation:rule="[has(self.backend), has(self.adminSecretRef), has(self.secretRef)].filter(x, x).size() <= 1",message="spec.database: set at most one of backend (a ChatBackend; the operator creates a database), adminSecretRef (deprecated) and secretRef (an existing database used as is)"
+// +kubebuilder:validation:XValidation:rule="has(self.secretRef) == has(oldSelf.secretRef)",message="spec.database: switching between secretRef (a database used as is) and a database the operator creates is not allowed (the history would stay behind)"
 type DatabaseSpec struct {
-	// AdminSecretRef names a Secret key holding an admin PostgreSQL URI. The
-	// operator creates a role and a database for this cluster with it and
-	// writes their credentials to the Secret <name>-db.
+	// Backend names the ChatBackend (a PostgreSQL the platform team offers)
+	// to use. The operator creates a role and a database for this cluster
+	// there and writes their credentials to the Secret <name>-db. Empty
+	// (and neither adminSecretRef nor secretRef): the PostgreSQL ChatBackend
+	// annotated chat.parley.io/is-default-backend=true. Moving from
+	// adminSecretRef to a backend on the same server keeps the database.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Backend string `json:"backend,omitempty"`
+
+	// AdminSecretRef (deprecated: use backend) names a Secret key holding an
+	// admin PostgreSQL URI in this namespace. The operator creates a role
+	// and a database for this cluster with it and writes their credentials
+	// to the Secret <name>-db. The Deprecated condition says so.
 	// +optional
 	AdminSecretRef *SecretKeyReference `json:"adminSecretRef,omitempty"`
 
@@ -645,7 +675,7 @@ type ChatClusterStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, Progressing, Degraded, Paused, BrokerReady, DatabaseReady.
+	// Conditions: Ready, Progressing, Degraded, Paused, BrokerReady, DatabaseReady, Deprecated.
 	// Each carries the generation it describes.
 	// +listType=map
 	// +listMapKey=type
@@ -684,6 +714,10 @@ type ChatClusterStatus struct {
 	// +optional
 	Secrets GeneratedSecrets `json:"secrets,omitempty"`
 
+	// Backends are the ChatBackends the cluster uses (the defaults resolved).
+	// +optional
+	Backends BackendsInUse `json:"backends,omitempty"`
+
 	// ExternalState is what the operator created outside Kubernetes and will
 	// delete under a Delete policy: when the ChatCluster is deleted, or when
 	// the spec section that asked for it is removed. It remembers the Secret
@@ -706,10 +740,14 @@ type ExternalState struct {
 // ExternalStateRecord is one piece of external state to delete, and how far
 // its deletion got.
 type ExternalStateRecord struct {
+	// Backend is the ChatBackend it lives in, kept so that removing the
+	// section from the spec still lets the operator delete it.
+	// +optional
+	Backend string `json:"backend,omitempty"`
 	// SecretRef is the Secret key holding the URI the operator deletes it
-	// with (spec.broker.secretRef, spec.database.adminSecretRef), kept so that
-	// removing the section from the spec still lets the operator delete it.
-	SecretRef SecretKeyReference `json:"secretRef"`
+	// with (the deprecated spec.broker.secretRef, spec.database.adminSecretRef).
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
 	// CleanupAttempts counts the failed attempts to delete it. The operator
 	// gives up after its --cleanup-attempts, with an event naming what was
 	// left behind.
@@ -733,6 +771,19 @@ type GeneratedSecrets struct {
 	// +optional
 	APIKey string `json:"apiKey,omitempty"`
 	// Database holds the generated database credentials (host, port, database, username, password, uri).
+	// +optional
+	Database string `json:"database,omitempty"`
+	// Broker holds the cluster's own RabbitMQ credentials (uri, username, password, vhost).
+	// +optional
+	Broker string `json:"broker,omitempty"`
+}
+
+// BackendsInUse names the ChatBackends a cluster uses, defaults resolved.
+type BackendsInUse struct {
+	// Broker is the RabbitMQ ChatBackend.
+	// +optional
+	Broker string `json:"broker,omitempty"`
+	// Database is the PostgreSQL ChatBackend.
 	// +optional
 	Database string `json:"database,omitempty"`
 }

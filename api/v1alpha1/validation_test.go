@@ -36,6 +36,7 @@ func TestAPI(t *testing.T) {
 	t.Run("InvalidChangesAreRefused", func(t *testing.T) { testInvalidChanges(t, c) })
 	t.Run("ValidSpecsAreAcceptedAndDefaulted", func(t *testing.T) { testDefaults(t, c) })
 	t.Run("ShapeOfTheResource", func(t *testing.T) { testShape(t, c) })
+	t.Run("ChatBackendSpecsAreValidated", func(t *testing.T) { testBackendSpecs(t, c) })
 }
 
 // object parses a ChatCluster written as users write it.
@@ -85,9 +86,13 @@ func testInvalidSpecs(t *testing.T, c client.Client) {
 		{"replicas above the bound", "spec:\n  replicas: 5000" + broker + database,
 			[]string{"spec.replicas", "less than or equal to 1000"}},
 		{"database with both refs", "spec:\n  database: {adminSecretRef: {name: a, key: uri}, secretRef: {name: b, key: uri}}",
-			[]string{"spec.database", "set exactly one of adminSecretRef"}},
-		{"database with no ref", "spec:\n  database: {reclaimPolicy: Delete}",
-			[]string{"spec.database", "set exactly one of adminSecretRef"}},
+			[]string{"spec.database", "set at most one of backend"}},
+		{"database with a backend and a ref", "spec:\n  database: {backend: shared-pg, secretRef: {name: b, key: uri}}",
+			[]string{"spec.database", "set at most one of backend"}},
+		{"broker with a backend and a Secret", "spec:\n  broker: {backend: shared-rmq, secretRef: {name: b, key: uri}}",
+			[]string{"spec.broker", "set at most one of backend and secretRef"}},
+		{"backend name that is no name", "spec:\n  broker: {backend: Shared_RMQ}",
+			[]string{"spec.broker.backend", "should match"}},
 		{"unknown reclaim policy", "spec:\n  database: {adminSecretRef: {name: a, key: uri}, reclaimPolicy: Keep}",
 			[]string{"spec.database.reclaimPolicy", `Unsupported value: "Keep"`}},
 		{"broker Secret name that is no name", "spec:\n  broker: {secretRef: {name: Not_A_Name, key: uri}}",
@@ -179,7 +184,11 @@ func testInvalidChanges(t *testing.T, c client.Client) {
 		{"switching a provisioned database to an existing one", "spec:" + database,
 			func(s map[string]any) {
 				s["database"] = map[string]any{"secretRef": map[string]any{"name": "db", "key": "uri"}}
-			}, "spec.database: switching between adminSecretRef and secretRef after creation is not allowed"},
+			}, "spec.database: switching between secretRef (a database used as is) and a database the operator creates is not allowed"},
+		{"switching a backend database to an existing one", "spec:\n  database: {backend: shared-pg}",
+			func(s map[string]any) {
+				s["database"] = map[string]any{"secretRef": map[string]any{"name": "db", "key": "uri"}}
+			}, "switching between secretRef"},
 		{"removing the database", "spec:" + database,
 			func(s map[string]any) { delete(s, "database") }, "spec.database cannot be removed once set"},
 		{"scaling by hand while autoscaling", "spec:\n  autoscaling: {maxReplicas: 5}" + broker + database,
@@ -297,5 +306,61 @@ func testShape(t *testing.T, c client.Client) {
 	if v.Subresources.Status == nil || sc == nil || sc.SpecReplicasPath != ".spec.replicas" ||
 		sc.StatusReplicasPath != ".status.replicas" || sc.LabelSelectorPath == nil || *sc.LabelSelectorPath != ".status.selector" {
 		t.Errorf("subresources = %+v", v.Subresources)
+	}
+}
+
+// testBackendSpecs: ChatBackends the platform team writes are checked by the
+// API server, with messages naming the field.
+func testBackendSpecs(t *testing.T, c client.Client) {
+	const admin = "{adminSecretRef: {namespace: platform, name: pg, key: uri}}"
+	for _, tc := range []struct {
+		name, doc string
+		want      []string // empty: accepted
+	}{
+		{"a PostgreSQL backend for every namespace", "spec:\n  postgresql: " + admin + "\n  allowedNamespaces: {from: All}", nil},
+		{"a RabbitMQ backend for labelled namespaces",
+			"spec:\n  rabbitmq: {connectionSecret: {namespace: platform, name: rmq}}\n  allowedNamespaces: {from: Selector, selector: {matchLabels: {team: chat}}}", nil},
+		{"a RabbitmqCluster over TLS", "spec:\n  rabbitmq: {clusterRef: {namespace: rabbitmq, name: shared}, tls: {caSecretRef: {namespace: rabbitmq, name: ca, key: ca.crt}}}\n  allowedNamespaces: {from: All}", nil},
+		{"neither kind", "spec:\n  allowedNamespaces: {from: All}", []string{"spec: set exactly one of rabbitmq and postgresql"}},
+		{"both kinds", "spec:\n  postgresql: " + admin + "\n  rabbitmq: {connectionSecret: {namespace: p, name: r}}\n  allowedNamespaces: {from: All}",
+			[]string{"spec: set exactly one of rabbitmq and postgresql"}},
+		{"no allowed namespaces", "spec:\n  postgresql: " + admin, []string{"spec.allowedNamespaces", "Required value"}},
+		{"a selector rule without a selector", "spec:\n  postgresql: " + admin + "\n  allowedNamespaces: {from: Selector}",
+			[]string{"spec.allowedNamespaces.selector", "selector is required when from is Selector"}},
+		{"an unknown from", "spec:\n  postgresql: " + admin + "\n  allowedNamespaces: {from: Same}",
+			[]string{"spec.allowedNamespaces.from", "Unsupported value"}},
+		{"a cluster reference and a Secret", "spec:\n  postgresql: {clusterRef: {namespace: db, name: pg}, adminSecretRef: {namespace: p, name: pg, key: uri}}\n  allowedNamespaces: {from: All}",
+			[]string{"spec.postgresql", "set exactly one of clusterRef and adminSecretRef"}},
+		{"a RabbitMQ with neither", "spec:\n  rabbitmq: {}\n  allowedNamespaces: {from: All}",
+			[]string{"spec.rabbitmq", "set exactly one of clusterRef and connectionSecret"}},
+		{"a Secret without a namespace", "spec:\n  postgresql: {adminSecretRef: {name: pg, key: uri}}\n  allowedNamespaces: {from: All}",
+			[]string{"spec.postgresql.adminSecretRef.namespace", "Required value"}},
+		{"a name with a dot", "metadata: {name: shared.pg}\nspec:\n  postgresql: " + admin + "\n  allowedNamespaces: {from: All}",
+			[]string{"metadata.name must be a DNS label"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte("apiVersion: chat.parley.io/v1alpha1\nkind: ChatBackend\n"+tc.doc), &u.Object); err != nil {
+				t.Fatalf("bad test YAML: %v", err)
+			}
+			if u.GetName() == "" {
+				u.SetName("shared")
+			}
+			err := c.Create(context.Background(), u, client.DryRunAll)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.doc)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not say %q:\n%v", want, err)
+				}
+			}
+		})
 	}
 }

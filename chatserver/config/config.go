@@ -108,6 +108,9 @@ type Broker struct {
 	// dead-letters to (x-dead-letter-exchange): messages a node cannot decode,
 	// and the oldest messages dropped when its queue overflows.
 	DeadLetterExchange string `json:"deadLetterExchange,omitempty"`
+	// CAFile, when set, is the PEM CA bundle the broker's certificate must
+	// chain to (amqps://): the only CA trusted, the URI's host verified.
+	CAFile string `json:"caFile,omitempty"`
 }
 
 // Store selects and configures the store.

@@ -103,6 +103,9 @@ func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, prob
 	if err := (&controllers.ChatClusterReconciler{Options: opts, Provisioning: prov}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up ChatCluster controller: %w", err)
 	}
+	if err := (&controllers.ChatBackendReconciler{Options: opts, Tenants: prov.Tenants, Database: prov.Database, CallTimeout: prov.CallTimeout}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up ChatBackend controller: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}

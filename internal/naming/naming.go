@@ -126,3 +126,27 @@ func WithLabels(cluster string, extra map[string]string) map[string]string {
 	maps.Copy(l, Labels(cluster))
 	return l
 }
+
+// BrokerSecretName is the Secret with the cluster's own RabbitMQ credentials
+// in a ChatBackend (keys BrokerURIKey, username, password, vhost, and CAKey
+// when the backend verifies TLS).
+func BrokerSecretName(cluster string) string { return ChildResourceName(cluster, SuffixBroker) }
+
+// SuffixBroker names the Secret of the cluster's RabbitMQ credentials.
+const SuffixBroker = "broker"
+
+// Keys of the broker credentials Secret, and the CA key both credentials Secrets share.
+const (
+	BrokerURIKey = "uri"
+	CAKey        = "ca.crt"
+)
+
+// BrokerVHost is the RabbitMQ vhost of the ChatCluster namespace/name in a
+// ChatBackend: "parley.<namespace>.<name>". A namespace and a ChatCluster
+// name have no dots, so two clusters never share one.
+func BrokerVHost(namespace, name string) string {
+	return fmt.Sprintf("parley.%s.%s", namespace, name)
+}
+
+// BrokerUser is the RabbitMQ user the chat servers of namespace/name connect as.
+func BrokerUser(namespace, name string) string { return BrokerVHost(namespace, name) }

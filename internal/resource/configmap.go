@@ -84,6 +84,9 @@ func RenderConfig(c Cluster) config.Config {
 			ControlExchange:    ex.Control,
 			DeadLetterExchange: ex.DeadLetter,
 		}
+		if c.BrokerCA {
+			cfg.Broker.CAFile = BrokerDir + "/" + CAFile
+		}
 	} else {
 		cfg.Broker = config.Broker{Type: "memory"}
 	}

@@ -296,12 +296,20 @@ func (b *DeploymentBuilder) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
 		secret("api-key", naming.APIKeySecretName(name), nil),
 	}
 	mounts := []corev1.VolumeMount{mount("config", ConfigDir), mount("jwt", JWTDir), mount("api-key", APIKeyDir)}
-	if br := b.Spec.Broker; br != nil {
-		volumes = append(volumes, secret("broker", br.SecretRef.Name, []corev1.KeyToPath{{Key: br.SecretRef.Key, Path: URIFile}}))
+	// A backend that verifies TLS puts its CA in the same Secret as the URI.
+	items := func(key string, ca bool) []corev1.KeyToPath {
+		out := []corev1.KeyToPath{{Key: key, Path: URIFile}}
+		if ca {
+			out = append(out, corev1.KeyToPath{Key: naming.CAKey, Path: CAFile})
+		}
+		return out
+	}
+	if secretName, key, ok := brokerURISecret(b.Cluster); ok {
+		volumes = append(volumes, secret("broker", secretName, items(key, b.BrokerCA)))
 		mounts = append(mounts, mount("broker", BrokerDir))
 	}
 	if secretName, key, ok := databaseURISecret(b.Cluster); ok {
-		volumes = append(volumes, secret("database", secretName, []corev1.KeyToPath{{Key: key, Path: URIFile}}))
+		volumes = append(volumes, secret("database", secretName, items(key, b.DatabaseCA)))
 		mounts = append(mounts, mount("database", DatabaseDir))
 	}
 	if t := b.Spec.TLS; t != nil {

@@ -18,6 +18,8 @@ const (
 	TLSDir      = "/etc/parley/tls"
 	// URIFile is the file name of the broker and database URIs in their directories.
 	URIFile = "uri"
+	// CAFile is the file name of a backend's CA bundle beside its URI.
+	CAFile = "ca.crt"
 )
 
 // SecretReference is a Secret the chat server pods mount.
@@ -44,8 +46,8 @@ func SecretReferences(c Cluster) []SecretReference {
 		{Name: naming.JWTSecretName(c.ChatCluster.Name), Key: naming.JWTCurrentKey},
 		{Name: naming.APIKeySecretName(c.ChatCluster.Name), Key: naming.APIKeyKey},
 	}
-	if b := c.Spec.Broker; b != nil {
-		refs = append(refs, SecretReference{Name: b.SecretRef.Name, Key: b.SecretRef.Key, RestartOnChange: true})
+	if name, key, ok := brokerURISecret(c); ok {
+		refs = append(refs, SecretReference{Name: name, Key: key, RestartOnChange: true})
 	}
 	if name, key, ok := databaseURISecret(c); ok {
 		refs = append(refs, SecretReference{Name: name, Key: key, RestartOnChange: true})
@@ -74,6 +76,21 @@ func ReferencedSecretNames(c Cluster) []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
+}
+
+// brokerURISecret is the Secret key holding the AMQP URI the chat servers
+// use: the generated <name>-broker (the cluster's own user and vhost in its
+// ChatBackend), or the deprecated spec.broker.secretRef.
+func brokerURISecret(c Cluster) (name, key string, ok bool) {
+	b := c.Spec.Broker
+	switch {
+	case b == nil:
+		return "", "", false
+	case b.SecretRef != nil:
+		return b.SecretRef.Name, b.SecretRef.Key, true
+	default:
+		return naming.BrokerSecretName(c.ChatCluster.Name), naming.BrokerURIKey, true
+	}
 }
 
 // databaseURISecret is the Secret key holding the URI the chat servers use:

@@ -84,6 +84,10 @@ type Cluster struct {
 	// ServiceMonitorAvailable is true when the monitoring.coreos.com/v1
 	// ServiceMonitor kind exists in the cluster.
 	ServiceMonitorAvailable bool
+	// BrokerCA and DatabaseCA are true when the cluster's ChatBackend
+	// verifies TLS: its CA is in the credentials Secret (key ca.crt) and the
+	// chat servers trust only it.
+	BrokerCA, DatabaseCA bool
 }
 
 // Builders returns the builders of a cluster's children in the order they are

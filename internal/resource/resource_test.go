@@ -57,7 +57,7 @@ func cluster(changes ...func(*v1alpha1.ChatCluster)) Cluster {
 
 func withBrokerAndDatabase(cc *v1alpha1.ChatCluster) {
 	cc.Spec.Replicas = ptrTo[int32](3)
-	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}, DeletionPolicy: v1alpha1.DeletionPolicyDelete}
+	cc.Spec.Broker = &v1alpha1.BrokerSpec{SecretRef: &v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}, DeletionPolicy: v1alpha1.DeletionPolicyDelete}
 	cc.Spec.Database = &v1alpha1.DatabaseSpec{AdminSecretRef: &v1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"}, ReclaimPolicy: v1alpha1.DeletionPolicyRetain, MaxConnections: 10}
 }
 

@@ -370,7 +370,7 @@ func driveProvisionedChatCluster(ctx context.Context, t *testing.T, admin client
 		Spec: v1alpha1.ChatClusterSpec{
 			Replicas: ptr.To[int32](2),
 			Broker: &v1alpha1.BrokerSpec{
-				SecretRef:      v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"},
+				SecretRef:      &v1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"},
 				DeletionPolicy: v1alpha1.DeletionPolicyDelete,
 			},
 			Database: &v1alpha1.DatabaseSpec{

@@ -48,6 +48,7 @@
 - apiGroups:
   - chat.parley.io
   resources:
+  - chatbackends
   - chatclusters
   verbs:
   - get
@@ -58,12 +59,14 @@
 - apiGroups:
   - chat.parley.io
   resources:
+  - chatbackends/finalizers
   - chatclusters/finalizers
   verbs:
   - update
 - apiGroups:
   - chat.parley.io
   resources:
+  - chatbackends/status
   - chatclusters/status
   verbs:
   - get
@@ -110,7 +113,27 @@
   - list
   - update
   - watch
+- apiGroups:
+  - postgresql.cnpg.io
+  resources:
+  - clusters
+  verbs:
+  - get
+- apiGroups:
+  - rabbitmq.com
+  resources:
+  - rabbitmqclusters
+  verbs:
+  - get
 {{- end }}
 
 {{- define "parley.rules.cluster" }}
+- apiGroups:
+  - ""
+  resources:
+  - namespaces
+  verbs:
+  - get
+  - list
+  - watch
 {{- end }}

@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -70,6 +72,9 @@ const (
 type Options struct {
 	// URL is the AMQP URI (it may hold a password: it never appears in errors or logs).
 	URL string
+	// RootCAs, when set, are the only CAs trusted for amqps:// (the URI's
+	// host is verified against the certificate); nil: the system's.
+	RootCAs *x509.CertPool
 	// Exchange is the durable topic exchange for publications (config broker.exchange).
 	Exchange string
 	// ControlExchange is the durable fanout exchange for commands (config broker.controlExchange).
@@ -213,7 +218,18 @@ func Open(cfg config.Broker, nodeID string, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, Logger: log})
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.caFile: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker.caFile: %s holds no PEM certificate", cfg.CAFile)
+		}
+	}
+	return New(Options{URL: url, RootCAs: roots, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, Logger: log})
 }
 
 // New validates opts and returns a broker; it connects in Run.
@@ -413,6 +429,10 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		Properties: amqp.NewConnectionProperties(),
 	}
 	cfg.Properties.SetClientConnectionName("parley-node-" + b.opts.NodeID)
+	if b.opts.RootCAs != nil {
+		// amqp091 sets ServerName from the URI's host on the config it is given.
+		cfg.TLSClientConfig = &tls.Config{RootCAs: b.opts.RootCAs, MinVersion: tls.VersionTLS12}
+	}
 	conn, err := amqp.DialConfig(b.opts.URL, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial: %v", broker.ErrUnavailable, err)

@@ -240,7 +240,7 @@ func (e *Env) LoadSample(file string) (*chatv1alpha1.ChatCluster, error) {
 
 // WithServices points a ChatCluster at the admin Secrets AdminSecrets created.
 func WithServices(cc *chatv1alpha1.ChatCluster) {
-	cc.Spec.Broker = &chatv1alpha1.BrokerSpec{SecretRef: chatv1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}, DeletionPolicy: "Delete"}
+	cc.Spec.Broker = &chatv1alpha1.BrokerSpec{SecretRef: &chatv1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}, DeletionPolicy: "Delete"}
 	cc.Spec.Database = &chatv1alpha1.DatabaseSpec{AdminSecretRef: &chatv1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"}, ReclaimPolicy: "Delete"}
 }
 
