@@ -359,6 +359,15 @@ func testProvisionAndDelete(t *testing.T, s *suite) {
 	}
 	s.condition(t, ns, "prov", v1alpha1.ConditionDatabaseReady, metav1.ConditionTrue)
 	topologyIs(t, top, true)
+	// The admin Secrets in the tenant's namespace still work, and the
+	// cluster says they are deprecated and what to move to.
+	dep := s.condition(t, ns, "prov", v1alpha1.ConditionDeprecated, metav1.ConditionTrue)
+	for _, want := range []string{"spec.broker.secretRef", "spec.database.adminSecretRef", "ChatBackend"} {
+		if !strings.Contains(dep.Message, want) {
+			t.Errorf("Deprecated message %q does not say %q", dep.Message, want)
+		}
+	}
+	s.event(t, ns, controllers.EventDeprecated, "spec.broker.secretRef")
 	eventually(t, "status.secrets", func() error {
 		got := s.cluster(t, ns, "prov").Status.Secrets
 		want := v1alpha1.GeneratedSecrets{JWT: "prov-jwt", APIKey: "prov-api-key", Database: "prov-db"}
