@@ -50,5 +50,25 @@ check_rabbitmq() {
   log "RabbitMQ: started"
 }
 
+# The operator manages each ChatCluster's vhost, user and permissions through
+# RabbitMQ's management API (the rabbitmq_management plugin ships with the
+# server and is enabled here when it is off).
+check_rabbitmq_management() {
+  if [[ -n "${PARLEY_TEST_AMQP_MANAGEMENT_URL:-}" ]]; then
+    log "RabbitMQ management: using PARLEY_TEST_AMQP_MANAGEMENT_URL"; return 0
+  fi
+  if wait_port 127.0.0.1 15672 1; then log "RabbitMQ management: up on 127.0.0.1:15672"; return 0; fi
+  if [[ -n "${PARLEY_TEST_AMQP_URL:-}" ]] || ! command -v rabbitmq-plugins >/dev/null; then
+    fail "the RabbitMQ management API is not listening on 127.0.0.1:15672.
+  Enable it (rabbitmq-plugins enable rabbitmq_management) or set
+  PARLEY_TEST_AMQP_MANAGEMENT_URL=http://user:pass@host:15672"
+  fi
+  log "RabbitMQ management: enabling the rabbitmq_management plugin"
+  rabbitmq-plugins enable rabbitmq_management >/dev/null || fail "rabbitmq-plugins enable rabbitmq_management failed"
+  wait_port 127.0.0.1 15672 60 || fail "the RabbitMQ management API did not start listening on 127.0.0.1:15672 within 60s"
+  log "RabbitMQ management: enabled"
+}
+
 check_postgres
 check_rabbitmq
+check_rabbitmq_management

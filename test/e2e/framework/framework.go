@@ -209,20 +209,59 @@ func (e *Env) Stop() {
 	}
 }
 
-// AdminSecrets creates the Secrets a ChatCluster's spec.broker.secretRef and
-// spec.database.adminSecretRef point at (key "uri"), labelled so the operator
-// notices changes at once.
-func (e *Env) AdminSecrets(ctx context.Context, namespace, amqpURL, postgresURL string) error {
-	for name, uri := range map[string]string{"rabbitmq-admin": amqpURL, "postgres-admin": postgresURL} {
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: naming.CacheSelector()},
-			StringData: map[string]string{"uri": uri},
-		}
+// PlatformNamespace holds the backends' admin Secrets in the local cluster,
+// as a platform team's namespace would: tenants have no access to it.
+const PlatformNamespace = "parley-platform"
+
+// Backends creates, as a platform team would, the admin connection Secrets
+// in PlatformNamespace and two ChatBackends (RabbitMQ, PostgreSQL) for this
+// machine's servers, admitting the namespace tenantNS by its name label. It
+// returns their names (derived from tenantNS, so tests do not share them).
+func (e *Env) Backends(ctx context.Context, tenantNS, amqpURL, managementURL, postgresURL string) (rabbitmq, postgres string, err error) {
+	if err := e.CreateNamespace(ctx, PlatformNamespace); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", "", err
+	}
+	rabbitmq, postgres = backendName("rabbitmq", tenantNS), backendName("postgres", tenantNS)
+	secrets := map[string]map[string]string{
+		rabbitmq: {"uri": amqpURL, "managementURI": managementURL},
+		postgres: {"uri": postgresURL},
+	}
+	for name, data := range secrets {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-admin", Namespace: PlatformNamespace}, StringData: data}
 		if err := e.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create Secret %s: %w", name, err)
+			return "", "", fmt.Errorf("create Secret %s: %w", s.Name, err)
 		}
 	}
-	return nil
+	allowed := chatv1alpha1.AllowedNamespaces{From: chatv1alpha1.NamespacesFromSelector, Selector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{corev1.LabelMetadataName: tenantNS}}}
+	for _, b := range []*chatv1alpha1.ChatBackend{
+		{ObjectMeta: metav1.ObjectMeta{Name: rabbitmq}, Spec: chatv1alpha1.ChatBackendSpec{AllowedNamespaces: allowed,
+			RabbitMQ: &chatv1alpha1.RabbitMQBackend{ConnectionSecret: &chatv1alpha1.ObjectReference{Namespace: PlatformNamespace, Name: rabbitmq + "-admin"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: postgres}, Spec: chatv1alpha1.ChatBackendSpec{AllowedNamespaces: allowed,
+			PostgreSQL: &chatv1alpha1.PostgreSQLBackend{AdminSecretRef: &chatv1alpha1.NamespacedSecretKeyReference{
+				Namespace: PlatformNamespace, Name: postgres + "-admin", Key: "uri"}}}},
+	} {
+		if err := e.Client.Create(ctx, b); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", "", fmt.Errorf("create ChatBackend %s: %w", b.Name, err)
+		}
+	}
+	return rabbitmq, postgres, nil
+}
+
+// DeleteBackends deletes the ChatBackends Backends made for tenantNS (they
+// go once no ChatCluster uses them).
+func (e *Env) DeleteBackends(ctx context.Context, tenantNS string) {
+	for _, kind := range []string{"rabbitmq", "postgres"} {
+		_ = e.Client.Delete(ctx, &chatv1alpha1.ChatBackend{ObjectMeta: metav1.ObjectMeta{Name: backendName(kind, tenantNS)}})
+	}
+}
+
+func backendName(kind, tenantNS string) string {
+	n := kind + "-" + tenantNS
+	if len(n) > 63 {
+		n = strings.TrimRight(n[:63], "-")
+	}
+	return n
 }
 
 // LoadSample reads a ChatCluster from config/samples.
@@ -238,10 +277,10 @@ func (e *Env) LoadSample(file string) (*chatv1alpha1.ChatCluster, error) {
 	return cc, nil
 }
 
-// WithServices points a ChatCluster at the admin Secrets AdminSecrets created.
-func WithServices(cc *chatv1alpha1.ChatCluster) {
-	cc.Spec.Broker = &chatv1alpha1.BrokerSpec{SecretRef: &chatv1alpha1.SecretKeyReference{Name: "rabbitmq-admin", Key: "uri"}, DeletionPolicy: "Delete"}
-	cc.Spec.Database = &chatv1alpha1.DatabaseSpec{AdminSecretRef: &chatv1alpha1.SecretKeyReference{Name: "postgres-admin", Key: "uri"}, ReclaimPolicy: "Delete"}
+// WithBackends points a ChatCluster at the ChatBackends Backends created.
+func WithBackends(cc *chatv1alpha1.ChatCluster, rabbitmq, postgres string) {
+	cc.Spec.Broker = &chatv1alpha1.BrokerSpec{Backend: rabbitmq, DeletionPolicy: "Delete"}
+	cc.Spec.Database = &chatv1alpha1.DatabaseSpec{Backend: postgres, ReclaimPolicy: "Delete"}
 }
 
 // Progress is one line of what a ChatCluster is doing.

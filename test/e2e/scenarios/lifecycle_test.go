@@ -163,9 +163,11 @@ func TestChatClusterLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	amqpURL.Host = brokerProxy.Addr()
-	if err := env.AdminSecrets(ctx, l.ns, amqpURL.String(), testenv.PostgresURL()); err != nil {
+	rmq, pg, err := env.Backends(ctx, l.ns, amqpURL.String(), testenv.AMQPManagementURL(), testenv.PostgresURL())
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { env.DeleteBackends(context.Background(), l.ns) })
 
 	newCluster := func(name string, replicas int32, policy chatv1alpha1.DeletionPolicy) {
 		cc, err := env.LoadSample("chat_v1alpha1_chatcluster.yaml")
@@ -173,7 +175,7 @@ func TestChatClusterLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		cc.Name, cc.Namespace, cc.Spec.Replicas = name, l.ns, &replicas
-		framework.WithServices(cc)
+		framework.WithBackends(cc, rmq, pg)
 		cc.Spec.Broker.DeletionPolicy, cc.Spec.Database.ReclaimPolicy = policy, policy
 		// Enough history that a client away for a rollout recovers everything.
 		for i := range cc.Spec.Channels {

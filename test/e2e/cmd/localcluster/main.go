@@ -59,6 +59,7 @@ func main() {
 	replicas := fs.Int("replicas", 3, "chat server replicas")
 	sample := fs.String("sample", "chat_v1alpha1_chatcluster.yaml", "the ChatCluster from config/samples to apply")
 	amqpURL := fs.String("amqp-url", envOr("PARLEY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ admin URI for the ChatCluster")
+	mgmtURL := fs.String("amqp-management-url", envOr("PARLEY_TEST_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"), "RabbitMQ management API URL (the admin of --amqp-url)")
 	pgURL := fs.String("postgres-url", envOr("PARLEY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin URI for the ChatCluster")
 	verbose := fs.Bool("v", false, "log the node agent's and service proxy's warnings")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
@@ -68,7 +69,7 @@ func main() {
 	defer stop()
 	d := &demo{
 		mode: mode, repo: *repo, bin: *bin, state: *state, namespace: *namespace, replicas: int32(*replicas),
-		sample: *sample, amqpURL: *amqpURL, pgURL: *pgURL, verbose: *verbose,
+		sample: *sample, amqpURL: *amqpURL, mgmtURL: *mgmtURL, pgURL: *pgURL, verbose: *verbose,
 	}
 	if err := d.run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "\nlocalcluster:", err)
@@ -84,7 +85,7 @@ func envOr(k, def string) string {
 }
 
 type demo struct {
-	mode, repo, bin, state, namespace, sample, amqpURL, pgURL string
+	mode, repo, bin, state, namespace, sample, amqpURL, mgmtURL, pgURL string
 	replicas                                                  int32
 	verbose                                                   bool
 }
@@ -196,11 +197,13 @@ func (d *demo) preflight() error {
 }
 
 func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.ChatCluster, error) {
-	step("namespace %s, admin Secrets rabbitmq-admin and postgres-admin for this machine's RabbitMQ and PostgreSQL", d.namespace)
+	step("namespace %s; as the platform team: admin Secrets in namespace %s and ChatBackends for this machine's RabbitMQ and PostgreSQL admitting %s",
+		d.namespace, framework.PlatformNamespace, d.namespace)
 	if err := env.CreateNamespace(ctx, d.namespace); err != nil {
 		return nil, err
 	}
-	if err := env.AdminSecrets(ctx, d.namespace, d.amqpURL, d.pgURL); err != nil {
+	rmq, pg, err := env.Backends(ctx, d.namespace, d.amqpURL, d.mgmtURL, d.pgURL)
+	if err != nil {
 		return nil, err
 	}
 	cc, err := env.LoadSample(d.sample)
@@ -210,9 +213,10 @@ func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.Cha
 	cc.Namespace = d.namespace
 	cc.Spec.Replicas = &d.replicas
 	if cc.Spec.Broker == nil && cc.Spec.Database == nil {
-		framework.WithServices(cc)
+		framework.WithBackends(cc, rmq, pg)
 	}
-	step("applying config/samples/%s with replicas: %d, spec.broker → rabbitmq-admin, spec.database → postgres-admin", d.sample, d.replicas)
+	step("applying config/samples/%s with replicas: %d, spec.broker.backend: %s, spec.database.backend: %s (each cluster gets its own vhost, user, role and database)",
+		d.sample, d.replicas, rmq, pg)
 	if err := env.Client.Create(ctx, cc); err != nil {
 		return nil, fmt.Errorf("create ChatCluster: %w", err)
 	}
