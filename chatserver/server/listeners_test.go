@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/server"
 	"github.com/parley-chat/parley/chatserver/servertest"
 	"github.com/parley-chat/parley/chatserver/store"
 	storememory "github.com/parley-chat/parley/chatserver/store/memory"
@@ -229,5 +231,31 @@ func TestTLSOnBothListeners(t *testing.T) {
 	// Plain HTTP on the admin port is refused, not served in the clear.
 	if code, _ := get(t, nil, http.MethodGet, srv.Admin+"/metrics", "", ""); code != http.StatusBadRequest {
 		t.Errorf("plain HTTP to the TLS admin port: %d, want 400", code)
+	}
+}
+
+// An admin address that cannot be listened on fails the start with an error
+// naming the key, and the public listener it had opened is closed again.
+func TestAdminListenFailureNamesTheKey(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	public, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := servertest.Config()
+	cfg.Auth = config.Auth{AllowAnonymous: true}
+	cfg.HTTP.AdminAddress = taken.Addr().String()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	err = server.Run(t.Context(), cfg, log, server.Options{Backends: servertest.Backends(nil, nil), Listener: public})
+	if err == nil || !strings.Contains(err.Error(), "http.adminAddress") {
+		t.Fatalf("got %v, want an error naming http.adminAddress", err)
+	}
+	if c, err := net.DialTimeout("tcp", public.Addr().String(), time.Second); err == nil {
+		_ = c.Close()
+		t.Error("the public listener is still open after the failed start")
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/chatserver/broker"
@@ -171,6 +170,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 
 	ln, err := listen(opts.Listener, "http.address", cfg.HTTP.Address, tlsConfig)
 	if err != nil {
+		if opts.AdminListener != nil {
+			_ = opts.AdminListener.Close()
+		}
 		return err
 	}
 	adminLn, err := listen(opts.AdminListener, "http.adminAddress", cfg.HTTP.AdminAddress, tlsConfig)
@@ -184,13 +186,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- wrapServe("public listener", srv.Serve(ln)) }()
 	go func() { serveErr <- wrapServe("admin listener", adminSrv.Serve(adminLn)) }()
-	scheme := "http"
+	wsScheme, httpScheme := "ws", "http"
 	if tlsConfig != nil {
-		scheme = "https"
+		wsScheme, httpScheme = "wss", "https"
 	}
 	log.Info("chat server listening", "address", ln.Addr().String(),
-		"websocket", "ws"+strings.TrimPrefix(scheme, "http")+"://"+ln.Addr().String()+transport.Path,
-		"adminAddress", adminLn.Addr().String(), "admin", scheme+"://"+adminLn.Addr().String()+"/api/",
+		"websocket", wsScheme+"://"+ln.Addr().String()+transport.Path,
+		"adminAddress", adminLn.Addr().String(), "admin", httpScheme+"://"+adminLn.Addr().String(),
 		"broker", cfg.Broker.Type, "store", cfg.Store.Type, "node", n.ID())
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr().String(), adminLn.Addr().String())
