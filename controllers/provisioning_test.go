@@ -827,7 +827,7 @@ func apiKeyServer(t *testing.T, s *suite, ns, name string, sec *corev1.Secret) *
 	if len(cfg.HTTP.APIKeyFiles) != 2 {
 		t.Fatalf("rendered API key files %v: want the current and the previous key", rendered.HTTP.APIKeyPaths())
 	}
-	ks.url = servertest.Start(t, cfg, nil, nil).HTTP + "/api/presence"
+	ks.url = servertest.Start(t, cfg, nil, nil).Admin + "/api/presence"
 	return ks
 }
 

@@ -496,9 +496,12 @@ type ServiceSpec struct {
 	// +optional
 	Type corev1.ServiceType `json:"type,omitempty"`
 
-	// Port the Service listens on; default 80, or 443 with spec.tls.
+	// Port the Service listens on for clients; default 80, or 443 with
+	// spec.tls. The Service also carries the admin port, 8001 (named admin),
+	// so this cannot be 8001.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:validation:XValidation:rule="self != 8001",message="spec.service.port: 8001 is the admin port (HTTP API, metrics); choose another"
 	// +optional
 	Port *int32 `json:"port,omitempty"`
 
@@ -558,17 +561,36 @@ type PodDisruptionBudgetSpec struct {
 	MinAvailable *intstr.IntOrString `json:"minAvailable,omitempty"`
 }
 
-// NetworkPolicySpec restricts who may reach the chat servers.
+// NetworkPolicySpec restricts who may reach the chat servers. The public port
+// (WebSocket, web page) and the admin port (HTTP API, metrics) are admitted
+// separately. Kubelet probes are never blocked: traffic from a pod's own node
+// is always allowed.
 type NetworkPolicySpec struct {
 	// Enabled creates a NetworkPolicy for the chat server pods.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 
-	// AllowedFrom are the peers admitted to the chat server port (WebSocket,
-	// HTTP API, health and metrics). Empty admits every source.
+	// AllowedFrom are the peers admitted to the public port (WebSocket, web
+	// page, health). Empty admits every source.
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	AllowedFrom []networkingv1.NetworkPolicyPeer `json:"allowedFrom,omitempty"`
+
+	// MetricsFrom are the peers admitted to the admin port to scrape /metrics.
+	// Empty admits the namespace named "monitoring" (label
+	// kubernetes.io/metadata.name: monitoring).
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	MetricsFrom []networkingv1.NetworkPolicyPeer `json:"metricsFrom,omitempty"`
+
+	// APIFrom are the peers admitted to the admin port to call the HTTP API
+	// (/api/*, which also needs the API key). Empty admits the pods of the
+	// ChatCluster's own namespace only. A NetworkPolicy admits by port, not
+	// by path: peers in metricsFrom and apiFrom both reach the whole admin
+	// port.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	APIFrom []networkingv1.NetworkPolicyPeer `json:"apiFrom,omitempty"`
 }
 
 // MonitoringSpec configures Prometheus scraping.

@@ -125,6 +125,8 @@ func testInvalidSpecs(t *testing.T, c client.Client) {
 			[]string{"spec.limits.maxMessageBytes", "greater than or equal to 256"}},
 		{"ExternalName service", "spec:\n  service: {type: ExternalName}",
 			[]string{"spec.service.type", `Unsupported value: "ExternalName"`}},
+		{"service port on the admin port", "spec:\n  service: {port: 8001}",
+			[]string{"spec.service.port", "8001 is the admin port"}},
 		{"ingress host that is no host", "spec:\n  ingress: {host: 'chat example'}",
 			[]string{"spec.ingress.host", "should match"}},
 		{"both disruption budgets", "spec:\n  podDisruptionBudget: {maxUnavailable: 1, minAvailable: 1}",
@@ -261,7 +263,7 @@ spec:
   tls: {secretName: chat-tls}
   ingress: {host: chat.example.org, className: nginx, tlsSecretName: chat-tls}
   podDisruptionBudget: {minAvailable: 50%}
-  networkPolicy: {enabled: true, allowedFrom: [{namespaceSelector: {matchLabels: {team: chat}}}]}
+  networkPolicy: {enabled: true, allowedFrom: [{namespaceSelector: {matchLabels: {team: chat}}}], metricsFrom: [{namespaceSelector: {matchLabels: {team: prometheus}}}], apiFrom: [{podSelector: {matchLabels: {app: backend}}}]}
   override:
     deployment:
       spec:

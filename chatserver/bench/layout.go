@@ -97,10 +97,12 @@ type ParleyBackends struct {
 
 // ParleyConfig is the Parley config the benchmarks run: the defaults but with
 // the per-connection publish rate limit off (Centrifugo has none by default)
-// and the bench namespace.
-func ParleyConfig(address, keyFile string, b *ParleyBackends) config.Config {
+// and the bench namespace. address is the public listener (WebSocket),
+// adminAddress the admin one (metrics, detailed readiness).
+func ParleyConfig(address, adminAddress, keyFile string, b *ParleyBackends) config.Config {
 	cfg := config.Default()
 	cfg.HTTP.Address = address
+	cfg.HTTP.AdminAddress = adminAddress
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(5 * time.Second)
 	cfg.Auth = config.Auth{HMACSecretFiles: []string{keyFile}}
 	cfg.Limits.PublishesPerSecond = 0

@@ -243,8 +243,12 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 		if err != nil {
 			return nil, err
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		cfg := ParleyConfig(addr, keyFile, backends)
+		aport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr, admin := "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(aport)
+		cfg := ParleyConfig(addr, admin, keyFile, backends)
 		data, err := cfg.Marshal()
 		if err != nil {
 			return nil, err
@@ -259,10 +263,11 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 			return nil, err
 		}
 		node.Addr, node.WS = addr, "ws://"+addr+"/connection/websocket"
-		node.MetricsURL = "http://" + addr + "/metrics"
+		// Metrics and the readiness reason are on the admin listener only.
+		node.MetricsURL = "http://" + admin + "/metrics"
 		node.PprofURL = "http://" + daddr + "/debug/pprof"
 		srv.Nodes = append(srv.Nodes, node)
-		if err := waitHTTP(node, "http://"+addr+"/readyz", 60*time.Second); err != nil {
+		if err := waitHTTP(node, "http://"+admin+"/readyz", 60*time.Second); err != nil {
 			return nil, fmt.Errorf("%s node %d: %w", name, i, err)
 		}
 	}

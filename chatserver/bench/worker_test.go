@@ -23,7 +23,7 @@ func startParley(t *testing.T, secret string) string {
 	if err := os.WriteFile(keyFile, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := ParleyConfig("127.0.0.1:0", keyFile, nil)
+	cfg := ParleyConfig("127.0.0.1:0", "127.0.0.1:0", keyFile, nil)
 	cfg.Log = config.Log{Level: "error", Format: "text"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

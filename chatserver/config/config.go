@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -16,7 +17,8 @@ import (
 // Config is the whole chat server configuration. Field names are the JSON keys
 // in camelCase; validation errors name the key with its JSON path.
 type Config struct {
-	// HTTP is the listener for WebSocket clients, the HTTP API, health and metrics.
+	// HTTP holds the two listeners: the public one (WebSocket, web page,
+	// health) and the admin one (HTTP API, metrics, detailed readiness).
 	HTTP HTTP `json:"http"`
 	// Auth controls how connections are authenticated.
 	Auth Auth `json:"auth"`
@@ -37,9 +39,17 @@ type Config struct {
 
 // HTTP listener settings.
 type HTTP struct {
-	// Address to listen on, e.g. ":8000".
+	// Address is the public listener, e.g. ":8000": what clients reach (the
+	// WebSocket, the web page), plus /healthz and a /readyz that says only
+	// "ok" or "not ready". It never serves /api/* or /metrics.
 	Address string `json:"address"`
-	// TLS, when set, serves wss:// and https:// with a certificate reloaded when its files change.
+	// AdminAddress is the operator-facing listener, e.g. ":8001": the HTTP API
+	// (/api/*, guarded by the API key), Prometheus /metrics, /healthz and a
+	// /readyz that names what is not ready. Keep it off the internet; it must
+	// differ from Address.
+	AdminAddress string `json:"adminAddress"`
+	// TLS, when set, serves wss:// and https:// with a certificate reloaded
+	// when its files change, on both listeners.
 	TLS *TLS `json:"tls,omitempty"`
 	// ShutdownGracePeriod bounds draining on SIGTERM.
 	ShutdownGracePeriod Duration `json:"shutdownGracePeriod"`
@@ -197,7 +207,7 @@ type Log struct {
 // Anonymous access stays off: a deployment opts into it.
 func Default() Config {
 	return Config{
-		HTTP:   HTTP{Address: ":8000", ShutdownGracePeriod: Duration(25 * time.Second)},
+		HTTP:   HTTP{Address: ":8000", AdminAddress: ":8001", ShutdownGracePeriod: Duration(25 * time.Second)},
 		Broker: Broker{Type: "memory"},
 		Store:  Store{Type: "memory", MaxConns: 10, RetentionInterval: Duration(time.Minute)},
 		Namespaces: []Namespace{
@@ -252,8 +262,17 @@ func (c Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
 	}
-	if c.HTTP.Address == "" {
-		bad("http.address", "must not be empty")
+	checkAddress := func(key, addr string) {
+		if addr == "" {
+			bad(key, "must not be empty")
+		} else if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port (e.g. \":8000\"): %v", addr, err)
+		}
+	}
+	checkAddress("http.address", c.HTTP.Address)
+	checkAddress("http.adminAddress", c.HTTP.AdminAddress)
+	if sameListener(c.HTTP.Address, c.HTTP.AdminAddress) {
+		bad("http.adminAddress", "%q must differ from http.address %q: the admin listener (HTTP API, metrics) is kept apart from the public one", c.HTTP.AdminAddress, c.HTTP.Address)
 	}
 	if c.HTTP.TLS != nil && (c.HTTP.TLS.CertFile == "" || c.HTTP.TLS.KeyFile == "") {
 		bad("http.tls", "certFile and keyFile are both required")
@@ -373,6 +392,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// sameListener reports whether two listen addresses would claim the same
+// port: the same non-zero port on the same host, or on a wildcard host (""
+// 0.0.0.0, ::) that covers the other. Port 0 asks the kernel for a free port,
+// so two ":0" listeners never collide.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }
 
 // NamespaceOf returns the namespace config for a channel ("room:42" → "room"),

@@ -1,6 +1,11 @@
-// Package httpapi is the server HTTP API (POST /api/publish, /api/broadcast,
-// /api/history, /api/presence, /api/disconnect), guarded by an API key, plus
-// /healthz, /readyz and Prometheus /metrics. Requests and replies are JSON.
+// Package httpapi is what the chat server answers over plain HTTP, split by
+// who may ask. The admin listener (operators, Prometheus, backends) gets the
+// server HTTP API (POST /api/publish, /api/broadcast, /api/history,
+// /api/presence, /api/disconnect) guarded by an API key, Prometheus /metrics,
+// /healthz and a /readyz that names what is not ready. The public listener
+// (anyone on the internet) gets /healthz and a /readyz that says only "ok" or
+// "not ready", and a 404 for /api/* and /metrics. Requests and replies of the
+// API are JSON.
 package httpapi
 
 import (
@@ -34,29 +39,53 @@ type API struct {
 // New builds the API; keys returns the accepted API keys, current first.
 func New(n *node.Node, keys func() []string) *API { return &API{n: n, keys: keys} }
 
-// Register adds the API's routes to mux.
-func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		w.Header().Set("Content-Type", "text/plain")
-		if err := a.n.Ready(ctx); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
+// RegisterPublic adds the routes anonymous callers may reach: /healthz and a
+// terse /readyz (the reason a node is not ready names the broker or store and
+// their errors, which is for operators only). /api/ and /metrics answer 404
+// here explicitly, so no catch-all mounted later (the web page) serves them.
+func (a *API) RegisterPublic(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", a.readyz(false))
+	mux.Handle("/api/", http.NotFoundHandler())
+	mux.Handle("/metrics", http.NotFoundHandler())
+}
+
+// RegisterAdmin adds the operator-facing routes: the HTTP API, /metrics,
+// /healthz and a /readyz that says why the node is not ready.
+func (a *API) RegisterAdmin(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", a.readyz(true))
 	mux.Handle("GET /metrics", a.n.Metrics().Handler())
 	mux.HandleFunc("POST /api/publish", a.guard(a.publish))
 	mux.HandleFunc("POST /api/broadcast", a.guard(a.broadcast))
 	mux.HandleFunc("POST /api/history", a.guard(a.history))
 	mux.HandleFunc("POST /api/presence", a.guard(a.presence))
 	mux.HandleFunc("POST /api/disconnect", a.guard(a.disconnect))
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz answers 200 "ok" or 503 "not ready", with the reason only when
+// detail is set (the admin listener).
+func (a *API) readyz(detail bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain")
+		if err := a.n.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			msg := "not ready\n"
+			if detail {
+				msg = "not ready: " + err.Error() + "\n"
+			}
+			_, _ = io.WriteString(w, msg)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	}
 }
 
 // apiError is the body of every failed API call.

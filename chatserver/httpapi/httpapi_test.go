@@ -36,7 +36,7 @@ func call(t *testing.T, method, url, key, body string) (int, string) {
 func TestAPI(t *testing.T) {
 	srv := servertest.Start(t, servertest.Config(), nil, nil)
 	api := func(path, body string) (int, string) {
-		return call(t, http.MethodPost, srv.HTTP+path, servertest.APIKey, body)
+		return call(t, http.MethodPost, srv.Admin+path, servertest.APIKey, body)
 	}
 	alice := servertest.Connect(t, srv.WS, "json", servertest.Token(t, "alice"))
 	sub := servertest.Subscribe(t, alice, "news:1", centrifuge.SubscriptionConfig{})
@@ -44,11 +44,11 @@ func TestAPI(t *testing.T) {
 
 	t.Run("key required", func(t *testing.T) {
 		for _, key := range []string{"", "wrong"} {
-			if code, _ := call(t, http.MethodPost, srv.HTTP+"/api/publish", key, `{"channel":"news:1","data":{}}`); code != http.StatusUnauthorized {
+			if code, _ := call(t, http.MethodPost, srv.Admin+"/api/publish", key, `{"channel":"news:1","data":{}}`); code != http.StatusUnauthorized {
 				t.Fatalf("key %q: %d", key, code)
 			}
 		}
-		req, _ := http.NewRequest(http.MethodPost, srv.HTTP+"/api/presence", strings.NewReader(`{"channel":"room:1"}`))
+		req, _ := http.NewRequest(http.MethodPost, srv.Admin+"/api/presence", strings.NewReader(`{"channel":"room:1"}`))
 		req.Header.Set("X-API-Key", servertest.APIKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -135,14 +135,17 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if code, body := call(t, http.MethodGet, srv.HTTP+"/readyz", "", ""); code != 200 {
 		t.Fatalf("readyz %d %q", code, body)
 	}
-	code, body := call(t, http.MethodGet, srv.HTTP+"/metrics", "", "")
+	code, body := call(t, http.MethodGet, srv.Admin+"/metrics", "", "")
 	for _, want := range []string{"parley_connections 1", "parley_messages_in_total{command=\"connect\"}", "parley_publish_deliver_latency_seconds_bucket", "go_goroutines"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("metrics missing %q", want)
 		}
 	}
 	srv.Node.SetShuttingDown()
-	if code, _ := call(t, http.MethodGet, srv.HTTP+"/readyz", "", ""); code != http.StatusServiceUnavailable {
-		t.Fatalf("readyz while draining: %d", code)
+	if code, body := call(t, http.MethodGet, srv.HTTP+"/readyz", "", ""); code != http.StatusServiceUnavailable || body != "not ready\n" {
+		t.Fatalf("public readyz while draining: %d %q", code, body)
+	}
+	if code, body := call(t, http.MethodGet, srv.Admin+"/readyz", "", ""); code != http.StatusServiceUnavailable || body != "not ready: shutting down\n" {
+		t.Fatalf("admin readyz while draining: %d %q", code, body)
 	}
 }

@@ -95,25 +95,25 @@ func TestAPIKeyRotationAcceptsThePreviousKeyDuringTheOverlap(t *testing.T) {
 	cfg := servertest.Config()
 	cfg.HTTP.APIKeyFiles = []string{current, previous}
 	srv := servertest.Start(t, cfg, nil, nil)
-	waitKeys(t, srv.HTTP, "start", []string{first}, []string{second, servertest.APIKey, ""})
+	waitKeys(t, srv.Admin, "start", []string{first}, []string{second, servertest.APIKey, ""})
 
 	// Rotation: the new key is current, the old one previous.
 	writeKey(t, previous, first)
 	writeKey(t, current, second)
-	waitKeys(t, srv.HTTP, "during the overlap", []string{second, first}, []string{third})
+	waitKeys(t, srv.Admin, "during the overlap", []string{second, first}, []string{third})
 
 	// The overlap ends: the operator empties the previous key.
 	writeKey(t, previous, "")
-	waitKeys(t, srv.HTTP, "previous emptied", []string{second}, []string{first})
+	waitKeys(t, srv.Admin, "previous emptied", []string{second}, []string{first})
 
 	// Another rotation, and this time the previous file goes altogether.
 	writeKey(t, previous, second)
 	writeKey(t, current, third)
-	waitKeys(t, srv.HTTP, "second overlap", []string{third, second}, []string{first})
+	waitKeys(t, srv.Admin, "second overlap", []string{third, second}, []string{first})
 	if err := os.Remove(previous); err != nil {
 		t.Fatal(err)
 	}
-	waitKeys(t, srv.HTTP, "previous removed", []string{third}, []string{second, first})
+	waitKeys(t, srv.Admin, "previous removed", []string{third}, []string{second, first})
 
 	// The current file vanishing for a moment (a Secret volume mid-update)
 	// does not lock callers out: its last key stays.
@@ -121,7 +121,7 @@ func TestAPIKeyRotationAcceptsThePreviousKeyDuringTheOverlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	waitKeys(t, srv.HTTP, "current file missing", []string{third}, []string{second})
+	waitKeys(t, srv.Admin, "current file missing", []string{third}, []string{second})
 }
 
 // http.apiKeyFile, the single-file form, still works and still reloads.
@@ -136,10 +136,10 @@ func TestSingleAPIKeyFileStillWorks(t *testing.T) {
 	cfg := servertest.Config()
 	cfg.HTTP.APIKeyFile = path
 	srv := servertest.Start(t, cfg, nil, nil)
-	waitKeys(t, srv.HTTP, "start", []string{before}, []string{after})
+	waitKeys(t, srv.Admin, "start", []string{before}, []string{after})
 	time.Sleep(10 * time.Millisecond)
 	writeKey(t, path, after)
-	waitKeys(t, srv.HTTP, "replaced", []string{after}, []string{before})
+	waitKeys(t, srv.Admin, "replaced", []string{after}, []string{before})
 }
 
 // The current key file must exist at start: a typo in the path is an error

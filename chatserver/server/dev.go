@@ -22,8 +22,9 @@ type Dev struct {
 	dir   string
 }
 
-// NewDev builds the dev config listening on address. Call Cleanup when done.
-func NewDev(address string) (*Dev, error) {
+// NewDev builds the dev config with the public listener on address and the
+// admin listener (HTTP API, metrics) on adminAddress. Call Cleanup when done.
+func NewDev(address, adminAddress string) (*Dev, error) {
 	dir, err := os.MkdirTemp("", "parley-dev-")
 	if err != nil {
 		return nil, err
@@ -44,6 +45,7 @@ func NewDev(address string) (*Dev, error) {
 	}
 	cfg := config.Default()
 	cfg.HTTP.Address = address
+	cfg.HTTP.AdminAddress = adminAddress
 	cfg.HTTP.APIKeyFile = apiKeyFile
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(5 * time.Second)
 	cfg.HTTP.AllowedOrigins = []string{"*"}

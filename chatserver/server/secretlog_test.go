@@ -218,7 +218,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 			{"X-API-Key", near, 401},
 			{"Authorization", "Bearer " + good, 401},
 		} {
-			req, err := http.NewRequest(http.MethodPost, srv.HTTP+"/api/publish", strings.NewReader(body))
+			req, err := http.NewRequest(http.MethodPost, srv.Admin+"/api/publish", strings.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -279,17 +279,21 @@ func TestBackendPasswordsNeverLogged(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		resp, err := http.Get(srv.HTTP + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("readyz %d %s with a broker that refuses us", resp.StatusCode, body)
+		readyz := map[string]string{}
+		for where, base := range map[string]string{"public /readyz": srv.HTTP, "admin /readyz": srv.Admin} {
+			resp, err := http.Get(base + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("%s %d %s with a broker that refuses us", where, resp.StatusCode, body)
+			}
+			readyz[where] = string(body)
 		}
 		srv.Stop(t)
-		for where, text := range map[string]string{"log": logs.String(), "/readyz": string(body)} {
+		for where, text := range map[string]string{"log": logs.String(), "public /readyz": readyz["public /readyz"], "admin /readyz": readyz["admin /readyz"]} {
 			if strings.Contains(text, password) {
 				t.Errorf("the broker password is in the %s:\n%s", where, text)
 			}

@@ -1,6 +1,12 @@
 // Package server assembles a chat server from its config: broker and store,
 // node, WebSocket transport, HTTP API, TLS; and runs it until its context ends,
 // then drains gracefully. cmd/chatserver is a thin main around Run.
+//
+// It serves two listeners. The public one (http.address) is what clients and
+// the internet reach: the WebSocket, the web page, /healthz and a terse
+// /readyz. The admin one (http.adminAddress) is for operators: the HTTP API,
+// /metrics and a /readyz that says why. Keeping them on separate ports lets a
+// Service, an Ingress and a NetworkPolicy expose one without the other.
 package server
 
 import (
@@ -78,9 +84,13 @@ type Options struct {
 	Backends Backends
 	// Listener, when set, is used instead of listening on cfg.HTTP.Address.
 	Listener net.Listener
-	// Ready is called with the listening address once the server accepts.
-	Ready func(addr string)
-	// Extra, when set, adds routes (mounted after the built-in ones).
+	// AdminListener, when set, is used instead of listening on cfg.HTTP.AdminAddress.
+	AdminListener net.Listener
+	// Ready is called with the public and the admin listening addresses once
+	// the server accepts on both.
+	Ready func(public, admin string)
+	// Extra, when set, adds routes to the public listener (mounted after the
+	// built-in ones).
 	Extra func(mux *http.ServeMux)
 	// OnNode, when set, is called with the node before the server accepts (tests).
 	OnNode func(n *node.Node, ws *transport.Handler)
@@ -142,47 +152,61 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}()
 
 	ws := transport.NewHandler(n)
-	mux := http.NewServeMux()
-	mux.Handle(transport.Path, ws)
-	httpapi.New(n, apiKeys).Register(mux)
+	api := httpapi.New(n, apiKeys)
+	public := http.NewServeMux()
+	public.Handle(transport.Path, ws)
+	api.RegisterPublic(public)
 	if cfg.Web.Enabled {
-		mux.Handle("/", web.Handler()) // the embedded chat page; specific routes above still win
+		public.Handle("/", web.Handler()) // the embedded chat page; specific routes above still win
 	}
 	if opts.Extra != nil {
-		opts.Extra(mux)
+		opts.Extra(public)
 	}
+	admin := http.NewServeMux()
+	api.RegisterAdmin(admin)
 	if opts.OnNode != nil {
 		opts.OnNode(n, ws)
 	}
 
-	ln := opts.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.HTTP.Address); err != nil {
-			return fmt.Errorf("http.address: %w", err)
+	ln, err := listen(opts.Listener, "http.address", cfg.HTTP.Address, tlsConfig)
+	if err != nil {
+		if opts.AdminListener != nil {
+			_ = opts.AdminListener.Close()
 		}
+		return err
 	}
+	adminLn, err := listen(opts.AdminListener, "http.adminAddress", cfg.HTTP.AdminAddress, tlsConfig)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := &http.Server{Handler: public, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- wrapServe("public listener", srv.Serve(ln)) }()
+	go func() { serveErr <- wrapServe("admin listener", adminSrv.Serve(adminLn)) }()
+	wsScheme, httpScheme := "ws", "http"
 	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
+		wsScheme, httpScheme = "wss", "https"
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	scheme := "ws"
-	if tlsConfig != nil {
-		scheme = "wss"
-	}
-	log.Info("chat server listening", "address", ln.Addr().String(), "websocket", scheme+"://"+ln.Addr().String()+transport.Path,
+	log.Info("chat server listening", "address", ln.Addr().String(),
+		"websocket", wsScheme+"://"+ln.Addr().String()+transport.Path,
+		"adminAddress", adminLn.Addr().String(), "admin", httpScheme+"://"+adminLn.Addr().String(),
 		"broker", cfg.Broker.Type, "store", cfg.Store.Type, "node", n.ID())
 	if opts.Ready != nil {
-		opts.Ready(ln.Addr().String())
+		opts.Ready(ln.Addr().String(), adminLn.Addr().String())
 	}
 
 	select {
 	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
+		_ = srv.Close()
+		_ = adminSrv.Close()
+		return err
 	case err := <-nodeDone:
 		nodeDone <- err // for the deferred wait
 		_ = srv.Close()
+		_ = adminSrv.Close()
 		return fmt.Errorf("broker stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -192,13 +216,48 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	n.SetShuttingDown()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("http shutdown", "error", err)
-	}
+	// The admin listener drains beside the clients, not before them: an API
+	// call or a scrape in flight finishes, and neither waits for the other.
+	adminDone := make(chan struct{})
+	go func() {
+		defer close(adminDone)
+		shutdownHTTP(shutdownCtx, adminSrv, "admin", log)
+	}()
+	shutdownHTTP(shutdownCtx, srv, "public", log)
 	spread := min(grace/2, 10*time.Second)
 	if err := ws.Shutdown(shutdownCtx, spread); err != nil {
 		log.Warn("connections still open at the end of the grace period were closed", "error", err)
 	}
+	<-adminDone
 	log.Info("shutdown complete")
 	return nil
+}
+
+// listen returns given, or a new listener on address (key names the config
+// key in errors), wrapped in TLS when tlsConfig is set.
+func listen(given net.Listener, key, address string, tlsConfig *tls.Config) (net.Listener, error) {
+	ln := given
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", address); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	return ln, nil
+}
+
+func wrapServe(what string, err error) error { return fmt.Errorf("serve %s: %w", what, err) }
+
+// shutdownHTTP stops accepting and waits for requests in flight until ctx
+// ends, then closes what is left: the grace period bounds the whole shutdown.
+func shutdownHTTP(ctx context.Context, srv *http.Server, name string, log *slog.Logger) {
+	if err := srv.Shutdown(ctx); err != nil {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("http shutdown", "listener", name, "error", err)
+		}
+		_ = srv.Close()
+	}
 }

@@ -45,6 +45,7 @@ func Config() config.Config {
 	hist := config.History{Size: 100, TTL: config.Duration(time.Hour)}
 	cfg := config.Default()
 	cfg.HTTP.Address = "127.0.0.1:0"
+	cfg.HTTP.AdminAddress = "127.0.0.1:0"
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(5 * time.Second)
 	cfg.Log = config.Log{Level: "error", Format: "text"}
 	cfg.Namespaces = []config.Namespace{
@@ -61,11 +62,15 @@ func Config() config.Config {
 
 // Server is a running chat server.
 type Server struct {
-	// Addr is host:port; WS is the WebSocket URL; HTTP the base HTTP URL.
+	// Addr is the public listener's host:port; WS is the WebSocket URL; HTTP
+	// the public base URL (web page, /healthz, terse /readyz).
 	Addr, WS, HTTP string
-	Node           *node.Node
-	Conns          *transport.Handler
-	Config         config.Config
+	// AdminAddr is the admin listener's host:port; Admin its base URL
+	// (/api/*, /metrics, detailed /readyz).
+	AdminAddr, Admin string
+	Node             *node.Node
+	Conns            *transport.Handler
+	Config           config.Config
 
 	cancel context.CancelFunc
 	done   chan error
@@ -129,16 +134,22 @@ func StartWithBackends(t testing.TB, cfg config.Config, backends server.Backends
 	if err != nil {
 		t.Fatal(err)
 	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Config: cfg, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
 		srv.done <- server.Run(ctx, cfg, log, server.Options{
-			Backends: backends,
-			Listener: ln,
-			OnNode:   func(n *node.Node, ws *transport.Handler) { srv.Node, srv.Conns = n, ws },
-			Ready: func(addr string) {
-				srv.Addr = addr
+			Backends:      backends,
+			Listener:      ln,
+			AdminListener: adminLn,
+			OnNode:        func(n *node.Node, ws *transport.Handler) { srv.Node, srv.Conns = n, ws },
+			Ready: func(public, admin string) {
+				srv.Addr, srv.AdminAddr = public, admin
 				close(ready)
 			},
 		})
@@ -150,6 +161,7 @@ func StartWithBackends(t testing.TB, cfg config.Config, backends server.Backends
 	}
 	srv.WS = "ws://" + srv.Addr + transport.Path
 	srv.HTTP = "http://" + srv.Addr
+	srv.Admin = "http://" + srv.AdminAddr
 	t.Cleanup(func() { srv.Stop(t) })
 	return srv
 }

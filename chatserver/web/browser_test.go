@@ -138,6 +138,7 @@ func TestBrowserChat(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "test/browser.mjs")
 	cmd.Env = append(os.Environ(),
 		"PARLEY_URL_A="+a.HTTP,
+		"PARLEY_ADMIN_URL_A="+a.Admin, // the HTTP API is on the admin listener
 		"PARLEY_URL_B=http://"+proxy.Addr(),
 		"PARLEY_TOKEN_ALICE="+servertest.Token(t, "alice"),
 		"PARLEY_TOKEN_BOB="+servertest.Token(t, "bob"),

@@ -10,9 +10,10 @@
 //
 //	mux.Handle("/", web.Handler())
 //
-// More specific routes (/connection/websocket, /api/, /healthz, /metrics) keep
-// winning in an http.ServeMux; every other path that is not one of the page's
-// files is a 404.
+// It goes on the public listener only. More specific routes
+// (/connection/websocket, /healthz, /readyz, and the 404s for /api/ and
+// /metrics, which live on the admin listener) keep winning in an
+// http.ServeMux; every other path that is not one of the page's files is a 404.
 package web
 
 import (

@@ -69,7 +69,7 @@ type storedPub struct {
 func apiHistory(t *testing.T, srv *servertest.Server, channel string) []storedPub {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"channel": channel, "limit": -1})
-	req, _ := http.NewRequest(http.MethodPost, srv.HTTP+"/api/history", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, srv.Admin+"/api/history", bytes.NewReader(body))
 	req.Header.Set("X-API-Key", servertest.APIKey)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -90,7 +90,7 @@ func apiHistory(t *testing.T, srv *servertest.Server, channel string) []storedPu
 func apiPublish(t *testing.T, srv *servertest.Server, channel, text string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"channel": channel, "data": map[string]string{"text": text}})
-	req, _ := http.NewRequest(http.MethodPost, srv.HTTP+"/api/publish", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, srv.Admin+"/api/publish", bytes.NewReader(body))
 	req.Header.Set("X-API-Key", servertest.APIKey)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

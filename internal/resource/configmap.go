@@ -55,6 +55,7 @@ func RenderConfig(c Cluster) config.Config {
 	s := c.Spec
 	cfg := config.Default()
 	cfg.HTTP.Address = fmt.Sprintf(":%d", ChatPort)
+	cfg.HTTP.AdminAddress = fmt.Sprintf(":%d", AdminPort)
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(c.drainTimeout())
 	// Both keys of Secret <name>-api-key: the previous one stays valid for
 	// the rotation overlap, then the operator empties it.

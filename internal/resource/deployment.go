@@ -236,6 +236,11 @@ func (b *DeploymentBuilder) container(mounts []corev1.VolumeMount) corev1.Contai
 	if b.Spec.TLS != nil {
 		portName, scheme = "https", corev1.URISchemeHTTPS
 	}
+	// The probes use the public port. Readiness decides whether clients are
+	// sent to the pod, so it asks the listener clients use (its TLS
+	// included); its terse /readyz status code is all the kubelet reads. A
+	// NetworkPolicy never blocks them: traffic from the pod's own node, the
+	// kubelet's, is always allowed.
 	probe := func(path string, period, timeout, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -252,9 +257,10 @@ func (b *DeploymentBuilder) container(mounts []corev1.VolumeMount) corev1.Contai
 		Image:           b.Image(),
 		ImagePullPolicy: b.Spec.ImagePullPolicy,
 		Command:         []string{"/chatserver", "--config=" + ConfigFile},
-		Ports: []corev1.ContainerPort{{
-			Name: portName, ContainerPort: ChatPort, Protocol: corev1.ProtocolTCP,
-		}},
+		Ports: []corev1.ContainerPort{
+			{Name: portName, ContainerPort: ChatPort, Protocol: corev1.ProtocolTCP},
+			{Name: AdminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		},
 		Resources: resources(b.Spec.Resources),
 		// Up within a minute, then ready only while the broker and store answer.
 		StartupProbe:   probe("/healthz", 2, 2, 30),

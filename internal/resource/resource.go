@@ -65,8 +65,15 @@ const (
 	DefaultReplicas      int32 = 1
 	DefaultClusterDomain       = "cluster.local"
 	DefaultDrainTimeout        = 25 * time.Second
-	// ChatPort is the chat server's one listener: WebSocket, HTTP API, health, metrics.
+	// ChatPort is the chat server's public listener: WebSocket, web page,
+	// health and a terse readiness. The Service and the Ingress expose it.
 	ChatPort int32 = 8000
+	// AdminPort is the chat server's operator-facing listener: the HTTP API,
+	// Prometheus metrics, readiness with the reason. The Service carries it
+	// under its own name; the Ingress never routes to it.
+	AdminPort int32 = 8001
+	// AdminPortName names the admin port on the container and the Service.
+	AdminPortName = "admin"
 	// RunAsUser is the unprivileged user (and group) the chat server runs as.
 	RunAsUser int64 = 65532
 )

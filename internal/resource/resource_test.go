@@ -110,7 +110,7 @@ func TestRenderedConfigLoadsInTheChatServer(t *testing.T) {
 			if want := RenderConfig(c); !equality.Semantic.DeepEqual(cfg, want) {
 				t.Errorf("config changed in the round trip:\n got %+v\nwant %+v", cfg, want)
 			}
-			if cfg.HTTP.Address != ":8000" || cfg.HTTP.APIKeyFile != "" {
+			if cfg.HTTP.Address != ":8000" || cfg.HTTP.AdminAddress != ":8001" || cfg.HTTP.APIKeyFile != "" {
 				t.Errorf("http = %+v", cfg.HTTP)
 			}
 			// Both keys of <name>-api-key: the previous one is accepted during a rotation.
@@ -513,7 +513,7 @@ func TestIngressNetworkPolicyAndServiceMonitor(t *testing.T) {
 	obj, _ := smb.Build()
 	sm := updated(t, smb, obj.(*unstructured.Unstructured))
 	ep := sm.Object["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)
-	if ep["port"] != "https" || ep["scheme"] != "https" || ep["path"] != "/metrics" || ep["interval"] != "30s" {
+	if ep["port"] != "admin" || ep["scheme"] != "https" || ep["path"] != "/metrics" || ep["interval"] != "30s" {
 		t.Errorf("endpoint = %v", ep)
 	}
 	before := sm.DeepCopy()

@@ -1,6 +1,8 @@
 package resource
 
 import (
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -23,10 +25,16 @@ func (c Cluster) PortName() string {
 	return "http"
 }
 
-// Update sets type, port, selector and the spec's annotations. What the API
-// server allocates (cluster IP, node ports) and defaults stays as it is.
+// Update sets type, ports, selector and the spec's annotations. The Service
+// carries the public port (named http or https) and the admin port (named
+// admin): the Ingress routes to the first by name, the ServiceMonitor scrapes
+// the second. What the API server allocates (cluster IP, node ports) and
+// defaults stays as it is.
 func (b *ServiceBuilder) Update(obj Object) error {
 	svc := obj.(*corev1.Service)
+	if b.ServicePort() == AdminPort {
+		return fmt.Errorf("spec.service.port: %d is the admin port (HTTP API, metrics); choose another", AdminPort)
+	}
 	setLabels(svc, naming.Labels(b.ChatCluster.Name))
 	setOwnedAnnotations(svc, b.Spec.Service.Annotations)
 
@@ -37,25 +45,33 @@ func (b *ServiceBuilder) Update(obj Object) error {
 	svc.Spec.Type = typ
 	svc.Spec.Selector = naming.SelectorLabels(b.ChatCluster.Name)
 
-	appProtocol := "kubernetes.io/ws"
+	appProtocol, adminProtocol := "kubernetes.io/ws", "http"
 	if b.Spec.TLS != nil {
-		appProtocol = "kubernetes.io/wss"
+		appProtocol, adminProtocol = "kubernetes.io/wss", "https"
 	}
-	port := corev1.ServicePort{
+	ports := []corev1.ServicePort{{
 		Name:        b.PortName(),
 		Protocol:    corev1.ProtocolTCP,
 		AppProtocol: &appProtocol,
 		Port:        b.ServicePort(),
 		TargetPort:  intstr.FromInt32(ChatPort),
-	}
-	// Keep the node port the API server allocated, unless the type no longer has one.
+	}, {
+		Name:        AdminPortName,
+		Protocol:    corev1.ProtocolTCP,
+		AppProtocol: &adminProtocol,
+		Port:        AdminPort,
+		TargetPort:  intstr.FromInt32(AdminPort),
+	}}
+	// Keep the node ports the API server allocated, unless the type no longer has them.
 	if typ != corev1.ServiceTypeClusterIP {
-		for _, live := range svc.Spec.Ports {
-			if live.Name == port.Name {
-				port.NodePort = live.NodePort
+		for i := range ports {
+			for _, live := range svc.Spec.Ports {
+				if live.Name == ports[i].Name {
+					ports[i].NodePort = live.NodePort
+				}
 			}
 		}
 	}
-	svc.Spec.Ports = []corev1.ServicePort{port}
+	svc.Spec.Ports = ports
 	return nil
 }

@@ -15,7 +15,8 @@ import (
 // object unstructured, and only when the kind exists in the cluster.
 var ServiceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
 
-// ServiceMonitorBuilder builds the ServiceMonitor scraping the chat servers' /metrics.
+// ServiceMonitorBuilder builds the ServiceMonitor scraping the chat servers'
+// /metrics on their admin port.
 type ServiceMonitorBuilder struct{ Cluster }
 
 // Build returns the named, empty ServiceMonitor.
@@ -33,7 +34,7 @@ func (b *ServiceMonitorBuilder) Wanted() bool {
 	return b.ServiceMonitorAvailable && (e == nil || *e)
 }
 
-// Update selects the cluster's Service and scrapes its port.
+// Update selects the cluster's Service and scrapes its admin port.
 func (b *ServiceMonitorBuilder) Update(obj Object) error {
 	u := obj.(*unstructured.Unstructured)
 	sm := b.Spec.Monitoring.ServiceMonitor
@@ -46,8 +47,9 @@ func (b *ServiceMonitorBuilder) Update(obj Object) error {
 	if sm.Interval != nil {
 		interval = strconv.Itoa(int(sm.Interval.Seconds())) + "s"
 	}
+	// Metrics are served on the admin port only (never the public one).
 	endpoint := map[string]any{
-		"port":     b.PortName(),
+		"port":     AdminPortName,
 		"path":     "/metrics",
 		"interval": interval,
 	}

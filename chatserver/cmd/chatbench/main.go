@@ -232,7 +232,7 @@ func run(args []string) error {
 	scenario := fs.String("scenario", "fanout", "idle, fanout, chat or reconnect")
 	urls := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "WebSocket endpoints, comma-separated (connections round-robin)")
 	pids := fs.String("pids", "", "server process ids to measure, comma-separated")
-	metrics := fs.String("metrics", "", "server /metrics URLs, comma-separated, in -url order")
+	metrics := fs.String("metrics", "", "server /metrics URLs (on the admin listener, e.g. http://127.0.0.1:8001/metrics), comma-separated, in -url order")
 	pprofs := fs.String("pprof", "", "server pprof base URLs (…/debug/pprof), comma-separated; profiles go to -out")
 	secretFile := fs.String("secret-file", "", "file with the HS256 key the servers verify tokens with")
 	conns := fs.Int("conns", 2000, "subscriber connections (reconnect: clients; chat: rooms × 10)")

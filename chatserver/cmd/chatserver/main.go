@@ -23,7 +23,8 @@ import (
 func main() {
 	configPath := flag.String("config", "", "path to the JSON config file (the operator's ConfigMap)")
 	dev := flag.Bool("dev", false, "run a single development node: in-memory broker and store, anonymous access, a printed token")
-	address := flag.String("address", "", "listen address, overrides http.address")
+	address := flag.String("address", "", "public listen address (WebSocket, web page), overrides http.address")
+	adminAddress := flag.String("admin-address", "", "admin listen address (HTTP API, metrics), overrides http.adminAddress")
 	logLevel := flag.String("log-level", "", "debug, info, warn or error; overrides log.level")
 	debugAddress := flag.String("debug-address", "", "serve net/http/pprof at /debug/pprof/ on this separate address (e.g. 127.0.0.1:6060); off by default")
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -38,13 +39,13 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if err := run(*configPath, *dev, *address, *logLevel); err != nil {
+	if err := run(*configPath, *dev, *address, *adminAddress, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "chatserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(configPath string, dev bool, address, logLevel string) error {
+func run(configPath string, dev bool, address, adminAddress, logLevel string) error {
 	var (
 		cfg config.Config
 		d   *server.Dev
@@ -52,11 +53,14 @@ func run(configPath string, dev bool, address, logLevel string) error {
 	)
 	switch {
 	case dev:
-		addr := address
+		addr, adminAddr := address, adminAddress
 		if addr == "" {
 			addr = "127.0.0.1:8000"
 		}
-		if d, err = server.NewDev(addr); err != nil {
+		if adminAddr == "" {
+			adminAddr = "127.0.0.1:8001"
+		}
+		if d, err = server.NewDev(addr, adminAddr); err != nil {
 			return err
 		}
 		defer d.Cleanup()
@@ -71,6 +75,9 @@ func run(configPath string, dev bool, address, logLevel string) error {
 	if address != "" {
 		cfg.HTTP.Address = address
 	}
+	if adminAddress != "" {
+		cfg.HTTP.AdminAddress = adminAddress
+	}
 	if logLevel != "" {
 		cfg.Log.Level = logLevel
 	}
@@ -83,19 +90,21 @@ func run(configPath string, dev bool, address, logLevel string) error {
 	defer stop()
 	opts := server.Options{}
 	if d != nil {
-		opts.Ready = func(addr string) {
+		opts.Ready = func(addr, admin string) {
 			fmt.Printf(`
 Parley dev server (single node, in-memory broker and store)
+Public (clients):
   WebSocket:  ws://%[1]s/connection/websocket   (JSON; protobuf with subprotocol "centrifuge-protobuf")
-  Anonymous:  allowed in "room:*" (connect without a token)
-  Token:      %[2]s   (user "dev", 24h)
-  API key:    %[3]s
-  Try:        curl -s -X POST -H 'X-API-Key: %[3]s' -d '{"channel":"room:lobby","data":{"text":"hi"}}' http://%[1]s/api/publish
-  Web chat:   http://%[1]s/?room=lobby#token=%[2]s
+  Web chat:   http://%[1]s/?room=lobby#token=%[3]s
   CLI:        PARLEY_URL=http://%[1]s PARLEY_TOKEN=<token> parley chat lobby
-  Metrics:    http://%[1]s/metrics   Health: http://%[1]s/healthz
+  Anonymous:  allowed in "room:*" (connect without a token)
+  Token:      %[3]s   (user "dev", 24h)
+Admin (operators; keep it private):
+  HTTP API:   http://%[2]s/api/   API key: %[4]s
+  Try:        curl -s -X POST -H 'X-API-Key: %[4]s' -d '{"channel":"room:lobby","data":{"text":"hi"}}' http://%[2]s/api/publish
+  Metrics:    http://%[2]s/metrics   Ready: http://%[2]s/readyz   Health: http://%[1]s/healthz
 
-`, addr, d.Token, d.APIKey())
+`, addr, admin, d.Token, d.APIKey())
 		}
 	}
 	return server.Run(ctx, cfg, log, opts)

@@ -21,6 +21,7 @@ const env = (k, d) => {
 };
 const URL_A = env('PARLEY_URL_A');
 const URL_B = env('PARLEY_URL_B');
+const ADMIN_URL_A = env('PARLEY_ADMIN_URL_A'); // the HTTP API (/api/*) is on the admin port
 const TOKEN_ALICE = env('PARLEY_TOKEN_ALICE');
 const TOKEN_BOB = env('PARLEY_TOKEN_BOB');
 const API_KEY = env('PARLEY_API_KEY');
@@ -44,7 +45,7 @@ function ok(step) {
 }
 
 async function api(method, body) {
-  const res = await fetch(URL_A + '/api/' + method, {
+  const res = await fetch(ADMIN_URL_A + '/api/' + method, {
     method: 'POST',
     headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
     body: JSON.stringify(body),

@@ -37,6 +37,7 @@ import (
 	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/parleycli"
+	"github.com/parley-chat/parley/internal/resource"
 	"github.com/parley-chat/parley/test/e2e/cluster"
 )
 
@@ -399,11 +400,15 @@ func (e *Env) ReadyPods(ctx context.Context, namespace, name string) ([]corev1.P
 	return out, nil
 }
 
-// ChatPort is the chat server's container port.
-const ChatPort = 8000
+// ChatPort is the chat server's public container port (WebSocket, web page);
+// AdminPort its admin one (HTTP API, metrics).
+const (
+	ChatPort  = resource.ChatPort
+	AdminPort = resource.AdminPort
+)
 
-// ServiceURL is the ChatCluster's address through the service proxy, e.g.
-// "http://127.a.b.c:80" (its WebSocket is at /connection/websocket).
+// ServiceURL is the ChatCluster's public address through the service proxy,
+// e.g. "http://127.a.b.c:80" (its WebSocket is at /connection/websocket).
 func (e *Env) ServiceURL(ctx context.Context, namespace, name string) (string, error) {
 	addr, err := e.ServiceAddress(ctx, namespace, name, 0)
 	if err != nil {
@@ -412,15 +417,39 @@ func (e *Env) ServiceURL(ctx context.Context, namespace, name string) (string, e
 	return "http://" + addr, nil
 }
 
-// PodURL is one pod's address, bypassing the proxy.
+// ServiceAdminURL is the ChatCluster's admin address through the service
+// proxy (/api/*, /metrics).
+func (e *Env) ServiceAdminURL(ctx context.Context, namespace, name string) (string, error) {
+	addr, err := e.ServiceAddress(ctx, namespace, name, AdminPort)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + addr, nil
+}
+
+// PodURL is one pod's public address, bypassing the proxy.
 func (e *Env) PodURL(p *corev1.Pod) (string, error) {
-	port := ChatPort
+	return e.podPortURL(p, ChatPort, "http", "https")
+}
+
+// PodAdminURL is one pod's admin address (/api/*, /metrics), bypassing the proxy.
+func (e *Env) PodAdminURL(p *corev1.Pod) (string, error) {
+	return e.podPortURL(p, AdminPort, resource.AdminPortName)
+}
+
+// podPortURL finds the container port by one of names (the pod's own spec
+// wins over the default, so an override that moves a port is followed).
+func (e *Env) podPortURL(p *corev1.Pod, port int32, names ...string) (string, error) {
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {
-			port = int(cp.ContainerPort)
+			for _, n := range names {
+				if cp.Name == n {
+					port = cp.ContainerPort
+				}
+			}
 		}
 	}
-	addr, err := e.PodAddress(p, port)
+	addr, err := e.PodAddress(p, int(port))
 	if err != nil {
 		return "", err
 	}

@@ -236,6 +236,36 @@ func (l *lifecycle) webAndCLI(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(page)), "<html") {
 		t.Errorf("GET %s/: %s, %.80q", base, resp.Status, page)
 	}
+	// Metrics and the HTTP API are on the Service's admin port, never the public one.
+	admin, err := env.ServiceAdminURL(l.ctx, l.ns, l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		url, want string
+		status    int
+	}{
+		{base + "/metrics", "", http.StatusNotFound},
+		{admin + "/metrics", "parley_connections", http.StatusOK},
+	} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Errorf("GET %s: %s, want %d with %q", tc.url, resp.Status, tc.status, tc.want)
+		}
+	}
+	resp, err = http.Post(base+"/api/publish", "application/json", strings.NewReader(`{"channel":"room:lobby","data":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST %s/api/publish on the public port: %s, want 404", base, resp.Status)
+	}
 	ws := framework.WebSocketURL(base)
 	listener := subscribe(t, connect(t, ws, l.token(t)), "listener", "room:lobby")
 	cli := func(stdin string, args ...string) string {

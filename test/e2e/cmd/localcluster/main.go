@@ -27,6 +27,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/test/e2e/cluster"
 	"github.com/parley-chat/parley/test/e2e/framework"
 )
@@ -258,6 +259,10 @@ func (d *demo) printConnect(ctx context.Context, env *framework.Env, cc *chatv1a
 	if err != nil {
 		return err
 	}
+	admin, err := env.ServiceAdminURL(ctx, cc.Namespace, cc.Name)
+	if err != nil {
+		return err
+	}
 	ws := framework.WebSocketURL(base)
 	parley := filepath.Join(d.bin, "parley")
 	if _, err := os.Stat(parley); err != nil {
@@ -278,8 +283,12 @@ Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one addres
   Tokens for other users:
     %[7]s token --cluster %[2]s --namespace %[1]s --kubeconfig %[8]s --user alice
 
+  Admin port (operators only; the Ingress never routes to it):
+    Metrics:    %[9]s/metrics   Readiness with the reason: %[9]s/readyz
+    HTTP API:   %[9]s/api/publish   (X-API-Key: the api-key of Secret %[1]s/%[10]s)
+
   The replicas one by one (each is its own server):
-`, cc.Namespace, cc.Name, len(pods), base, ws, token, parley, env.Kubeconfig)
+`, cc.Namespace, cc.Name, len(pods), base, ws, token, parley, env.Kubeconfig, admin, naming.APIKeySecretName(cc.Name))
 	for _, p := range pods {
 		u, err := env.PodURL(&p)
 		if err == nil {
