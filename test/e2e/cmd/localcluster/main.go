@@ -87,8 +87,8 @@ func envOr(k, def string) string {
 
 type demo struct {
 	mode, repo, bin, state, namespace, sample, amqpURL, mgmtURL, pgURL string
-	replicas                                                  int32
-	verbose                                                   bool
+	replicas                                                           int32
+	verbose                                                            bool
 }
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
