@@ -186,6 +186,8 @@ func TestPodSecurityAllowsWhatAnOverrideIsFor(t *testing.T) {
 		{name: "resources", patch: container(`"resources":{"limits":{"memory":"512Mi"}}`)},
 		{name: "labels and annotations", patch: `{"spec":{"template":{"metadata":{"labels":{"team":"a"},"annotations":{"x":"y"}}}}}`},
 		{name: "a restricted sidecar", patch: podSpec(`"containers":[` + restrictedSidecar + `]`)},
+		{name: "the sidecar of docs/pod-security.md", patch: podSpec(`"containers":[{"name":"log-shipper","image":"example.org/log-shipper:1.2",
+			"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]`)},
 		{name: "a restricted init container", patch: podSpec(`"initContainers":[` + strings.Replace(restrictedSidecar, `"sidecar"`, `"init"`, 1) + `]`)},
 		{name: "NET_BIND_SERVICE, the one capability restricted allows", patch: container(`"securityContext":{"capabilities":{"add":["NET_BIND_SERVICE"]}}`)},
 		{name: "a user namespace, not root", patch: podSpec(`"hostUsers":false`)},
