@@ -91,7 +91,9 @@ type pass struct {
 
 	deployment     *appsv1.Deployment
 	missingSecrets []string
-	errs           []error
+	// podSecurity is why the Deployment's new pod template was refused.
+	podSecurity *resource.PodSecurityError
+	errs        []error
 	// conditions set by the provisioning steps (BrokerReady, DatabaseReady).
 	conditions   []metav1.Condition
 	requeueAfter time.Duration

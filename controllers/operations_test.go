@@ -359,7 +359,8 @@ func testZeroWrites(t *testing.T, s *suite) {
 	o, err := v1alpha1.NewDeploymentOverride([]byte(`{"spec":{"template":{"spec":{"containers":[
 		{"name":"chatserver","env":[{"name":"GODEBUG","value":"x=1"}]},
 		{"name":"sidecar","image":"example.org/sidecar:1","ports":[{"containerPort":9000}],
-		 "readinessProbe":{"tcpSocket":{"port":9000}}}]}}}}`))
+		 "readinessProbe":{"tcpSocket":{"port":9000}},
+		 "securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,8 @@ import (
 
 // reconcileChildren applies the builders in order. Each child is read (from
 // the cache), mutated by its builder and written only when that changed it.
-// The Deployment waits until the Secrets its pods mount exist.
+// The Deployment waits until the Secrets its pods mount exist, and is left
+// as it is when the pod template the spec asks for breaks Pod Security.
 func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) error {
 	c := resource.Cluster{
 		ChatCluster:             p.cc,
@@ -66,6 +67,17 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 			continue
 		}
 		if err := r.applyChild(ctx, p, b, obj); err != nil {
+			var refused *resource.PodSecurityError
+			if errors.As(err, &refused) {
+				// Nothing was written: the pods keep running the last
+				// accepted template. Not a failure of the pass (retrying
+				// cannot help); the spec's next change brings a new pass.
+				p.podSecurity = refused
+				if err := r.observeDeployment(ctx, p); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}

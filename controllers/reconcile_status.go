@@ -37,6 +37,10 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 		MissingSecrets:     p.missingSecrets,
 		Err:                p.err(),
 	}
+	if p.podSecurity != nil {
+		// A typed nil must not reach the interface field.
+		o.PodSecurity = p.podSecurity
+	}
 	for _, c := range p.conditions {
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
@@ -84,7 +88,7 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 	if equality.Semantic.DeepEqual(&p.original.Status, st) {
 		return nil
 	}
-	r.conditionEvents(cc, p.original.Status.Conditions, st.Conditions)
+	r.conditionEvents(cc, p.original.Status.Conditions, st.Conditions, p.podSecurity)
 	cc.Status = *st
 	patch := client.MergeFromWithOptions(p.original, client.MergeFromWithOptimisticLock{})
 	if err := r.Status().Patch(ctx, cc, patch); err != nil {

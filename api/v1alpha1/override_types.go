@@ -12,6 +12,16 @@ import (
 // there refuse such patches with a message naming the field. Read the patch
 // with Raw.
 //
+// The CEL rules see only the patch, so they are the early warning, not the
+// guarantee: a `$patch: delete` of a securityContext, a sidecar without one or
+// an annotation from spec.pod gets past them. The guarantee is the operator's
+// check of the final pod template (internal/resource/podsecurity.go): the
+// restricted Pod Security Standard, evaluated by the API server's own code,
+// plus Parley's rules (the chat server container keeps a read-only root and
+// the spec.image image, the pod keeps the cluster's service account and no API
+// token). A template that fails is never written; the ChatCluster reports
+// Degraded with reason PodSecurityViolation. See docs/pod-security.md.
+//
 // +kubebuilder:pruning:PreserveUnknownFields
 // +kubebuilder:object:generate=false
 type DeploymentOverride struct {

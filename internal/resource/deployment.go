@@ -2,7 +2,6 @@ package resource
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -75,7 +74,9 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 	return nil
 }
 
-// Desired is the whole Deployment the spec asks for, override applied.
+// Desired is the whole Deployment the spec asks for, override applied. It
+// returns a *PodSecurityError, and no Deployment, when the pod template
+// breaks the restricted Pod Security Standard or Parley's pod rules.
 func (b *DeploymentBuilder) Desired() (*appsv1.Deployment, error) {
 	tmpl, err := b.podTemplate()
 	if err != nil {
@@ -103,9 +104,11 @@ func (b *DeploymentBuilder) Desired() (*appsv1.Deployment, error) {
 		if d, err = applyOverride(d, o.Deployment.Raw); err != nil {
 			return nil, err
 		}
-		if err := checkPodSecurity(&d.Spec.Template.Spec); err != nil {
-			return nil, fmt.Errorf("spec.override.deployment: %w", err)
-		}
+	}
+	// Always the final template, override or not: spec.pod annotations
+	// reach the pods too, and the builder's own output is held to the same rules.
+	if err := CheckPodSecurity(b.Cluster, &d.Spec.Template); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -135,52 +138,6 @@ func applyOverride(d *appsv1.Deployment, raw func() ([]byte, error)) (*appsv1.De
 	out.Spec.Selector = d.Spec.Selector
 	maps.Copy(out.Spec.Template.Labels, d.Spec.Template.Labels)
 	return out, nil
-}
-
-// checkPodSecurity refuses a pod spec that would run privileged, as root or in
-// the host's namespaces. The CRD refuses such overrides already; this keeps the
-// promise for objects stored before a rule existed.
-func checkPodSecurity(p *corev1.PodSpec) error {
-	var errs []error
-	if p.HostNetwork || p.HostPID || p.HostIPC {
-		errs = append(errs, errors.New("the pods must not use the host's network, PID or IPC namespace"))
-	}
-	if sc := p.SecurityContext; sc != nil {
-		if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
-			errs = append(errs, errors.New("securityContext.runAsNonRoot must not be false"))
-		}
-		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-			errs = append(errs, errors.New("securityContext.runAsUser must not be 0"))
-		}
-	}
-	for _, v := range p.Volumes {
-		if v.HostPath != nil {
-			errs = append(errs, fmt.Errorf("volume %q must not be a hostPath", v.Name))
-		}
-	}
-	for _, c := range append(append([]corev1.Container{}, p.InitContainers...), p.Containers...) {
-		sc := c.SecurityContext
-		if sc == nil {
-			continue
-		}
-		if sc.Privileged != nil && *sc.Privileged {
-			errs = append(errs, fmt.Errorf("container %q must not be privileged", c.Name))
-		}
-		if sc.AllowPrivilegeEscalation != nil && *sc.AllowPrivilegeEscalation {
-			errs = append(errs, fmt.Errorf("container %q must not allow privilege escalation", c.Name))
-		}
-		if (sc.RunAsUser != nil && *sc.RunAsUser == 0) || (sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot) {
-			errs = append(errs, fmt.Errorf("container %q must not run as root", c.Name))
-		}
-		if sc.Capabilities != nil {
-			for _, capability := range sc.Capabilities.Add {
-				if capability != "NET_BIND_SERVICE" {
-					errs = append(errs, fmt.Errorf("container %q must not add capability %s", c.Name, capability))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func (b *DeploymentBuilder) podTemplate() (corev1.PodTemplateSpec, error) {

@@ -17,6 +17,9 @@ func Progressing(o Observed) metav1.Condition {
 	if o.Paused {
 		return c(false, ReasonPaused, "the cluster is paused")
 	}
+	if o.PodSecurity != nil {
+		return c(false, ReasonPodSecurityViolation, "the pod template the spec asks for is refused: see the Degraded condition")
+	}
 	if o.Err != nil {
 		return c(false, ReasonReconcileFailed, "the operator cannot apply the spec: see the Degraded condition")
 	}

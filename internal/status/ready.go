@@ -16,6 +16,9 @@ func Ready(o Observed) metav1.Condition {
 	if o.PendingWhilePaused {
 		return c(false, ReasonPaused, "the spec changed while the cluster is paused: generation %d is not applied", o.Generation)
 	}
+	if o.PodSecurity != nil {
+		return c(false, ReasonPodSecurityViolation, "generation %d is not applied: its pod template is refused (see the Degraded condition)", o.Generation)
+	}
 	if o.Err != nil {
 		return c(false, ReasonReconcileFailed, "%v", o.Err)
 	}

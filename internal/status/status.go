@@ -28,6 +28,11 @@ type Observed struct {
 	MissingSecrets []string
 	// Err is what went wrong in this pass, nil when nothing did.
 	Err error
+	// PodSecurity is why the pod template the spec asks for was refused
+	// (it breaks the restricted Pod Security Standard or Parley's pod
+	// rules), nil when it was accepted. A refused template is never
+	// written: the Deployment keeps its last accepted one.
+	PodSecurity error
 	// Dependencies are the conditions the provisioning steps set this pass
 	// (BrokerReady, DatabaseReady), when the cluster has those dependencies.
 	Dependencies []metav1.Condition
@@ -48,6 +53,9 @@ const (
 	ReasonAsExpected        = "AsExpected"
 	ReasonDeadlineExceeded  = "ProgressDeadlineExceeded"
 	ReasonReplicaFailure    = "ReplicaFailure"
+	// ReasonPodSecurityViolation: the pod template the spec asks for is
+	// refused; the message lists every failing check and its field.
+	ReasonPodSecurityViolation = "PodSecurityViolation"
 )
 
 func condition(typ string, generation int64, ok bool, reason, format string, args ...any) metav1.Condition {

@@ -42,6 +42,7 @@ func TestReady(t *testing.T) {
 		{"reconcile error", Observed{Generation: 1, Deployment: healthy, Err: errors.New("boom")}, metav1.ConditionFalse, ReasonReconcileFailed},
 		{"spec changed while paused", Observed{Generation: 5, Paused: true, PendingWhilePaused: true, Deployment: healthy}, metav1.ConditionFalse, ReasonPaused},
 		{"paused without a change", Observed{Generation: 5, Paused: true, Deployment: healthy}, metav1.ConditionTrue, ReasonReady},
+		{"pod template refused, the old pods all ready", Observed{Generation: 3, Deployment: healthy, PodSecurity: errors.New("runAsNonRoot")}, metav1.ConditionFalse, ReasonPodSecurityViolation},
 		{"broker down", Observed{Generation: 1, Deployment: healthy, Dependencies: []metav1.Condition{
 			BrokerReady(1, WithReason("Unreachable", errors.New("dial tcp: refused")), ""),
 		}}, metav1.ConditionFalse, "BrokerNotReady"},
@@ -81,6 +82,8 @@ func TestProgressingAndDegraded(t *testing.T) {
 		{"waiting for Secrets", Observed{MissingSecrets: []string{"x"}}, metav1.ConditionTrue, metav1.ConditionFalse, ReasonWaitingForSecrets},
 		{"operator error", Observed{Err: errors.New("update Deployment: forbidden")}, metav1.ConditionFalse, metav1.ConditionTrue, ReasonReconcileFailed},
 		{"paused", Observed{Paused: true, Deployment: deployment(1, 1, 1, 1, 1, 1, 1)}, metav1.ConditionFalse, metav1.ConditionFalse, ReasonPaused},
+		{"pod template refused", Observed{Deployment: deployment(2, 2, 3, 3, 3, 3, 3), PodSecurity: errors.New("privileged")}, metav1.ConditionFalse, metav1.ConditionTrue, ReasonPodSecurityViolation},
+		{"pod template refused, no Deployment yet", Observed{PodSecurity: errors.New("privileged")}, metav1.ConditionFalse, metav1.ConditionTrue, ReasonPodSecurityViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, d := Progressing(tc.o), Degraded(tc.o)
@@ -91,6 +94,19 @@ func TestProgressingAndDegraded(t *testing.T) {
 				t.Errorf("Degraded = %s/%s (%s), want %s", d.Status, d.Reason, d.Message, tc.degrade)
 			}
 		})
+	}
+}
+
+func TestDegradedPutsARefusedPodTemplateFirst(t *testing.T) {
+	refused := errors.New("privileged: container \"chatserver\" must not set securityContext.privileged=true")
+	d := Degraded(Observed{Generation: 4, PodSecurity: refused})
+	if d.Status != metav1.ConditionTrue || d.Reason != ReasonPodSecurityViolation || d.Message != refused.Error() || d.ObservedGeneration != 4 {
+		t.Errorf("Degraded = %+v", d)
+	}
+	// Another failure in the same pass does not hide the refusal, nor is it hidden.
+	d = Degraded(Observed{Generation: 4, PodSecurity: refused, Err: errors.New("Service team: conflict")})
+	if d.Reason != ReasonPodSecurityViolation || !strings.Contains(d.Message, refused.Error()) || !strings.Contains(d.Message, "Service team: conflict") {
+		t.Errorf("Degraded with a second failure = %s (%s)", d.Reason, d.Message)
 	}
 }
 
