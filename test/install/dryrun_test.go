@@ -124,7 +124,7 @@ func TestServerSideDryRun(t *testing.T) {
 		t.Run("kustomize "+dir, func(t *testing.T) {
 			objs := kustomizeBuild(t, filepath.Join(configDir, dir))
 			for _, o := range objs {
-				if o.GetNamespace() == "system" || (o.GetNamespace() == "" && o.GetKind() != "ChatCluster") {
+				if o.GetNamespace() == "system" || (o.GetNamespace() == "" && o.GetKind() != "ChatCluster" && o.GetKind() != "ChatBackend") {
 					// Overlay pieces are written for config/default's namespace.
 					o.SetNamespace("parley-system")
 				}
