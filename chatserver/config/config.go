@@ -108,6 +108,10 @@ type Broker struct {
 	// dead-letters to (x-dead-letter-exchange): messages a node cannot decode,
 	// and the oldest messages dropped when its queue overflows.
 	DeadLetterExchange string `json:"deadLetterExchange,omitempty"`
+	// CAFile, when set, is a PEM file of the only CA trusted for an amqps://
+	// URI (the broker's certificate must name the URI's host). Without it,
+	// amqps:// trusts the system's roots.
+	CAFile string `json:"caFile,omitempty"`
 }
 
 // Store selects and configures the store.

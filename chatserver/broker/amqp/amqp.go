@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -102,6 +104,10 @@ type Options struct {
 	// reconnect) costs no binding round trip; deliveries for it are dropped
 	// meanwhile. Negative unbinds at once.
 	UnbindLinger time.Duration
+	// RootCAs, when set, are the only CAs trusted for an amqps:// URL (config
+	// broker.caFile, see LoadCAFile); the server name is the URL's host.
+	// Nil: the system's roots.
+	RootCAs *x509.CertPool
 	// Logger receives connection events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -213,7 +219,28 @@ func Open(cfg config.Broker, nodeID string, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, Logger: log})
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		if roots, err = LoadCAFile(cfg.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, RootCAs: roots, Logger: log})
+}
+
+// LoadCAFile reads the PEM certificates of config broker.caFile. A file
+// with none is an error here, at startup, rather than an "unknown
+// authority" at every connection attempt.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("broker.caFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("broker.caFile: %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // New validates opts and returns a broker; it connects in Run.
@@ -411,6 +438,10 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		Locale:     "en_US",
 		Dial:       amqp.DefaultDial(DefaultConnectTimeout),
 		Properties: amqp.NewConnectionProperties(),
+	}
+	if b.opts.RootCAs != nil {
+		// amqp091 sets ServerName to the URL's host.
+		cfg.TLSClientConfig = &tls.Config{RootCAs: b.opts.RootCAs, MinVersion: tls.VersionTLS12}
 	}
 	cfg.Properties.SetClientConnectionName("parley-node-" + b.opts.NodeID)
 	conn, err := amqp.DialConfig(b.opts.URL, cfg)
