@@ -118,8 +118,9 @@ type Broker struct {
 	// dead-letters to (x-dead-letter-exchange): messages a node cannot decode,
 	// and the oldest messages dropped when its queue overflows.
 	DeadLetterExchange string `json:"deadLetterExchange,omitempty"`
-	// CAFile, when set, is the PEM CA bundle the broker's certificate must
-	// chain to (amqps://): the only CA trusted, the URI's host verified.
+	// CAFile, when set, is a PEM file of the only CA trusted for an amqps://
+	// URI (the broker's certificate must name the URI's host). Without it,
+	// amqps:// trusts the system's roots.
 	CAFile string `json:"caFile,omitempty"`
 }
 

@@ -72,9 +72,6 @@ const (
 type Options struct {
 	// URL is the AMQP URI (it may hold a password: it never appears in errors or logs).
 	URL string
-	// RootCAs, when set, are the only CAs trusted for amqps:// (the URI's
-	// host is verified against the certificate); nil: the system's.
-	RootCAs *x509.CertPool
 	// Exchange is the durable topic exchange for publications (config broker.exchange).
 	Exchange string
 	// ControlExchange is the durable fanout exchange for commands (config broker.controlExchange).
@@ -107,6 +104,10 @@ type Options struct {
 	// reconnect) costs no binding round trip; deliveries for it are dropped
 	// meanwhile. Negative unbinds at once.
 	UnbindLinger time.Duration
+	// RootCAs, when set, are the only CAs trusted for an amqps:// URL (config
+	// broker.caFile, see LoadCAFile); the server name is the URL's host.
+	// Nil: the system's roots.
+	RootCAs *x509.CertPool
 	// Logger receives connection events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -220,16 +221,26 @@ func Open(cfg config.Broker, nodeID string, log *slog.Logger) (*Broker, error) {
 	}
 	var roots *x509.CertPool
 	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker.caFile: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("broker.caFile: %s holds no PEM certificate", cfg.CAFile)
+		if roots, err = LoadCAFile(cfg.CAFile); err != nil {
+			return nil, err
 		}
 	}
-	return New(Options{URL: url, RootCAs: roots, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, Logger: log})
+	return New(Options{URL: url, Exchange: cfg.Exchange, ControlExchange: cfg.ControlExchange, DeadLetterExchange: cfg.DeadLetterExchange, NodeID: nodeID, RootCAs: roots, Logger: log})
+}
+
+// LoadCAFile reads the PEM certificates of config broker.caFile. A file
+// with none is an error here, at startup, rather than an "unknown
+// authority" at every connection attempt.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("broker.caFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("broker.caFile: %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // New validates opts and returns a broker; it connects in Run.
@@ -428,11 +439,11 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 		Dial:       amqp.DefaultDial(DefaultConnectTimeout),
 		Properties: amqp.NewConnectionProperties(),
 	}
-	cfg.Properties.SetClientConnectionName("parley-node-" + b.opts.NodeID)
 	if b.opts.RootCAs != nil {
-		// amqp091 sets ServerName from the URI's host on the config it is given.
+		// amqp091 sets ServerName to the URL's host.
 		cfg.TLSClientConfig = &tls.Config{RootCAs: b.opts.RootCAs, MinVersion: tls.VersionTLS12}
 	}
+	cfg.Properties.SetClientConnectionName("parley-node-" + b.opts.NodeID)
 	conn, err := amqp.DialConfig(b.opts.URL, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial: %v", broker.ErrUnavailable, err)

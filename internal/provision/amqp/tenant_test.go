@@ -446,3 +446,25 @@ func silentListener(t *testing.T) string {
 	})
 	return l.Addr().String()
 }
+
+func TestPasswordMatchesRabbitMQsOwnHash(t *testing.T) {
+	// The server hashes the password itself; our check must accept exactly it.
+	m := mgmt(t)
+	ten := newTenant(t)
+	resp, err := m.PutUser(ten.User, rabbithole.UserSettings{Password: "pässwörd 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	u, err := m.GetUser(ten.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alg := string(u.HashingAlgorithm)
+	if !passwordMatches(u.PasswordHash, alg, "pässwörd 1") {
+		t.Fatalf("passwordMatches rejects the server's own hash %q (%s)", u.PasswordHash, alg)
+	}
+	if passwordMatches(u.PasswordHash, alg, "pässwörd 2") || passwordMatches(u.PasswordHash, "rabbit_password_hashing_md5", "pässwörd 1") || passwordMatches("", alg, "") {
+		t.Fatal("passwordMatches accepts a wrong password, an unknown algorithm or an empty hash")
+	}
+}

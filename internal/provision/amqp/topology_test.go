@@ -2,6 +2,8 @@ package amqp
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/parley-chat/parley/internal/naming"
@@ -101,6 +104,11 @@ func TestClassify(t *testing.T) {
 		{"socket read timed out", &amqp091.Error{Code: amqp091.FrameError, Reason: "read tcp: i/o timeout"}, ReasonUnreachable},
 		{"malformed frame from the broker", &amqp091.Error{Code: amqp091.FrameError, Server: true}, ReasonError},
 		{"internal error", &amqp091.Error{Code: amqp091.InternalError, Server: true}, ReasonError},
+		{"certificate of another CA", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, ReasonTLS},
+		{"peer does not speak TLS", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, ReasonTLS},
+		{"management API 401", fmt.Errorf("get: %w", errUnauthorized), ReasonAccessRefused},
+		{"management API 403", rabbithole.ErrorResponse{StatusCode: 403, Message: "not_authorised"}, ReasonAccessRefused},
+		{"management API 500", rabbithole.ErrorResponse{StatusCode: 500, Message: "internal"}, ReasonError},
 		{"anything else", errors.New("boom"), ReasonError},
 	}
 	for _, tc := range cases {

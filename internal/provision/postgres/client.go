@@ -388,6 +388,16 @@ func (c *Client) Drop(ctx context.Context, admin Admin, db Database) (err error)
 		return err
 	}
 	defer closeConn(conn)
+	m, err := newMembership(ctx, conn, cfg, db.Role)
+	if err != nil {
+		return err
+	}
+	// Deferred before anything can fail, as in Ensure.
+	defer func() {
+		if rerr := m.release(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 
 	// Check both before touching either: a half-owned pair is left alone.
 	d, err := lookupDatabase(ctx, conn, db.Name)
@@ -406,15 +416,6 @@ func (c *Client) Drop(ctx context.Context, admin Admin, db Database) (err error)
 		return &Error{Reason: ReasonConflict, Op: fmt.Sprintf("drop role %q", db.Role),
 			Err: fmt.Errorf("the role is not managed by Parley for ChatCluster %s; left in place", db.Owner)}
 	}
-	m, err := newMembership(ctx, conn, cfg, db.Role)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if rerr := m.release(ctx); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
 	if role.exists {
 		// Ending the role's sessions and dropping its database need the
 		// admin to be a member of the role (or a superuser).
