@@ -55,6 +55,8 @@ var clusterScoped = map[string][]string{
 	"authentication.k8s.io":        {"tokenreviews", "selfsubjectreviews"},
 	"authorization.k8s.io":         {"subjectaccessreviews", "selfsubjectaccessreviews", "selfsubjectrulesreviews"},
 	"certificates.k8s.io":          {"certificatesigningrequests", "clustertrustbundles"},
+	// Parley's own cluster-scoped kind.
+	"chat.parley.io":               {"chatbackends", "chatbackends/status", "chatbackends/finalizers"},
 	"flowcontrol.apiserver.k8s.io": {"flowschemas", "prioritylevelconfigurations"},
 	"networking.k8s.io":            {"ingressclasses", "ipaddresses", "servicecidrs"},
 	"node.k8s.io":                  {"runtimeclasses"},

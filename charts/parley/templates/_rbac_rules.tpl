@@ -48,7 +48,6 @@
 - apiGroups:
   - chat.parley.io
   resources:
-  - chatbackends
   - chatclusters
   verbs:
   - get
@@ -59,14 +58,12 @@
 - apiGroups:
   - chat.parley.io
   resources:
-  - chatbackends/finalizers
   - chatclusters/finalizers
   verbs:
   - update
 - apiGroups:
   - chat.parley.io
   resources:
-  - chatbackends/status
   - chatclusters/status
   verbs:
   - get
@@ -136,4 +133,28 @@
   - get
   - list
   - watch
+- apiGroups:
+  - chat.parley.io
+  resources:
+  - chatbackends
+  verbs:
+  - get
+  - list
+  - patch
+  - update
+  - watch
+- apiGroups:
+  - chat.parley.io
+  resources:
+  - chatbackends/finalizers
+  verbs:
+  - update
+- apiGroups:
+  - chat.parley.io
+  resources:
+  - chatbackends/status
+  verbs:
+  - get
+  - patch
+  - update
 {{- end }}
