@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -549,6 +550,7 @@ func (l *lifecycle) brokerLost(t *testing.T) {
 // it, the one with Retain leaves them.
 func (l *lifecycle) deletion(t *testing.T) {
 	type external struct {
+		vhost     string
 		exchanges naming.Exchanges
 		database  string
 		role      string
@@ -559,10 +561,10 @@ func (l *lifecycle) deletion(t *testing.T) {
 		if err := env.Client.Get(l.ctx, client.ObjectKey{Namespace: l.ns, Name: naming.DatabaseSecretName(name)}, s); err != nil {
 			t.Fatalf("database Secret of %s: %v", name, err)
 		}
-		ext[name] = external{naming.ExchangeNames(l.ns, name), string(s.Data["database"]), string(s.Data["username"])}
+		ext[name] = external{naming.BrokerVHost(l.ns, name), naming.ExchangeNames(l.ns, name), string(s.Data["database"]), string(s.Data["username"])}
 	}
 	keeper := ext["keeper"]
-	t.Cleanup(func() { dropExternal(t, keeper.exchanges, keeper.database, keeper.role) })
+	t.Cleanup(func() { dropExternal(t, keeper.vhost, keeper.database, keeper.role) })
 	for _, name := range []string{"chat", "keeper"} {
 		cc := &chatv1alpha1.ChatCluster{ObjectMeta: metav1.ObjectMeta{Namespace: l.ns, Name: name}}
 		if err := env.Client.Delete(l.ctx, cc); err != nil {
@@ -611,10 +613,10 @@ func (l *lifecycle) deletion(t *testing.T) {
 	took := time.Since(start)
 
 	chat := ext["chat"]
-	if exists := exchangesExist(t, chat.exchanges); len(exists) > 0 {
+	if exists := exchangesExist(t, chat.vhost, chat.exchanges); len(exists) > 0 {
 		t.Errorf("policy Delete: exchanges %v still exist", exists)
 	}
-	if exists := exchangesExist(t, keeper.exchanges); len(exists) != 2 {
+	if exists := exchangesExist(t, keeper.vhost, keeper.exchanges); len(exists) != 2 {
 		t.Errorf("policy Retain: exchanges %v exist, want both of %+v", exists, keeper.exchanges)
 	}
 	if databaseExists(t, chat.database) || roleExists(t, chat.role) {
@@ -626,9 +628,20 @@ func (l *lifecycle) deletion(t *testing.T) {
 	fmt.Printf("e2e delete: both ChatClusters and their children gone in %s; Delete removed exchanges and database, Retain kept them\n", took.Round(100*time.Millisecond))
 }
 
-func exchangesExist(t *testing.T, ex naming.Exchanges) []string {
+// exchangesExist lists which of the cluster's exchanges exist in its vhost
+// (none when the vhost itself is gone), looked at as the backend's admin.
+func exchangesExist(t *testing.T, vhost string, ex naming.Exchanges) []string {
 	t.Helper()
-	conn, err := amqp.Dial(testenv.AMQPURL())
+	u, err := url.Parse(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path, u.RawPath = "/"+vhost, "/"+url.PathEscape(vhost)
+	conn, err := amqp.Dial(u.String())
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.NotAllowed {
+		return nil // the vhost is gone
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,16 +689,15 @@ func roleExists(t *testing.T, name string) bool {
 	return name != "" && pgQueryBool(t, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name)
 }
 
-// dropExternal removes what a Retain policy left behind on the shared services.
-func dropExternal(t *testing.T, ex naming.Exchanges, database, role string) {
-	if conn, err := amqp.Dial(testenv.AMQPURL()); err == nil {
-		for _, name := range []string{ex.Publications, ex.Control} {
-			if ch, err := conn.Channel(); err == nil {
-				_ = ch.ExchangeDelete(name, false, false)
-				ch.Close()
-			}
+// dropExternal removes what a Retain policy left behind on the shared
+// services: the cluster's vhost and user (named alike), its database and role.
+func dropExternal(t *testing.T, vhost, database, role string) {
+	if u, err := url.Parse(testenv.AMQPURL()); err == nil {
+		pass, _ := u.User.Password()
+		if rh, err := rabbithole.NewClient(testenv.AMQPManagementURL(), u.User.Username(), pass); err == nil {
+			_, _ = rh.DeleteVhost(vhost)
+			_, _ = rh.DeleteUser(vhost)
 		}
-		conn.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
