@@ -172,8 +172,11 @@ type ChatClusterSpec struct {
 	Pod PodSpec `json:"pod,omitempty"`
 
 	// Override patches the generated objects where the typed fields fall
-	// short. Overrides that would run privileged, as root or in the host's
-	// namespaces are refused.
+	// short. The final pod template, override applied, must pass the Pod
+	// Security Standards restricted profile and keep Parley's own rules (the
+	// chat server's image, read-only root filesystem, own ServiceAccount
+	// without a token); otherwise it is not written and Degraded says which
+	// check failed (docs/pod-security.md).
 	// +optional
 	Override *OverrideSpec `json:"override,omitempty"`
 }
