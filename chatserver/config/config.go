@@ -155,6 +155,11 @@ type Namespace struct {
 	AllowHistory string `json:"allowHistory,omitempty"`
 	// AllowPresence: who may see presence, "subscribers" (default) or "authenticated".
 	AllowPresence string `json:"allowPresence,omitempty"`
+	// AllowBinary lets publications carry any bytes (protobuf clients). Off,
+	// the namespace is JSON-only: every publish path refuses data that is not
+	// JSON. On, JSON clients never receive the publications they cannot carry
+	// (live, history or recovery); they are skipped, never a disconnect.
+	AllowBinary bool `json:"allowBinary,omitempty"`
 	// Personal makes this the personal namespace: every authenticated connection
 	// of user U is subscribed by the server to "<name>:#U".
 	Personal bool `json:"personal,omitempty"`

@@ -6,7 +6,6 @@
 package hub
 
 import (
-	"cmp"
 	"hash/maphash"
 	"runtime"
 	"slices"
@@ -282,7 +281,8 @@ func (e *encoded) get(t protocol.Type) ([]byte, error) {
 
 // BroadcastPublication hands pub to every local subscriber of channel and
 // returns how many received it. JSON subscribers of a publication whose data
-// is not JSON are disconnected (inappropriate protocol), as the protocol says.
+// is not JSON (a namespace with allowBinary) do not get it: one user's
+// publication must never close another user's connection.
 func (h *Hub) BroadcastPublication(channel string, pub *protocol.Publication) int {
 	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true}
 	return h.broadcast(channel, &e, pub.Offset)
@@ -297,16 +297,17 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	if len(pubs) == 1 {
 		return h.BroadcastPublication(channel, pubs[0])
 	}
-	b := &batch{offsets: make([]uint64, len(pubs))}
-	for i, pub := range pubs {
-		b.offsets[i] = pub.Offset
+	b := &batch{}
+	for _, pub := range pubs {
 		e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}}
-		// One publication a protocol cannot carry (binary data for JSON)
-		// fails the whole batch for that protocol's subscribers.
-		data, err := e.get(protocol.TypeJSON)
-		b.json, b.jsonErr = append(b.json, data), cmp.Or(b.jsonErr, err)
-		data, err = e.get(protocol.TypeProtobuf)
-		b.pb, b.pbErr = append(b.pb, data), cmp.Or(b.pbErr, err)
+		// A publication a protocol cannot carry (binary data for JSON) is
+		// left out of that protocol's batch, never a reason to disconnect.
+		if data, err := e.get(protocol.TypeJSON); err == nil {
+			b.json, b.jsonOffsets = append(b.json, data), append(b.jsonOffsets, pub.Offset)
+		}
+		if data, err := e.get(protocol.TypeProtobuf); err == nil {
+			b.pb, b.pbOffsets = append(b.pb, data), append(b.pbOffsets, pub.Offset)
+		}
 	}
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()
@@ -318,25 +319,24 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	return inParts(cs.list, func(part []Subscriber) int { return b.deliver(part, channel) })
 }
 
-// batch is several publications encoded for both protocols.
+// batch is several publications encoded for both protocols; each protocol
+// holds only what it can carry, with the offsets of those.
 type batch struct {
-	offsets        []uint64
-	json, pb       [][]byte
-	jsonErr, pbErr error
+	json, pb               [][]byte
+	jsonOffsets, pbOffsets []uint64
 }
 
 func (b *batch) deliver(subs []Subscriber, channel string) int {
 	n := 0
 	for _, s := range subs {
-		data, err := b.json, b.jsonErr
+		data, offsets := b.json, b.jsonOffsets
 		if s.Protocol() == protocol.TypeProtobuf {
-			data, err = b.pb, b.pbErr
+			data, offsets = b.pb, b.pbOffsets
 		}
-		if err != nil {
-			s.Disconnect(codes.DisconnectInappropriateProtocol)
+		if len(data) == 0 {
 			continue
 		}
-		s.DeliverPublications(channel, b.offsets, data)
+		s.DeliverPublications(channel, offsets, data)
 		n++
 	}
 	return n
@@ -408,8 +408,7 @@ func deliver(subs []Subscriber, channel string, e *encoded, offset uint64) int {
 	for _, s := range subs {
 		data, err := e.get(s.Protocol())
 		if err != nil {
-			s.Disconnect(codes.DisconnectInappropriateProtocol)
-			continue
+			continue // binary data for a JSON subscriber: skipped, see BroadcastPublication
 		}
 		if e.publishing {
 			s.DeliverPublication(channel, offset, data)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -455,6 +456,18 @@ var (
 	_ broker.ResubscribeHandler = (*Node)(nil)
 )
 
+// ErrDataNotJSON answers a publish of data that is not JSON in a namespace
+// without allowBinary.
+var ErrDataNotJSON = &codes.Error{Code: codes.ErrBadRequest.Code, Message: "bad request: data must be JSON (the namespace does not set allowBinary)"}
+
+// JSONCarries reports whether a JSON-protocol client can be sent pub (its
+// data is embedded raw, so it must be JSON). Binary
+// publications (namespaces with allowBinary) are left out of what JSON
+// clients get, never a reason to disconnect them.
+func JSONCarries(pub *message.Publication) bool {
+	return json.Valid(pub.Data)
+}
+
 // PublishOptions tune one publish.
 type PublishOptions struct {
 	// IdempotencyKey deduplicates retries of the same publish.
@@ -469,6 +482,11 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	ns, err := n.authz.Namespace(channel)
 	if err != nil {
 		return store.AppendResult{}, err
+	}
+	if !ns.AllowBinary && !json.Valid(data) {
+		// Every publish path (client command, rpc, HTTP API, edit) comes
+		// here: data a JSON client cannot carry never enters a JSON room.
+		return store.AppendResult{}, ErrDataNotJSON
 	}
 	res, err := n.store.Append(ctx, channel, &message.Publication{Data: data, Info: info, Tags: opts.Tags}, store.AppendOptions{
 		HistorySize: ns.History.Size, HistoryTTL: ns.History.TTL.D(),

@@ -266,10 +266,7 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 			default:
 				pos = p
 				res.Recovered = recovered(req.Offset, pubs, pos)
-				res.Publications = make([]*protocol.Publication, 0, len(pubs))
-				for _, pub := range pubs {
-					res.Publications = append(res.Publications, node.ToProtoPublication(pub))
-				}
+				res.Publications = s.wirePublications(pubs)
 			}
 			if !res.Recovered && req.Flag&subscribeFlagRejectUnrecovered != 0 {
 				return fail(codes.ErrUnrecoverablePosition)
@@ -321,6 +318,19 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	}
 	sub.live = true
 	return nil
+}
+
+// wirePublications converts stored publications for this client: a JSON
+// client does not get those whose data is binary (see config.Namespace.AllowBinary).
+func (s *Session) wirePublications(pubs []*message.Publication) []*protocol.Publication {
+	out := make([]*protocol.Publication, 0, len(pubs))
+	for _, p := range pubs {
+		if s.proto == protocol.TypeJSON && !node.JSONCarries(p) {
+			continue
+		}
+		out = append(out, node.ToProtoPublication(p))
+	}
+	return out
 }
 
 // recovered reports whether pubs continue the client's position without a gap
@@ -385,10 +395,7 @@ func (s *Session) history(ctx context.Context, req *protocol.HistoryRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	res := &protocol.HistoryResult{Epoch: pos.Epoch, Offset: pos.Offset, Publications: make([]*protocol.Publication, 0, len(pubs))}
-	for _, p := range pubs {
-		res.Publications = append(res.Publications, node.ToProtoPublication(p))
-	}
+	res := &protocol.HistoryResult{Epoch: pos.Epoch, Offset: pos.Offset, Publications: s.wirePublications(pubs)}
 	return &protocol.Reply{History: res}, nil
 }
 
