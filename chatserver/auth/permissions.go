@@ -146,9 +146,30 @@ func (a *Authorizer) CanPublish(s Subject, channel string, subscribed bool) erro
 	}
 }
 
-func (a *Authorizer) canRead(s Subject, channel string, rule string, subscribed bool) error {
+// CanRead is the permission every read path shares (history, presence,
+// unread counts, receipts): the caller is subscribed, or could subscribe
+// without a subscription token. A DM between two others, another user's
+// personal channel or a token-only channel without a grant reveals nothing.
+func (a *Authorizer) CanRead(s Subject, channel string, subscribed bool) (config.Namespace, error) {
+	ns, err := a.Namespace(channel)
+	if err != nil {
+		return ns, err
+	}
 	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
-		return codes.ErrPermissionDenied
+		// Checked even when subscribed: a user-limited channel's name is its only grant.
+		return ns, codes.ErrPermissionDenied
+	}
+	if subscribed {
+		return ns, nil
+	}
+	return ns, a.CanSubscribe(s, channel, false)
+}
+
+// canRead applies CanRead, then a namespace's allowHistory/allowPresence
+// rule: "subscribers" (default) or "authenticated".
+func (a *Authorizer) canRead(s Subject, channel string, rule string, subscribed bool) error {
+	if _, err := a.CanRead(s, channel, subscribed); err != nil {
+		return err
 	}
 	if subscribed {
 		return nil
