@@ -180,6 +180,14 @@ type Limits struct {
 	// WriteQueueBytes bounds each connection's pending output; past it the
 	// client is disconnected as a slow consumer.
 	WriteQueueBytes int `json:"writeQueueBytes"`
+	// CommandCostPerSecond is each connection's budget for commands, in cost
+	// units (docs/protocol.md lists what each command costs), recovering at
+	// this rate with bursts of ten seconds' worth. Over it a command is
+	// answered 111 "too many requests". 0 disables it.
+	CommandCostPerSecond int `json:"commandCostPerSecond"`
+	// UserCommandCostPerSecond is the same budget shared by all of one user's
+	// connections on a replica. 0 disables it.
+	UserCommandCostPerSecond int `json:"userCommandCostPerSecond"`
 }
 
 // Web client settings.
@@ -205,9 +213,12 @@ func Default() Config {
 		Namespaces: []Namespace{
 			{Name: "room", History: History{Size: 1000, TTL: Duration(720 * time.Hour)}, Presence: true, JoinLeave: true, AllowPublish: PublishSubscribers, AllowSubscribe: "authenticated", Recovery: true, Typing: true},
 		},
-		Limits: Limits{MaxMessageBytes: 65536, PublishesPerSecond: 20, ConnectionsPerUser: 10, SubscriptionsPerConnection: 128, WriteQueueBytes: 1 << 20},
-		Web:    Web{Enabled: true},
-		Log:    Log{Level: "info", Format: "json"},
+		Limits: Limits{
+			MaxMessageBytes: 65536, PublishesPerSecond: 20, ConnectionsPerUser: 10, SubscriptionsPerConnection: 128, WriteQueueBytes: 1 << 20,
+			CommandCostPerSecond: 100, UserCommandCostPerSecond: 300,
+		},
+		Web: Web{Enabled: true},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -354,7 +365,8 @@ func (c Config) Validate() error {
 	for key, v := range map[string]int{
 		"limits.maxMessageBytes": l.MaxMessageBytes, "limits.publishesPerSecond": l.PublishesPerSecond,
 		"limits.connectionsPerUser": l.ConnectionsPerUser, "limits.subscriptionsPerConnection": l.SubscriptionsPerConnection,
-		"limits.writeQueueBytes": l.WriteQueueBytes,
+		"limits.writeQueueBytes": l.WriteQueueBytes, "limits.commandCostPerSecond": l.CommandCostPerSecond,
+		"limits.userCommandCostPerSecond": l.UserCommandCostPerSecond,
 	} {
 		if v < 0 {
 			bad(key, "must not be negative")

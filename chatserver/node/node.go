@@ -71,6 +71,8 @@ type Node struct {
 	reads *receiptBatcher
 	// presence batches the periodic presence refreshes (presence.go).
 	presence *presenceBatcher
+	// budgets are the per-user command budgets (budgets.go).
+	budgets userBudgets
 }
 
 // RebroadcastInterval is how often unsent publications are retried.

@@ -84,6 +84,9 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 	}
 	s.mu.Lock()
 	s.user, s.anonymous, s.connInfo, s.grants = user, anonymous, info, grants
+	if !anonymous {
+		s.budgets.user = s.n.UserBudget(user)
+	}
 	s.state = stateConnected
 	if expires {
 		s.expireTimer = time.AfterFunc(expiresIn, s.expire)
@@ -366,7 +369,7 @@ func (s *Session) publish(ctx context.Context, req *protocol.PublishRequest) (*p
 	if err := s.n.Authorizer().CanPublish(subj, req.Channel, s.subscribed(req.Channel)); err != nil {
 		return nil, err
 	}
-	if !s.limiter.allow() {
+	if !s.budgets.publish.Take(1) {
 		return nil, codes.ErrTooManyRequests
 	}
 	s.mu.Lock()
@@ -493,10 +496,8 @@ func (s *Session) caller() node.Caller {
 }
 
 func (s *Session) rpc(ctx context.Context, req *protocol.RPCRequest) (*protocol.Reply, error) {
-	if req.Method == "publish" || req.Method == "edit" || req.Method == "delete" || req.Method == "typing" {
-		if !s.limiter.allow() {
-			return nil, codes.ErrTooManyRequests
-		}
+	if publishRated(req.Method) && !s.budgets.publish.Take(1) {
+		return nil, codes.ErrTooManyRequests
 	}
 	data, err := s.n.RPC(ctx, s.caller(), req.Method, req.Data)
 	if err != nil {
@@ -509,23 +510,25 @@ func (s *Session) rpc(ctx context.Context, req *protocol.RPCRequest) (*protocol.
 }
 
 // send is a fire-and-forget rpc: data is {"method": "...", "data": {...}} and
-// no reply is sent (typing indicators, read receipts).
-func (s *Session) send(ctx context.Context, req *protocol.SendRequest) {
+// no reply is sent (typing indicators, read receipts). Its errors spend the
+// budgets as replies would; the only result is a disconnect past them.
+func (s *Session) send(ctx context.Context, req *protocol.SendRequest) error {
 	var msg struct {
 		Method string          `json:"method"`
 		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(req.Data, &msg); err != nil || msg.Method == "" {
-		s.n.Metrics().Error(codes.ErrBadRequest.Code)
-		return
+		return s.replyError(0, codes.ErrBadRequest)
 	}
-	if msg.Method == "publish" || msg.Method == "edit" || msg.Method == "delete" || msg.Method == "typing" {
-		if !s.limiter.allow() {
-			s.n.Metrics().Error(codes.ErrTooManyRequests.Code)
-			return
-		}
+	if !s.budgets.charge(rpcCost(msg.Method, msg.Data)) || (publishRated(msg.Method) && !s.budgets.publish.Take(1)) {
+		return s.replyError(0, codes.ErrTooManyRequests)
 	}
 	if _, err := s.n.RPC(ctx, s.caller(), msg.Method, msg.Data); err != nil {
-		s.n.Metrics().Error(node.ErrorCode(err).Code)
+		var d codes.Disconnect
+		if errors.As(err, &d) {
+			return d
+		}
+		return s.replyError(0, node.ErrorCode(err))
 	}
+	return nil
 }

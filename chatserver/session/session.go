@@ -43,9 +43,6 @@ type Transport interface {
 const (
 	DefaultPingInterval = 25 * time.Second
 	DefaultPongTimeout  = 10 * time.Second
-	// MaxErrors is how many error replies a connection may earn before it is
-	// disconnected as misbehaving.
-	MaxErrors = 1000
 	// commandTimeout bounds the store and broker calls of one command.
 	commandTimeout = 10 * time.Second
 )
@@ -80,8 +77,8 @@ type Session struct {
 	timer       *time.Timer // stale before connect, then ping/pong
 	expireTimer *time.Timer
 	waitingPong bool
-	errCount    int
-	limiter     rateLimiter
+	// budgets are read and spent by the read pump only (budget.go).
+	budgets budgets
 }
 
 type subscription struct {
@@ -123,7 +120,7 @@ func New(n *node.Node, t Transport) *Session {
 	if s.pongTimeout >= s.pingInterval {
 		s.pongTimeout = s.pingInterval / 2
 	}
-	s.limiter = newRateLimiter(cfg.Limits.PublishesPerSecond)
+	s.budgets = newBudgets(cfg.Limits.CommandCostPerSecond, cfg.Limits.PublishesPerSecond)
 	s.log = n.Logger().With("client", s.id)
 	s.timer = time.AfterFunc(s.pingInterval, func() {
 		s.mu.Lock()
@@ -368,6 +365,9 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	if cmd.Id == 0 && ft != protocol.FrameTypeSend {
 		return codes.DisconnectBadRequest // every command except send expects a reply
 	}
+	if !s.budgets.charge(s.commandCost(cmd, ft)) {
+		return s.replyError(cmd.Id, codes.ErrTooManyRequests)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	var (
@@ -397,8 +397,7 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	case protocol.FrameTypeRPC:
 		reply, err = s.rpc(ctx, cmd.Rpc)
 	case protocol.FrameTypeSend:
-		s.send(ctx, cmd.Send)
-		return nil
+		return s.send(ctx, cmd.Send)
 	case pingFrame:
 		reply = &protocol.Reply{Ping: &protocol.PingResult{}}
 	default:
@@ -422,13 +421,19 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	return nil
 }
 
+// replyError answers a command with e (id 0: a send, no answer) after
+// spending the budget it belongs to: a refusal (111) spends the refusal
+// budget, past which the client is disconnected with 3013 (it reconnects);
+// an error the client caused spends the error budget, past which 3509.
 func (s *Session) replyError(id uint32, e *codes.Error) error {
 	s.n.Metrics().Error(e.Code)
-	s.mu.Lock()
-	s.errCount++
-	tooMany := s.errCount > MaxErrors
-	s.mu.Unlock()
-	if tooMany {
+	if e.Code == codes.ErrTooManyRequests.Code {
+		if !s.budgets.refusals.Take(1) {
+			s.n.Metrics().Disconnect(codes.DisconnectTooManyRequests.Code)
+			return codes.DisconnectTooManyRequests
+		}
+	} else if clientFault(e) && !s.budgets.errors.Take(1) {
+		s.n.Metrics().Disconnect(codes.DisconnectTooManyErrors.Code)
 		return codes.DisconnectTooManyErrors
 	}
 	if id == 0 {
@@ -506,6 +511,9 @@ func (s *Session) Close() {
 		s.dropSubscription(ch, sub, infos[ch])
 	}
 	if wasConnected {
+		if s.budgets.user != nil {
+			s.n.ReleaseUserBudget(conn.User)
+		}
 		s.n.Hub().RemoveConn(s)
 		s.n.Metrics().Connections.Dec()
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
