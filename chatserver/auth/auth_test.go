@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,78 @@ func TestPermissions(t *testing.T) {
 		if tc.want == nil && tc.err != nil || tc.want != nil && !errors.Is(tc.err, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.err, tc.want)
 		}
+	}
+}
+
+func hmacVerifier(t *testing.T, cfg config.Auth) (*auth.Verifier, []byte) {
+	t.Helper()
+	key := []byte("key-exp-key-exp-key-exp-key-exp!")
+	file := filepath.Join(t.TempDir(), "hmac")
+	if err := os.WriteFile(file, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HMACSecretFiles = []string{file}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, key
+}
+
+// A token without exp would never expire: refused unless
+// auth.allowTokensWithoutExpiry says otherwise.
+func TestTokensWithoutExpiry(t *testing.T) {
+	ctx := context.Background()
+	noExp := jwt.RegisteredClaims{Subject: "alice"}
+	for _, allow := range []bool{false, true} {
+		v, key := hmacVerifier(t, config.Auth{AllowTokensWithoutExpiry: allow})
+		_, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, key, &auth.ConnectionClaims{RegisteredClaims: noExp}, ""))
+		if allow != (err == nil) || (!allow && !errors.Is(err, auth.ErrInvalidToken)) {
+			t.Fatalf("connection token without exp, allowTokensWithoutExpiry=%v: %v", allow, err)
+		}
+		_, err = v.VerifySubscription(ctx, sign(t, jwt.SigningMethodHS256, key, &auth.SubscriptionClaims{RegisteredClaims: noExp, Channel: "room:1"}, ""), "alice", "room:1")
+		if allow != (err == nil) {
+			t.Fatalf("subscription token without exp, allowTokensWithoutExpiry=%v: %v", allow, err)
+		}
+	}
+}
+
+// A user id becomes part of channel names ("personal:#alice",
+// "dm:#alice,bob"): one that could name two users, or none, is refused.
+func TestUserIDValidation(t *testing.T) {
+	v, key := hmacVerifier(t, config.Auth{})
+	for sub, ok := range map[string]bool{
+		"alice": true, "alice@example.com": true, "user-42_x.y": true, "Zoë": true,
+		"a,b": false, "a#b": false, "a b": false, "tab\tx": false, "nl\n": false, strings.Repeat("a", 129): false,
+	} {
+		_, err := v.VerifyConnection(context.Background(), sign(t, jwt.SigningMethodHS256, key, &auth.ConnectionClaims{RegisteredClaims: claims(sub, time.Hour)}, ""))
+		if ok != (err == nil) {
+			t.Errorf("sub %q: %v, want ok=%v", sub, err, ok)
+		}
+		if err != nil && !errors.Is(err, auth.ErrInvalidToken) {
+			t.Errorf("sub %q: %v, want an invalid token", sub, err)
+		}
+	}
+}
+
+// A user-limited channel in a namespace that requires a token still
+// requires one: "#" in the name is no way around allowSubscribe: token.
+func TestUserLimitedChannelInTokenNamespace(t *testing.T) {
+	cfg := config.Default()
+	cfg.Namespaces = append(cfg.Namespaces, config.Namespace{Name: "secret", AllowSubscribe: "token"})
+	a := auth.NewAuthorizer(cfg)
+	alice := auth.Subject{User: "alice"}
+	if err := a.CanSubscribe(alice, "secret:#alice", false); !errors.Is(err, codes.ErrPermissionDenied) {
+		t.Fatalf("secret:#alice without a token: %v, want permission denied", err)
+	}
+	if err := a.CanSubscribe(alice, "secret:#alice", true); err != nil {
+		t.Fatalf("with a subscription token: %v", err)
+	}
+	granted := auth.Subject{User: "alice", Grants: []string{"secret:*"}}
+	if err := a.CanSubscribe(granted, "secret:#alice", false); err != nil {
+		t.Fatalf("with a grant: %v", err)
+	}
+	if err := a.CanSubscribe(auth.Subject{User: "bob", Grants: []string{"secret:*"}}, "secret:#alice", false); !errors.Is(err, codes.ErrPermissionDenied) {
+		t.Fatalf("bob with a grant on alice's channel: %v", err)
 	}
 }

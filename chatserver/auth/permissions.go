@@ -102,12 +102,11 @@ func (a *Authorizer) CanSubscribe(s Subject, channel string, tokenOK bool) error
 	if err != nil {
 		return err
 	}
-	if limited, member := userLimited(channel, s.User); limited {
-		if !member || s.Anonymous {
-			return codes.ErrPermissionDenied
-		}
-		return nil // the channel name itself is the grant
+	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
+		return codes.ErrPermissionDenied
 	}
+	// A user-limited channel's members pass the namespace's rules like
+	// anyone: "#" in a name is no way around allowSubscribe: token.
 	if s.Anonymous && !ns.AllowAnonymous {
 		return codes.ErrPermissionDenied
 	}

@@ -89,6 +89,9 @@ type Auth struct {
 	HMACSecretFiles []string `json:"hmacSecretFiles,omitempty"`
 	// JWKSURL enables RS256/ES256 tokens verified with keys from this URL.
 	JWKSURL string `json:"jwksURL,omitempty"`
+	// AllowTokensWithoutExpiry accepts tokens without an exp claim, which
+	// never expire. Off by default: a leaked token must not be good forever.
+	AllowTokensWithoutExpiry bool `json:"allowTokensWithoutExpiry,omitempty"`
 	// Audience and Issuer, when set, must match the token's aud and iss claims.
 	Audience string `json:"audience,omitempty"`
 	Issuer   string `json:"issuer,omitempty"`
