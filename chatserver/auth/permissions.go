@@ -126,16 +126,19 @@ func (a *Authorizer) CanPublish(s Subject, channel string, subscribed bool) erro
 	if err != nil {
 		return err
 	}
-	if s.Anonymous {
+	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
 		return codes.ErrPermissionDenied
 	}
-	if limited, member := userLimited(channel, s.User); limited && !member {
+	if s.Anonymous && !(ns.AllowAnonymous && ns.AllowAnonymousPublish) {
 		return codes.ErrPermissionDenied
 	}
 	switch ns.AllowPublish {
 	case config.PublishNone:
 		return codes.ErrPermissionDenied
 	case config.PublishAuthenticated:
+		if s.Anonymous && !subscribed {
+			return codes.ErrPermissionDenied // anonymous publishers publish as subscribers do
+		}
 		return nil
 	default:
 		if !subscribed {
@@ -199,6 +202,9 @@ func (a *Authorizer) CanPresence(s Subject, channel string, subscribed bool) err
 	}
 	if !ns.Presence {
 		return codes.ErrNotAvailable
+	}
+	if s.Anonymous && !(ns.AllowAnonymous && ns.AllowAnonymousPresence) {
+		return codes.ErrPermissionDenied
 	}
 	return a.canRead(s, channel, ns.AllowPresence, subscribed)
 }

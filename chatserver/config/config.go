@@ -148,8 +148,15 @@ type Namespace struct {
 	// AllowSubscribe: "authenticated" (default: any authenticated user) or "token"
 	// (only with a channel grant in the connection token or a subscription token).
 	AllowSubscribe string `json:"allowSubscribe,omitempty"`
-	// AllowAnonymous lets anonymous connections subscribe and read (if Auth.AllowAnonymous).
+	// AllowAnonymous lets anonymous connections subscribe and read history (if Auth.AllowAnonymous).
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+	// AllowAnonymousPublish lets anonymous connections publish as
+	// subscribers do (they must be subscribed; never with allowPublish none).
+	// Needs allowAnonymous.
+	AllowAnonymousPublish bool `json:"allowAnonymousPublish,omitempty"`
+	// AllowAnonymousPresence lets anonymous subscribers read presence and
+	// presence_stats. Needs allowAnonymous.
+	AllowAnonymousPresence bool `json:"allowAnonymousPresence,omitempty"`
 	// Recovery lets clients recover missed publications on resubscribe.
 	Recovery bool `json:"recovery"`
 	// Typing enables typing indicators (never stored).
@@ -353,6 +360,9 @@ func (c Config) Validate() error {
 			default:
 				bad(key+"."+field, "must be subscribers or authenticated, got %q", v)
 			}
+		}
+		if (ns.AllowAnonymousPublish || ns.AllowAnonymousPresence) && !ns.AllowAnonymous {
+			bad(key+".allowAnonymous", "must be true when allowAnonymousPublish or allowAnonymousPresence is")
 		}
 		if ns.Personal && ns.Name == "" {
 			bad(key+".personal", "the personal namespace needs a name")

@@ -112,7 +112,9 @@ func (n *Node) RPC(ctx context.Context, c Caller, method string, data []byte) ([
 		}
 		return n.rpcReceipts(ctx, c, req)
 	}
-	return nil, codes.ErrMethodNotFound
+	// Centrifugo answers an rpc without a handler with 108, and the SDKs'
+	// test suites expect it (104 is for a command the protocol lacks).
+	return nil, codes.ErrNotAvailable
 }
 
 func (n *Node) rpcPublish(ctx context.Context, c Caller, req rpcPublish) ([]byte, error) {

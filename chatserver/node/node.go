@@ -520,8 +520,19 @@ func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte
 	return n.broker.Publish(ctx, channel, pub, message.StreamPosition{})
 }
 
-// History reads a channel's history.
+// History reads a channel's history. A Since position with an empty epoch
+// (what the SDKs send for a position the app built itself) matches the
+// stream's current epoch, as in Centrifugo: the epoch check is skipped.
 func (n *Node) History(ctx context.Context, channel string, opts store.HistoryOptions) ([]*message.Publication, message.StreamPosition, error) {
+	if opts.Since != nil && opts.Since.Epoch == "" {
+		pos, err := n.store.Position(ctx, channel)
+		if err != nil {
+			return nil, pos, err
+		}
+		since := *opts.Since
+		since.Epoch = pos.Epoch
+		opts.Since = &since
+	}
 	return n.store.History(ctx, channel, opts)
 }
 
