@@ -268,6 +268,9 @@ func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) 
 		return fmt.Errorf("broker subscribe %q: %w", channel, err)
 	}
 	n.metrics.Subscriptions.Inc()
+	if !n.ordered(channel) {
+		return nil // no gap detection, no position to read
+	}
 	pos, err := n.store.Position(ctx, channel)
 	if err != nil {
 		n.log.Warn("read position for gap detection", "channel", channel, "error", err)
@@ -337,6 +340,11 @@ func (n *Node) HandlePublication(channel string, pub *message.Publication, sp me
 // HandlePublications implements broker.BatchHandler: HandlePublication for
 // each, with what is deliverable handed to the hub together.
 func (n *Node) HandlePublications(channel string, pubs []*message.Publication, sps []message.StreamPosition) {
+	if !n.ordered(channel) {
+		// Nothing to fill a gap from: at most once, as it comes.
+		n.deliver(channel, pubs)
+		return
+	}
 	st := n.state(channel)
 	if st == nil {
 		return
@@ -370,6 +378,15 @@ func (n *Node) HandlePublications(channel string, pubs []*message.Publication, s
 		st.last, st.known = pub.Offset, true
 	}
 	n.deliver(channel, ready)
+}
+
+// ordered reports whether the node orders channel's publications and fills
+// their gaps: only in namespaces with history (docs/guarantees.md). Without
+// history, offsets still count publications but nothing is kept to fill a
+// gap from, so reordering between two publishers must not look like a loss.
+func (n *Node) ordered(channel string) bool {
+	ns, err := n.authz.Namespace(channel)
+	return err == nil && ns.History.Size > 0
 }
 
 // fillGap delivers publications (st.last, upTo) from the store. On failure the
@@ -435,7 +452,7 @@ func (n *Node) HandleLeave(channel string, info *message.ClientInfo) {
 func (n *Node) Resubscribed(channels []string) {
 	for _, ch := range channels {
 		st := n.state(ch)
-		if st == nil {
+		if st == nil || !n.ordered(ch) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
