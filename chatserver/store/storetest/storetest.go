@@ -822,7 +822,17 @@ func testPeers(t *testing.T, h Harness) {
 	b := h.Peer(t, a)
 	t.Cleanup(func() { _ = b.Close() })
 	ch := Channel(t)
+	// Before the channel's first publication every peer hands out the same
+	// position (reading creates no stream, so it cannot come from one).
+	pa, errA := a.Position(ctxT(t), ch)
+	pb, errB := b.Position(ctxT(t), ch)
+	if errA != nil || errB != nil || pa != pb {
+		t.Fatalf("peers' positions before the first publication: %+v (%v), %+v (%v)", pa, errA, pb, errB)
+	}
 	r1 := mustAppend(t, a, ch, "from a", keep)
+	if r1.Position.Epoch != pa.Epoch {
+		t.Fatalf("first publication's epoch %q, position handed out before: %q", r1.Position.Epoch, pa.Epoch)
+	}
 	r2 := mustAppend(t, b, ch, "from b", keep)
 	if r1.Position.Epoch != r2.Position.Epoch || r2.Publication.Offset != 2 {
 		t.Fatalf("peers disagree: %+v then %+v", r1.Position, r2.Position)
