@@ -41,7 +41,7 @@ type Store struct {
 	// epochSeed derives the epochs of channels without a stream
 	// (store.InitialEpoch); a new store, a new seed, as a new database.
 	epochSeed string
-	shards      [numShards]shard
+	shards    [numShards]shard
 
 	mu     sync.Mutex
 	closed bool
