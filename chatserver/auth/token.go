@@ -78,9 +78,20 @@ func NewVerifier(cfg config.Auth, opts ...Option) (*Verifier, error) {
 		v.hmac = k
 	}
 	if cfg.JWKSURL != "" {
-		v.jwks = newJWKS(cfg.JWKSURL)
+		j, err := newJWKS(cfg.JWKSURL)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwksURL: %w", err)
+		}
+		v.jwks = j
 	}
 	return v, nil
+}
+
+// Close stops the verifier's background work (the JWKS refresh).
+func (v *Verifier) Close() {
+	if v != nil && v.jwks != nil {
+		v.jwks.close()
+	}
 }
 
 // Enabled reports whether any token can be verified at all.
@@ -116,8 +127,7 @@ func (v *Verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 			if v.jwks == nil {
 				return nil, fmt.Errorf("%s tokens not accepted without a JWKS URL", t.Method.Alg())
 			}
-			kid, _ := t.Header["kid"].(string)
-			return v.jwks.keys(ctx, kid, t.Method.Alg())
+			return v.jwks.keys(ctx, t)
 		}
 	}, opts...)
 	switch {

@@ -47,10 +47,12 @@ type Node struct {
 	store    store.Store
 	hub      *hub.Hub
 	verifier *auth.Verifier
-	authz    *auth.Authorizer
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	id       string
+	// ownVerifier says New built verifier (from cfg.Auth), so Run closes it.
+	ownVerifier bool
+	authz       *auth.Authorizer
+	metrics     *metrics.Metrics
+	log         *slog.Logger
+	id          string
 
 	seed     maphash.Seed
 	subLocks [numLocks]sync.Mutex // serialise broker subscribe/unsubscribe per channel
@@ -136,13 +138,14 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		if err != nil {
 			return nil, err
 		}
-		n.verifier = v
+		n.verifier, n.ownVerifier = v, true
 	}
 	return n, nil
 }
 
 // Run runs the broker's delivery, and the retry of publications the broker
-// did not accept, until ctx is cancelled.
+// did not accept, until ctx is cancelled; then it stops the node's
+// background work (batchers, the JWKS refresh of a verifier it built).
 func (n *Node) Run(ctx context.Context) error {
 	n.running.Store(true)
 	defer n.running.Store(false)
@@ -157,6 +160,9 @@ func (n *Node) Run(ctx context.Context) error {
 		<-retried
 		n.reads.stop()
 		n.presence.stop()
+		if n.ownVerifier {
+			n.verifier.Close() // its JWKS refresh
+		}
 	}()
 	return n.broker.Run(ctx, n)
 }
