@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/node"
 	"github.com/parley-chat/parley/chatserver/store"
@@ -40,9 +41,11 @@ func ttlSeconds(d time.Duration) uint32 {
 	return uint32(d / time.Second)
 }
 
-func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*protocol.Reply, error) {
+// connect authenticates the connection and queues its reply itself, so the
+// server-side subscriptions it announces go live only after it.
+func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectRequest) error {
 	if s.n.ShuttingDown() {
-		return nil, codes.DisconnectShutdown
+		return codes.DisconnectShutdown
 	}
 	var (
 		user      string
@@ -54,32 +57,32 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 	)
 	if req.Token == "" {
 		if !s.n.Config().Auth.AllowAnonymous {
-			return nil, codes.ErrUnauthorized
+			return codes.ErrUnauthorized
 		}
 		anonymous = true
 	} else {
 		claims, err := s.n.Verifier().VerifyConnection(ctx, req.Token)
 		if err != nil {
-			return nil, s.tokenError(err)
+			return s.tokenError(err)
 		}
 		user, info, grants = claims.Subject, claims.Info, claims.Channels
 		anonymous = user == ""
 		expiresIn, expires = auth.ExpiresIn(claims.RegisteredClaims, time.Now())
 		if anonymous && !s.n.Config().Auth.AllowAnonymous {
-			return nil, codes.DisconnectInvalidToken
+			return codes.DisconnectInvalidToken
 		}
 	}
 	if !anonymous {
 		// This node first (no store call when it alone is over), then the cluster.
 		if !s.n.UserConnectionsAllowed(user) {
-			return nil, codes.DisconnectConnectionLimit
+			return codes.DisconnectConnectionLimit
 		}
 		admitted, err := s.n.AdmitConnection(ctx, message.ClientInfo{User: user, Client: s.id})
 		if err != nil {
 			s.log.Warn("connections per user across replicas", "error", err)
 		}
 		if !admitted {
-			return nil, codes.DisconnectConnectionLimit
+			return codes.DisconnectConnectionLimit
 		}
 	}
 	s.mu.Lock()
@@ -105,15 +108,28 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 	if expires {
 		res.Ttl = ttlSeconds(expiresIn)
 	}
+	var serverSubs map[*subscription]*protocol.SubscribeResult
 	if personal := s.n.Authorizer().PersonalChannel(user); personal != "" && !anonymous {
-		subRes, err := s.subscribeServerSide(ctx, personal)
+		sub, subRes, err := s.subscribeServerSide(ctx, personal, req.Subs[personal])
 		if err != nil {
 			s.log.Warn("personal channel subscribe", "channel", personal, "error", err)
 		} else {
 			res.Subs = map[string]*protocol.SubscribeResult{personal: subRes}
+			serverSubs = map[*subscription]*protocol.SubscribeResult{sub: subRes}
 		}
 	}
-	return &protocol.Reply{Connect: res}, nil
+	data, err := protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{Id: id, Connect: res})
+	if err != nil {
+		return codes.DisconnectInappropriateProtocol
+	}
+	// The reply first, then what the server-side subscriptions buffered.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueue(data, s.n.Metrics().OutReply)
+	for sub, subRes := range serverSubs {
+		s.goLiveLocked(sub, subRes)
+	}
+	return nil
 }
 
 // expire closes a connection whose token expired without a refresh.
@@ -178,23 +194,40 @@ func (s *Session) refreshPresence() {
 }
 
 // subscribeServerSide subscribes the connection to a channel the server chose
-// (the personal channel) and returns the result for the connect reply.
-func (s *Session) subscribeServerSide(ctx context.Context, channel string) (*protocol.SubscribeResult, error) {
+// (the personal channel) and returns the result for the connect reply; req
+// is what the client sent for it in connect.subs (recover, epoch, offset),
+// or nil. The subscription buffers what arrives until the connect reply is
+// queued (goLiveLocked), so no publication overtakes the reply announcing it.
+func (s *Session) subscribeServerSide(ctx context.Context, channel string, req *protocol.SubscribeRequest) (*subscription, *protocol.SubscribeResult, error) {
 	ns, err := s.n.Authorizer().Namespace(channel)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	sub := &subscription{ns: ns, live: true}
+	sub := &subscription{ns: ns}
 	s.mu.Lock()
 	s.subs[channel] = sub
+	info := s.clientInfoLocked(sub)
 	s.mu.Unlock()
-	if err := s.n.Subscribe(ctx, channel, s); err != nil {
+	fail := func(err error) (*subscription, *protocol.SubscribeResult, error) {
 		s.mu.Lock()
-		delete(s.subs, channel)
+		if s.subs[channel] == sub {
+			delete(s.subs, channel)
+		}
 		s.mu.Unlock()
-		return nil, err
+		s.dropSubscription(channel, sub, info)
+		return nil, nil, err
 	}
-	return &protocol.SubscribeResult{}, nil
+	if err := s.n.Subscribe(ctx, channel, s); err != nil {
+		return fail(err)
+	}
+	if req == nil {
+		req = &protocol.SubscribeRequest{}
+	}
+	res, err := s.streamResult(ctx, channel, ns, req.Recover, message.StreamPosition{Offset: req.Offset, Epoch: req.Epoch}, false)
+	if err != nil {
+		return fail(err)
+	}
+	return sub, res, nil
 }
 
 func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.SubscribeRequest) error {
@@ -251,39 +284,12 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	if err := s.n.Subscribe(ctx, channel, s); err != nil {
 		return fail(err)
 	}
-	res := &protocol.SubscribeResult{}
-	if ns.History.Size > 0 {
-		res.Recoverable = ns.Recovery
-		res.Positioned = ns.Recovery || req.Positioned
-		var pos message.StreamPosition
-		if req.Recover && ns.Recovery {
-			res.WasRecovering = true
-			pubs, p, err := s.n.History(ctx, channel, store.HistoryOptions{
-				Since: &message.StreamPosition{Offset: req.Offset, Epoch: req.Epoch}, Limit: ns.History.Size,
-			})
-			switch {
-			case errors.Is(err, store.ErrEpochMismatch):
-				pos = p
-			case err != nil:
-				return fail(err)
-			default:
-				pos = p
-				res.Recovered = recovered(req.Offset, pubs, pos)
-				res.Publications = s.wirePublications(pubs)
-			}
-			if !res.Recovered && req.Flag&subscribeFlagRejectUnrecovered != 0 {
-				return fail(codes.ErrUnrecoverablePosition)
-			}
-			if !res.Recovered {
-				res.Publications = nil
-			}
-		} else {
-			_, pos, err = s.n.History(ctx, channel, store.HistoryOptions{Limit: 0}) // position only
-			if err != nil {
-				return fail(err)
-			}
-		}
-		res.Epoch, res.Offset = pos.Epoch, pos.Offset
+	res, err := s.streamResult(ctx, channel, ns, req.Recover, message.StreamPosition{Offset: req.Offset, Epoch: req.Epoch}, req.Positioned)
+	if err != nil {
+		return fail(err)
+	}
+	if res.WasRecovering && !res.Recovered && req.Flag&subscribeFlagRejectUnrecovered != 0 {
+		return fail(codes.ErrUnrecoverablePosition)
 	}
 	if ns.Presence || ns.JoinLeave {
 		if err := s.n.Join(ctx, channel, ns, info); err != nil {
@@ -310,17 +316,61 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 		return nil // unsubscribed or closed meanwhile
 	}
 	s.enqueue(data, s.n.Metrics().OutReply)
+	s.goLiveLocked(sub, res)
+	return nil
+}
+
+// streamResult is a subscribe result's stream part: in a namespace with
+// history the channel's position and, when the client asks to recover from
+// since, what it missed (Recovered says it got all of it).
+func (s *Session) streamResult(ctx context.Context, channel string, ns config.Namespace, recover bool, since message.StreamPosition, positioned bool) (*protocol.SubscribeResult, error) {
+	res := &protocol.SubscribeResult{}
+	if ns.History.Size == 0 {
+		return res, nil
+	}
+	res.Recoverable = ns.Recovery
+	res.Positioned = ns.Recovery || positioned
+	var pos message.StreamPosition
+	if recover && ns.Recovery {
+		res.WasRecovering = true
+		pubs, p, err := s.n.History(ctx, channel, store.HistoryOptions{Since: &since, Limit: ns.History.Size})
+		switch {
+		case errors.Is(err, store.ErrEpochMismatch):
+			pos = p
+		case err != nil:
+			return nil, err
+		default:
+			pos = p
+			res.Recovered = recovered(since.Offset, pubs, pos)
+			if res.Recovered {
+				res.Publications = s.wirePublications(pubs)
+			}
+		}
+	} else {
+		var err error
+		if _, pos, err = s.n.History(ctx, channel, store.HistoryOptions{Limit: 0}); err != nil { // position only
+			return nil, err
+		}
+	}
+	res.Epoch, res.Offset = pos.Epoch, pos.Offset
+	return res, nil
+}
+
+// goLiveLocked ends a subscription's setup once its result is queued: the
+// publications buffered meanwhile that the result did not cover follow it,
+// then live ones. Called with s.mu held.
+func (s *Session) goLiveLocked(sub *subscription, res *protocol.SubscribeResult) {
+	hist := sub.ns.History.Size > 0
 	for i, d := range sub.buffer {
-		if off := sub.bufferOffs[i]; off == 0 || off > res.Offset || ns.History.Size == 0 {
+		if off := sub.bufferOffs[i]; off == 0 || off > res.Offset || !hist {
 			s.enqueue(d, s.n.Metrics().OutPush)
 		}
 	}
 	sub.buffer, sub.bufferOffs, sub.bufferBytes = nil, nil, 0
-	if ns.History.Size > 0 {
+	if hist {
 		sub.skipUpTo = res.Offset
 	}
 	sub.live = true
-	return nil
 }
 
 // wirePublications converts stored publications for this client: a JSON

@@ -376,7 +376,8 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	)
 	switch ft {
 	case protocol.FrameTypeConnect:
-		reply, err = s.connect(ctx, cmd.Connect)
+		// connect queues its own reply so server-side subscriptions follow it.
+		err = s.connect(ctx, cmd.Id, cmd.Connect)
 	case protocol.FrameTypeSubscribe:
 		// subscribe queues its own reply so buffered publications follow it.
 		err = s.subscribe(ctx, cmd.Id, cmd.Subscribe)
