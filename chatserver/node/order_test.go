@@ -34,6 +34,7 @@ func TestFirstPublicationsOutOfOrderAreDeliveredInOrder(t *testing.T) {
 	}
 	n.HandlePublication(ch, res[1].Publication, res[1].Position)
 	n.HandlePublication(ch, res[0].Publication, res[0].Position)
+	n.WaitGapFills()
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
