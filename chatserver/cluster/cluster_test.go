@@ -14,6 +14,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/servertest"
+	"github.com/parley-chat/parley/chatserver/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
@@ -335,6 +336,52 @@ func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
 		col.waitFor(t, "every committed publication", func() bool { return uint64(len(col.publications())) == pos.Offset })
 	}
 	report(t, tl, pub, sub1)
+}
+
+// A replica that commits publications while it cannot reach RabbitMQ and
+// then dies (or is drained) before RabbitMQ comes back does not take them
+// with it: they are in the store's outbox, and another replica re-publishes
+// them, so subscribers elsewhere get them without waiting for the channel's
+// next publication. The publisher's retry with the same key on another
+// replica (a committed publication whose replica died before it could even
+// write the outbox) is broadcast again too.
+func TestUnsentSurvivesReplicaDeath(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	tl := newTally()
+	if !tl.publish(pub.sub, "before") {
+		t.Fatal(tl.errs)
+	}
+	sub1.waitFor(t, "the first publication", func() bool { return len(sub1.publications()) == 1 })
+	c.nodes[0].amqpLink.Disable()
+	notReady(t, c, 0)
+	for i := range 3 {
+		if !tl.publish(pub.sub, fmt.Sprintf("during-%d", i)) {
+			t.Fatalf("publish during the outage: %v", tl.errs)
+		}
+	}
+	c.nodes[0].srv.Stop(t) // the replica goes, its memory with it
+	sub1.waitFor(t, "the publications committed on the dead replica", func() bool { return len(sub1.publications()) == 4 })
+
+	// A publication committed with a key but never fanned out, as if its
+	// replica died between the commit and anything else: the publisher's
+	// retry on a live replica is answered as a duplicate and broadcast.
+	res, err := c.nodes[1].store.Append(context.Background(), ch, &message.Publication{Data: []byte(`"orphan"`)},
+		store.AppendOptions{HistorySize: 10000, HistoryTTL: time.Hour, IdempotencyKey: "orphan-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry := client(t, c.nodes[1].srv.WS, "json", "publisher")
+	subscribe(t, retry, "publisher@node1", ch) // room: publishers are subscribers
+	if _, err := retry.RPC(context.Background(), "publish", []byte(`{"channel":"`+ch+`","data":"orphan","key":"orphan-key"}`)); err != nil {
+		t.Fatal(err)
+	}
+	sub1.waitFor(t, "the orphan after its retry", func() bool {
+		pubs := sub1.publications()
+		return len(pubs) == 5 && pubs[4].Offset == res.Publication.Offset
+	})
 }
 
 // lossy wraps a broker so its node sees what RabbitMQ may do under stress:

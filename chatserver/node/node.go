@@ -62,13 +62,6 @@ type Node struct {
 	running      atomic.Bool
 	shuttingDown atomic.Bool
 
-	// unsent holds, per channel, the newest publication the store committed
-	// but the broker did not accept (RabbitMQ unreachable). Re-publishing it
-	// once the broker works lets the other replicas see the gap and fill it
-	// from the store, even if nothing else is published in the channel.
-	unsentMu sync.Mutex
-	unsent   map[string]store.AppendResult
-
 	// reads merges read receipts per channel before broadcasting them.
 	reads *receiptBatcher
 	// presence batches the periodic presence refreshes (presence.go).
@@ -132,7 +125,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), unsent: map[string]store.AppendResult{}}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed()}
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
@@ -185,17 +178,14 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.broker.Run(ctx, n)
 }
 
-// markUnsent remembers res as its channel's newest committed-but-unsent publication.
-func (n *Node) markUnsent(channel string, res store.AppendResult) {
-	n.unsentMu.Lock()
-	defer n.unsentMu.Unlock()
-	if old, ok := n.unsent[channel]; ok && old.Position.Epoch == res.Position.Epoch && old.Publication.Offset > res.Publication.Offset {
-		return
-	}
-	n.unsent[channel] = res
-}
+// UnsentBatch bounds the outbox entries one sweep re-publishes.
+const UnsentBatch = 100
 
-// rebroadcastLoop re-publishes unsent publications until the broker takes them.
+// rebroadcastLoop sweeps the store's outbox (store.Outbox): publications
+// committed while their replica could not reach the broker, whichever
+// replica that was. Re-publishing a channel's newest one lets the other
+// replicas see the gap before it and fill it from history, even if nothing
+// else is published in the channel and its replica is gone.
 func (n *Node) rebroadcastLoop(ctx context.Context) {
 	t := time.NewTicker(RebroadcastInterval)
 	defer t.Stop()
@@ -205,24 +195,34 @@ func (n *Node) rebroadcastLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n.unsentMu.Lock()
-		todo := make(map[string]store.AppendResult, len(n.unsent))
-		for ch, res := range n.unsent {
-			todo[ch] = res
+		n.sweepUnsent(ctx)
+	}
+}
+
+func (n *Node) sweepUnsent(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	entries, err := n.store.Unsent(sctx, UnsentBatch)
+	if err != nil {
+		n.log.Debug("read outbox", "error", err)
+		return
+	}
+	for _, u := range entries {
+		pubs, _, err := n.store.History(sctx, u.Channel, store.HistoryOptions{
+			Since: &message.StreamPosition{Offset: u.Position.Offset - 1, Epoch: u.Position.Epoch}, Limit: 1,
+		})
+		switch {
+		case errors.Is(err, store.ErrEpochMismatch), err == nil && (len(pubs) == 0 || pubs[0].Offset != u.Position.Offset):
+			// History was removed or trimmed past it: nothing left to deliver.
+		case err != nil:
+			return // the store is failing: next tick
+		default:
+			if err := n.broker.Publish(sctx, u.Channel, pubs[0], u.Position); err != nil {
+				return // the broker is still down for this replica: next tick
+			}
 		}
-		n.unsentMu.Unlock()
-		for ch, res := range todo {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := n.broker.Publish(pctx, ch, res.Publication, res.Position)
-			cancel()
-			if err != nil {
-				break // the broker is still down: try again next tick
-			}
-			n.unsentMu.Lock()
-			if cur, ok := n.unsent[ch]; ok && cur.Publication == res.Publication {
-				delete(n.unsent, ch)
-			}
-			n.unsentMu.Unlock()
+		if err := n.store.ClearUnsent(sctx, u.Channel, u.Position); err != nil {
+			return
 		}
 	}
 }
@@ -617,20 +617,40 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	if err != nil {
 		return store.AppendResult{}, fmt.Errorf("append to %q: %w", channel, err)
 	}
-	if res.Duplicate {
+	if res.Duplicate && !n.ordered(channel) {
 		return res, nil
 	}
-	if err := n.broker.Publish(ctx, channel, res.Publication, res.Position); err != nil {
-		// Committed but not fanned out. The publication is durable, so the
-		// publisher is told it was sent: answering with an error would make a
-		// retrying client publish it twice. This node's subscribers get it now;
-		// other replicas get it when the broker takes it again (rebroadcastLoop)
-		// or, at the latest, from history when their own broker link recovers.
-		n.log.Warn("broker publish failed; committed publication will be re-sent", "channel", channel, "offset", res.Publication.Offset, "error", err)
-		n.markUnsent(channel, res)
-		n.HandlePublication(channel, res.Publication, res.Position)
+	// A duplicate is fanned out again: the first attempt may have committed
+	// and died before anything else (its replica gone between the commit and
+	// the broker); receivers drop what they delivered already.
+	if err := n.fanOut(ctx, channel, res); err != nil {
+		return store.AppendResult{}, err
 	}
 	return res, nil
+}
+
+// fanOut hands a committed publication to the broker. When the broker does
+// not take it, this node's subscribers get it now and, in a namespace with
+// history, the store's outbox keeps it for whichever replica can re-publish
+// it first (rebroadcastLoop); the publisher is told it was sent only once it
+// is in one or the other. Without history delivery is at most once.
+func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResult) error {
+	err := n.broker.Publish(ctx, channel, res.Publication, res.Position)
+	if err == nil {
+		return nil
+	}
+	n.HandlePublication(channel, res.Publication, res.Position)
+	if !n.ordered(channel) {
+		n.log.Warn("broker publish failed; other replicas miss this publication", "channel", channel, "error", err)
+		return nil
+	}
+	if merr := n.store.MarkUnsent(ctx, channel, res.Position); merr != nil {
+		// Committed, but nobody would re-send it: not acknowledged, so the
+		// publisher retries (with its key, answered as a duplicate and fanned out).
+		return fmt.Errorf("publication %d of %q committed but neither the broker (%v) nor the outbox took it: %w", res.Position.Offset, channel, err, merr)
+	}
+	n.log.Warn("broker publish failed; the outbox will re-send it", "channel", channel, "offset", res.Publication.Offset, "error", err)
+	return nil
 }
 
 // PublishEphemeral fans out a publication that is never stored (offset 0),

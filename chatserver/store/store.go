@@ -116,8 +116,32 @@ type Store interface {
 	// by user name), at most limit of them (limit must be positive).
 	Receipts(ctx context.Context, channel string, limit int) ([]message.Receipt, error)
 
+	Outbox
 	Presence
 	Close() error
+}
+
+// Unsent is a channel's newest publication that was committed but not
+// handed to the broker.
+type Unsent struct {
+	Channel  string
+	Position message.StreamPosition
+}
+
+// Outbox remembers, per channel, the newest committed publication the
+// broker did not take (RabbitMQ unreachable from the publishing replica), in
+// the store every replica shares: when that replica dies or is drained
+// before the broker is back, another one re-publishes it, and its
+// subscribers' replicas fill the gap before it from history. A publish is
+// acknowledged only once its publication is with the broker or here.
+type Outbox interface {
+	// MarkUnsent records pos as channel's unsent position; a lower offset of
+	// the same epoch does not replace a higher one.
+	MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error
+	// Unsent lists at most limit channels with an unsent position.
+	Unsent(ctx context.Context, limit int) ([]Unsent, error)
+	// ClearUnsent forgets channel's entry if it is pos (a newer one stays).
+	ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error
 }
 
 // PresenceEntry is one connection's presence in one channel.

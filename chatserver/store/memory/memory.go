@@ -45,6 +45,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	closed bool
+	unsent map[string]message.StreamPosition // guarded by mu
 }
 
 type shard struct {
@@ -476,4 +477,51 @@ func selectPage(pubs []*message.Publication, opts store.HistoryOptions) []*messa
 		}
 	}
 	return out
+}
+
+// MarkUnsent implements store.Outbox.
+func (s *Store) MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := s.check(ctx, channel); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.unsent[channel]; ok && old.Epoch == pos.Epoch && old.Offset >= pos.Offset {
+		return nil
+	}
+	if s.unsent == nil {
+		s.unsent = map[string]message.StreamPosition{}
+	}
+	s.unsent[channel] = pos
+	return nil
+}
+
+// Unsent implements store.Outbox.
+func (s *Store) Unsent(ctx context.Context, limit int) ([]store.Unsent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]store.Unsent, 0, min(limit, len(s.unsent)))
+	for ch, pos := range s.unsent {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, store.Unsent{Channel: ch, Position: pos})
+	}
+	return out, nil
+}
+
+// ClearUnsent implements store.Outbox.
+func (s *Store) ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := s.check(ctx, channel); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.unsent[channel]; ok && cur == pos {
+		delete(s.unsent, channel)
+	}
+	return nil
 }

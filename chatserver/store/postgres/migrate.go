@@ -82,6 +82,16 @@ CREATE TABLE parley_meta (
 );
 INSERT INTO parley_meta (key, value) VALUES ('epoch_seed', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text));
 `,
+	// 3: the outbox (store.Outbox): per channel, the newest committed
+	// publication the broker did not take, swept by every replica.
+	`
+CREATE TABLE parley_unsent (
+	channel    text        PRIMARY KEY,
+	"offset"   bigint      NOT NULL,
+	epoch      text        NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+`,
 }
 
 // SchemaVersion is the schema version this code expects.

@@ -799,3 +799,46 @@ func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, use
 	}
 	return clients, users, wrapErr("presence stats", err)
 }
+
+// MarkUnsent implements store.Outbox.
+func (s *Store) MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO parley_unsent AS u (channel, "offset", epoch) VALUES ($1, $2, $3)
+		ON CONFLICT (channel) DO UPDATE SET "offset" = excluded."offset", epoch = excluded.epoch, updated_at = now()
+		WHERE u.epoch <> excluded.epoch OR u."offset" < excluded."offset"`, channel, int64(pos.Offset), pos.Epoch)
+	return wrapErr("mark unsent", err)
+}
+
+// Unsent implements store.Outbox: the oldest entries first.
+func (s *Store) Unsent(ctx context.Context, limit int) ([]store.Unsent, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT channel, "offset", epoch FROM parley_unsent ORDER BY updated_at LIMIT $1`, limit)
+	if err != nil {
+		return nil, wrapErr("unsent", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Unsent, error) {
+		var u store.Unsent
+		var off int64
+		err := row.Scan(&u.Channel, &off, &u.Position.Epoch)
+		u.Position.Offset = uint64(off)
+		return u, err
+	})
+	return out, wrapErr("unsent", err)
+}
+
+// ClearUnsent implements store.Outbox.
+func (s *Store) ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `DELETE FROM parley_unsent WHERE channel = $1 AND "offset" = $2 AND epoch = $3`, channel, int64(pos.Offset), pos.Epoch)
+	return wrapErr("clear unsent", err)
+}
