@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/centrifugal/centrifuge-go"
 	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/broker"
@@ -390,6 +391,9 @@ type lossy struct {
 	broker.Broker
 	on                 atomic.Bool
 	dropped, reordered atomic.Int64
+	// batches counts runs of several publications handed over at once (the
+	// path RabbitMQ's consumer takes under load).
+	batches atomic.Int64
 }
 
 func (l *lossy) Run(ctx context.Context, h broker.Handler) error {
@@ -424,6 +428,42 @@ func (h *lossyHandler) HandlePublication(ch string, pub *message.Publication, sp
 	}
 }
 
+// HandlePublications tampers with a run as HandlePublication does with
+// single deliveries and hands what is left on as a run: the node's batched
+// path sees the gaps and the reordering too.
+func (h *lossyHandler) HandlePublications(ch string, pubs []*message.Publication, sps []message.StreamPosition) {
+	bh := h.Handler.(broker.BatchHandler)
+	if len(pubs) > 1 {
+		h.l.batches.Add(1)
+	}
+	held := h.held
+	h.held = nil
+	var outP []*message.Publication
+	var outS []message.StreamPosition
+	for i, pub := range pubs {
+		if h.l.on.Load() && pub.Offset > 0 {
+			h.n++
+			switch {
+			case h.n%7 == 0:
+				h.l.dropped.Add(1)
+				continue
+			case h.n%5 == 0 && h.held == nil && held == nil:
+				h.l.reordered.Add(1)
+				p, sp := pub, sps[i]
+				h.held = func() { bh.HandlePublications(ch, []*message.Publication{p}, []message.StreamPosition{sp}) }
+				continue
+			}
+		}
+		outP, outS = append(outP, pub), append(outS, sps[i])
+	}
+	if len(outP) > 0 {
+		bh.HandlePublications(ch, outP, outS)
+	}
+	if held != nil {
+		held() // held back from an earlier run: now after this one
+	}
+}
+
 func (h *lossyHandler) Resubscribed(channels []string) {
 	if rh, ok := h.Handler.(broker.ResubscribeHandler); ok {
 		rh.Resubscribed(channels)
@@ -449,17 +489,32 @@ func TestDroppedAndReorderedDeliveries(t *testing.T) {
 		subscribe(t, client(t, c.nodes[1].srv.WS, "json", "s2"), "sub2@node1", ch),
 	}
 	tl := newTally()
-	for i := 0; i < 150; i++ {
-		tl.publish(pub.sub, fmt.Sprintf("m-%d", i))
+	// Publishers in parallel, so deliveries pile up and RabbitMQ's consumer
+	// hands them over in runs (the batched path) as well as one by one.
+	publishers := []*centrifuge.Subscription{pub.sub}
+	for i := range 3 {
+		publishers = append(publishers, subscribe(t, client(t, c.nodes[0].srv.WS, "json", fmt.Sprint("publisher", i)), fmt.Sprint("publisher", i), ch).sub)
 	}
+	var wg sync.WaitGroup
+	for p, ps := range publishers {
+		wg.Go(func() {
+			for i := 0; i < 75; i++ {
+				tl.publish(ps, fmt.Sprintf("m-%d-%d", p, i))
+			}
+		})
+	}
+	wg.Wait()
 	for _, s := range subs {
-		s.waitFor(t, "all but the tail", func() bool { return len(s.publications()) >= 140 })
+		s.waitFor(t, "all but the tail", func() bool { return len(s.publications()) >= 280 })
 	}
 	l.on.Store(false) // a dropped last publication waits for the next one: end with a clean fence
 	fence(t, tl, pub.sub, append(subs, pub)...)
-	t.Logf("the broker wrapper dropped %d and reordered %d deliveries", l.dropped.Load(), l.reordered.Load())
+	t.Logf("the broker wrapper dropped %d and reordered %d deliveries, saw %d runs", l.dropped.Load(), l.reordered.Load(), l.batches.Load())
 	if l.dropped.Load() == 0 || l.reordered.Load() == 0 {
 		t.Fatal("the wrapper did not tamper with anything")
+	}
+	if l.batches.Load() == 0 {
+		t.Fatal("no run of publications was handed over at once: the batched path went untested")
 	}
 	report(t, tl, append(subs, pub)...)
 }
