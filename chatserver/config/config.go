@@ -170,6 +170,9 @@ type Namespace struct {
 	// JSON. On, JSON clients never receive the publications they cannot carry
 	// (live, history or recovery); they are skipped, never a disconnect.
 	AllowBinary bool `json:"allowBinary,omitempty"`
+	// AllowedDeltaTypes lists the delta compressions subscribers may ask for
+	// (the subscribe request's delta): only "fossil" exists.
+	AllowedDeltaTypes []string `json:"allowedDeltaTypes,omitempty"`
 	// Personal makes this the personal namespace: every authenticated connection
 	// of user U is subscribed by the server to "<name>:#U".
 	Personal bool `json:"personal,omitempty"`
@@ -363,6 +366,11 @@ func (c Config) Validate() error {
 		}
 		if (ns.AllowAnonymousPublish || ns.AllowAnonymousPresence) && !ns.AllowAnonymous {
 			bad(key+".allowAnonymous", "must be true when allowAnonymousPublish or allowAnonymousPresence is")
+		}
+		for j, d := range ns.AllowedDeltaTypes {
+			if d != "fossil" {
+				bad(fmt.Sprintf("%s.allowedDeltaTypes[%d]", key, j), "must be fossil, got %q", d)
+			}
 		}
 		if ns.Personal && ns.Name == "" {
 			bad(key+".personal", "the personal namespace needs a name")

@@ -248,7 +248,9 @@ func (h *Hub) Channels() []string {
 
 // encoded lazily encodes one push per protocol type, at most once each.
 type encoded struct {
-	reply      protocol.Reply
+	reply protocol.Reply
+	// delta encodes a publication for delta subscribers (publishing only).
+	delta      *Delta
 	json, pb   []byte
 	jsonErr    error
 	jsonDone   bool
@@ -284,7 +286,7 @@ func (e *encoded) get(t protocol.Type) ([]byte, error) {
 // is not JSON (a namespace with allowBinary) do not get it: one user's
 // publication must never close another user's connection.
 func (h *Hub) BroadcastPublication(channel string, pub *protocol.Publication) int {
-	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true}
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true, delta: NewDelta(channel, pub)}
 	return h.broadcast(channel, &e, pub.Offset)
 }
 
@@ -297,8 +299,9 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	if len(pubs) == 1 {
 		return h.BroadcastPublication(channel, pubs[0])
 	}
-	b := &batch{}
-	for _, pub := range pubs {
+	b := &batch{pubs: pubs, deltas: make([]*Delta, len(pubs))}
+	for i, pub := range pubs {
+		b.deltas[i] = NewDelta(channel, pub)
 		e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}}
 		// A publication a protocol cannot carry (binary data for JSON) is
 		// left out of that protocol's batch, never a reason to disconnect.
@@ -324,11 +327,21 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 type batch struct {
 	json, pb               [][]byte
 	jsonOffsets, pbOffsets []uint64
+	// pubs and their deltas serve delta subscribers, one by one.
+	pubs   []*protocol.Publication
+	deltas []*Delta
 }
 
 func (b *batch) deliver(subs []Subscriber, channel string) int {
 	n := 0
 	for _, s := range subs {
+		if ds, ok := wantsDelta(s, channel); ok {
+			for i, pub := range b.pubs {
+				ds.DeliverPublicationDelta(channel, pub, b.deltas[i])
+			}
+			n++
+			continue
+		}
 		data, offsets := b.json, b.jsonOffsets
 		if s.Protocol() == protocol.TypeProtobuf {
 			data, offsets = b.pb, b.pbOffsets
@@ -406,6 +419,13 @@ func inParts(list []Subscriber, deliver func([]Subscriber) int) int {
 func deliver(subs []Subscriber, channel string, e *encoded, offset uint64) int {
 	n := 0
 	for _, s := range subs {
+		if e.publishing {
+			if ds, ok := wantsDelta(s, channel); ok {
+				ds.DeliverPublicationDelta(channel, e.reply.Push.Pub, e.delta)
+				n++
+				continue
+			}
+		}
 		data, err := e.get(s.Protocol())
 		if err != nil {
 			continue // binary data for a JSON subscriber: skipped, see BroadcastPublication

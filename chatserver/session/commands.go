@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/centrifugal/protocol"
 
@@ -258,7 +260,11 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	if err := s.n.Authorizer().CanSubscribe(subj, channel, tokenOK); err != nil {
 		return err
 	}
-	sub := &subscription{ns: ns, chanInfo: chanInfo, joinLeave: req.JoinLeave && ns.JoinLeave}
+	if req.Delta != "" && req.Delta != deltaFossil {
+		return codes.ErrBadRequest // the only delta type there is
+	}
+	sub := &subscription{ns: ns, chanInfo: chanInfo, joinLeave: req.JoinLeave && ns.JoinLeave,
+		delta: req.Delta == deltaFossil && slices.Contains(ns.AllowedDeltaTypes, deltaFossil)}
 	s.mu.Lock()
 	if _, ok := s.subs[channel]; ok {
 		s.mu.Unlock()
@@ -290,6 +296,10 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	}
 	if res.WasRecovering && !res.Recovered && req.Flag&subscribeFlagRejectUnrecovered != 0 {
 		return fail(codes.ErrUnrecoverablePosition)
+	}
+	if sub.delta {
+		res.Delta = true
+		s.deltaMode(sub, res)
 	}
 	if ns.Presence || ns.JoinLeave {
 		if err := s.n.Join(ctx, channel, ns, info); err != nil {
@@ -356,6 +366,29 @@ func (s *Session) streamResult(ctx context.Context, channel string, ns config.Na
 	return res, nil
 }
 
+// deltaFossil is the one delta type of the protocol.
+const deltaFossil = "fossil"
+
+// deltaMode rewrites a delta subscription's recovered publications as the
+// SDKs expect them (in full; data as a JSON string in the JSON protocol)
+// and makes the last one the base of the first delta.
+func (s *Session) deltaMode(sub *subscription, res *protocol.SubscribeResult) {
+	out := res.Publications[:0]
+	for _, p := range res.Publications {
+		data := p.Data
+		if s.proto == protocol.TypeJSON {
+			quoted, err := json.Marshal(string(data))
+			if err != nil || !utf8.Valid(data) {
+				continue // cannot travel as a JSON string: skipped as binary is
+			}
+			data = quoted
+		}
+		out = append(out, &protocol.Publication{Data: data, Info: p.Info, Offset: p.Offset, Tags: p.Tags, Time: p.Time})
+		sub.prev = p.Data
+	}
+	res.Publications = out
+}
+
 // goLiveLocked ends a subscription's setup once its result is queued: the
 // publications buffered meanwhile that the result did not cover follow it,
 // then live ones. Called with s.mu held.
@@ -363,10 +396,14 @@ func (s *Session) goLiveLocked(sub *subscription, res *protocol.SubscribeResult)
 	hist := sub.ns.History.Size > 0
 	for i, d := range sub.buffer {
 		if off := sub.bufferOffs[i]; off == 0 || off > res.Offset || !hist {
+			if delta := sub.bufferDeltas[i]; delta != nil {
+				s.sendDeltaLocked(sub, delta)
+				continue
+			}
 			s.enqueue(d, s.n.Metrics().OutPush)
 		}
 	}
-	sub.buffer, sub.bufferOffs, sub.bufferBytes = nil, nil, 0
+	sub.buffer, sub.bufferOffs, sub.bufferDeltas, sub.bufferBytes = nil, nil, nil, 0
 	if hist {
 		sub.skipUpTo = res.Offset
 	}

@@ -87,6 +87,14 @@ type subscription struct {
 	buffer      [][]byte
 	bufferOffs  []uint64
 	bufferBytes int
+	// bufferDeltas[i], when set, is buffer[i] for a delta subscription: the
+	// publication, encoded when it goes out (its delta depends on what went
+	// out before it).
+	bufferDeltas []*hub.Delta
+	// delta says the subscription negotiated fossil deltas; prev is the data
+	// of the last publication sent on it, the base of the next delta.
+	delta bool
+	prev  []byte
 	// skipUpTo is the offset in the subscribe reply: a live publication at or
 	// below it was already covered by the reply (its position or recovered
 	// publications) and is dropped. The node delivers in offset order, so
@@ -226,13 +234,69 @@ func (s *Session) DeliverPublications(channel string, offsets []uint64, data [][
 // bufferLocked holds a push for a subscription being set up; offset 0 means
 // "not a stored publication" (always sent after the reply).
 func (s *Session) bufferLocked(sub *subscription, offset uint64, data []byte) {
+	s.bufferItemLocked(sub, offset, data, nil, len(data))
+}
+
+func (s *Session) bufferItemLocked(sub *subscription, offset uint64, data []byte, d *hub.Delta, size int) {
 	sub.buffer = append(sub.buffer, data)
 	sub.bufferOffs = append(sub.bufferOffs, offset)
-	sub.bufferBytes += len(data)
+	sub.bufferDeltas = append(sub.bufferDeltas, d)
+	sub.bufferBytes += size
 	if limit := s.n.Config().Limits.WriteQueueBytes; limit > 0 && sub.bufferBytes > limit {
 		s.t.Close(codes.DisconnectSlow)
 	}
 }
+
+// WantsDelta implements hub.DeltaSubscriber.
+func (s *Session) WantsDelta(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[channel]
+	return sub != nil && sub.delta
+}
+
+// DeliverPublicationDelta implements hub.DeltaSubscriber: DeliverPublication
+// for a subscription with deltas, encoded against what it sent last.
+func (s *Session) DeliverPublicationDelta(channel string, pub *protocol.Publication, d *hub.Delta) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[channel]
+	if sub == nil || s.state != stateConnected {
+		return
+	}
+	if !sub.live {
+		s.bufferItemLocked(sub, pub.Offset, nil, d, len(pub.Data))
+		return
+	}
+	if sub.skipUpTo > 0 && pub.Offset > 0 {
+		if pub.Offset <= sub.skipUpTo {
+			return
+		}
+		sub.skipUpTo = 0
+	}
+	s.sendDeltaLocked(sub, d)
+}
+
+// sendDeltaLocked queues d's publication for a delta subscription (or in
+// full for one that is not) and makes it the base of the next delta.
+func (s *Session) sendDeltaLocked(sub *subscription, d *hub.Delta) {
+	var (
+		data []byte
+		err  error
+	)
+	if sub.delta {
+		data, err = d.Encode(s.proto, sub.prev)
+	} else {
+		data, err = protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{Push: &protocol.Push{Channel: d.Channel(), Pub: d.Publication()}})
+	}
+	if err != nil {
+		return // binary data for a JSON client: skipped (config.Namespace.AllowBinary)
+	}
+	sub.prev = d.Publication().Data
+	s.enqueue(data, s.n.Metrics().OutPush)
+}
+
+var _ hub.DeltaSubscriber = (*Session)(nil)
 
 // DeliverJoinLeave implements hub.JoinLeaveSubscriber: only subscriptions
 // that asked for join/leave get them, and while one is being set up they wait
