@@ -8,6 +8,7 @@ import (
 	"time"
 
 	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
+	"github.com/parley-chat/parley/chatserver/codes"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
 	storememory "github.com/parley-chat/parley/chatserver/store/memory"
@@ -141,5 +142,36 @@ func TestGapFillAndResubscribeTogether(t *testing.T) {
 	rec.mu.Unlock()
 	if !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6}) {
 		t.Fatalf("got %v, want 1..6 once each in order", got)
+	}
+}
+
+// positionDown is a store whose Position fails (PostgreSQL down when the
+// broker link comes back).
+type positionDown struct{ *storememory.Store }
+
+func (positionDown) Position(context.Context, string) (message.StreamPosition, error) {
+	return message.StreamPosition{}, store.ErrUnavailable
+}
+
+// After a broker reconnect with the store down, what the channel missed is
+// unknown: its subscribers are disconnected with 3010 to recover, never left
+// silently behind.
+func TestResubscribeWithoutStoreDisconnects(t *testing.T) {
+	ctx := context.Background()
+	mem := storememory.New(storememory.Options{})
+	t.Cleanup(func() { _ = mem.Close() })
+	b := brokermemory.New()
+	t.Cleanup(func() { _ = b.Close() })
+	n := newNode(t, b, positionDown{mem})
+	rec := &recorder{}
+	if err := n.Subscribe(ctx, "room:blind", rec); err != nil {
+		t.Fatal(err)
+	}
+	n.Resubscribed([]string{"room:blind"})
+	n.WaitGapFills()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if !slices.Equal(rec.disconnected, []codes.Disconnect{codes.DisconnectInsufficientState}) {
+		t.Fatalf("disconnects %v, want insufficient state", rec.disconnected)
 	}
 }
