@@ -85,7 +85,8 @@ func TestCommandBudgetRefusesAndRecovers(t *testing.T) {
 	if closed != 0 {
 		t.Fatalf("closed with %d", closed)
 	}
-	if got[0] < 50 || got[0] > 52 || got[111] != 80-got[0] {
+	// 50 units of burst, plus what trickles back while the 80 are answered.
+	if got[0] < 50 || got[0] > 60 || got[111] != 80-got[0] {
 		t.Fatalf("answers %v: want about 50 served, the rest 111", got)
 	}
 	time.Sleep(time.Second) // 5 units back
@@ -129,7 +130,7 @@ func TestRepeatOffendersGetAReconnectableDisconnect(t *testing.T) {
 		srv := servertest.Start(t, cfg, nil, nil)
 		r := servertest.DialRaw(t, srv.WS, "json")
 		r.Connect(t, servertest.Token(t, "alice"))
-		if _, closed := burst(t, r, 1500, historyCmd); closed != 3013 {
+		if _, closed := burst(t, r, 3000, historyCmd); closed != 3013 {
 			t.Fatalf("closed with %d, want 3013", closed)
 		}
 	})
@@ -152,7 +153,7 @@ func TestRepeatOffendersGetAReconnectableDisconnect(t *testing.T) {
 			}
 			time.Sleep(3 * time.Second)
 		}
-		if _, closed := burst(t, r, 1500, publish); closed != 3013 {
+		if _, closed := burst(t, r, 3000, publish); closed != 3013 {
 			t.Fatalf("a flood closed with %d, want 3013", closed)
 		}
 	})
