@@ -9,8 +9,13 @@ import (
 	"github.com/parley-chat/parley/chatserver/hub"
 )
 
-// WantsDelta implements hub.DeltaSubscriber.
+// WantsDelta implements hub.DeltaSubscriber. The hub asks for every
+// publication and subscriber: a connection that never negotiated a delta
+// answers from one atomic load, without its lock.
 func (s *Session) WantsDelta(channel string) bool {
+	if !s.usedDelta.Load() {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub := s.subs[channel]

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/centrifugal/protocol"
@@ -77,6 +78,8 @@ type Session struct {
 	timer       *time.Timer // stale before connect, then ping/pong
 	expireTimer *time.Timer
 	waitingPong bool
+	// usedDelta is set (for good) by the first subscription with deltas.
+	usedDelta atomic.Bool
 	// budgets are read and spent by the read pump only (budget.go).
 	budgets budgets
 }

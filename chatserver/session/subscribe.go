@@ -95,6 +95,9 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	}
 	sub := &subscription{ns: ns, chanInfo: chanInfo, joinLeave: req.JoinLeave && ns.JoinLeave,
 		delta: req.Delta == deltaFossil && slices.Contains(ns.AllowedDeltaTypes, deltaFossil)}
+	if sub.delta {
+		s.usedDelta.Store(true) // before the hub can deliver to sub
+	}
 	s.mu.Lock()
 	if _, ok := s.subs[channel]; ok {
 		s.mu.Unlock()
