@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"time"
 
 	"github.com/parley-chat/parley/chatserver/internal/bucket"
 )
@@ -47,8 +48,10 @@ func (n *Node) UserBudget(user string) *bucket.Bucket {
 	return ub.b
 }
 
-// ReleaseUserBudget undoes one UserBudget; the user's last connection on
-// this node drops the budget.
+// ReleaseUserBudget undoes one UserBudget. After the user's last
+// connection on this node the budget is kept until it has refilled, so
+// reconnecting does not buy a fresh one; then it is dropped (a full budget
+// and a new one are the same).
 func (n *Node) ReleaseUserBudget(user string) {
 	n.budgets.mu.Lock()
 	defer n.budgets.mu.Unlock()
@@ -56,7 +59,19 @@ func (n *Node) ReleaseUserBudget(user string) {
 	if ub == nil {
 		return
 	}
-	if ub.conns--; ub.conns <= 0 {
-		delete(n.budgets.m, user)
+	if ub.conns--; ub.conns > 0 {
+		return
 	}
+	wait := ub.b.UntilFull()
+	if wait <= 0 {
+		delete(n.budgets.m, user)
+		return
+	}
+	time.AfterFunc(wait, func() {
+		n.budgets.mu.Lock()
+		defer n.budgets.mu.Unlock()
+		if n.budgets.m[user] == ub && ub.conns == 0 {
+			delete(n.budgets.m, user)
+		}
+	})
 }

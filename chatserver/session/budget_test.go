@@ -120,6 +120,30 @@ func TestUserBudgetSpansConnections(t *testing.T) {
 	}
 }
 
+// Reconnecting does not buy a user a fresh budget: it is kept until it has
+// refilled.
+func TestUserBudgetSurvivesReconnect(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Limits.CommandCostPerSecond = 0
+	cfg.Limits.UserCommandCostPerSecond = 1 // burst 10
+	srv := servertest.Start(t, cfg, nil, nil)
+	first := servertest.DialRaw(t, srv.WS, "json")
+	first.Connect(t, servertest.Token(t, "alice"))
+	if got, _ := burst(t, first, 10, historyCmd); got[0] < 10 {
+		t.Fatalf("within the budget: %v", got)
+	}
+	_ = first.Conn.Close()
+	deadline := time.Now().Add(servertest.Timeout)
+	for srv.Conns.NumConns() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	again := servertest.DialRaw(t, srv.WS, "json")
+	again.Connect(t, servertest.Token(t, "alice"))
+	if got, _ := burst(t, again, 3, historyCmd); got[111] < 2 {
+		t.Fatalf("after reconnecting: %v, want the spent budget still spent", got)
+	}
+}
+
 // A client that keeps hammering past its budget (or its publish rate) is
 // disconnected with 3013, a code the SDKs reconnect after, never with a
 // terminal code; one that exceeds its publish rate now and then only gets 111.

@@ -59,3 +59,15 @@ func (b *Bucket) Refund(cost float64) {
 	defer b.mu.Unlock()
 	b.tokens = min(b.tokens+cost, b.burst)
 }
+
+// UntilFull is how long until the bucket is full again (0 when it is, or
+// when it is disabled).
+func (b *Bucket) UntilFull() time.Duration {
+	if b == nil || b.rate <= 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillLocked(time.Now())
+	return time.Duration((b.burst - b.tokens) / b.rate * float64(time.Second))
+}

@@ -23,8 +23,14 @@ func TestBucketSpendsAndRecovers(t *testing.T) {
 		t.Fatal("a cost above the burst can never be paid")
 	}
 	b.Refund(100)
+	if b.UntilFull() != 0 {
+		t.Fatal("a full bucket has nothing left to refill")
+	}
 	if !b.Take(10) || b.Take(1) {
 		t.Fatal("refund must not raise the bucket above its burst")
+	}
+	if d := b.UntilFull(); d < 90*time.Millisecond || d > 100*time.Millisecond {
+		t.Fatalf("an empty bucket of 10 at 100/s is full in %s, want 100ms", d)
 	}
 }
 
