@@ -9,11 +9,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,5 +196,166 @@ func TestPermissions(t *testing.T) {
 		if tc.want == nil && tc.err != nil || tc.want != nil && !errors.Is(tc.err, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.err, tc.want)
 		}
+	}
+}
+
+func hmacVerifier(t *testing.T, cfg config.Auth) (*auth.Verifier, []byte) {
+	t.Helper()
+	key := []byte("key-exp-key-exp-key-exp-key-exp!")
+	file := filepath.Join(t.TempDir(), "hmac")
+	if err := os.WriteFile(file, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HMACSecretFiles = []string{file}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, key
+}
+
+// A token without exp would never expire: refused unless
+// auth.allowTokensWithoutExpiry says otherwise.
+func TestTokensWithoutExpiry(t *testing.T) {
+	ctx := context.Background()
+	noExp := jwt.RegisteredClaims{Subject: "alice"}
+	for _, allow := range []bool{false, true} {
+		v, key := hmacVerifier(t, config.Auth{AllowTokensWithoutExpiry: allow})
+		_, err := v.VerifyConnection(ctx, sign(t, jwt.SigningMethodHS256, key, &auth.ConnectionClaims{RegisteredClaims: noExp}, ""))
+		if allow != (err == nil) || (!allow && !errors.Is(err, auth.ErrInvalidToken)) {
+			t.Fatalf("connection token without exp, allowTokensWithoutExpiry=%v: %v", allow, err)
+		}
+		_, err = v.VerifySubscription(ctx, sign(t, jwt.SigningMethodHS256, key, &auth.SubscriptionClaims{RegisteredClaims: noExp, Channel: "room:1"}, ""), "alice", "room:1")
+		if allow != (err == nil) {
+			t.Fatalf("subscription token without exp, allowTokensWithoutExpiry=%v: %v", allow, err)
+		}
+	}
+}
+
+// A user id becomes part of channel names ("personal:#alice",
+// "dm:#alice,bob"): one that could name two users, or none, is refused.
+func TestUserIDValidation(t *testing.T) {
+	v, key := hmacVerifier(t, config.Auth{})
+	for sub, ok := range map[string]bool{
+		"alice": true, "alice@example.com": true, "user-42_x.y": true, "Zoë": true,
+		"a,b": false, "a#b": false, "a b": false, "tab\tx": false, "nl\n": false, strings.Repeat("a", 129): false,
+	} {
+		_, err := v.VerifyConnection(context.Background(), sign(t, jwt.SigningMethodHS256, key, &auth.ConnectionClaims{RegisteredClaims: claims(sub, time.Hour)}, ""))
+		if ok != (err == nil) {
+			t.Errorf("sub %q: %v, want ok=%v", sub, err, ok)
+		}
+		if err != nil && !errors.Is(err, auth.ErrInvalidToken) {
+			t.Errorf("sub %q: %v, want an invalid token", sub, err)
+		}
+	}
+}
+
+// A user-limited channel in a namespace that requires a token still
+// requires one: "#" in the name is no way around allowSubscribe: token.
+func TestUserLimitedChannelInTokenNamespace(t *testing.T) {
+	cfg := config.Default()
+	cfg.Namespaces = append(cfg.Namespaces, config.Namespace{Name: "secret", AllowSubscribe: "token"})
+	a := auth.NewAuthorizer(cfg)
+	alice := auth.Subject{User: "alice"}
+	if err := a.CanSubscribe(alice, "secret:#alice", false); !errors.Is(err, codes.ErrPermissionDenied) {
+		t.Fatalf("secret:#alice without a token: %v, want permission denied", err)
+	}
+	if err := a.CanSubscribe(alice, "secret:#alice", true); err != nil {
+		t.Fatalf("with a subscription token: %v", err)
+	}
+	granted := auth.Subject{User: "alice", Grants: []string{"secret:*"}}
+	if err := a.CanSubscribe(granted, "secret:#alice", false); err != nil {
+		t.Fatalf("with a grant: %v", err)
+	}
+	if err := a.CanSubscribe(auth.Subject{User: "bob", Grants: []string{"secret:*"}}, "secret:#alice", false); !errors.Is(err, codes.ErrPermissionDenied) {
+		t.Fatalf("bob with a grant on alice's channel: %v", err)
+	}
+}
+
+// The identity provider going down (a JWKS endpoint that hangs) must not
+// make verifications queue behind one another: each honours its own
+// context, keys already fetched keep verifying, and a new key (rotation) is
+// picked up when the endpoint serves it.
+func TestJWKSOutageDoesNotQueueConnects(t *testing.T) {
+	oldKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwk := func(kid string, k *ecdsa.PrivateKey) map[string]string {
+		return map[string]string{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}
+	}
+	var (
+		mu    sync.Mutex
+		keys  = []map[string]string{jwk("old", oldKey)}
+		down  bool
+		gone  = make(chan struct{})
+		calls int
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		hang, doc := down, map[string]any{"keys": keys}
+		mu.Unlock()
+		if hang {
+			select { // an identity provider that accepts and never answers
+			case <-r.Context().Done():
+			case <-gone:
+			}
+			return
+		}
+		_ = json.NewEncoder(w).Encode(doc)
+	}))
+	defer srv.Close()
+	defer close(gone)
+	v, err := auth.NewVerifier(config.Auth{JWKSURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	c := claims("alice", time.Hour)
+	if _, err := v.VerifyConnection(context.Background(), sign(t, jwt.SigningMethodES256, oldKey, c, "old")); err != nil {
+		t.Fatalf("known key: %v", err)
+	}
+
+	// Rotation: a token signed with a key the verifier has not seen yet.
+	mu.Lock()
+	keys = append(keys, jwk("new", newKey))
+	mu.Unlock()
+	if _, err := v.VerifyConnection(context.Background(), sign(t, jwt.SigningMethodES256, newKey, c, "new")); err != nil {
+		t.Fatalf("rotated key: %v", err)
+	}
+
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	forged, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if i%2 == 0 { // unknown kids: each would want a refetch
+				_, errs[i] = v.VerifyConnection(ctx, sign(t, jwt.SigningMethodES256, forged, c, fmt.Sprint("forged-", i)))
+			} else {
+				_, errs[i] = v.VerifyConnection(ctx, sign(t, jwt.SigningMethodES256, oldKey, c, "old"))
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("20 verifications with 300 ms contexts took %s: they queued behind the JWKS fetch", took)
+	}
+	for i, err := range errs {
+		if i%2 == 0 && !errors.Is(err, auth.ErrInvalidToken) {
+			t.Fatalf("forged kid %d: %v", i, err)
+		}
+		if i%2 == 1 && err != nil {
+			t.Fatalf("known key while the identity provider is down: %v", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls > 4 {
+		t.Fatalf("%d JWKS requests: unknown kids must be rate limited", calls)
 	}
 }

@@ -2,173 +2,69 @@ package auth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"math/big"
-	"net/http"
-	"sync"
+	"log/slog"
 	"time"
 
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
 )
 
-// jwks fetches and caches public keys from a JWKS URL (RFC 7517). Keys are
-// refetched when the cache is older than maxAge, or when a token names an
-// unknown kid (at most once per minRefetch, so forged kids cannot make us
-// hammer the identity provider).
+// JWKS timings. Keys are refreshed in the background, never on a connect's
+// path; a token naming a kid the verifier has not seen (a key rotation)
+// triggers one refresh at most every JWKSUnknownKIDInterval, so forged kids
+// cannot make the server hammer the identity provider, and waits at most
+// jwksRateLimitWait for its turn (bounded by the connect's context too).
+const (
+	JWKSRefreshInterval    = 5 * time.Minute
+	JWKSUnknownKIDInterval = 10 * time.Second
+	jwksHTTPTimeout        = 5 * time.Second
+	jwksRateLimitWait      = time.Second
+)
+
+// jwks holds the public keys of a JWKS URL (RFC 7517) through
+// MicahParks/keyfunc and jwkset: no lock is held across an HTTP call, so an
+// identity provider that is down or slow delays no connect beyond its own
+// context, and keys already fetched keep verifying.
 type jwks struct {
-	url        string
-	client     *http.Client
-	maxAge     time.Duration
-	minRefetch time.Duration
-
-	mu      sync.Mutex
-	fetched time.Time
-	byKID   map[string]any
-	all     []any
+	kf   keyfunc.Keyfunc
+	stop context.CancelFunc
 }
 
-func newJWKS(url string) *jwks {
-	return &jwks{url: url, client: &http.Client{Timeout: 5 * time.Second}, maxAge: 5 * time.Minute, minRefetch: 10 * time.Second}
-}
-
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-}
-
-func (j *jwks) keys(ctx context.Context, kid, alg string) (any, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	now := time.Now()
-	stale := now.Sub(j.fetched) > j.maxAge
-	_, known := j.byKID[kid]
-	if stale || (kid != "" && !known && now.Sub(j.fetched) > j.minRefetch) {
-		if err := j.fetch(ctx); err != nil && j.byKID == nil {
-			return nil, err
-		}
-		j.fetched = now
-	}
-	want := func(k any) bool {
-		switch k.(type) {
-		case *rsa.PublicKey:
-			return alg == "RS256"
-		case *ecdsa.PublicKey:
-			return alg == "ES256"
-		}
-		return false
-	}
-	if kid != "" {
-		k, ok := j.byKID[kid]
-		if !ok || !want(k) {
-			return nil, fmt.Errorf("no %s key with kid %q", alg, kid)
-		}
-		return k, nil
-	}
-	var set jwt.VerificationKeySet
-	for _, k := range j.all {
-		if want(k) {
-			set.Keys = append(set.Keys, k)
-		}
-	}
-	if len(set.Keys) == 0 {
-		return nil, fmt.Errorf("no %s keys in JWKS", alg)
-	}
-	return set, nil
-}
-
-func (j *jwks) fetch(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.url, nil)
+func newJWKS(url string) (*jwks, error) {
+	ctx, stop := context.WithCancel(context.Background())
+	remote, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{url}, keyfunc.Override{
+		HTTPTimeout:       jwksHTTPTimeout,
+		RefreshInterval:   JWKSRefreshInterval,
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(JWKSUnknownKIDInterval), 1),
+		RateLimitWaitMax:  jwksRateLimitWait,
+		// The first fetch may fail (the identity provider down at start):
+		// the background refresh keeps trying.
+		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
+			return func(ctx context.Context, err error) {
+				slog.Default().WarnContext(ctx, "refresh JWKS", "error", err) // the URL may hold a secret: not logged
+			}
+		},
+	})
 	if err != nil {
-		return fmt.Errorf("jwks request: %w", err)
+		stop()
+		return nil, fmt.Errorf("jwks: %w", err)
 	}
-	resp, err := j.client.Do(req)
+	// Keys published for encryption never verify a signature.
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: remote.Storage(), UseWhitelist: []jwkset.USE{jwkset.UseSig, ""}})
 	if err != nil {
-		return fmt.Errorf("fetch jwks: %w", err)
+		stop()
+		return nil, fmt.Errorf("jwks: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch jwks: status %d", resp.StatusCode)
-	}
-	var doc struct {
-		Keys []jwk `json:"keys"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&doc); err != nil {
-		return fmt.Errorf("decode jwks: %w", err)
-	}
-	byKID := map[string]any{}
-	var all []any
-	for _, k := range doc.Keys {
-		if k.Use != "" && k.Use != "sig" {
-			continue
-		}
-		pub, err := k.publicKey()
-		if err != nil {
-			continue // one bad key must not disable the others
-		}
-		all = append(all, pub)
-		if k.Kid != "" {
-			byKID[k.Kid] = pub
-		}
-	}
-	j.byKID, j.all = byKID, all
-	return nil
+	return &jwks{kf: kf, stop: stop}, nil
 }
 
-func b64int(s string) (*big.Int, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) == 0 {
-		return nil, errors.New("empty")
-	}
-	return new(big.Int).SetBytes(b), nil
+// keys returns the key (or, without a kid, the keys) to verify t with.
+func (j *jwks) keys(ctx context.Context, t *jwt.Token) (any, error) {
+	return j.kf.KeyfuncCtx(ctx)(t)
 }
 
-func (k jwk) publicKey() (any, error) {
-	switch k.Kty {
-	case "RSA":
-		n, err := b64int(k.N)
-		if err != nil {
-			return nil, fmt.Errorf("rsa n: %w", err)
-		}
-		e, err := b64int(k.E)
-		if err != nil || !e.IsInt64() || e.Int64() > 1<<31 {
-			return nil, errors.New("rsa e invalid")
-		}
-		return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
-	case "EC":
-		if k.Crv != "P-256" {
-			return nil, fmt.Errorf("unsupported curve %q", k.Crv)
-		}
-		x, err := b64int(k.X)
-		if err != nil {
-			return nil, err
-		}
-		y, err := b64int(k.Y)
-		if err != nil {
-			return nil, err
-		}
-		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-		if !pub.Curve.IsOnCurve(x, y) { //nolint:staticcheck // validating untrusted input
-			return nil, errors.New("point not on curve")
-		}
-		return pub, nil
-	}
-	return nil, fmt.Errorf("unsupported kty %q", k.Kty)
-}
+// close ends the background refresh.
+func (j *jwks) close() { j.stop() }

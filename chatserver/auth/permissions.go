@@ -102,12 +102,11 @@ func (a *Authorizer) CanSubscribe(s Subject, channel string, tokenOK bool) error
 	if err != nil {
 		return err
 	}
-	if limited, member := userLimited(channel, s.User); limited {
-		if !member || s.Anonymous {
-			return codes.ErrPermissionDenied
-		}
-		return nil // the channel name itself is the grant
+	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
+		return codes.ErrPermissionDenied
 	}
+	// A user-limited channel's members pass the namespace's rules like
+	// anyone: "#" in a name is no way around allowSubscribe: token.
 	if s.Anonymous && !ns.AllowAnonymous {
 		return codes.ErrPermissionDenied
 	}
@@ -127,16 +126,19 @@ func (a *Authorizer) CanPublish(s Subject, channel string, subscribed bool) erro
 	if err != nil {
 		return err
 	}
-	if s.Anonymous {
+	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
 		return codes.ErrPermissionDenied
 	}
-	if limited, member := userLimited(channel, s.User); limited && !member {
+	if s.Anonymous && !(ns.AllowAnonymous && ns.AllowAnonymousPublish) {
 		return codes.ErrPermissionDenied
 	}
 	switch ns.AllowPublish {
 	case config.PublishNone:
 		return codes.ErrPermissionDenied
 	case config.PublishAuthenticated:
+		if s.Anonymous && !subscribed {
+			return codes.ErrPermissionDenied // anonymous publishers publish as subscribers do
+		}
 		return nil
 	default:
 		if !subscribed {
@@ -146,9 +148,30 @@ func (a *Authorizer) CanPublish(s Subject, channel string, subscribed bool) erro
 	}
 }
 
-func (a *Authorizer) canRead(s Subject, channel string, rule string, subscribed bool) error {
+// CanRead is the permission every read path shares (history, presence,
+// unread counts, receipts): the caller is subscribed, or could subscribe
+// without a subscription token. A DM between two others, another user's
+// personal channel or a token-only channel without a grant reveals nothing.
+func (a *Authorizer) CanRead(s Subject, channel string, subscribed bool) (config.Namespace, error) {
+	ns, err := a.Namespace(channel)
+	if err != nil {
+		return ns, err
+	}
 	if limited, member := userLimited(channel, s.User); limited && (!member || s.Anonymous) {
-		return codes.ErrPermissionDenied
+		// Checked even when subscribed: a user-limited channel's name is its only grant.
+		return ns, codes.ErrPermissionDenied
+	}
+	if subscribed {
+		return ns, nil
+	}
+	return ns, a.CanSubscribe(s, channel, false)
+}
+
+// canRead applies CanRead, then a namespace's allowHistory/allowPresence
+// rule: "subscribers" (default) or "authenticated".
+func (a *Authorizer) canRead(s Subject, channel string, rule string, subscribed bool) error {
+	if _, err := a.CanRead(s, channel, subscribed); err != nil {
+		return err
 	}
 	if subscribed {
 		return nil
@@ -179,6 +202,9 @@ func (a *Authorizer) CanPresence(s Subject, channel string, subscribed bool) err
 	}
 	if !ns.Presence {
 		return codes.ErrNotAvailable
+	}
+	if s.Anonymous && !(ns.AllowAnonymous && ns.AllowAnonymousPresence) {
+		return codes.ErrPermissionDenied
 	}
 	return a.canRead(s, channel, ns.AllowPresence, subscribed)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -52,6 +53,8 @@ type Verifier struct {
 	audience string
 	issuer   string
 	now      func() time.Time
+	// allowNoExpiry is auth.allowTokensWithoutExpiry.
+	allowNoExpiry bool
 }
 
 // Option customises a Verifier.
@@ -63,7 +66,7 @@ func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now =
 // NewVerifier builds a verifier from the auth config. The first HMAC key file
 // must exist and be non-empty; later files (previous keys) may be missing.
 func NewVerifier(cfg config.Auth, opts ...Option) (*Verifier, error) {
-	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer, now: time.Now}
+	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer, now: time.Now, allowNoExpiry: cfg.AllowTokensWithoutExpiry}
 	for _, o := range opts {
 		o(v)
 	}
@@ -75,9 +78,20 @@ func NewVerifier(cfg config.Auth, opts ...Option) (*Verifier, error) {
 		v.hmac = k
 	}
 	if cfg.JWKSURL != "" {
-		v.jwks = newJWKS(cfg.JWKSURL)
+		j, err := newJWKS(cfg.JWKSURL)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwksURL: %w", err)
+		}
+		v.jwks = j
 	}
 	return v, nil
+}
+
+// Close stops the verifier's background work (the JWKS refresh).
+func (v *Verifier) Close() {
+	if v != nil && v.jwks != nil {
+		v.jwks.close()
+	}
 }
 
 // Enabled reports whether any token can be verified at all.
@@ -91,6 +105,10 @@ func (v *Verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256"}),
 		jwt.WithTimeFunc(v.now),
 		jwt.WithLeeway(2 * time.Second),
+	}
+	if !v.allowNoExpiry {
+		// A token without exp would be good forever.
+		opts = append(opts, jwt.WithExpirationRequired())
 	}
 	if v.audience != "" {
 		opts = append(opts, jwt.WithAudience(v.audience))
@@ -109,8 +127,7 @@ func (v *Verifier) parse(ctx context.Context, token string, claims jwt.Claims) e
 			if v.jwks == nil {
 				return nil, fmt.Errorf("%s tokens not accepted without a JWKS URL", t.Method.Alg())
 			}
-			kid, _ := t.Header["kid"].(string)
-			return v.jwks.keys(ctx, kid, t.Method.Alg())
+			return v.jwks.keys(ctx, t)
 		}
 	}, opts...)
 	switch {
@@ -135,7 +152,29 @@ func (v *Verifier) VerifyConnection(ctx context.Context, token string) (*Connect
 	if len(c.Info) > 0 && !json.Valid(c.Info) {
 		return nil, fmt.Errorf("%w: info claim is not JSON", ErrInvalidToken)
 	}
+	if err := ValidateUserID(c.Subject); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
 	return &c, nil
+}
+
+// MaxUserIDLength bounds a user id, so the channels named after it
+// ("personal:#<user>", "dm:#<user>,<user>") stay within MaxChannelLength.
+const MaxUserIDLength = 128
+
+// ValidateUserID checks a token's sub. User ids become part of channel
+// names, where "," separates users and "#" starts the user list: a sub of
+// "a,b" would get a personal channel users a and b may both open.
+func ValidateUserID(user string) error {
+	if len(user) > MaxUserIDLength {
+		return fmt.Errorf("sub claim: longer than %d bytes", MaxUserIDLength)
+	}
+	for _, r := range user {
+		if r == ',' || r == '#' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("sub claim: must not contain %q", r)
+		}
+	}
+	return nil
 }
 
 // VerifySubscription checks a subscription token for user and channel.

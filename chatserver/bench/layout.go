@@ -106,6 +106,7 @@ func ParleyConfig(address, adminAddress, keyFile string, b *ParleyBackends) conf
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(5 * time.Second)
 	cfg.Auth = config.Auth{HMACSecretFiles: []string{keyFile}}
 	cfg.Limits.PublishesPerSecond = 0
+	cfg.Limits.CommandCostPerSecond, cfg.Limits.UserCommandCostPerSecond = 0, 0
 	cfg.Web.Enabled = false
 	cfg.Log = config.Log{Level: "warn", Format: "text"}
 	cfg.Namespaces = []config.Namespace{{

@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/centrifugal/centrifuge-go"
 	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/servertest"
+	"github.com/parley-chat/parley/chatserver/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
@@ -337,12 +339,61 @@ func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
 	report(t, tl, pub, sub1)
 }
 
+// A replica that commits publications while it cannot reach RabbitMQ and
+// then dies (or is drained) before RabbitMQ comes back does not take them
+// with it: they are in the store's outbox, and another replica re-publishes
+// them, so subscribers elsewhere get them without waiting for the channel's
+// next publication. The publisher's retry with the same key on another
+// replica (a committed publication whose replica died before it could even
+// write the outbox) is broadcast again too.
+func TestUnsentSurvivesReplicaDeath(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
+	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
+	tl := newTally()
+	if !tl.publish(pub.sub, "before") {
+		t.Fatal(tl.errs)
+	}
+	sub1.waitFor(t, "the first publication", func() bool { return len(sub1.publications()) == 1 })
+	c.nodes[0].amqpLink.Disable()
+	notReady(t, c, 0)
+	for i := range 3 {
+		if !tl.publish(pub.sub, fmt.Sprintf("during-%d", i)) {
+			t.Fatalf("publish during the outage: %v", tl.errs)
+		}
+	}
+	c.nodes[0].srv.Stop(t) // the replica goes, its memory with it
+	sub1.waitFor(t, "the publications committed on the dead replica", func() bool { return len(sub1.publications()) == 4 })
+
+	// A publication committed with a key but never fanned out, as if its
+	// replica died between the commit and anything else: the publisher's
+	// retry on a live replica is answered as a duplicate and broadcast.
+	res, err := c.nodes[1].store.Append(context.Background(), ch, &message.Publication{Data: []byte(`"orphan"`)},
+		store.AppendOptions{HistorySize: 10000, HistoryTTL: time.Hour, IdempotencyKey: "orphan-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry := client(t, c.nodes[1].srv.WS, "json", "publisher")
+	subscribe(t, retry, "publisher@node1", ch) // room: publishers are subscribers
+	if _, err := retry.RPC(context.Background(), "publish", []byte(`{"channel":"`+ch+`","data":"orphan","key":"orphan-key"}`)); err != nil {
+		t.Fatal(err)
+	}
+	sub1.waitFor(t, "the orphan after its retry", func() bool {
+		pubs := sub1.publications()
+		return len(pubs) == 5 && pubs[4].Offset == res.Publication.Offset
+	})
+}
+
 // lossy wraps a broker so its node sees what RabbitMQ may do under stress:
 // every 7th publication dropped, every 5th delivered after the next one.
 type lossy struct {
 	broker.Broker
 	on                 atomic.Bool
 	dropped, reordered atomic.Int64
+	// batches counts runs of several publications handed over at once (the
+	// path RabbitMQ's consumer takes under load).
+	batches atomic.Int64
 }
 
 func (l *lossy) Run(ctx context.Context, h broker.Handler) error {
@@ -377,6 +428,42 @@ func (h *lossyHandler) HandlePublication(ch string, pub *message.Publication, sp
 	}
 }
 
+// HandlePublications tampers with a run as HandlePublication does with
+// single deliveries and hands what is left on as a run: the node's batched
+// path sees the gaps and the reordering too.
+func (h *lossyHandler) HandlePublications(ch string, pubs []*message.Publication, sps []message.StreamPosition) {
+	bh := h.Handler.(broker.BatchHandler)
+	if len(pubs) > 1 {
+		h.l.batches.Add(1)
+	}
+	held := h.held
+	h.held = nil
+	var outP []*message.Publication
+	var outS []message.StreamPosition
+	for i, pub := range pubs {
+		if h.l.on.Load() && pub.Offset > 0 {
+			h.n++
+			switch {
+			case h.n%7 == 0:
+				h.l.dropped.Add(1)
+				continue
+			case h.n%5 == 0 && h.held == nil && held == nil:
+				h.l.reordered.Add(1)
+				p, sp := pub, sps[i]
+				h.held = func() { bh.HandlePublications(ch, []*message.Publication{p}, []message.StreamPosition{sp}) }
+				continue
+			}
+		}
+		outP, outS = append(outP, pub), append(outS, sps[i])
+	}
+	if len(outP) > 0 {
+		bh.HandlePublications(ch, outP, outS)
+	}
+	if held != nil {
+		held() // held back from an earlier run: now after this one
+	}
+}
+
 func (h *lossyHandler) Resubscribed(channels []string) {
 	if rh, ok := h.Handler.(broker.ResubscribeHandler); ok {
 		rh.Resubscribed(channels)
@@ -402,17 +489,32 @@ func TestDroppedAndReorderedDeliveries(t *testing.T) {
 		subscribe(t, client(t, c.nodes[1].srv.WS, "json", "s2"), "sub2@node1", ch),
 	}
 	tl := newTally()
-	for i := 0; i < 150; i++ {
-		tl.publish(pub.sub, fmt.Sprintf("m-%d", i))
+	// Publishers in parallel, so deliveries pile up and RabbitMQ's consumer
+	// hands them over in runs (the batched path) as well as one by one.
+	publishers := []*centrifuge.Subscription{pub.sub}
+	for i := range 3 {
+		publishers = append(publishers, subscribe(t, client(t, c.nodes[0].srv.WS, "json", fmt.Sprint("publisher", i)), fmt.Sprint("publisher", i), ch).sub)
 	}
+	var wg sync.WaitGroup
+	for p, ps := range publishers {
+		wg.Go(func() {
+			for i := 0; i < 75; i++ {
+				tl.publish(ps, fmt.Sprintf("m-%d-%d", p, i))
+			}
+		})
+	}
+	wg.Wait()
 	for _, s := range subs {
-		s.waitFor(t, "all but the tail", func() bool { return len(s.publications()) >= 140 })
+		s.waitFor(t, "all but the tail", func() bool { return len(s.publications()) >= 280 })
 	}
 	l.on.Store(false) // a dropped last publication waits for the next one: end with a clean fence
 	fence(t, tl, pub.sub, append(subs, pub)...)
-	t.Logf("the broker wrapper dropped %d and reordered %d deliveries", l.dropped.Load(), l.reordered.Load())
+	t.Logf("the broker wrapper dropped %d and reordered %d deliveries, saw %d runs", l.dropped.Load(), l.reordered.Load(), l.batches.Load())
 	if l.dropped.Load() == 0 || l.reordered.Load() == 0 {
 		t.Fatal("the wrapper did not tamper with anything")
+	}
+	if l.batches.Load() == 0 {
+		t.Fatal("no run of publications was handed over at once: the batched path went untested")
 	}
 	report(t, tl, append(subs, pub)...)
 }

@@ -114,6 +114,7 @@ func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *
 	cfg.Broker.Type, cfg.Broker.Exchange, cfg.Broker.ControlExchange = "amqp", c.top.Exchange, c.top.ControlExchange
 	cfg.Store.Type = "postgres"
 	cfg.Limits.PublishesPerSecond = 0 // the tests stream faster than a person types
+	cfg.Limits.CommandCostPerSecond, cfg.Limits.UserCommandCostPerSecond = 0, 0
 	for i := range cfg.Namespaces {
 		if cfg.Namespaces[i].Name == "room" {
 			// Recovery is guaranteed within the history window: make it hold

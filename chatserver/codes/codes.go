@@ -9,6 +9,7 @@ package codes
 
 import (
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/centrifugal/protocol"
 )
@@ -52,6 +53,25 @@ type Disconnect struct {
 }
 
 func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason) }
+
+// MaxReasonBytes is the longest reason a WebSocket close frame can carry
+// (125 bytes of payload, 2 of them the code).
+const MaxReasonBytes = 123
+
+// CloseReason is the reason cut to MaxReasonBytes at a UTF-8 boundary: a
+// longer one makes the close frame invalid and the client sees an abnormal
+// closure, which it reconnects after whatever the code said.
+func (d Disconnect) CloseReason() string {
+	r := d.Reason
+	if len(r) <= MaxReasonBytes {
+		return r
+	}
+	r = r[:MaxReasonBytes]
+	for len(r) > 0 && !utf8.ValidString(r) {
+		r = r[:len(r)-1]
+	}
+	return r
+}
 
 // Reconnect reports whether the client should reconnect after this disconnect.
 func (d Disconnect) Reconnect() bool {

@@ -99,6 +99,9 @@ type Auth struct {
 	HMACSecretFiles []string `json:"hmacSecretFiles,omitempty"`
 	// JWKSURL enables RS256/ES256 tokens verified with keys from this URL.
 	JWKSURL string `json:"jwksURL,omitempty"`
+	// AllowTokensWithoutExpiry accepts tokens without an exp claim, which
+	// never expire. Off by default: a leaked token must not be good forever.
+	AllowTokensWithoutExpiry bool `json:"allowTokensWithoutExpiry,omitempty"`
 	// Audience and Issuer, when set, must match the token's aud and iss claims.
 	Audience string `json:"audience,omitempty"`
 	Issuer   string `json:"issuer,omitempty"`
@@ -159,8 +162,15 @@ type Namespace struct {
 	// AllowSubscribe: "authenticated" (default: any authenticated user) or "token"
 	// (only with a channel grant in the connection token or a subscription token).
 	AllowSubscribe string `json:"allowSubscribe,omitempty"`
-	// AllowAnonymous lets anonymous connections subscribe and read (if Auth.AllowAnonymous).
+	// AllowAnonymous lets anonymous connections subscribe and read history (if Auth.AllowAnonymous).
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+	// AllowAnonymousPublish lets anonymous connections publish as
+	// subscribers do (they must be subscribed; never with allowPublish none).
+	// Needs allowAnonymous.
+	AllowAnonymousPublish bool `json:"allowAnonymousPublish,omitempty"`
+	// AllowAnonymousPresence lets anonymous subscribers read presence and
+	// presence_stats. Needs allowAnonymous.
+	AllowAnonymousPresence bool `json:"allowAnonymousPresence,omitempty"`
 	// Recovery lets clients recover missed publications on resubscribe.
 	Recovery bool `json:"recovery"`
 	// Typing enables typing indicators (never stored).
@@ -169,6 +179,14 @@ type Namespace struct {
 	AllowHistory string `json:"allowHistory,omitempty"`
 	// AllowPresence: who may see presence, "subscribers" (default) or "authenticated".
 	AllowPresence string `json:"allowPresence,omitempty"`
+	// AllowBinary lets publications carry any bytes (protobuf clients). Off,
+	// the namespace is JSON-only: every publish path refuses data that is not
+	// JSON. On, JSON clients never receive the publications they cannot carry
+	// (live, history or recovery); they are skipped, never a disconnect.
+	AllowBinary bool `json:"allowBinary,omitempty"`
+	// AllowedDeltaTypes lists the delta compressions subscribers may ask for
+	// (the subscribe request's delta): only "fossil" exists.
+	AllowedDeltaTypes []string `json:"allowedDeltaTypes,omitempty"`
 	// Personal makes this the personal namespace: every authenticated connection
 	// of user U is subscribed by the server to "<name>:#U".
 	Personal bool `json:"personal,omitempty"`
@@ -189,6 +207,14 @@ type Limits struct {
 	// WriteQueueBytes bounds each connection's pending output; past it the
 	// client is disconnected as a slow consumer.
 	WriteQueueBytes int `json:"writeQueueBytes"`
+	// CommandCostPerSecond is each connection's budget for commands, in cost
+	// units (docs/protocol.md lists what each command costs), recovering at
+	// this rate with bursts of ten seconds' worth. Over it a command is
+	// answered 111 "too many requests". 0 disables it.
+	CommandCostPerSecond int `json:"commandCostPerSecond"`
+	// UserCommandCostPerSecond is the same budget shared by all of one user's
+	// connections on a replica. 0 disables it.
+	UserCommandCostPerSecond int `json:"userCommandCostPerSecond"`
 }
 
 // Web client settings.
@@ -214,9 +240,12 @@ func Default() Config {
 		Namespaces: []Namespace{
 			{Name: "room", History: History{Size: 1000, TTL: Duration(720 * time.Hour)}, Presence: true, JoinLeave: true, AllowPublish: PublishSubscribers, AllowSubscribe: "authenticated", Recovery: true, Typing: true},
 		},
-		Limits: Limits{MaxMessageBytes: 65536, PublishesPerSecond: 20, ConnectionsPerUser: 10, SubscriptionsPerConnection: 128, WriteQueueBytes: 1 << 20},
-		Web:    Web{Enabled: true},
-		Log:    Log{Level: "info", Format: "json"},
+		Limits: Limits{
+			MaxMessageBytes: 65536, PublishesPerSecond: 20, ConnectionsPerUser: 10, SubscriptionsPerConnection: 128, WriteQueueBytes: 1 << 20,
+			CommandCostPerSecond: 100, UserCommandCostPerSecond: 300,
+		},
+		Web: Web{Enabled: true},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -358,6 +387,14 @@ func (c Config) Validate() error {
 				bad(key+"."+field, "must be subscribers or authenticated, got %q", v)
 			}
 		}
+		if (ns.AllowAnonymousPublish || ns.AllowAnonymousPresence) && !ns.AllowAnonymous {
+			bad(key+".allowAnonymous", "must be true when allowAnonymousPublish or allowAnonymousPresence is")
+		}
+		for j, d := range ns.AllowedDeltaTypes {
+			if d != "fossil" {
+				bad(fmt.Sprintf("%s.allowedDeltaTypes[%d]", key, j), "must be fossil, got %q", d)
+			}
+		}
 		if ns.Personal && ns.Name == "" {
 			bad(key+".personal", "the personal namespace needs a name")
 		}
@@ -372,7 +409,8 @@ func (c Config) Validate() error {
 	for key, v := range map[string]int{
 		"limits.maxMessageBytes": l.MaxMessageBytes, "limits.publishesPerSecond": l.PublishesPerSecond,
 		"limits.connectionsPerUser": l.ConnectionsPerUser, "limits.subscriptionsPerConnection": l.SubscriptionsPerConnection,
-		"limits.writeQueueBytes": l.WriteQueueBytes,
+		"limits.writeQueueBytes": l.WriteQueueBytes, "limits.commandCostPerSecond": l.CommandCostPerSecond,
+		"limits.userCommandCostPerSecond": l.UserCommandCostPerSecond,
 	} {
 		if v < 0 {
 			bad(key, "must not be negative")

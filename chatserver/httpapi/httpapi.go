@@ -319,6 +319,11 @@ func (a *API) disconnect(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeErr(w, fmt.Errorf("%w: code must be 3000-4999", codes.ErrBadRequest))
 		return
 	}
+	if len(req.Reason) > codes.MaxReasonBytes {
+		writeJSON(w, http.StatusBadRequest, map[string]apiError{"error": {Code: codes.ErrBadRequest.Code,
+			Message: fmt.Sprintf("reason: at most %d bytes (what a WebSocket close frame holds)", codes.MaxReasonBytes)}})
+		return
+	}
 	d := codes.Disconnect{Code: req.Code, Reason: req.Reason}
 	if d.Code != 0 && d.Reason == "" {
 		d.Reason = "disconnected by server"

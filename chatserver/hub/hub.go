@@ -6,7 +6,6 @@
 package hub
 
 import (
-	"cmp"
 	"hash/maphash"
 	"runtime"
 	"slices"
@@ -249,7 +248,9 @@ func (h *Hub) Channels() []string {
 
 // encoded lazily encodes one push per protocol type, at most once each.
 type encoded struct {
-	reply      protocol.Reply
+	reply protocol.Reply
+	// delta encodes a publication for delta subscribers (publishing only).
+	delta      *Delta
 	json, pb   []byte
 	jsonErr    error
 	jsonDone   bool
@@ -282,9 +283,10 @@ func (e *encoded) get(t protocol.Type) ([]byte, error) {
 
 // BroadcastPublication hands pub to every local subscriber of channel and
 // returns how many received it. JSON subscribers of a publication whose data
-// is not JSON are disconnected (inappropriate protocol), as the protocol says.
+// is not JSON (a namespace with allowBinary) do not get it: one user's
+// publication must never close another user's connection.
 func (h *Hub) BroadcastPublication(channel string, pub *protocol.Publication) int {
-	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true}
+	e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}, publishing: true, delta: NewDelta(channel, pub)}
 	return h.broadcast(channel, &e, pub.Offset)
 }
 
@@ -297,16 +299,18 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	if len(pubs) == 1 {
 		return h.BroadcastPublication(channel, pubs[0])
 	}
-	b := &batch{offsets: make([]uint64, len(pubs))}
+	b := &batch{pubs: pubs, deltas: make([]*Delta, len(pubs))}
 	for i, pub := range pubs {
-		b.offsets[i] = pub.Offset
+		b.deltas[i] = NewDelta(channel, pub)
 		e := encoded{reply: protocol.Reply{Push: &protocol.Push{Channel: channel, Pub: pub}}}
-		// One publication a protocol cannot carry (binary data for JSON)
-		// fails the whole batch for that protocol's subscribers.
-		data, err := e.get(protocol.TypeJSON)
-		b.json, b.jsonErr = append(b.json, data), cmp.Or(b.jsonErr, err)
-		data, err = e.get(protocol.TypeProtobuf)
-		b.pb, b.pbErr = append(b.pb, data), cmp.Or(b.pbErr, err)
+		// A publication a protocol cannot carry (binary data for JSON) is
+		// left out of that protocol's batch, never a reason to disconnect.
+		if data, err := e.get(protocol.TypeJSON); err == nil {
+			b.json, b.jsonOffsets = append(b.json, data), append(b.jsonOffsets, pub.Offset)
+		}
+		if data, err := e.get(protocol.TypeProtobuf); err == nil {
+			b.pb, b.pbOffsets = append(b.pb, data), append(b.pbOffsets, pub.Offset)
+		}
 	}
 	sh := &h.subs[h.shard(channel)]
 	sh.mu.RLock()
@@ -318,25 +322,34 @@ func (h *Hub) BroadcastPublications(channel string, pubs []*protocol.Publication
 	return inParts(cs.list, func(part []Subscriber) int { return b.deliver(part, channel) })
 }
 
-// batch is several publications encoded for both protocols.
+// batch is several publications encoded for both protocols; each protocol
+// holds only what it can carry, with the offsets of those.
 type batch struct {
-	offsets        []uint64
-	json, pb       [][]byte
-	jsonErr, pbErr error
+	json, pb               [][]byte
+	jsonOffsets, pbOffsets []uint64
+	// pubs and their deltas serve delta subscribers, one by one.
+	pubs   []*protocol.Publication
+	deltas []*Delta
 }
 
 func (b *batch) deliver(subs []Subscriber, channel string) int {
 	n := 0
 	for _, s := range subs {
-		data, err := b.json, b.jsonErr
-		if s.Protocol() == protocol.TypeProtobuf {
-			data, err = b.pb, b.pbErr
-		}
-		if err != nil {
-			s.Disconnect(codes.DisconnectInappropriateProtocol)
+		if ds, ok := wantsDelta(s, channel); ok {
+			for i, pub := range b.pubs {
+				ds.DeliverPublicationDelta(channel, pub, b.deltas[i])
+			}
+			n++
 			continue
 		}
-		s.DeliverPublications(channel, b.offsets, data)
+		data, offsets := b.json, b.jsonOffsets
+		if s.Protocol() == protocol.TypeProtobuf {
+			data, offsets = b.pb, b.pbOffsets
+		}
+		if len(data) == 0 {
+			continue
+		}
+		s.DeliverPublications(channel, offsets, data)
 		n++
 	}
 	return n
@@ -406,10 +419,16 @@ func inParts(list []Subscriber, deliver func([]Subscriber) int) int {
 func deliver(subs []Subscriber, channel string, e *encoded, offset uint64) int {
 	n := 0
 	for _, s := range subs {
+		if e.publishing {
+			if ds, ok := wantsDelta(s, channel); ok {
+				ds.DeliverPublicationDelta(channel, e.reply.Push.Pub, e.delta)
+				n++
+				continue
+			}
+		}
 		data, err := e.get(s.Protocol())
 		if err != nil {
-			s.Disconnect(codes.DisconnectInappropriateProtocol)
-			continue
+			continue // binary data for a JSON subscriber: skipped, see BroadcastPublication
 		}
 		if e.publishing {
 			s.DeliverPublication(channel, offset, data)

@@ -81,10 +81,16 @@ func TestBroadcastEncodesOncePerProtocol(t *testing.T) {
 	if err := rep.UnmarshalCF(subs[1].got[0]); err != nil || rep.Push.Pub.Offset != 3 || rep.Push.Channel != "room:1" {
 		t.Fatalf("protobuf push %+v %v", rep.Push, err)
 	}
-	// Binary data cannot go to JSON subscribers: they are disconnected, protobuf ones served.
+	// Binary data cannot go to JSON subscribers: they skip it (never a
+	// disconnect), protobuf ones are served.
 	n = h.BroadcastPublication("room:1", &protocol.Publication{Data: []byte{0xff, 0x00}})
-	if n != 3 || len(subs[0].disc) != 1 || subs[0].disc[0] != codes.DisconnectInappropriateProtocol || len(subs[1].disc) != 0 {
-		t.Fatalf("binary broadcast: n=%d json disc %v protobuf disc %v", n, subs[0].disc, subs[1].disc)
+	if n != 3 || len(subs[0].disc) != 0 || len(subs[0].got) != 1 || len(subs[1].got) != 2 {
+		t.Fatalf("binary broadcast: n=%d json disc %v got %d, protobuf got %d", n, subs[0].disc, len(subs[0].got), len(subs[1].got))
+	}
+	// In a batch, a JSON subscriber gets the publications it can carry.
+	h.BroadcastPublications("room:1", []*protocol.Publication{{Data: []byte{0xff}, Offset: 4}, {Data: []byte(`{}`), Offset: 5}})
+	if len(subs[0].disc) != 0 || len(subs[0].got) != 2 || len(subs[1].got) != 4 {
+		t.Fatalf("mixed batch: json disc %v got %d, protobuf got %d", subs[0].disc, len(subs[0].got), len(subs[1].got))
 	}
 	for i, s := range subs {
 		if last := h.RemoveSub("room:1", s); last != (i == len(subs)-1) {
@@ -206,7 +212,7 @@ func TestBigRoomBroadcastInParallelParts(t *testing.T) {
 
 // Several publications broadcast together reach each subscriber in one
 // DeliverPublications call, in order, encoded for its protocol; when one of
-// them cannot be sent as JSON, JSON subscribers are disconnected instead.
+// them cannot be sent as JSON, JSON subscribers get the others.
 func TestBroadcastPublicationsTogether(t *testing.T) {
 	h := hub.New()
 	subs := make([]*sink, 1000) // big enough to be split into parallel parts
@@ -245,8 +251,12 @@ func TestBroadcastPublicationsTogether(t *testing.T) {
 	binary := append(pubs[:1:1], &protocol.Publication{Data: []byte{0xff, 0x00}, Offset: 9})
 	h.BroadcastPublications("room:b", binary)
 	for i, s := range subs {
-		if disconnected := len(s.disc) == 1; disconnected != (s.proto == protocol.TypeJSON) {
-			t.Fatalf("subscriber %d (%s): disconnects %v", i, s.proto, s.disc)
+		want := 7 // the JSON publication and, for protobuf, the binary one too
+		if s.proto == protocol.TypeJSON {
+			want = 6
+		}
+		if len(s.disc) != 0 || len(s.got) != want {
+			t.Fatalf("subscriber %d (%s): disconnects %v, %d publications, want %d", i, s.proto, s.disc, len(s.got), want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -46,10 +47,12 @@ type Node struct {
 	store    store.Store
 	hub      *hub.Hub
 	verifier *auth.Verifier
-	authz    *auth.Authorizer
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	id       string
+	// ownVerifier says New built verifier (from cfg.Auth), so Run closes it.
+	ownVerifier bool
+	authz       *auth.Authorizer
+	metrics     *metrics.Metrics
+	log         *slog.Logger
+	id          string
 
 	seed     maphash.Seed
 	subLocks [numLocks]sync.Mutex // serialise broker subscribe/unsubscribe per channel
@@ -59,30 +62,15 @@ type Node struct {
 	running      atomic.Bool
 	shuttingDown atomic.Bool
 
-	// unsent holds, per channel, the newest publication the store committed
-	// but the broker did not accept (RabbitMQ unreachable). Re-publishing it
-	// once the broker works lets the other replicas see the gap and fill it
-	// from the store, even if nothing else is published in the channel.
-	unsentMu sync.Mutex
-	unsent   map[string]store.AppendResult
-
 	// reads merges read receipts per channel before broadcasting them.
 	reads *receiptBatcher
 	// presence batches the periodic presence refreshes (presence.go).
 	presence *presenceBatcher
-}
-
-// RebroadcastInterval is how often unsent publications are retried.
-const RebroadcastInterval = 250 * time.Millisecond
-
-// chanState is what the node delivered last in a channel, for gap detection.
-type chanState struct {
-	mu   sync.Mutex
-	last uint64
-	// known says last is a real position (read from the store or delivered),
-	// not "nothing known yet": 0 of a fresh channel is a position too.
-	known bool
-	epoch string
+	// budgets are the per-user command budgets (budgets.go).
+	budgets userBudgets
+	// fills are the goroutines filling gaps from the store, off the
+	// broker's delivery path; Run waits for them.
+	fills sync.WaitGroup
 }
 
 // Option customises a Node.
@@ -110,7 +98,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), unsent: map[string]store.AppendResult{}}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed()}
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
@@ -133,13 +121,14 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		if err != nil {
 			return nil, err
 		}
-		n.verifier = v
+		n.verifier, n.ownVerifier = v, true
 	}
 	return n, nil
 }
 
 // Run runs the broker's delivery, and the retry of publications the broker
-// did not accept, until ctx is cancelled.
+// did not accept, until ctx is cancelled; then it stops the node's
+// background work (batchers, the JWKS refresh of a verifier it built).
 func (n *Node) Run(ctx context.Context) error {
 	n.running.Store(true)
 	defer n.running.Store(false)
@@ -152,52 +141,14 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() {
 		stop()
 		<-retried
+		n.fills.Wait() // each bounded by its store timeout
 		n.reads.stop()
 		n.presence.stop()
+		if n.ownVerifier {
+			n.verifier.Close() // its JWKS refresh
+		}
 	}()
 	return n.broker.Run(ctx, n)
-}
-
-// markUnsent remembers res as its channel's newest committed-but-unsent publication.
-func (n *Node) markUnsent(channel string, res store.AppendResult) {
-	n.unsentMu.Lock()
-	defer n.unsentMu.Unlock()
-	if old, ok := n.unsent[channel]; ok && old.Position.Epoch == res.Position.Epoch && old.Publication.Offset > res.Publication.Offset {
-		return
-	}
-	n.unsent[channel] = res
-}
-
-// rebroadcastLoop re-publishes unsent publications until the broker takes them.
-func (n *Node) rebroadcastLoop(ctx context.Context) {
-	t := time.NewTicker(RebroadcastInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.unsentMu.Lock()
-		todo := make(map[string]store.AppendResult, len(n.unsent))
-		for ch, res := range n.unsent {
-			todo[ch] = res
-		}
-		n.unsentMu.Unlock()
-		for ch, res := range todo {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := n.broker.Publish(pctx, ch, res.Publication, res.Position)
-			cancel()
-			if err != nil {
-				break // the broker is still down: try again next tick
-			}
-			n.unsentMu.Lock()
-			if cur, ok := n.unsent[ch]; ok && cur.Publication == res.Publication {
-				delete(n.unsent, ch)
-			}
-			n.unsentMu.Unlock()
-		}
-	}
 }
 
 // ID is this node's random identity (shown to clients in the connect result).
@@ -265,6 +216,9 @@ func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) 
 		return fmt.Errorf("broker subscribe %q: %w", channel, err)
 	}
 	n.metrics.Subscriptions.Inc()
+	if !n.ordered(channel) {
+		return nil // no gap detection, no position to read
+	}
 	pos, err := n.store.Position(ctx, channel)
 	if err != nil {
 		n.log.Warn("read position for gap detection", "channel", channel, "error", err)
@@ -325,98 +279,6 @@ func ToProtoInfo(i *message.ClientInfo) *protocol.ClientInfo {
 	return &protocol.ClientInfo{User: i.User, Client: i.Client, ConnInfo: i.ConnInfo, ChanInfo: i.ChanInfo}
 }
 
-// HandlePublication implements broker.Handler: deliver in offset order, fill
-// gaps from the store, drop duplicates.
-func (n *Node) HandlePublication(channel string, pub *message.Publication, sp message.StreamPosition) {
-	n.HandlePublications(channel, []*message.Publication{pub}, []message.StreamPosition{sp})
-}
-
-// HandlePublications implements broker.BatchHandler: HandlePublication for
-// each, with what is deliverable handed to the hub together.
-func (n *Node) HandlePublications(channel string, pubs []*message.Publication, sps []message.StreamPosition) {
-	st := n.state(channel)
-	if st == nil {
-		return
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	ready := make([]*message.Publication, 0, len(pubs))
-	for i, pub := range pubs {
-		if pub.Offset == 0 { // never stored (typing indicator): nothing to order
-			ready = append(ready, pub)
-			continue
-		}
-		sp := sps[i]
-		if st.epoch != "" && sp.Epoch != "" && sp.Epoch != st.epoch {
-			// The stream was reset: positions from the old epoch mean nothing.
-			st.epoch, st.last = sp.Epoch, 0
-		}
-		if st.epoch == "" {
-			st.epoch = sp.Epoch
-		}
-		switch {
-		case !st.known:
-		case pub.Offset <= st.last:
-			continue // already delivered (duplicate or filled earlier)
-		case pub.Offset > st.last+1:
-			n.deliver(channel, ready) // what came before the gap goes first
-			ready = ready[:0]
-			n.fillGap(channel, st, pub.Offset)
-		}
-		ready = append(ready, pub)
-		st.last, st.known = pub.Offset, true
-	}
-	n.deliver(channel, ready)
-}
-
-// fillGap delivers publications (st.last, upTo) from the store. On failure the
-// channel's subscribers are disconnected with "insufficient state" so their
-// clients recover from history when they reconnect.
-func (n *Node) fillGap(channel string, st *chanState, upTo uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	missing := int(upTo - st.last - 1)
-	pubs, _, err := n.store.History(ctx, channel, store.HistoryOptions{
-		Since: &message.StreamPosition{Offset: st.last, Epoch: st.epoch}, Limit: missing,
-	})
-	n.metrics.GapFills.Inc()
-	if err != nil || len(pubs) != missing {
-		n.log.Warn("fill publication gap", "channel", channel, "from", st.last+1, "to", upTo-1, "got", len(pubs), "error", err)
-		for _, s := range n.hub.Subscribers(channel) {
-			s.Disconnect(codes.DisconnectInsufficientState)
-		}
-		return
-	}
-	for _, p := range pubs {
-		if p.Offset > st.last && p.Offset < upTo {
-			n.deliver(channel, []*message.Publication{p})
-			st.last = p.Offset
-		}
-	}
-}
-
-func (n *Node) deliver(channel string, pubs []*message.Publication) {
-	var count int
-	switch len(pubs) {
-	case 0:
-		return
-	case 1:
-		count = n.hub.BroadcastPublication(channel, ToProtoPublication(pubs[0]))
-	default:
-		wire := make([]*protocol.Publication, len(pubs))
-		for i, p := range pubs {
-			wire[i] = ToProtoPublication(p)
-		}
-		count = n.hub.BroadcastPublications(channel, wire)
-	}
-	n.metrics.BroadcastReceivers.Add(float64(count * len(pubs)))
-	for _, pub := range pubs {
-		if pub.Time > 0 {
-			n.metrics.PublishLatency.Observe(time.Since(time.UnixMilli(pub.Time)).Seconds())
-		}
-	}
-}
-
 // HandleJoin implements broker.Handler.
 func (n *Node) HandleJoin(channel string, info *message.ClientInfo) {
 	n.metrics.BroadcastReceivers.Add(float64(n.hub.BroadcastJoin(channel, ToProtoInfo(info))))
@@ -427,33 +289,22 @@ func (n *Node) HandleLeave(channel string, info *message.ClientInfo) {
 	n.metrics.BroadcastReceivers.Add(float64(n.hub.BroadcastLeave(channel, ToProtoInfo(info))))
 }
 
-// Resubscribed implements broker.ResubscribeHandler: after a broker
-// reconnect, deliver what was missed in each channel from the store.
-func (n *Node) Resubscribed(channels []string) {
-	for _, ch := range channels {
-		st := n.state(ch)
-		if st == nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		pos, err := n.store.Position(ctx, ch)
-		cancel()
-		if err != nil {
-			n.log.Warn("position after broker resubscribe", "channel", ch, "error", err)
-			continue
-		}
-		st.mu.Lock()
-		if pos.Epoch == st.epoch && pos.Offset > st.last && st.known {
-			n.fillGap(ch, st, pos.Offset+1)
-		}
-		st.mu.Unlock()
-	}
-}
-
 var (
 	_ broker.Handler            = (*Node)(nil)
 	_ broker.ResubscribeHandler = (*Node)(nil)
 )
+
+// ErrDataNotJSON answers a publish of data that is not JSON in a namespace
+// without allowBinary.
+var ErrDataNotJSON = &codes.Error{Code: codes.ErrBadRequest.Code, Message: "bad request: data must be JSON (the namespace does not set allowBinary)"}
+
+// JSONCarries reports whether a JSON-protocol client can be sent pub (its
+// data is embedded raw, so it must be JSON). Binary
+// publications (namespaces with allowBinary) are left out of what JSON
+// clients get, never a reason to disconnect them.
+func JSONCarries(pub *message.Publication) bool {
+	return json.Valid(pub.Data)
+}
 
 // PublishOptions tune one publish.
 type PublishOptions struct {
@@ -470,6 +321,11 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	if err != nil {
 		return store.AppendResult{}, err
 	}
+	if !ns.AllowBinary && !json.Valid(data) {
+		// Every publish path (client command, rpc, HTTP API, edit) comes
+		// here: data a JSON client cannot carry never enters a JSON room.
+		return store.AppendResult{}, ErrDataNotJSON
+	}
 	res, err := n.store.Append(ctx, channel, &message.Publication{Data: data, Info: info, Tags: opts.Tags}, store.AppendOptions{
 		HistorySize: ns.History.Size, HistoryTTL: ns.History.TTL.D(),
 		IdempotencyKey: opts.IdempotencyKey, IdempotencyTTL: IdempotencyTTL,
@@ -477,18 +333,14 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	if err != nil {
 		return store.AppendResult{}, fmt.Errorf("append to %q: %w", channel, err)
 	}
-	if res.Duplicate {
+	if res.Duplicate && !n.ordered(channel) {
 		return res, nil
 	}
-	if err := n.broker.Publish(ctx, channel, res.Publication, res.Position); err != nil {
-		// Committed but not fanned out. The publication is durable, so the
-		// publisher is told it was sent: answering with an error would make a
-		// retrying client publish it twice. This node's subscribers get it now;
-		// other replicas get it when the broker takes it again (rebroadcastLoop)
-		// or, at the latest, from history when their own broker link recovers.
-		n.log.Warn("broker publish failed; committed publication will be re-sent", "channel", channel, "offset", res.Publication.Offset, "error", err)
-		n.markUnsent(channel, res)
-		n.HandlePublication(channel, res.Publication, res.Position)
+	// A duplicate is fanned out again: the first attempt may have committed
+	// and died before anything else (its replica gone between the commit and
+	// the broker); receivers drop what they delivered already.
+	if err := n.fanOut(ctx, channel, res); err != nil {
+		return store.AppendResult{}, err
 	}
 	return res, nil
 }
@@ -500,8 +352,19 @@ func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte
 	return n.broker.Publish(ctx, channel, pub, message.StreamPosition{})
 }
 
-// History reads a channel's history.
+// History reads a channel's history. A Since position with an empty epoch
+// (what the SDKs send for a position the app built itself) matches the
+// stream's current epoch, as in Centrifugo: the epoch check is skipped.
 func (n *Node) History(ctx context.Context, channel string, opts store.HistoryOptions) ([]*message.Publication, message.StreamPosition, error) {
+	if opts.Since != nil && opts.Since.Epoch == "" {
+		pos, err := n.store.Position(ctx, channel)
+		if err != nil {
+			return nil, pos, err
+		}
+		since := *opts.Since
+		since.Epoch = pos.Epoch
+		opts.Since = &since
+	}
 	return n.store.History(ctx, channel, opts)
 }
 

@@ -107,6 +107,7 @@ func TestGapFilledFromStore(t *testing.T) {
 	n.HandlePublication(ch, last.Publication, last.Position)
 	// An ephemeral publication (typing) passes without touching the order.
 	n.HandlePublication(ch, &message.Publication{Data: []byte(`{}`)}, message.StreamPosition{})
+	n.WaitGapFills()
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -139,6 +140,7 @@ func TestUnfillableGapDisconnects(t *testing.T) {
 		}
 	}
 	n.HandlePublication(ch, res.Publication, res.Position)
+	n.WaitGapFills()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.disconnected) == 0 || rec.disconnected[0] != codes.DisconnectInsufficientState {

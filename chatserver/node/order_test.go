@@ -2,10 +2,16 @@ package node_test
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"testing"
 
+	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
+	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/node"
 	"github.com/parley-chat/parley/chatserver/store"
+	storememory "github.com/parley-chat/parley/chatserver/store/memory"
 )
 
 // The first publications of a fresh channel may reach the node out of order
@@ -28,10 +34,57 @@ func TestFirstPublicationsOutOfOrderAreDeliveredInOrder(t *testing.T) {
 	}
 	n.HandlePublication(ch, res[1].Publication, res[1].Position)
 	n.HandlePublication(ch, res[0].Publication, res[0].Position)
+	n.WaitGapFills()
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.offsets) != 2 || rec.offsets[0] != 1 || rec.offsets[1] != 2 {
 		t.Fatalf("delivered %v, want [1 2]", rec.offsets)
+	}
+}
+
+// In a namespace without history there is nothing to fill a gap from, and
+// docs/guarantees.md promises at most once without gap detection: two
+// publishers' publications reordered in transit (offsets 1, 3, 2) are all
+// delivered as they come, and nobody is disconnected, neither then nor when
+// the broker link comes back with the store ahead.
+func TestNoGapDetectionWithoutHistory(t *testing.T) {
+	ctx := context.Background()
+	const ch = "plain:race"
+	cfg := config.Default()
+	cfg.Auth.AllowAnonymous = true
+	cfg.Namespaces = append(cfg.Namespaces, config.Namespace{Name: "plain"})
+	s := storememory.New(storememory.Options{})
+	t.Cleanup(func() { _ = s.Close() })
+	b := brokermemory.New()
+	t.Cleanup(func() { _ = b.Close() })
+	n, err := node.New(cfg, b, s, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	if err := n.Subscribe(ctx, ch, rec); err != nil {
+		t.Fatal(err)
+	}
+	var res []store.AppendResult
+	for range 4 {
+		r, err := s.Append(ctx, ch, &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res = append(res, r)
+	}
+	for _, i := range []int{0, 2, 1} {
+		n.HandlePublication(ch, res[i].Publication, res[i].Position)
+	}
+	n.Resubscribed([]string{ch}) // the store is at 4, the node delivered 3
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.disconnected) != 0 {
+		t.Fatalf("disconnected %v", rec.disconnected)
+	}
+	if want := []uint64{1, 3, 2}; !slices.Equal(rec.offsets, want) {
+		t.Fatalf("delivered %v, want %v", rec.offsets, want)
 	}
 }

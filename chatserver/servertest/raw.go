@@ -74,6 +74,38 @@ func (r *Raw) Command(t testing.TB, cmd *protocol.Command) uint32 {
 	return cmd.Id
 }
 
+// Commands sends cmds in one frame (ids assigned as Command does) and
+// returns their ids.
+func (r *Raw) Commands(t testing.TB, cmds []*protocol.Command) []uint32 {
+	t.Helper()
+	var (
+		frame []byte
+		ids   = make([]uint32, 0, len(cmds))
+	)
+	for _, cmd := range cmds {
+		if cmd.Id == 0 {
+			r.id++
+			cmd.Id = r.id
+		}
+		ids = append(ids, cmd.Id)
+		if r.Proto == protocol.TypeJSON {
+			data, _ := protocol.NewJSONCommandEncoder().Encode(cmd)
+			if len(frame) > 0 {
+				frame = append(frame, '\n')
+			}
+			frame = append(frame, data...)
+			continue
+		}
+		data, err := protocol.NewProtobufCommandEncoder().Encode(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame = append(frame, data...)
+	}
+	r.WriteFrame(t, frame)
+	return ids
+}
+
 // Connect sends connect with token and waits for its reply.
 func (r *Raw) Connect(t testing.TB, token string) *protocol.ConnectResult {
 	t.Helper()

@@ -125,7 +125,7 @@ func TestChatSemantics(t *testing.T) {
 		}
 	})
 	t.Run("bad rpc", func(t *testing.T) {
-		if _, err := alice.RPC(ctx(t), "nope", []byte(`{}`)); serverErr(t, err).Code != 104 {
+		if _, err := alice.RPC(ctx(t), "nope", []byte(`{}`)); serverErr(t, err).Code != 108 {
 			t.Fatalf("unknown method: %v", err)
 		}
 		if _, err := alice.RPC(ctx(t), "publish", []byte(`{"channel":""}`)); serverErr(t, err).Code != 107 {

@@ -18,10 +18,6 @@ import (
 // Version is reported to clients in connect and refresh results.
 const Version = "parley"
 
-// subscribeFlagRejectUnrecovered asks for error 112 instead of a subscribe
-// that could not recover (centrifuge-go sends it with GetState).
-const subscribeFlagRejectUnrecovered int64 = 2
-
 // tokenError maps a token verification failure: expired tokens get error 109
 // (SDKs refresh and retry), anything else closes with "invalid token".
 func (s *Session) tokenError(err error) error {
@@ -40,9 +36,11 @@ func ttlSeconds(d time.Duration) uint32 {
 	return uint32(d / time.Second)
 }
 
-func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*protocol.Reply, error) {
+// connect authenticates the connection and queues its reply itself, so the
+// server-side subscriptions it announces go live only after it.
+func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectRequest) error {
 	if s.n.ShuttingDown() {
-		return nil, codes.DisconnectShutdown
+		return codes.DisconnectShutdown
 	}
 	var (
 		user      string
@@ -54,36 +52,39 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 	)
 	if req.Token == "" {
 		if !s.n.Config().Auth.AllowAnonymous {
-			return nil, codes.ErrUnauthorized
+			return codes.ErrUnauthorized
 		}
 		anonymous = true
 	} else {
 		claims, err := s.n.Verifier().VerifyConnection(ctx, req.Token)
 		if err != nil {
-			return nil, s.tokenError(err)
+			return s.tokenError(err)
 		}
 		user, info, grants = claims.Subject, claims.Info, claims.Channels
 		anonymous = user == ""
 		expiresIn, expires = auth.ExpiresIn(claims.RegisteredClaims, time.Now())
 		if anonymous && !s.n.Config().Auth.AllowAnonymous {
-			return nil, codes.DisconnectInvalidToken
+			return codes.DisconnectInvalidToken
 		}
 	}
 	if !anonymous {
 		// This node first (no store call when it alone is over), then the cluster.
 		if !s.n.UserConnectionsAllowed(user) {
-			return nil, codes.DisconnectConnectionLimit
+			return codes.DisconnectConnectionLimit
 		}
 		admitted, err := s.n.AdmitConnection(ctx, message.ClientInfo{User: user, Client: s.id})
 		if err != nil {
 			s.log.Warn("connections per user across replicas", "error", err)
 		}
 		if !admitted {
-			return nil, codes.DisconnectConnectionLimit
+			return codes.DisconnectConnectionLimit
 		}
 	}
 	s.mu.Lock()
 	s.user, s.anonymous, s.connInfo, s.grants = user, anonymous, info, grants
+	if !anonymous {
+		s.budgets.user = s.n.UserBudget(user)
+	}
 	s.state = stateConnected
 	if expires {
 		s.expireTimer = time.AfterFunc(expiresIn, s.expire)
@@ -102,15 +103,28 @@ func (s *Session) connect(ctx context.Context, req *protocol.ConnectRequest) (*p
 	if expires {
 		res.Ttl = ttlSeconds(expiresIn)
 	}
+	var serverSubs map[*subscription]*protocol.SubscribeResult
 	if personal := s.n.Authorizer().PersonalChannel(user); personal != "" && !anonymous {
-		subRes, err := s.subscribeServerSide(ctx, personal)
+		sub, subRes, err := s.subscribeServerSide(ctx, personal, req.Subs[personal])
 		if err != nil {
 			s.log.Warn("personal channel subscribe", "channel", personal, "error", err)
 		} else {
 			res.Subs = map[string]*protocol.SubscribeResult{personal: subRes}
+			serverSubs = map[*subscription]*protocol.SubscribeResult{sub: subRes}
 		}
 	}
-	return &protocol.Reply{Connect: res}, nil
+	data, err := protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{Id: id, Connect: res})
+	if err != nil {
+		return codes.DisconnectInappropriateProtocol
+	}
+	// The reply first, then what the server-side subscriptions buffered.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueue(data, s.n.Metrics().OutReply)
+	for sub, subRes := range serverSubs {
+		s.goLiveLocked(sub, subRes)
+	}
+	return nil
 }
 
 // expire closes a connection whose token expired without a refresh.
@@ -174,189 +188,12 @@ func (s *Session) refreshPresence() {
 	}
 }
 
-// subscribeServerSide subscribes the connection to a channel the server chose
-// (the personal channel) and returns the result for the connect reply.
-func (s *Session) subscribeServerSide(ctx context.Context, channel string) (*protocol.SubscribeResult, error) {
-	ns, err := s.n.Authorizer().Namespace(channel)
-	if err != nil {
-		return nil, err
-	}
-	sub := &subscription{ns: ns, live: true}
-	s.mu.Lock()
-	s.subs[channel] = sub
-	s.mu.Unlock()
-	if err := s.n.Subscribe(ctx, channel, s); err != nil {
-		s.mu.Lock()
-		delete(s.subs, channel)
-		s.mu.Unlock()
-		return nil, err
-	}
-	return &protocol.SubscribeResult{}, nil
-}
-
-func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.SubscribeRequest) error {
-	channel := req.Channel
-	ns, err := s.n.Authorizer().Namespace(channel)
-	if err != nil {
-		return err
-	}
-	subj := s.subject()
-	var (
-		chanInfo  []byte
-		tokenOK   bool
-		expiresIn time.Duration
-		expires   bool
-	)
-	if req.Token != "" {
-		claims, err := s.n.Verifier().VerifySubscription(ctx, req.Token, subj.User, channel)
-		if err != nil {
-			if errors.Is(err, auth.ErrTokenExpired) {
-				return codes.ErrTokenExpired
-			}
-			s.log.Info("invalid subscription token", "channel", channel, "error", err)
-			return codes.ErrPermissionDenied
-		}
-		tokenOK, chanInfo = true, claims.Info
-		expiresIn, expires = auth.ExpiresIn(claims.RegisteredClaims, time.Now())
-	}
-	if err := s.n.Authorizer().CanSubscribe(subj, channel, tokenOK); err != nil {
-		return err
-	}
-	sub := &subscription{ns: ns, chanInfo: chanInfo, joinLeave: req.JoinLeave && ns.JoinLeave}
-	s.mu.Lock()
-	if _, ok := s.subs[channel]; ok {
-		s.mu.Unlock()
-		return codes.ErrAlreadySubscribed
-	}
-	if limit := s.n.Config().Limits.SubscriptionsPerConnection; limit > 0 && len(s.subs) >= limit {
-		s.mu.Unlock()
-		return codes.ErrLimitExceeded
-	}
-	s.subs[channel] = sub
-	info := s.clientInfoLocked(sub)
-	s.mu.Unlock()
-
-	fail := func(err error) error {
-		s.mu.Lock()
-		if s.subs[channel] == sub {
-			delete(s.subs, channel)
-		}
-		s.mu.Unlock()
-		s.dropSubscription(channel, sub, info)
-		return err
-	}
-	if err := s.n.Subscribe(ctx, channel, s); err != nil {
-		return fail(err)
-	}
-	res := &protocol.SubscribeResult{}
-	if ns.History.Size > 0 {
-		res.Recoverable = ns.Recovery
-		res.Positioned = ns.Recovery || req.Positioned
-		var pos message.StreamPosition
-		if req.Recover && ns.Recovery {
-			res.WasRecovering = true
-			pubs, p, err := s.n.History(ctx, channel, store.HistoryOptions{
-				Since: &message.StreamPosition{Offset: req.Offset, Epoch: req.Epoch}, Limit: ns.History.Size,
-			})
-			switch {
-			case errors.Is(err, store.ErrEpochMismatch):
-				pos = p
-			case err != nil:
-				return fail(err)
-			default:
-				pos = p
-				res.Recovered = recovered(req.Offset, pubs, pos)
-				res.Publications = make([]*protocol.Publication, 0, len(pubs))
-				for _, pub := range pubs {
-					res.Publications = append(res.Publications, node.ToProtoPublication(pub))
-				}
-			}
-			if !res.Recovered && req.Flag&subscribeFlagRejectUnrecovered != 0 {
-				return fail(codes.ErrUnrecoverablePosition)
-			}
-			if !res.Recovered {
-				res.Publications = nil
-			}
-		} else {
-			_, pos, err = s.n.History(ctx, channel, store.HistoryOptions{Limit: 0}) // position only
-			if err != nil {
-				return fail(err)
-			}
-		}
-		res.Epoch, res.Offset = pos.Epoch, pos.Offset
-	}
-	if ns.Presence || ns.JoinLeave {
-		if err := s.n.Join(ctx, channel, ns, info); err != nil {
-			s.log.Warn("join", "channel", channel, "error", err)
-		} else {
-			sub.joined = true
-		}
-	}
-	if expires {
-		res.Expires, res.Ttl = true, ttlSeconds(expiresIn)
-		sub.expireTimer = time.AfterFunc(expiresIn, func() { s.Disconnect(codes.DisconnectSubExpired) })
-	}
-
-	data, err := protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{Id: id, Subscribe: res})
-	if err != nil {
-		_ = fail(err)
-		return codes.DisconnectInappropriateProtocol
-	}
-	// Reply, then whatever arrived meanwhile and is newer than the reply's
-	// position, then live: all under s.mu so nothing overtakes.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.subs[channel] != sub {
-		return nil // unsubscribed or closed meanwhile
-	}
-	s.enqueue(data, s.n.Metrics().OutReply)
-	for i, d := range sub.buffer {
-		if off := sub.bufferOffs[i]; off == 0 || off > res.Offset || ns.History.Size == 0 {
-			s.enqueue(d, s.n.Metrics().OutPush)
-		}
-	}
-	sub.buffer, sub.bufferOffs, sub.bufferBytes = nil, nil, 0
-	if ns.History.Size > 0 {
-		sub.skipUpTo = res.Offset
-	}
-	sub.live = true
-	return nil
-}
-
-// recovered reports whether pubs continue the client's position without a gap
-// up to the stream's top.
-func recovered(from uint64, pubs []*message.Publication, top message.StreamPosition) bool {
-	next := from + 1
-	for _, p := range pubs {
-		if p.Offset != next {
-			return false
-		}
-		next++
-	}
-	return next-1 == top.Offset
-}
-
-func (s *Session) unsubscribe(_ context.Context, req *protocol.UnsubscribeRequest) (*protocol.Reply, error) {
-	s.mu.Lock()
-	sub := s.subs[req.Channel]
-	delete(s.subs, req.Channel)
-	var info message.ClientInfo
-	if sub != nil {
-		info = s.clientInfoLocked(sub)
-	}
-	s.mu.Unlock()
-	if sub != nil {
-		s.dropSubscription(req.Channel, sub, info)
-	}
-	return &protocol.Reply{Unsubscribe: &protocol.UnsubscribeResult{}}, nil
-}
-
 func (s *Session) publish(ctx context.Context, req *protocol.PublishRequest) (*protocol.Reply, error) {
 	subj := s.subject()
 	if err := s.n.Authorizer().CanPublish(subj, req.Channel, s.subscribed(req.Channel)); err != nil {
 		return nil, err
 	}
-	if !s.limiter.allow() {
+	if !s.budgets.publish.Take(1) {
 		return nil, codes.ErrTooManyRequests
 	}
 	s.mu.Lock()
@@ -385,10 +222,7 @@ func (s *Session) history(ctx context.Context, req *protocol.HistoryRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	res := &protocol.HistoryResult{Epoch: pos.Epoch, Offset: pos.Offset, Publications: make([]*protocol.Publication, 0, len(pubs))}
-	for _, p := range pubs {
-		res.Publications = append(res.Publications, node.ToProtoPublication(p))
-	}
+	res := &protocol.HistoryResult{Epoch: pos.Epoch, Offset: pos.Offset, Publications: s.wirePublications(pubs)}
 	return &protocol.Reply{History: res}, nil
 }
 
@@ -486,10 +320,8 @@ func (s *Session) caller() node.Caller {
 }
 
 func (s *Session) rpc(ctx context.Context, req *protocol.RPCRequest) (*protocol.Reply, error) {
-	if req.Method == "publish" || req.Method == "edit" || req.Method == "delete" || req.Method == "typing" {
-		if !s.limiter.allow() {
-			return nil, codes.ErrTooManyRequests
-		}
+	if publishRated(req.Method) && !s.budgets.publish.Take(1) {
+		return nil, codes.ErrTooManyRequests
 	}
 	data, err := s.n.RPC(ctx, s.caller(), req.Method, req.Data)
 	if err != nil {
@@ -502,23 +334,25 @@ func (s *Session) rpc(ctx context.Context, req *protocol.RPCRequest) (*protocol.
 }
 
 // send is a fire-and-forget rpc: data is {"method": "...", "data": {...}} and
-// no reply is sent (typing indicators, read receipts).
-func (s *Session) send(ctx context.Context, req *protocol.SendRequest) {
+// no reply is sent (typing indicators, read receipts). Its errors spend the
+// budgets as replies would; the only result is a disconnect past them.
+func (s *Session) send(ctx context.Context, req *protocol.SendRequest) error {
 	var msg struct {
 		Method string          `json:"method"`
 		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(req.Data, &msg); err != nil || msg.Method == "" {
-		s.n.Metrics().Error(codes.ErrBadRequest.Code)
-		return
+		return s.replyError(0, codes.ErrBadRequest)
 	}
-	if msg.Method == "publish" || msg.Method == "edit" || msg.Method == "delete" || msg.Method == "typing" {
-		if !s.limiter.allow() {
-			s.n.Metrics().Error(codes.ErrTooManyRequests.Code)
-			return
-		}
+	if !s.budgets.charge(rpcCost(msg.Method, msg.Data)) || (publishRated(msg.Method) && !s.budgets.publish.Take(1)) {
+		return s.replyError(0, codes.ErrTooManyRequests)
 	}
 	if _, err := s.n.RPC(ctx, s.caller(), msg.Method, msg.Data); err != nil {
-		s.n.Metrics().Error(node.ErrorCode(err).Code)
+		var d codes.Disconnect
+		if errors.As(err, &d) {
+			return d
+		}
+		return s.replyError(0, node.ErrorCode(err))
 	}
+	return nil
 }

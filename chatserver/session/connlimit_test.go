@@ -47,11 +47,11 @@ func wantRefused(t *testing.T, url, proto, user, what string) {
 }
 
 // limits.connectionsPerUser counts a user's connections on every replica
-// sharing the store, not per replica.
+// sharing the store, not per replica: real RabbitMQ and PostgreSQL.
 func TestConnectionsPerUserAcrossReplicas(t *testing.T) {
 	cfg := servertest.Config()
 	cfg.Limits.ConnectionsPerUser = 2
-	peers := servertest.Peers(t, cfg, 2)
+	peers := servertest.RealPeers(t, cfg, 2)
 	a, b := peers[0].WS, peers[1].WS
 	servertest.Connect(t, a, "json", servertest.Token(t, "alice"))
 	onB := servertest.Connect(t, b, "protobuf", servertest.Token(t, "alice"))

@@ -162,9 +162,10 @@ func TestReadReceiptsPermissions(t *testing.T) {
 	}
 }
 
-// A receipt given on one replica reaches members on another.
+// A receipt given on one replica reaches members on another, through the
+// real RabbitMQ and PostgreSQL.
 func TestReadReceiptsAcrossReplicas(t *testing.T) {
-	peers := servertest.Peers(t, servertest.Config(), 2)
+	peers := servertest.RealPeers(t, servertest.Config(), 2)
 	const room = "room:replicas"
 	alice := servertest.Connect(t, peers[0].WS, "json", servertest.Token(t, "alice"))
 	bob := servertest.Connect(t, peers[1].WS, "protobuf", servertest.Token(t, "bob"))

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/centrifugal/protocol"
@@ -43,9 +44,6 @@ type Transport interface {
 const (
 	DefaultPingInterval = 25 * time.Second
 	DefaultPongTimeout  = 10 * time.Second
-	// MaxErrors is how many error replies a connection may earn before it is
-	// disconnected as misbehaving.
-	MaxErrors = 1000
 	// commandTimeout bounds the store and broker calls of one command.
 	commandTimeout = 10 * time.Second
 )
@@ -80,8 +78,10 @@ type Session struct {
 	timer       *time.Timer // stale before connect, then ping/pong
 	expireTimer *time.Timer
 	waitingPong bool
-	errCount    int
-	limiter     rateLimiter
+	// usedDelta is set (for good) by the first subscription with deltas.
+	usedDelta atomic.Bool
+	// budgets are read and spent by the read pump only (budget.go).
+	budgets budgets
 }
 
 type subscription struct {
@@ -90,6 +90,14 @@ type subscription struct {
 	buffer      [][]byte
 	bufferOffs  []uint64
 	bufferBytes int
+	// bufferDeltas[i], when set, is buffer[i] for a delta subscription: the
+	// publication, encoded when it goes out (its delta depends on what went
+	// out before it).
+	bufferDeltas []*hub.Delta
+	// delta says the subscription negotiated fossil deltas; prev is the data
+	// of the last publication sent on it, the base of the next delta.
+	delta bool
+	prev  []byte
 	// skipUpTo is the offset in the subscribe reply: a live publication at or
 	// below it was already covered by the reply (its position or recovered
 	// publications) and is dropped. The node delivers in offset order, so
@@ -123,7 +131,7 @@ func New(n *node.Node, t Transport) *Session {
 	if s.pongTimeout >= s.pingInterval {
 		s.pongTimeout = s.pingInterval / 2
 	}
-	s.limiter = newRateLimiter(cfg.Limits.PublishesPerSecond)
+	s.budgets = newBudgets(cfg.Limits.CommandCostPerSecond, cfg.Limits.PublishesPerSecond)
 	s.log = n.Logger().With("client", s.id)
 	s.timer = time.AfterFunc(s.pingInterval, func() {
 		s.mu.Lock()
@@ -229,13 +237,20 @@ func (s *Session) DeliverPublications(channel string, offsets []uint64, data [][
 // bufferLocked holds a push for a subscription being set up; offset 0 means
 // "not a stored publication" (always sent after the reply).
 func (s *Session) bufferLocked(sub *subscription, offset uint64, data []byte) {
+	s.bufferItemLocked(sub, offset, data, nil, len(data))
+}
+
+func (s *Session) bufferItemLocked(sub *subscription, offset uint64, data []byte, d *hub.Delta, size int) {
 	sub.buffer = append(sub.buffer, data)
 	sub.bufferOffs = append(sub.bufferOffs, offset)
-	sub.bufferBytes += len(data)
+	sub.bufferDeltas = append(sub.bufferDeltas, d)
+	sub.bufferBytes += size
 	if limit := s.n.Config().Limits.WriteQueueBytes; limit > 0 && sub.bufferBytes > limit {
 		s.t.Close(codes.DisconnectSlow)
 	}
 }
+
+var _ hub.DeltaSubscriber = (*Session)(nil)
 
 // DeliverJoinLeave implements hub.JoinLeaveSubscriber: only subscriptions
 // that asked for join/leave get them, and while one is being set up they wait
@@ -368,6 +383,9 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	if cmd.Id == 0 && ft != protocol.FrameTypeSend {
 		return codes.DisconnectBadRequest // every command except send expects a reply
 	}
+	if !s.budgets.charge(s.commandCost(cmd, ft)) {
+		return s.replyError(cmd.Id, codes.ErrTooManyRequests)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	var (
@@ -376,7 +394,8 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	)
 	switch ft {
 	case protocol.FrameTypeConnect:
-		reply, err = s.connect(ctx, cmd.Connect)
+		// connect queues its own reply so server-side subscriptions follow it.
+		err = s.connect(ctx, cmd.Id, cmd.Connect)
 	case protocol.FrameTypeSubscribe:
 		// subscribe queues its own reply so buffered publications follow it.
 		err = s.subscribe(ctx, cmd.Id, cmd.Subscribe)
@@ -397,8 +416,7 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	case protocol.FrameTypeRPC:
 		reply, err = s.rpc(ctx, cmd.Rpc)
 	case protocol.FrameTypeSend:
-		s.send(ctx, cmd.Send)
-		return nil
+		return s.send(ctx, cmd.Send)
 	case pingFrame:
 		reply = &protocol.Reply{Ping: &protocol.PingResult{}}
 	default:
@@ -422,13 +440,19 @@ func (s *Session) handleCommand(cmd *protocol.Command) error {
 	return nil
 }
 
+// replyError answers a command with e (id 0: a send, no answer) after
+// spending the budget it belongs to: a refusal (111) spends the refusal
+// budget, past which the client is disconnected with 3013 (it reconnects);
+// an error the client caused spends the error budget, past which 3509.
 func (s *Session) replyError(id uint32, e *codes.Error) error {
 	s.n.Metrics().Error(e.Code)
-	s.mu.Lock()
-	s.errCount++
-	tooMany := s.errCount > MaxErrors
-	s.mu.Unlock()
-	if tooMany {
+	if e.Code == codes.ErrTooManyRequests.Code {
+		if !s.budgets.refusals.Take(1) {
+			s.n.Metrics().Disconnect(codes.DisconnectTooManyRequests.Code)
+			return codes.DisconnectTooManyRequests
+		}
+	} else if clientFault(e) && !s.budgets.errors.Take(1) {
+		s.n.Metrics().Disconnect(codes.DisconnectTooManyErrors.Code)
 		return codes.DisconnectTooManyErrors
 	}
 	if id == 0 {
@@ -506,6 +530,9 @@ func (s *Session) Close() {
 		s.dropSubscription(ch, sub, infos[ch])
 	}
 	if wasConnected {
+		if s.budgets.user != nil {
+			s.n.ReleaseUserBudget(conn.User)
+		}
 		s.n.Hub().RemoveConn(s)
 		s.n.Metrics().Connections.Dec()
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)

@@ -6,6 +6,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -57,6 +59,15 @@ type HistoryOptions struct {
 	Reverse bool
 }
 
+// InitialEpoch is the epoch of channel's stream until history is first
+// removed: derived from the store's seed, so every replica hands out the
+// same one before the stream exists, and a new database (a new seed) gives
+// every channel a new epoch.
+func InitialEpoch(seed, channel string) string {
+	sum := sha256.Sum256([]byte(seed + "\x00" + channel))
+	return hex.EncodeToString(sum[:6])
+}
+
 // ErrEpochMismatch means the caller's position belongs to a lost history.
 var ErrEpochMismatch = errors.New("stream epoch mismatch")
 
@@ -72,9 +83,12 @@ var ErrEpochMismatch = errors.New("stream epoch mismatch")
 //     offsets the caller had not seen is NOT loss: the caller gets a shorter page
 //     and must compare offsets).
 //   - History returns publications in offset order (descending when Reverse).
-//   - A channel's stream (offset 0 and an epoch) exists from the first call
-//     that names it, so a position handed out before the first publication
-//     stays valid after it.
+//   - A channel's position before its first publication is offset 0 and
+//     InitialEpoch(seed, channel), the seed being the store's (one per
+//     database, shared by every replica): a position handed out before the
+//     first publication stays valid after it, and reading a channel stores
+//     nothing. Only Append (and RemoveHistory) create a channel's stream, so
+//     no client can grow the store by naming channels nobody publishes to.
 //   - RemoveHistory starts a new epoch whose offsets start again at 1; the
 //     channel's read receipts and idempotency keys belong to the old epoch and
 //     are dropped with it. A node comparing offsets must compare epochs too.
@@ -102,8 +116,32 @@ type Store interface {
 	// by user name), at most limit of them (limit must be positive).
 	Receipts(ctx context.Context, channel string, limit int) ([]message.Receipt, error)
 
+	Outbox
 	Presence
 	Close() error
+}
+
+// Unsent is a channel's newest publication that was committed but not
+// handed to the broker.
+type Unsent struct {
+	Channel  string
+	Position message.StreamPosition
+}
+
+// Outbox remembers, per channel, the newest committed publication the
+// broker did not take (RabbitMQ unreachable from the publishing replica), in
+// the store every replica shares: when that replica dies or is drained
+// before the broker is back, another one re-publishes it, and its
+// subscribers' replicas fill the gap before it from history. A publish is
+// acknowledged only once its publication is with the broker or here.
+type Outbox interface {
+	// MarkUnsent records pos as channel's unsent position; a lower offset of
+	// the same epoch does not replace a higher one.
+	MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error
+	// Unsent lists at most limit channels with an unsent position.
+	Unsent(ctx context.Context, limit int) ([]Unsent, error)
+	// ClearUnsent forgets channel's entry if it is pos (a newer one stays).
+	ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error
 }
 
 // PresenceEntry is one connection's presence in one channel.

@@ -244,7 +244,7 @@ func (c *conn) pump() {
 		c.mu.Unlock()
 		err := c.flush(control, pending, off, batch, closeWith)
 		if err == nil && closeWith != nil {
-			msg := websocket.FormatCloseMessage(int(closeWith.Code), closeWith.Reason)
+			msg := websocket.FormatCloseMessage(int(closeWith.Code), closeWith.CloseReason())
 			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		}
 		if err != nil || closeWith != nil {

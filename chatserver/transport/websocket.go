@@ -96,12 +96,14 @@ func checkOrigin(allowed []string) func(*http.Request) bool {
 // ServeHTTP upgrades the request and runs the connection until it closes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
-	closing := h.closing
-	if !closing {
+	// The node drains before Shutdown sets closing: either refuses, and a
+	// refused request must not count in wg (Shutdown would wait for it).
+	refuse := h.closing || h.n.ShuttingDown()
+	if !refuse {
 		h.wg.Add(1)
 	}
 	h.mu.Unlock()
-	if closing || h.n.ShuttingDown() {
+	if refuse {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -178,10 +180,17 @@ func (h *Handler) readPump(c *conn, sess *session.Session) {
 	}
 }
 
+// AfterGraceWait bounds how long Shutdown waits, once ctx has ended and it
+// closed the remaining sockets, for their sessions to release what they hold
+// (subscriptions, presence): a store or broker that hangs must not hold the
+// process past its grace period until it is killed.
+const AfterGraceWait = time.Second
+
 // Shutdown stops accepting connections and disconnects every open one with
 // "shutdown" (clients reconnect, to another replica), spreading the
 // disconnects over spread so clients do not all come back at once. It returns
-// when every connection is gone or ctx ends (then it closes the rest at once).
+// when every connection is gone or ctx ends (then it closes the rest at once
+// and waits at most AfterGraceWait for them).
 func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 	h.mu.Lock()
 	h.closing = true
@@ -216,7 +225,11 @@ func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 			_ = c.ws.Close()
 		}
 		h.mu.Unlock()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(AfterGraceWait):
+			h.log.Warn("connections still releasing after the grace period", "connections", h.NumConns())
+		}
 		return ctx.Err()
 	}
 }

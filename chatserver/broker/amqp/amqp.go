@@ -389,7 +389,7 @@ func (b *Broker) Run(ctx context.Context, h broker.Handler) error {
 		}
 		attempt, delay = -1, b.opts.ReconnectMin
 		b.serve(ctx, sess, h)
-		_ = sess.conn.Close()
+		closeConn(sess.conn)
 		if ctx.Err() != nil || b.isClosed() {
 			return nil
 		}
@@ -452,7 +452,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			_ = conn.Close()
+			closeConn(conn)
 		}
 	}()
 	// Passive checks, each on its own channel: a missing exchange closes the channel.
@@ -498,7 +498,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 			if e, ok := <-notify; ok && e != nil {
 				sess.why.CompareAndSwap(nil, error(e))
 			}
-			_ = conn.Close()
+			closeConn(conn)
 		}()
 	}
 	if err := sess.cons.Qos(b.opts.Prefetch, 0, false); err != nil {
@@ -556,7 +556,7 @@ func (b *Broker) bind(sess *session, keys []string) error {
 	for i, k := range keys {
 		last := i == len(keys)-1
 		if err := sess.topo.QueueBind(sess.queue, k, b.opts.Exchange, !last, nil); err != nil {
-			_ = sess.conn.Close()
+			closeConn(sess.conn)
 			return fmt.Errorf("%w: bind %d routing keys: %v", broker.ErrUnavailable, len(keys), err)
 		}
 	}
@@ -566,7 +566,7 @@ func (b *Broker) bind(sess *session, keys []string) error {
 func (b *Broker) unbind(sess *session, keys []string) error {
 	for _, k := range keys {
 		if err := sess.topo.QueueUnbind(sess.queue, k, b.opts.Exchange, nil); err != nil {
-			_ = sess.conn.Close()
+			closeConn(sess.conn)
 			return fmt.Errorf("%w: unbind: %v", broker.ErrUnavailable, err)
 		}
 	}
@@ -1039,6 +1039,13 @@ func (b *Broker) Ready(ctx context.Context) error {
 	}
 }
 
+// closeTimeout bounds closing a connection: RabbitMQ behind a partition
+// never answers connection.close, and a replica's shutdown (or reconnect)
+// must not wait for the heartbeats to notice.
+const closeTimeout = 2 * time.Second
+
+func closeConn(c *amqp.Connection) { _ = c.CloseDeadline(time.Now().Add(closeTimeout)) }
+
 // Close stops Run, closes the connection and makes later calls fail with ErrClosed.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
@@ -1048,7 +1055,7 @@ func (b *Broker) Close() error {
 		b.mu.Unlock()
 		close(b.done)
 		if sess != nil {
-			_ = sess.conn.Close()
+			closeConn(sess.conn)
 		}
 	})
 	return nil

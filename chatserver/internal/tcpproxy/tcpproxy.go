@@ -7,15 +7,19 @@ package tcpproxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Proxy forwards connections from a loopback listener to a target address.
 type Proxy struct {
 	target string
 	ln     net.Listener
+
+	// stalled black-holes forwarded bytes: connections stay open and
+	// nothing arrives, as behind a network partition (no reset, no FIN).
+	stalled atomic.Bool
 
 	mu       sync.Mutex
 	enabled  bool
@@ -73,6 +77,11 @@ func (p *Proxy) Enable() {
 	p.enabled = true
 	p.mu.Unlock()
 }
+
+// Stall makes every connection a black hole: open, but what is sent on it
+// is never delivered (a partition, not a refusal). Unstall forwards again.
+func (p *Proxy) Stall()   { p.stalled.Store(true) }
+func (p *Proxy) Unstall() { p.stalled.Store(false) }
 
 // DropConnections cuts every forwarded connection; new ones are still forwarded
 // if the proxy is enabled.
@@ -144,7 +153,18 @@ func (p *Proxy) acceptLoop() {
 // other direction ends too.
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.stalled.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()

@@ -38,10 +38,14 @@ type Options struct {
 type Store struct {
 	presenceTTL time.Duration
 	seed        maphash.Seed
-	shards      [numShards]shard
+	// epochSeed derives the epochs of channels without a stream
+	// (store.InitialEpoch); a new store, a new seed, as a new database.
+	epochSeed string
+	shards    [numShards]shard
 
 	mu     sync.Mutex
 	closed bool
+	unsent map[string]message.StreamPosition // guarded by mu
 }
 
 type shard struct {
@@ -74,7 +78,7 @@ var _ store.Store = (*Store)(nil)
 
 // New returns an empty memory store.
 func New(opts Options) *Store {
-	s := &Store{presenceTTL: opts.PresenceTTL, seed: maphash.MakeSeed()}
+	s := &Store{presenceTTL: opts.PresenceTTL, seed: maphash.MakeSeed(), epochSeed: newEpoch()}
 	if s.presenceTTL <= 0 {
 		s.presenceTTL = DefaultPresenceTTL
 	}
@@ -105,15 +109,23 @@ func (s *Store) check(ctx context.Context, channel string) error {
 	return nil
 }
 
-// streamLocked returns the channel's stream, creating it (with a new epoch)
-// on first use, so a position handed out before the first publication stays valid.
-func (sh *shard) streamLocked(channel string) *stream {
+// streamLocked returns the channel's stream, creating it on first use (a
+// publication or RemoveHistory) with the epoch its position had before.
+func (s *Store) streamLocked(sh *shard, channel string) *stream {
 	st, ok := sh.streams[channel]
 	if !ok {
-		st = &stream{epoch: newEpoch()}
+		st = &stream{epoch: store.InitialEpoch(s.epochSeed, channel)}
 		sh.streams[channel] = st
 	}
 	return st
+}
+
+// positionLocked is the channel's position without creating its stream.
+func (s *Store) positionLocked(sh *shard, channel string) message.StreamPosition {
+	if st, ok := sh.streams[channel]; ok {
+		return st.position()
+	}
+	return message.StreamPosition{Epoch: store.InitialEpoch(s.epochSeed, channel)}
 }
 
 func newEpoch() string {
@@ -159,7 +171,7 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 	sh := s.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.streamLocked(channel)
+	st := s.streamLocked(sh, channel)
 	if opts.IdempotencyKey != "" {
 		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
 			return store.AppendResult{
@@ -207,12 +219,12 @@ func (s *Store) History(ctx context.Context, channel string, opts store.HistoryO
 	sh := s.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.streamLocked(channel)
-	pos := st.position()
-	if opts.Since != nil && opts.Since.Epoch != st.epoch {
+	pos := s.positionLocked(sh, channel)
+	if opts.Since != nil && opts.Since.Epoch != pos.Epoch {
 		return nil, pos, store.ErrEpochMismatch
 	}
-	if opts.Limit == 0 {
+	st, ok := sh.streams[channel]
+	if opts.Limit == 0 || !ok {
 		return nil, pos, nil
 	}
 	st.trimLocked(now)
@@ -227,7 +239,7 @@ func (s *Store) Position(ctx context.Context, channel string) (message.StreamPos
 	sh := s.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.streamLocked(channel).position(), nil
+	return s.positionLocked(sh, channel), nil
 }
 
 // RemoveHistory implements store.Store.
@@ -238,7 +250,7 @@ func (s *Store) RemoveHistory(ctx context.Context, channel string) error {
 	sh := s.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.streamLocked(channel)
+	st := s.streamLocked(sh, channel)
 	epoch := st.epoch
 	for epoch == st.epoch {
 		epoch = newEpoch()
@@ -258,7 +270,10 @@ func (s *Store) MarkRead(ctx context.Context, channel, user string, offset uint6
 	sh := s.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.streamLocked(channel)
+	st, ok := sh.streams[channel]
+	if !ok {
+		return nil // nothing published: the receipt clamps to 0, nothing to keep
+	}
 	offset = min(offset, st.top)
 	if st.reads == nil {
 		st.reads = map[string]uint64{}
@@ -462,4 +477,51 @@ func selectPage(pubs []*message.Publication, opts store.HistoryOptions) []*messa
 		}
 	}
 	return out
+}
+
+// MarkUnsent implements store.Outbox.
+func (s *Store) MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := s.check(ctx, channel); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.unsent[channel]; ok && old.Epoch == pos.Epoch && old.Offset >= pos.Offset {
+		return nil
+	}
+	if s.unsent == nil {
+		s.unsent = map[string]message.StreamPosition{}
+	}
+	s.unsent[channel] = pos
+	return nil
+}
+
+// Unsent implements store.Outbox.
+func (s *Store) Unsent(ctx context.Context, limit int) ([]store.Unsent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]store.Unsent, 0, min(limit, len(s.unsent)))
+	for ch, pos := range s.unsent {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, store.Unsent{Channel: ch, Position: pos})
+	}
+	return out, nil
+}
+
+// ClearUnsent implements store.Outbox.
+func (s *Store) ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := s.check(ctx, channel); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.unsent[channel]; ok && cur == pos {
+		delete(s.unsent, channel)
+	}
+	return nil
 }

@@ -72,6 +72,26 @@ CREATE TABLE parley_presence (
 );
 CREATE INDEX parley_presence_expires_at ON parley_presence (expires_at);
 `,
+	// 2: the database's epoch seed: a channel without a row (never published
+	// to) has the epoch store.InitialEpoch(seed, name), so reading a channel
+	// creates no row and its first publication keeps the epoch handed out.
+	`
+CREATE TABLE parley_meta (
+	key   text PRIMARY KEY,
+	value text NOT NULL
+);
+INSERT INTO parley_meta (key, value) VALUES ('epoch_seed', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text));
+`,
+	// 3: the outbox (store.Outbox): per channel, the newest committed
+	// publication the broker did not take, swept by every replica.
+	`
+CREATE TABLE parley_unsent (
+	channel    text        PRIMARY KEY,
+	"offset"   bigint      NOT NULL,
+	epoch      text        NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+`,
 }
 
 // SchemaVersion is the schema version this code expects.

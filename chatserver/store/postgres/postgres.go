@@ -75,6 +75,8 @@ func (o *Options) defaults() {
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
+	// seed derives the epoch of channels without a row (store.InitialEpoch).
+	seed string
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -138,6 +140,10 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, wrapErr("migrate", err)
 	}
 	s := &Store{pool: pool, opts: opts}
+	if err := pool.QueryRow(mctx, `SELECT value FROM parley_meta WHERE key = 'epoch_seed'`).Scan(&s.seed); err != nil {
+		pool.Close()
+		return nil, wrapErr("read epoch seed", err)
+	}
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -227,9 +233,10 @@ func validChannel(channel string) error {
 	return nil
 }
 
-// ensureChannel creates the channel's row (with a fresh epoch) if it does not exist.
-func ensureChannel(ctx context.Context, q querier, channel string) error {
-	_, err := q.Exec(ctx, `INSERT INTO parley_channels (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, channel, newEpoch())
+// ensureChannel creates the channel's row, with the epoch its position had
+// before (store.InitialEpoch), if it does not exist.
+func (s *Store) ensureChannel(ctx context.Context, q querier, channel string) error {
+	_, err := q.Exec(ctx, `INSERT INTO parley_channels (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, channel, store.InitialEpoch(s.seed, channel))
 	return err
 }
 
@@ -315,7 +322,7 @@ func (s *Store) appendOnce(ctx context.Context, q querier, channel string, pub *
 		err := q.QueryRow(ctx, appendSQL, channel, opts.HistorySize, ttlArg(opts.HistoryTTL), data, user, client, connInfo, chanInfo, tags).
 			Scan(&id, &offset, &epoch, &ms)
 		if errors.Is(err, pgx.ErrNoRows) {
-			if err := ensureChannel(ctx, q, channel); err != nil {
+			if err := s.ensureChannel(ctx, q, channel); err != nil {
 				return store.AppendResult{}, err
 			}
 			continue
@@ -338,7 +345,7 @@ func (s *Store) appendIdempotent(ctx context.Context, channel string, pub *messa
 	if ttl == 0 {
 		ttl = store.DefaultIdempotencyTTL
 	}
-	if err := ensureChannel(ctx, s.pool, channel); err != nil {
+	if err := s.ensureChannel(ctx, s.pool, channel); err != nil {
 		return store.AppendResult{}, err
 	}
 	var res store.AppendResult
@@ -382,22 +389,17 @@ func (s *Store) appendIdempotent(ctx context.Context, channel string, pub *messa
 	return res, err
 }
 
-// channelMeta reads the channel's position and retention, creating the channel if needed.
+// channelMeta reads the channel's position and retention. A channel without
+// a row (never published to) is at offset 0 of its initial epoch, with id 0
+// and no history; reading it creates nothing.
 func (s *Store) channelMeta(ctx context.Context, channel string) (id int64, pos message.StreamPosition, size int, ttl *time.Duration, err error) {
-	for try := 0; try < 2; try++ {
-		var top int64
-		err = s.pool.QueryRow(ctx, `SELECT id, top_offset, epoch, history_size, history_ttl FROM parley_channels WHERE name = $1`, channel).
-			Scan(&id, &top, &pos.Epoch, &size, &ttl)
-		if errors.Is(err, pgx.ErrNoRows) {
-			if err = ensureChannel(ctx, s.pool, channel); err != nil {
-				return
-			}
-			continue
-		}
-		pos.Offset = uint64(top)
-		return
+	var top int64
+	err = s.pool.QueryRow(ctx, `SELECT id, top_offset, epoch, history_size, history_ttl FROM parley_channels WHERE name = $1`, channel).
+		Scan(&id, &top, &pos.Epoch, &size, &ttl)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, message.StreamPosition{Epoch: store.InitialEpoch(s.seed, channel)}, 0, nil, nil
 	}
-	err = fmt.Errorf("channel %q vanished while reading", channel)
+	pos.Offset = uint64(top)
 	return
 }
 
@@ -520,7 +522,7 @@ func (s *Store) RemoveHistory(ctx context.Context, channel string) error {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if err := ensureChannel(ctx, s.pool, channel); err != nil {
+	if err := s.ensureChannel(ctx, s.pool, channel); err != nil {
 		return wrapErr("remove history", err)
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -796,4 +798,47 @@ func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, use
 		}
 	}
 	return clients, users, wrapErr("presence stats", err)
+}
+
+// MarkUnsent implements store.Outbox.
+func (s *Store) MarkUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO parley_unsent AS u (channel, "offset", epoch) VALUES ($1, $2, $3)
+		ON CONFLICT (channel) DO UPDATE SET "offset" = excluded."offset", epoch = excluded.epoch, updated_at = now()
+		WHERE u.epoch <> excluded.epoch OR u."offset" < excluded."offset"`, channel, int64(pos.Offset), pos.Epoch)
+	return wrapErr("mark unsent", err)
+}
+
+// Unsent implements store.Outbox: the oldest entries first.
+func (s *Store) Unsent(ctx context.Context, limit int) ([]store.Unsent, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT channel, "offset", epoch FROM parley_unsent ORDER BY updated_at LIMIT $1`, limit)
+	if err != nil {
+		return nil, wrapErr("unsent", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Unsent, error) {
+		var u store.Unsent
+		var off int64
+		err := row.Scan(&u.Channel, &off, &u.Position.Epoch)
+		u.Position.Offset = uint64(off)
+		return u, err
+	})
+	return out, wrapErr("unsent", err)
+}
+
+// ClearUnsent implements store.Outbox.
+func (s *Store) ClearUnsent(ctx context.Context, channel string, pos message.StreamPosition) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `DELETE FROM parley_unsent WHERE channel = $1 AND "offset" = $2 AND epoch = $3`, channel, int64(pos.Offset), pos.Epoch)
+	return wrapErr("clear unsent", err)
 }

@@ -461,3 +461,53 @@ func TestOutageFailsFastAndRecovers(t *testing.T) {
 	t.Logf("%d calls failed fast during the outage", failures)
 	checkDense(t, s, ch, acked)
 }
+
+// Reading a channel (position, history, read states, receipts, a read
+// receipt) never creates its row: only a publication does. Otherwise any user
+// could grow the channel table without bound by subscribing to
+// "dm:#me,<random>". The position handed out before the first publication
+// stays valid after it, also when another replica hands it out.
+func TestReadingAChannelCreatesNoRow(t *testing.T) {
+	s := open(t, db.URL, postgres.Options{})
+	defer s.Close()
+	peer := open(t, db.URL, postgres.Options{})
+	defer peer.Close()
+	ctx := context.Background()
+	ch := storetest.Channel(t)
+	rows := func() int {
+		var n int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM parley_channels WHERE name = $1`, ch).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pos, err := s.Position(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.History(ctx, ch, store.HistoryOptions{Limit: 10, Since: &pos}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadStates(ctx, "alice", []string{ch}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Receipts(ctx, ch, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRead(ctx, ch, "alice", 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 0 {
+		t.Fatalf("%d rows for a channel nobody published to", n)
+	}
+	if p, err := peer.Position(ctx, ch); err != nil || p != pos {
+		t.Fatalf("another replica's position %+v (%v), want %+v", p, err, pos)
+	}
+	res, err := peer.Append(ctx, ch, &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{HistorySize: 10, HistoryTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Position.Epoch != pos.Epoch || rows() != 1 {
+		t.Fatalf("first publication: epoch %q (was %q), %d rows", res.Position.Epoch, pos.Epoch, rows())
+	}
+}

@@ -115,6 +115,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, h) })
 	t.Run("PresenceExpiresWithoutRefresh", func(t *testing.T) { t.Parallel(); testPresenceTTL(t, h) })
 	t.Run("PresenceInBatches", func(t *testing.T) { t.Parallel(); testPresenceBatch(t, h) })
+	t.Run("OutboxKeepsTheNewest", func(t *testing.T) { t.Parallel(); testOutbox(t, h) })
 	t.Run("BadInput", func(t *testing.T) { t.Parallel(); testBadInput(t, h) })
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); testCanceled(t, h) })
 	if h.Peer != nil {
@@ -822,7 +823,17 @@ func testPeers(t *testing.T, h Harness) {
 	b := h.Peer(t, a)
 	t.Cleanup(func() { _ = b.Close() })
 	ch := Channel(t)
+	// Before the channel's first publication every peer hands out the same
+	// position (reading creates no stream, so it cannot come from one).
+	pa, errA := a.Position(ctxT(t), ch)
+	pb, errB := b.Position(ctxT(t), ch)
+	if errA != nil || errB != nil || pa != pb {
+		t.Fatalf("peers' positions before the first publication: %+v (%v), %+v (%v)", pa, errA, pb, errB)
+	}
 	r1 := mustAppend(t, a, ch, "from a", keep)
+	if r1.Position.Epoch != pa.Epoch {
+		t.Fatalf("first publication's epoch %q, position handed out before: %q", r1.Position.Epoch, pa.Epoch)
+	}
 	r2 := mustAppend(t, b, ch, "from b", keep)
 	if r1.Position.Epoch != r2.Position.Epoch || r2.Publication.Offset != 2 {
 		t.Fatalf("peers disagree: %+v then %+v", r1.Position, r2.Position)
@@ -836,5 +847,64 @@ func testPeers(t *testing.T, h Harness) {
 	}
 	if p, err := a.Presence(ctxT(t), ch); err != nil || len(p) != 1 {
 		t.Fatalf("a does not see b's presence: %+v, %v", p, err)
+	}
+}
+
+// The outbox keeps each channel's newest unsent position, shared by peers;
+// clearing an older position (a sweep that raced a newer mark) keeps it.
+func testOutbox(t *testing.T, h Harness) {
+	s := newStore(t, h, Options{})
+	ch := Channel(t)
+	find := func(s store.Store) (message.StreamPosition, bool) {
+		t.Helper()
+		entries, err := s.Unsent(ctxT(t), 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range entries {
+			if u.Channel == ch {
+				return u.Position, true
+			}
+		}
+		return message.StreamPosition{}, false
+	}
+	three, two := message.StreamPosition{Offset: 3, Epoch: "e1"}, message.StreamPosition{Offset: 2, Epoch: "e1"}
+	for _, pos := range []message.StreamPosition{three, two} {
+		if err := s.MarkUnsent(ctxT(t), ch, pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pos, ok := find(s); !ok || pos != three {
+		t.Fatalf("unsent %+v %v, want %+v", pos, ok, three)
+	}
+	if h.Peer != nil {
+		peer := h.Peer(t, s)
+		t.Cleanup(func() { _ = peer.Close() })
+		if pos, ok := find(peer); !ok || pos != three {
+			t.Fatalf("a peer sees %+v %v, want %+v", pos, ok, three)
+		}
+	}
+	if err := s.ClearUnsent(ctxT(t), ch, two); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := find(s); !ok {
+		t.Fatal("clearing an older position removed the newest")
+	}
+	if err := s.ClearUnsent(ctxT(t), ch, three); err != nil {
+		t.Fatal(err)
+	}
+	if pos, ok := find(s); ok {
+		t.Fatalf("cleared entry still there: %+v", pos)
+	}
+	// A new epoch replaces an entry whatever its offset.
+	if err := s.MarkUnsent(ctxT(t), ch, three); err != nil {
+		t.Fatal(err)
+	}
+	fresh := message.StreamPosition{Offset: 1, Epoch: "e2"}
+	if err := s.MarkUnsent(ctxT(t), ch, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if pos, _ := find(s); pos != fresh {
+		t.Fatalf("after a new epoch: %+v, want %+v", pos, fresh)
 	}
 }
