@@ -363,6 +363,7 @@ type AuthSpec struct {
 // ChannelSpec is a kind of room and its rules.
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.recovery) && self.recovery) || (has(self.history) && self.history.size > 0)",message="spec.channels[].recovery needs history.size > 0: recovery replays missed messages from history",fieldPath=".recovery"
+// +kubebuilder:validation:XValidation:rule="!((has(self.allowAnonymousPublish) && self.allowAnonymousPublish) || (has(self.allowAnonymousPresence) && self.allowAnonymousPresence)) || (has(self.allowAnonymous) && self.allowAnonymous)",message="spec.channels[].allowAnonymous must be true when allowAnonymousPublish or allowAnonymousPresence is",fieldPath=".allowAnonymous"
 // +kubebuilder:validation:XValidation:rule="!(has(self.personal) && self.personal) || size(self.name) > 0",message="spec.channels[].personal needs a name: personal channels are <name>:#<user>",fieldPath=".personal"
 type ChannelSpec struct {
 	// Name is the channel prefix before ":" ("room" for "room:42"). The empty
@@ -394,6 +395,29 @@ type ChannelSpec struct {
 	// AllowAnonymous lets anonymous connections subscribe and read (with spec.auth.allowAnonymous).
 	// +optional
 	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+
+	// AllowAnonymousPublish lets anonymous subscribers publish (a public
+	// demo room). Needs allowAnonymous.
+	// +optional
+	AllowAnonymousPublish bool `json:"allowAnonymousPublish,omitempty"`
+
+	// AllowAnonymousPresence lets anonymous subscribers read presence. Needs allowAnonymous.
+	// +optional
+	AllowAnonymousPresence bool `json:"allowAnonymousPresence,omitempty"`
+
+	// AllowBinary lets publications carry bytes that are not JSON (protobuf
+	// clients). Off, the channel kind is JSON-only and non-JSON publications
+	// are refused; on, JSON clients skip what they cannot carry.
+	// +optional
+	AllowBinary bool `json:"allowBinary,omitempty"`
+
+	// AllowedDeltaTypes lists the delta compressions subscribers may ask for
+	// (the SDKs' delta option): only fossil exists.
+	// +kubebuilder:validation:MaxItems=1
+	// +kubebuilder:validation:items:Enum=fossil
+	// +listType=set
+	// +optional
+	AllowedDeltaTypes []string `json:"allowedDeltaTypes,omitempty"`
 
 	// Personal makes this the personal channel: every connection of user U is
 	// subscribed by the server to "<name>:#U".

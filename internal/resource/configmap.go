@@ -140,17 +140,21 @@ func RenderConfig(c Cluster) config.Config {
 
 func renderChannel(ch v1alpha1.ChannelSpec) config.Namespace {
 	ns := config.Namespace{
-		Name:           ch.Name,
-		Presence:       ch.Presence,
-		JoinLeave:      ch.JoinLeave,
-		AllowPublish:   ch.AllowPublish,
-		AllowSubscribe: ch.AllowSubscribe,
-		AllowAnonymous: ch.AllowAnonymous,
-		Recovery:       ch.Recovery,
-		Typing:         ch.Typing,
-		AllowHistory:   ch.AllowHistory,
-		AllowPresence:  ch.AllowPresence,
-		Personal:       ch.Personal,
+		Name:                   ch.Name,
+		Presence:               ch.Presence,
+		JoinLeave:              ch.JoinLeave,
+		AllowPublish:           ch.AllowPublish,
+		AllowSubscribe:         ch.AllowSubscribe,
+		AllowAnonymous:         ch.AllowAnonymous,
+		AllowAnonymousPublish:  ch.AllowAnonymousPublish,
+		AllowAnonymousPresence: ch.AllowAnonymousPresence,
+		AllowBinary:            ch.AllowBinary,
+		AllowedDeltaTypes:      ch.AllowedDeltaTypes,
+		Recovery:               ch.Recovery,
+		Typing:                 ch.Typing,
+		AllowHistory:           ch.AllowHistory,
+		AllowPresence:          ch.AllowPresence,
+		Personal:               ch.Personal,
 	}
 	if h := ch.History; h != nil {
 		ns.History.Size = int(h.Size)

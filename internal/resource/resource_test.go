@@ -599,3 +599,67 @@ func BenchmarkUnchangedDeployment(b *testing.B) {
 		}
 	}
 }
+
+// A backend that verifies TLS: the chat servers trust its CA, mounted beside
+// each URI from the cluster's own credentials Secrets.
+func TestBackendCAIsMountedAndNamedInTheConfig(t *testing.T) {
+	c := cluster(func(cc *v1alpha1.ChatCluster) {
+		cc.Spec.Broker = &v1alpha1.BrokerSpec{Backend: "shared-rabbitmq"}
+		cc.Spec.Database = &v1alpha1.DatabaseSpec{Backend: "shared-postgres"}
+	})
+	if got := RenderConfig(c).Broker.CAFile; got != "" {
+		t.Errorf("broker.caFile = %q without a CA", got)
+	}
+	c.BrokerCA, c.DatabaseCA = true, true
+	if got := RenderConfig(c).Broker.CAFile; got != BrokerDir+"/"+CAFile {
+		t.Errorf("broker.caFile = %q, want %s", got, BrokerDir+"/"+CAFile)
+	}
+	d, err := (&DeploymentBuilder{c}).Desired()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"broker": naming.BrokerSecretName("team-chat"), "database": naming.DatabaseSecretName("team-chat")}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		name, ok := want[v.Name]
+		if !ok {
+			continue
+		}
+		delete(want, v.Name)
+		if v.Secret == nil || v.Secret.SecretName != name {
+			t.Errorf("volume %s = %+v, want Secret %s", v.Name, v.VolumeSource, name)
+			continue
+		}
+		var paths []string
+		for _, it := range v.Secret.Items {
+			paths = append(paths, it.Key+"→"+it.Path)
+		}
+		if got := strings.Join(paths, ","); got != "uri→uri,ca.crt→ca.crt" {
+			t.Errorf("volume %s mounts %s", v.Name, got)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("volumes missing: %v", want)
+	}
+}
+
+// Channel kinds pass the chat server's per-namespace switches through.
+func TestChannelSwitchesReachTheConfig(t *testing.T) {
+	c := cluster(func(cc *v1alpha1.ChatCluster) {
+		cc.Spec.Auth.AllowAnonymous = true
+		ch := &cc.Spec.Channels[0]
+		ch.AllowAnonymous, ch.AllowAnonymousPublish, ch.AllowAnonymousPresence, ch.AllowBinary = true, true, true, true
+		ch.AllowedDeltaTypes = []string{"fossil"}
+	})
+	data, err := RenderConfigJSON(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(data)
+	if err != nil {
+		t.Fatalf("the chat server refuses the config: %v", err)
+	}
+	ns := cfg.Namespaces[0]
+	if !ns.AllowAnonymousPublish || !ns.AllowAnonymousPresence || !ns.AllowBinary || len(ns.AllowedDeltaTypes) != 1 {
+		t.Errorf("namespace = %+v", ns)
+	}
+}
