@@ -20,7 +20,7 @@ func TestDisconnectReasonFitsACloseFrame(t *testing.T) {
 	raw.Connect(t, servertest.Token(t, "bob"))
 
 	long := strings.Repeat("é", 100) // 200 bytes
-	code, body := call(t, http.MethodPost, srv.HTTP+"/api/disconnect", servertest.APIKey, `{"user":"bob","code":3503,"reason":"`+long+`"}`)
+	code, body := call(t, http.MethodPost, srv.Admin+"/api/disconnect", servertest.APIKey, `{"user":"bob","code":3503,"reason":"`+long+`"}`)
 	if code != http.StatusBadRequest || !strings.Contains(body, "reason") {
 		t.Fatalf("%d %s: want 400 naming reason", code, body)
 	}
