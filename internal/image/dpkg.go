@@ -30,7 +30,7 @@ type Package struct {
 	// (Trivy, Grype, Syft) read it from /var/lib/dpkg/status.d/ in distroless images.
 	Stanza []byte
 
-	root  string
+	root      string
 	files     map[string]bool   // absolute paths the package installed (its .list)
 	sums      map[string]string // path → md5 from .md5sums and the Conffiles field
 	conffiles map[string]bool
