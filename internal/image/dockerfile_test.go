@@ -179,7 +179,7 @@ func expandVar(rs []rune, i int, env map[string]string) (int, string, error) {
 	if end == i+1 {
 		return i, "$", nil
 	}
-	return end - 1, env[string(rs[i+1 : end])], nil
+	return end - 1, env[string(rs[i+1:end])], nil
 }
 
 // execForm reads ENTRYPOINT/CMD: a JSON array is run as is; anything else is
