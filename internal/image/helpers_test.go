@@ -26,6 +26,20 @@ var stubSources = map[string]string{
 	"zones": `package main; import ("fmt"; "os"; "time"); func main() { fmt.Println(time.LoadLocation(os.Args[1])) }`,
 	// zones-embedded carries its own zone database.
 	"zones-embedded": `package main; import ("fmt"; "os"; "time"; _ "time/tzdata"); func main() { fmt.Println(time.LoadLocation(os.Args[1])) }`,
+	// probe reports what a Go program finds at run time: the system CA
+	// roots, its user, its working directory and whether /tmp takes a file.
+	"probe": `package main
+import ("crypto/x509"; "fmt"; "os"; "os/user")
+func main() {
+	pool, err := x509.SystemCertPool()
+	if err != nil { fmt.Println("roots:", err); os.Exit(1) }
+	u, err := user.Current()
+	if err != nil { fmt.Println("user:", err); os.Exit(1) }
+	wd, _ := os.Getwd()
+	f, err := os.CreateTemp("", "probe")
+	if err == nil { f.Close(); os.Remove(f.Name()) }
+	fmt.Printf("roots=%d user=%s home=%s wd=%s args=%q tmp=%v\n", len(pool.Subjects()), u.Username, u.HomeDir, wd, os.Args[1:], err)
+}`,
 }
 
 var (
