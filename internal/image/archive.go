@@ -120,7 +120,7 @@ func WriteArchive(w io.Writer, img v1.Image, platform v1.Platform, ref string, m
 	}
 	sort.Strings(names)
 	tw := tar.NewWriter(w)
-	mtime = time.Unix(mtime.Unix(), 0).UTC()
+	mtime = fixedTime(mtime)
 	for _, n := range names {
 		h := &tar.Header{Name: n, ModTime: mtime, Mode: 0o644, Typeflag: tar.TypeReg, Size: int64(len(files[n]))}
 		if strings.HasSuffix(n, "/") {

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,25 @@ func TestZoneInfoOnlyWhenAProgramLoadsZonesByName(t *testing.T) {
 				t.Errorf("Europe/Berlin in July is UTC%+d, want +2h", off/3600)
 			}
 		})
+	}
+}
+
+func TestZeroCreationTimeIsTheEpoch(t *testing.T) {
+	res, err := Build(Parley, Options{Binaries: stubBinaries(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := res.Image.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cf.Created.Time.Equal(time.Unix(0, 0)) {
+		t.Errorf("created %s, want the Unix epoch", cf.Created.Time)
+	}
+	if got := cf.Config.Labels["org.opencontainers.image.version"] + " " + cf.Config.Labels["org.opencontainers.image.revision"]; got != "dev unknown" {
+		t.Errorf("version and revision labels without options = %q, want the Dockerfile's defaults \"dev unknown\"", got)
+	}
+	if err := WriteArchive(io.Discard, res.Image, res.Platform, "parley:dev", time.Time{}); err != nil {
+		t.Error(err)
 	}
 }

@@ -132,7 +132,7 @@ func Build(spec Spec, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	created := time.Unix(o.Created.Unix(), 0).UTC()
+	created := fixedTime(o.Created)
 	base, err := newLayer(baseFiles, created)
 	if err != nil {
 		return nil, fmt.Errorf("base layer: %w", err)
@@ -187,4 +187,13 @@ func labels(spec map[string]string, version, commit string) map[string]string {
 		out[k] = r.Replace(v)
 	}
 	return out
+}
+
+// fixedTime is t in whole seconds and UTC; the zero time means the Unix
+// epoch (a tar header cannot hold year 1 in its plain format).
+func fixedTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Unix(0, 0).UTC()
+	}
+	return time.Unix(t.Unix(), 0).UTC()
 }

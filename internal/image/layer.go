@@ -72,7 +72,7 @@ func layerTar(files []File, mtime time.Time) ([]byte, error) {
 
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	mtime = time.Unix(mtime.Unix(), 0).UTC()
+	mtime = fixedTime(mtime)
 	for _, p := range paths {
 		f := byPath[p]
 		h := &tar.Header{
