@@ -7,6 +7,12 @@ SHELL := /usr/bin/env bash -o pipefail
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 IMG     ?= ghcr.io/parley-chat/parley:$(VERSION)
+# make image: the archive, and the time every file and the config carry (the
+# last commit's, so the same commit and binaries give the same digest).
+IMAGE_TAR ?= $(LOCALBIN)/image/parley-$(VERSION).oci.tar
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# make image-push: e.g. IMAGE_PUSH_FLAGS=-insecure for a plain-HTTP registry.
+IMAGE_PUSH_FLAGS ?=
 LDFLAGS := -s -w -X github.com/parley-chat/parley/chatserver/version.Version=$(VERSION) -X github.com/parley-chat/parley/chatserver/version.Commit=$(COMMIT)
 
 LOCALBIN ?= $(CURDIR)/bin
@@ -101,6 +107,15 @@ run: manifests generate ## Run the operator against the current kubeconfig.
 .PHONY: demo
 demo: build ## Start a local cluster, the operator and a 3-replica ChatCluster; print how to chat.
 	@hack/demo.sh
+
+.PHONY: image
+image: build ## Build the OCI image without Docker (bin/ on a base from this machine's Debian packages) into IMAGE_TAR.
+	go run ./hack/image build -bin $(LOCALBIN) -version $(VERSION) -commit $(COMMIT) -image $(IMG) \
+	  -source-date-epoch $(SOURCE_DATE_EPOCH) -out $(IMAGE_TAR)
+
+.PHONY: image-push
+image-push: image ## Push IMAGE_TAR to IMG=registry/repo:tag (credentials from ~/.docker/config.json).
+	go run ./hack/image push -archive $(IMAGE_TAR) -image $(IMG) $(IMAGE_PUSH_FLAGS)
 
 .PHONY: docker-build
 docker-build: ## Build the image (needs a Docker engine; none runs on this machine).
