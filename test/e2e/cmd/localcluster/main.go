@@ -225,7 +225,7 @@ func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.Cha
 }
 
 func (d *demo) deleteChatCluster(env *framework.Env, cc *chatv1alpha1.ChatCluster) {
-	step("deleting ChatCluster %s/%s (the operator drops its RabbitMQ exchanges and PostgreSQL database)", cc.Namespace, cc.Name)
+	step("deleting ChatCluster %s/%s (the operator deletes its RabbitMQ vhost and user, PostgreSQL role and database)", cc.Namespace, cc.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if err := env.Client.Delete(ctx, cc); err != nil && !strings.Contains(err.Error(), "not found") {
@@ -304,7 +304,7 @@ Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one addres
                 %s get chatclusters,pods -n %s
   Logs:         %s
 
-Ctrl-C stops everything and cleans up (the ChatCluster's exchanges and database included).
+Ctrl-C stops everything and cleans up (the ChatCluster's vhost, user, role and database included).
 `, env.Kubeconfig, kubectl, cc.Namespace, filepath.Join(env.StateDir, "logs"))
 	return nil
 }
