@@ -59,6 +59,13 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 	if desired.Spec.ProgressDeadlineSeconds != nil {
 		d.Spec.ProgressDeadlineSeconds = desired.Spec.ProgressDeadlineSeconds
 	}
+	if a := desired.Spec.Template.Annotations; a != nil {
+		keep, err := keepEquivalentConfigHash(b.Cluster, d.Spec.Template.Annotations[AnnotationConfigHash], a[AnnotationConfigHash])
+		if err != nil {
+			return err
+		}
+		a[AnnotationConfigHash] = keep
+	}
 	hash, err := hashJSON(desired.Spec.Template)
 	if err != nil {
 		return err
