@@ -62,6 +62,17 @@ type ChatClusterSpec struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// DefaultImagePolicy says when a cluster without spec.image takes a new
+	// operator default image. Follow (the default): at the operator upgrade
+	// that ships it, in a rolling update. Hold: the chat servers keep the image
+	// they run; the new default reaches them only when spec.image is set or
+	// this policy goes back to Follow (status.image shows what they run). It
+	// holds only the image: a change of the spec, of the rendered config's
+	// meaning or of the broker or database URI still rolls the pods.
+	// +kubebuilder:validation:Enum=Follow;Hold
+	// +optional
+	DefaultImagePolicy DefaultImagePolicy `json:"defaultImagePolicy,omitempty"`
+
 	// ImagePullPolicy for the chat server container.
 	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	// +optional
@@ -236,6 +247,19 @@ type SecretKeyReference struct {
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key"`
 }
+
+// DefaultImagePolicy says when a ChatCluster without spec.image takes the
+// operator's new default chat server image.
+type DefaultImagePolicy string
+
+const (
+	// DefaultImagePolicyFollow rolls the chat servers to the operator's
+	// default image when an operator upgrade changes it.
+	DefaultImagePolicyFollow DefaultImagePolicy = "Follow"
+	// DefaultImagePolicyHold keeps the image the chat servers run until
+	// spec.image is set or the policy is Follow again.
+	DefaultImagePolicyHold DefaultImagePolicy = "Hold"
+)
 
 // DeletionPolicy says what happens to external state when its ChatCluster goes.
 // +kubebuilder:validation:Enum=Delete;Retain

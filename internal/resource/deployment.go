@@ -13,12 +13,20 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
+	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 )
 
 // preStopPause lets endpoints drop a stopping pod before it stops accepting
 // connections, so no client is sent to a server that is going away.
 const preStopPause = 5 * time.Second
+
+// minReadySeconds is how long a new pod must stay ready (probes passing,
+// broker and store answering) before the rollout counts it and lets the
+// next old pods go: a roll proceeds one settled batch at a time, and a new
+// image that fails soon after start stops the roll before most clients
+// have moved onto it.
+const minReadySeconds int32 = 10
 
 // DeploymentBuilder builds the chat server Deployment.
 type DeploymentBuilder struct{ Cluster }
@@ -37,6 +45,10 @@ func (b *DeploymentBuilder) Build() (Object, error) {
 // filled with defaults is left alone, and nothing rolls without a real change.
 func (b *DeploymentBuilder) Update(obj Object) error {
 	d := obj.(*appsv1.Deployment)
+	if held := b.heldImage(d); held != "" {
+		b = &DeploymentBuilder{b.Cluster}
+		b.DefaultImage = held
+	}
 	desired, err := b.Desired()
 	if err != nil {
 		return err
@@ -81,6 +93,22 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 	return nil
 }
 
+// heldImage is the image the live Deployment's chat servers run when the
+// cluster holds it (spec.defaultImagePolicy Hold, no spec.image), so an
+// operator upgrade with a new default image leaves them as they are; "" when
+// the operator's default applies (Follow, or no Deployment yet).
+func (b *DeploymentBuilder) heldImage(live *appsv1.Deployment) string {
+	if b.Spec.Image != "" || b.Spec.DefaultImagePolicy != v1alpha1.DefaultImagePolicyHold {
+		return ""
+	}
+	for _, c := range live.Spec.Template.Spec.Containers {
+		if c.Name == naming.ContainerName {
+			return c.Image
+		}
+	}
+	return ""
+}
+
 // Desired is the whole Deployment the spec asks for, override applied. It
 // returns a *PodSecurityError, and no Deployment, when the pod template
 // breaks the restricted Pod Security Standard or Parley's pod rules.
@@ -103,6 +131,7 @@ func (b *DeploymentBuilder) Desired() (*appsv1.Deployment, error) {
 					MaxSurge:       ptrTo(intstr.FromString("25%")),
 				},
 			},
+			MinReadySeconds:      minReadySeconds,
 			RevisionHistoryLimit: ptrTo[int32](5),
 			Template:             tmpl,
 		},
