@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	appsv1 "k8s.io/api/apps/v1"
@@ -34,6 +35,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
@@ -61,6 +63,8 @@ func TestUpgradeRestartsNoChatPod(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two managers and runs a control plane")
 	}
+	// The control plane's own logging is not what this test reports on.
+	logf.SetLogger(logr.Discard())
 	root := testenv.RepoRoot()
 	from := previousBuild(t, root)
 	t.Logf("upgrading from %s", from)
