@@ -91,7 +91,11 @@ func TestUpgradeRestartsNoChatPod(t *testing.T) {
 		}
 	})
 	kubeconfig := adminKubeconfig(t, env, work)
-	start(t, "kube-controller-manager", filepath.Join(testenv.Assets(t), "kube-controller-manager"), nil,
+	kcm := filepath.Join(testenv.Assets(t), "kube-controller-manager")
+	if _, err := os.Stat(kcm); err != nil {
+		t.Fatalf("the Deployment and ReplicaSet controllers run from %s: build it with hack/control-plane.sh --with-kcm: %v", kcm, err)
+	}
+	start(t, "kube-controller-manager", kcm, nil,
 		"--kubeconfig="+kubeconfig, "--controllers=deployment-controller,replicaset-controller",
 		"--leader-elect=false", "--secure-port=0", "--v=0")
 
