@@ -87,11 +87,21 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 		return err
 	}
 	if d.Annotations[AnnotationTemplateHash] != hash || !same {
+		restartedAt, restarted := d.Spec.Template.Annotations[AnnotationRestartedAt]
 		d.Spec.Template = desired.Spec.Template
+		if _, ours := desired.Spec.Template.Annotations[AnnotationRestartedAt]; restarted && !ours {
+			// A person's `kubectl rollout restart` already happened; dropping
+			// its mark would restart every pod once more.
+			d.Spec.Template.Annotations[AnnotationRestartedAt] = restartedAt
+		}
 		setAnnotation(d, AnnotationTemplateHash, hash)
 	}
 	return nil
 }
+
+// AnnotationRestartedAt is what `kubectl rollout restart` sets on a pod
+// template. The operator never sets it; it keeps it when it rewrites the template.
+const AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
 
 // heldImage is the image the live Deployment's chat servers run when the
 // cluster holds it (spec.defaultImagePolicy Hold, no spec.image), so an

@@ -51,9 +51,11 @@ func configMeaning(rendered []byte) ([]byte, error) {
 }
 
 // legacyConfigHash is the config hash as operators up to 0.1.0 computed it:
-// the indented rendering itself, not its meaning. A pod template that still
-// carries it for the config of the same meaning is kept as it is (see
-// keepEquivalentConfigHash), so changing the formula rolls no pod.
+// the digest of the indented rendering itself, not of its meaning. A pod
+// template that still carries it for this config is kept as it is (see
+// keepEquivalentConfigHash), so changing the formula rolls no pod. It
+// matches while this build renders the config byte for byte as 0.1.0 did,
+// which the golden ConfigMaps (testdata/golden) hold in place.
 func legacyConfigHash(c Cluster) (string, error) {
 	data, err := RenderConfigJSON(c)
 	if err != nil {

@@ -153,3 +153,28 @@ func TestDefaultImagePolicy(t *testing.T) {
 		t.Errorf("Hold with spec.image: the pods run %s, want spec.image", image(d))
 	}
 }
+
+// `kubectl rollout restart` marks the pod template; an upgrade that rewrites
+// the template without changing what the pods run must keep the mark, or
+// every pod restarts a second time.
+func TestRewritingTheTemplateKeepsARolloutRestart(t *testing.T) {
+	c := cluster(withBrokerAndDatabase)
+	d := &appsv1.Deployment{}
+	if err := (&DeploymentBuilder{c}).Update(d); err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Annotations[AnnotationRestartedAt] = "2026-12-01T10:00:00Z"
+	// The previous operator's template digest differed (another encoding
+	// of the same template): the template is written again.
+	d.Annotations[AnnotationTemplateHash] = "from-another-release"
+	before := templateJSON(t, d)
+	if err := (&DeploymentBuilder{c}).Update(d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Annotations[AnnotationTemplateHash] == "from-another-release" {
+		t.Fatal("the template was not rewritten: the test proves nothing")
+	}
+	if after := templateJSON(t, d); !bytes.Equal(before, after) {
+		t.Errorf("rewriting the same template changed it (the pods would roll):\n%s", lineDiff(string(before), string(after)))
+	}
+}
