@@ -460,16 +460,19 @@ func waitSettled(t *testing.T, c client.Client, ns string, clusters []string, m 
 		}
 		return nil
 	}
-	for {
-		err := check()
-		if err == nil {
-			break
+	settled := func() {
+		for {
+			err := check()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the samples did not settle under the %s: %v", m.name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the samples did not settle under the %s: %v", m.name, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	settled()
 	// One more pass of each after the settled state: trigger it and wait
 	// for the count to grow, so the snapshot follows this manager's writes.
 	n, _ := m.reconciles()
@@ -494,8 +497,9 @@ func waitSettled(t *testing.T, c client.Client, ns string, clusters []string, m 
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// The deployment controller acts on what the manager wrote.
-	time.Sleep(2 * time.Second)
+	// The deployment controller has acted on what the manager wrote (its
+	// ReplicaSets follow within the same sync).
+	settled()
 }
 
 type deploymentState struct {
