@@ -783,6 +783,13 @@ type ChatClusterStatus struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// AvailableImage is the operator's default chat server image while the
+	// cluster holds another one (spec.defaultImagePolicy Hold, no
+	// spec.image): the image an upgrade of the chat servers would bring.
+	// Empty when the chat servers run the image the operator would choose.
+	// +optional
+	AvailableImage string `json:"availableImage,omitempty"`
+
 	// Secrets are the names of the Secrets the operator generated for this cluster.
 	// +optional
 	Secrets GeneratedSecrets `json:"secrets,omitempty"`
@@ -874,6 +881,7 @@ type BackendsInUse struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.image`,priority=1
+// +kubebuilder:printcolumn:name="Available Image",type=string,JSONPath=`.status.availableImage`,priority=1
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 45 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 45 characters starting with a letter: it names the Service, the Secrets and the RabbitMQ exchanges"
 type ChatCluster struct {
 	metav1.TypeMeta   `json:",inline"`
