@@ -84,6 +84,10 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 			}
 		}
 	}
+	st.AvailableImage = ""
+	if cc.Spec.Image == "" && cc.Spec.DefaultImagePolicy == v1alpha1.DefaultImagePolicyHold && st.Image != "" && st.Image != r.Options.DefaultImage {
+		st.AvailableImage = r.Options.DefaultImage
+	}
 
 	if equality.Semantic.DeepEqual(&p.original.Status, st) {
 		return nil

@@ -45,6 +45,13 @@ type ChatClusterStatus struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// AvailableImage is the operator's default chat server image while the
+	// cluster holds another one (spec.defaultImagePolicy Hold, no
+	// spec.image): the image an upgrade of the chat servers would bring.
+	// Empty when the chat servers run the image the operator would choose.
+	// +optional
+	AvailableImage string `json:"availableImage,omitempty"`
+
 	// Secrets are the names of the Secrets the operator generated for this cluster.
 	// +optional
 	Secrets GeneratedSecrets `json:"secrets,omitempty"`

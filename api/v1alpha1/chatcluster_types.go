@@ -62,6 +62,17 @@ type ChatClusterSpec struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// DefaultImagePolicy says when a cluster without spec.image takes a new
+	// operator default image. Follow (the default): at the operator upgrade
+	// that ships it, in a rolling update. Hold: the chat servers keep the image
+	// they run; the new default reaches them only when spec.image is set or
+	// this policy goes back to Follow (status.image shows what they run). It
+	// holds only the image: a change of the spec, of the rendered config's
+	// meaning or of the broker or database URI still rolls the pods.
+	// +kubebuilder:validation:Enum=Follow;Hold
+	// +optional
+	DefaultImagePolicy DefaultImagePolicy `json:"defaultImagePolicy,omitempty"`
+
 	// ImagePullPolicy for the chat server container.
 	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	// +optional
@@ -530,6 +541,7 @@ type OverrideSpec struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.image`,priority=1
+// +kubebuilder:printcolumn:name="Available Image",type=string,JSONPath=`.status.availableImage`,priority=1
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 45 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 45 characters starting with a letter: it names the Service, the Secrets and the RabbitMQ exchanges"
 type ChatCluster struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -552,3 +564,16 @@ type ChatClusterList struct {
 func init() {
 	SchemeBuilder.Register(&ChatCluster{}, &ChatClusterList{})
 }
+
+// DefaultImagePolicy says when a ChatCluster without spec.image takes the
+// operator's new default chat server image.
+type DefaultImagePolicy string
+
+const (
+	// DefaultImagePolicyFollow rolls the chat servers to the operator's
+	// default image when an operator upgrade changes it.
+	DefaultImagePolicyFollow DefaultImagePolicy = "Follow"
+	// DefaultImagePolicyHold keeps the image the chat servers run until
+	// spec.image is set or the policy is Follow again.
+	DefaultImagePolicyHold DefaultImagePolicy = "Hold"
+)

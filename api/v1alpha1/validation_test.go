@@ -77,6 +77,8 @@ func testInvalidSpecs(t *testing.T, c client.Client) {
 			[]string{"spec.broker is required when spec.replicas > 1 or spec.autoscaling is set"}},
 		{"autoscaling min above max", "spec:\n  autoscaling: {minReplicas: 5, maxReplicas: 3}" + broker + database,
 			[]string{"spec.autoscaling.minReplicas", "must not exceed spec.autoscaling.maxReplicas"}},
+		{"an unknown default image policy", "spec:\n  defaultImagePolicy: Sometimes",
+			[]string{"spec.defaultImagePolicy", `"Follow", "Hold"`}},
 		{"autoscaling max of zero", "spec:\n  autoscaling: {maxReplicas: 0}" + broker + database,
 			[]string{"spec.autoscaling.maxReplicas", "greater than or equal to 1"}},
 		{"CPU target above 100%", "spec:\n  autoscaling: {maxReplicas: 4, targetCPUUtilizationPercentage: 150}" + broker + database,

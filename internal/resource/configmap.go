@@ -165,16 +165,6 @@ func renderChannel(ch v1alpha1.ChannelSpec) config.Namespace {
 	return ns
 }
 
-// configHash digests what the pods read at start: the rendered config and
-// the restart-on-change Secrets.
-func configHash(c Cluster) (string, error) {
-	data, err := RenderConfigJSON(c)
-	if err != nil {
-		return "", err
-	}
-	return Hash(data, []byte(c.SecretsHash)), nil
-}
-
 // terminationGrace leaves the pod time for the preStop pause, the drain and a margin.
 func terminationGrace(c Cluster) int64 {
 	return int64((preStopPause + c.drainTimeout() + 5*time.Second) / time.Second)

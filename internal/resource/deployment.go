@@ -13,12 +13,20 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
+	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 )
 
 // preStopPause lets endpoints drop a stopping pod before it stops accepting
 // connections, so no client is sent to a server that is going away.
 const preStopPause = 5 * time.Second
+
+// minReadySeconds is how long a new pod must stay ready (probes passing,
+// broker and store answering) before the rollout counts it and lets the
+// next old pods go: a roll proceeds one settled batch at a time, and a new
+// image that fails soon after start stops the roll before most clients
+// have moved onto it.
+const minReadySeconds int32 = 10
 
 // DeploymentBuilder builds the chat server Deployment.
 type DeploymentBuilder struct{ Cluster }
@@ -37,6 +45,10 @@ func (b *DeploymentBuilder) Build() (Object, error) {
 // filled with defaults is left alone, and nothing rolls without a real change.
 func (b *DeploymentBuilder) Update(obj Object) error {
 	d := obj.(*appsv1.Deployment)
+	if held := b.heldImage(d); held != "" {
+		b = &DeploymentBuilder{b.Cluster}
+		b.DefaultImage = held
+	}
 	desired, err := b.Desired()
 	if err != nil {
 		return err
@@ -59,6 +71,13 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 	if desired.Spec.ProgressDeadlineSeconds != nil {
 		d.Spec.ProgressDeadlineSeconds = desired.Spec.ProgressDeadlineSeconds
 	}
+	if a := desired.Spec.Template.Annotations; a != nil {
+		keep, err := keepEquivalentConfigHash(b.Cluster, d.Spec.Template.Annotations[AnnotationConfigHash], a[AnnotationConfigHash])
+		if err != nil {
+			return err
+		}
+		a[AnnotationConfigHash] = keep
+	}
 	hash, err := hashJSON(desired.Spec.Template)
 	if err != nil {
 		return err
@@ -68,10 +87,36 @@ func (b *DeploymentBuilder) Update(obj Object) error {
 		return err
 	}
 	if d.Annotations[AnnotationTemplateHash] != hash || !same {
+		restartedAt, restarted := d.Spec.Template.Annotations[AnnotationRestartedAt]
 		d.Spec.Template = desired.Spec.Template
+		if _, ours := desired.Spec.Template.Annotations[AnnotationRestartedAt]; restarted && !ours {
+			// A person's `kubectl rollout restart` already happened; dropping
+			// its mark would restart every pod once more.
+			d.Spec.Template.Annotations[AnnotationRestartedAt] = restartedAt
+		}
 		setAnnotation(d, AnnotationTemplateHash, hash)
 	}
 	return nil
+}
+
+// AnnotationRestartedAt is what `kubectl rollout restart` sets on a pod
+// template. The operator never sets it; it keeps it when it rewrites the template.
+const AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
+
+// heldImage is the image the live Deployment's chat servers run when the
+// cluster holds it (spec.defaultImagePolicy Hold, no spec.image), so an
+// operator upgrade with a new default image leaves them as they are; "" when
+// the operator's default applies (Follow, or no Deployment yet).
+func (b *DeploymentBuilder) heldImage(live *appsv1.Deployment) string {
+	if b.Spec.Image != "" || b.Spec.DefaultImagePolicy != v1alpha1.DefaultImagePolicyHold {
+		return ""
+	}
+	for _, c := range live.Spec.Template.Spec.Containers {
+		if c.Name == naming.ContainerName {
+			return c.Image
+		}
+	}
+	return ""
 }
 
 // Desired is the whole Deployment the spec asks for, override applied. It
@@ -96,6 +141,7 @@ func (b *DeploymentBuilder) Desired() (*appsv1.Deployment, error) {
 					MaxSurge:       ptrTo(intstr.FromString("25%")),
 				},
 			},
+			MinReadySeconds:      minReadySeconds,
 			RevisionHistoryLimit: ptrTo[int32](5),
 			Template:             tmpl,
 		},

@@ -355,7 +355,7 @@ func TestDeploymentTemplateFollowsARemovedField(t *testing.T) {
 }
 
 func TestOverridePatchesTheDeployment(t *testing.T) {
-	o, err := v1alpha1.NewDeploymentOverride([]byte(`{"spec":{"minReadySeconds":10,"template":{"spec":{
+	o, err := v1alpha1.NewDeploymentOverride([]byte(`{"spec":{"minReadySeconds":30,"template":{"spec":{
 		"containers":[{"name":"chatserver","env":[{"name":"GODEBUG","value":"madvdontneed=1"}]},
 		              ` + restrictedSidecar + `]}}}}`))
 	if err != nil {
@@ -369,7 +369,7 @@ func TestOverridePatchesTheDeployment(t *testing.T) {
 	if cs[0].Image != "example.org/parley:1.0" || cs[0].SecurityContext == nil || !*cs[0].SecurityContext.ReadOnlyRootFilesystem {
 		t.Error("the patch lost the chat server's own fields")
 	}
-	if d.Spec.MinReadySeconds != 10 {
+	if d.Spec.MinReadySeconds != 30 {
 		t.Errorf("minReadySeconds = %d", d.Spec.MinReadySeconds)
 	}
 }
