@@ -117,13 +117,17 @@ func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.Ch
 			if err != nil {
 				return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
 			}
-			return r.tenants().DeleteTenant(ctx, amqpprov.Backend{URI: conn.URI, ManagementURI: conn.ManagementURI, CAPEM: conn.CAPEM}, brokerTenant(cc))
+			return r.gated(ctx, backendKey(b.Name, v1alpha1.BackendTypeRabbitMQ), digest(conn.URI, conn.ManagementURI), func(ctx context.Context) error {
+				return r.tenants().DeleteTenant(ctx, amqpprov.Backend{URI: conn.URI, ManagementURI: conn.ManagementURI, CAPEM: conn.CAPEM}, brokerTenant(cc))
+			})
 		}
 		conn, err := res.PostgreSQL(ctx, b)
 		if err != nil {
 			return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
 		}
-		return r.database().Drop(ctx, pgprov.Admin{URI: conn.URI, CAPEM: conn.CAPEM}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+		return r.gated(ctx, backendKey(b.Name, v1alpha1.BackendTypePostgreSQL), digest(conn.URI), func(ctx context.Context) error {
+			return r.database().Drop(ctx, pgprov.Admin{URI: conn.URI, CAPEM: conn.CAPEM}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+		})
 	}
 	if rec.SecretRef == nil {
 		return fmt.Errorf("status.externalState.%s names neither a backend nor a Secret", pc.section)
@@ -134,12 +138,18 @@ func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.Ch
 		if err != nil {
 			return fmt.Errorf("broker URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
 		}
-		return r.broker().Delete(ctx, uri, amqpprov.TopologyFor(cc.Namespace, cc.Name))
+		key := uriKey(v1alpha1.BackendTypeRabbitMQ, uri)
+		return r.gated(ctx, key, key, func(ctx context.Context) error {
+			return r.broker().Delete(ctx, uri, amqpprov.TopologyFor(cc.Namespace, cc.Name))
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("admin URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
 	}
-	return r.database().Drop(ctx, pgprov.Admin{URI: uri}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	key := uriKey(v1alpha1.BackendTypePostgreSQL, uri)
+	return r.gated(ctx, key, key, func(ctx context.Context) error {
+		return r.database().Drop(ctx, pgprov.Admin{URI: uri}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	})
 }
 
 // externalRecords returns what status.externalState should hold before any
@@ -268,9 +278,11 @@ func (r *ChatClusterReconciler) cleanupRemoved(ctx context.Context, p *pass, pc 
 		return
 	}
 	what := pc.what(p.cc)
-	callCtx, cancel := r.callContext(ctx)
-	err := r.deleteState(callCtx, p.cc, pc, *rec)
-	cancel()
+	err := r.deleteState(ctx, p.cc, pc, *rec)
+	if w, skipped := notTried(err, now); skipped {
+		p.requeue(w)
+		return
+	}
 	if err == nil {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete",
 			"spec.%s was removed: deleted %s", pc.section, what)
@@ -377,9 +389,12 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 			continue
 		}
 		what := pc.what(cc)
-		callCtx, cancel := r.callContext(ctx)
-		err := r.deleteState(callCtx, cc, pc, *rec)
-		cancel()
+		err := r.deleteState(ctx, cc, pc, *rec)
+		if w, skipped := notTried(err, now); skipped {
+			// The backend is busy or backing off: not an attempt of this cluster's.
+			wait = soonest(wait, w)
+			continue
+		}
 		if err == nil {
 			deleted = append(deleted, what)
 			*rec = nil
@@ -421,6 +436,20 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
 	}
 	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// notTried reports whether err says the gate did not make the call, and
+// how long until it may.
+func notTried(err error, now time.Time) (time.Duration, bool) {
+	var busy *errBackendBusy
+	if errors.As(err, &busy) {
+		return busy.wait, true
+	}
+	var down *errBackendDown
+	if errors.As(err, &down) && !down.attempted {
+		return max(down.wait(now), staleRetry), true
+	}
+	return 0, false
 }
 
 // soonest is the shorter of two waits, 0 counting as none.

@@ -13,6 +13,10 @@ func TestProvisioningFlags(t *testing.T) {
 		CleanupAttempts: controllers.DefaultCleanupAttempts,
 		CleanupBackoff:  controllers.DefaultCleanupBackoff,
 		CallTimeout:     controllers.DefaultCallTimeout,
+
+		ConnectTimeout:     controllers.DefaultConnectTimeout,
+		BackendConcurrency: controllers.DefaultBackendConcurrency,
+		UnreachableBackoff: controllers.DefaultUnreachableBackoff,
 	}
 	for _, tc := range []struct {
 		name   string
@@ -26,6 +30,9 @@ func TestProvisioningFlags(t *testing.T) {
 		{"too many attempts", func(p *controllers.Provisioning) { p.CleanupAttempts = controllers.MaxCleanupAttempts + 1 }, "--cleanup-attempts=1001"},
 		{"no backoff", func(p *controllers.Provisioning) { p.CleanupBackoff = 0 }, "--cleanup-backoff=0s"},
 		{"no call timeout", func(p *controllers.Provisioning) { p.CallTimeout = -time.Second }, "--external-call-timeout=-1s"},
+		{"a connect timeout beyond the call timeout", func(p *controllers.Provisioning) { p.ConnectTimeout = time.Minute }, "--external-connect-timeout=1m0s"},
+		{"no backend concurrency", func(p *controllers.Provisioning) { p.BackendConcurrency = 0 }, "--backend-concurrency=0"},
+		{"no unreachable backoff", func(p *controllers.Provisioning) { p.UnreachableBackoff = 0 }, "--unreachable-backoff=0s"},
 		{"negative check interval", func(p *controllers.Provisioning) { p.CheckInterval = -time.Second }, "--external-check-interval=-1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

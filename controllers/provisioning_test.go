@@ -83,6 +83,11 @@ func provisioningForTests() controllers.Provisioning {
 		CheckInterval:   time.Second,
 		CleanupAttempts: 4,
 		CleanupBackoff:  300 * time.Millisecond,
+		// A blackholed backend is given up on after a second and tried
+		// again soon; at most 2 of the 4 workers call one backend at once.
+		ConnectTimeout:     time.Second,
+		BackendConcurrency: 2,
+		UnreachableBackoff: 500 * time.Millisecond,
 	}
 }
 

@@ -149,11 +149,14 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		"chat-server-image":         c.Image,
 		"kube-api-qps":              "20",
 		"kube-api-burst":            "30",
-		"max-concurrent-reconciles": "2",
+		"max-concurrent-reconciles": "8",
 		"resync-period":             "10m",
 		"cleanup-attempts":          "5",
 		"cleanup-backoff":           "5s",
 		"external-call-timeout":     "20s",
+		"external-connect-timeout":  "5s",
+		"backend-concurrency":       "2",
+		"unreachable-backoff":       "5s",
 		"zap-log-level":             "info",
 	}
 	if !reflect.DeepEqual(args, want) {

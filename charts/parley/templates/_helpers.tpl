@@ -97,6 +97,9 @@ creates and renews it) and the core Events it records about it. */}}
 - --cleanup-attempts={{ .cleanupAttempts }}
 - --cleanup-backoff={{ .cleanupBackoff }}
 - --external-call-timeout={{ .callTimeout }}
+- --external-connect-timeout={{ .connectTimeout }}
+- --backend-concurrency={{ .backendConcurrency }}
+- --unreachable-backoff={{ .unreachableBackoff }}
 {{- with .checkInterval }}
 - --external-check-interval={{ . }}
 {{- end }}
