@@ -75,6 +75,9 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 			CheckInterval:   time.Minute,
 			CleanupAttempts: 3,
 			CleanupBackoff:  time.Second,
+			// The per-backend backoff after an unreachable backend (gate.go,
+			// gate_internal_test.go) stays below the cleanup backoff here.
+			UnreachableBackoff: time.Millisecond,
 			Broker: amqpprov.Funcs{
 				DeclareFunc: func(ctx context.Context, uri string, top amqpprov.Topology) (amqpprov.Declared, error) {
 					h.calls.mu.Lock()
