@@ -182,12 +182,12 @@ func externalRecords(cc *v1alpha1.ChatCluster, deleting bool) v1alpha1.ExternalS
 	return es
 }
 
-// cleanupLimit is how many failed attempts to delete a piece of external state end its retries.
-func (r *ChatClusterReconciler) cleanupLimit() int32 {
-	if n := r.Provisioning.CleanupAttempts; n > 0 {
-		return int32(min(n, MaxCleanupAttempts))
+// cleanupRetryFor is how long after its first failure a cleanup is retried.
+func (r *ChatClusterReconciler) cleanupRetryFor() time.Duration {
+	if d := r.Provisioning.CleanupRetryFor; d > 0 {
+		return min(d, MaxCleanupRetryFor)
 	}
-	return DefaultCleanupAttempts
+	return DefaultCleanupRetryFor
 }
 
 // cleanupWait is how long until rec's next cleanup attempt is due (0: now):
@@ -201,16 +201,32 @@ func (r *ChatClusterReconciler) cleanupWait(rec *v1alpha1.ExternalStateRecord, n
 	return max(0, min(wait, backoff)) // a clock behind the last writer's waits no longer than the backoff
 }
 
-// failed records a failed attempt in rec and reports whether it was the last.
-func (r *ChatClusterReconciler) failed(rec *v1alpha1.ExternalStateRecord, now time.Time) (attempt, limit int32, last bool) {
+// failed records a failed attempt of piece pc in rec and reports until when
+// the cleanup is retried and whether the policy's time is up.
+func (r *ChatClusterReconciler) failed(pc piece, rec *v1alpha1.ExternalStateRecord, now time.Time) (attempt int32, until time.Time, last bool) {
 	t := metav1.NewTime(now)
 	rec.CleanupAttempts++
 	if rec.FirstCleanupFailure == nil {
 		rec.FirstCleanupFailure = &t
 	}
 	rec.LastCleanupFailure = &t
-	limit = r.cleanupLimit()
-	return rec.CleanupAttempts, limit, rec.CleanupAttempts >= limit
+	cleanupFailures.WithLabelValues(pc.section).Inc()
+	until = rec.FirstCleanupFailure.Add(r.cleanupRetryFor())
+	last = !now.Before(until)
+	if last {
+		leftBehind.WithLabelValues(pc.section, "gave_up").Inc()
+	}
+	return rec.CleanupAttempts, until, last
+}
+
+// retryNote says how a failing cleanup goes on, for events and conditions.
+func (r *ChatClusterReconciler) retryNote(attempt int32, until time.Time, now time.Time, rec *v1alpha1.ExternalStateRecord) string {
+	next := now.Add(r.cleanupBackoff(int(attempt)))
+	if next.After(until) {
+		next = until
+	}
+	return fmt.Sprintf("attempt %d%s; next attempt at %s; retrying until %s (--cleanup-retry-for=%s)",
+		attempt, since(rec), next.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339), r.cleanupRetryFor())
 }
 
 func since(rec *v1alpha1.ExternalStateRecord) string {
@@ -289,19 +305,21 @@ func (r *ChatClusterReconciler) cleanupRemoved(ctx context.Context, p *pass, pc 
 		*rec = nil
 		return
 	}
-	attempt, limit, last := r.failed(*rec, now)
+	attempt, until, last := r.failed(pc, *rec, now)
 	if last {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
-			"spec.%s was removed: gave up after %d attempts%s; left behind %s: %v", pc.section, attempt, since(*rec), what, err)
+			"spec.%s was removed: gave up after %d attempts%s (--cleanup-retry-for=%s); left behind %s: %v",
+			pc.section, attempt, since(*rec), r.cleanupRetryFor(), what, err)
 		*rec = nil
 		return
 	}
+	note := r.retryNote(attempt, until, now, *rec)
 	r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
-		"spec.%s was removed: attempt %d of %d to delete %s: %v", pc.section, attempt, limit, what, err)
+		"spec.%s was removed: deleting %s failed (%s): %v", pc.section, what, note, err)
 	p.setCondition(metav1.Condition{
 		Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed,
-		Message: fmt.Sprintf("spec.%s was removed (deletion policy Delete): deleting %s failed: %v (attempt %d of %d; then it is left behind)",
-			pc.section, what, err, attempt, limit),
+		Message: fmt.Sprintf("spec.%s was removed (deletion policy Delete): deleting %s failed: %v (%s; then it is left behind)",
+			pc.section, what, err, note),
 	})
 	p.requeue(r.cleanupBackoff(int(attempt)))
 }
@@ -348,10 +366,12 @@ func staleOr(err error) error {
 }
 
 // finalize deletes the external state of a ChatCluster being deleted, then
-// releases it. Each piece (topology, database) is retried with backoff until
-// it is deleted or Provisioning.CleanupAttempts attempts have failed; then a
-// warning event names what was left behind, so a broker or database gone for
-// good never blocks the deletion forever. The attempts and the time of the
+// releases it. Each piece (topology, database) is retried with capped backoff
+// until it is deleted or Provisioning.CleanupRetryFor has passed since its
+// first failure (hours: a broker's rolling restart or a database failover
+// must not leave state behind); then a warning event names what was left
+// behind, so a broker or database gone for good never blocks the deletion
+// forever. The attempts and the time of the
 // last failure are kept in status.externalState, so an operator restart
 // neither resets the count nor cuts a backoff short. The annotation
 // chat.parley.io/abandon-external-state=true lets go at once.
@@ -367,6 +387,11 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 		for _, pc := range pieces {
 			if *pc.record(&es) != nil {
 				left = append(left, pc.what(cc))
+			}
+		}
+		for _, pc := range pieces {
+			if *pc.record(&es) != nil {
+				leftBehind.WithLabelValues(pc.section, "abandoned").Inc()
 			}
 		}
 		if len(left) > 0 {
@@ -401,20 +426,20 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 			continue
 		}
 		err = fmt.Errorf("delete %s: %w", what, err)
-		attempt, limit, last := r.failed(*rec, now)
+		attempt, until, last := r.failed(pc, *rec, now)
 		if last {
 			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
-				"gave up after %d attempts%s; left behind %s: %v", attempt, since(*rec), what, err)
+				"gave up after %d attempts%s (--cleanup-retry-for=%s); left behind %s: %v", attempt, since(*rec), r.cleanupRetryFor(), what, err)
 			*rec = nil
 			continue
 		}
-		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
-			"attempt %d of %d: %v", attempt, limit, err)
-		// The condition says what is still there and how to let go.
+		note := r.retryNote(attempt, until, now, *rec)
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete", "%v (%s)", err, note)
+		// The condition says what is still there, until when it is retried and how to let go.
 		meta.SetStatusCondition(&cc.Status.Conditions, metav1.Condition{
 			Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed, ObservedGeneration: cc.Generation,
-			Message: fmt.Sprintf("deleting the ChatCluster: %v (attempt %d of %d; then %s is left behind; annotate %s=true to let go now)",
-				err, attempt, limit, what, AnnotationAbandonExternalState),
+			Message: fmt.Sprintf("deleting the ChatCluster: %v (%s; then %s is left behind; annotate %s=true to let go now)",
+				err, note, what, AnnotationAbandonExternalState),
 		})
 		wait = soonest(wait, r.cleanupBackoff(int(attempt)))
 	}
@@ -460,15 +485,21 @@ func soonest(a, b time.Duration) time.Duration {
 	return a
 }
 
+// cleanupBackoff is the wait after the attempt-th failed cleanup attempt:
+// CleanupBackoff doubled per attempt, capped at CleanupMaxBackoff.
 func (r *ChatClusterReconciler) cleanupBackoff(attempt int) time.Duration {
 	d := r.Provisioning.CleanupBackoff
 	if d <= 0 {
 		d = DefaultCleanupBackoff
 	}
-	for i := 1; i < attempt && d < 10*time.Minute; i++ {
+	limit := r.Provisioning.CleanupMaxBackoff
+	if limit <= 0 {
+		limit = max(DefaultCleanupMaxBackoff, d)
+	}
+	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}
-	return d
+	return min(d, limit)
 }
 
 // release removes the finalizer so the ChatCluster goes.

@@ -66,14 +66,19 @@ type Provisioning struct {
 	// do not reconnect to RabbitMQ or PostgreSQL; a change of the spec or of
 	// a referenced Secret always does.
 	CheckInterval time.Duration
-	// CleanupAttempts bounds the tries to delete external state when a
-	// ChatCluster is deleted, or the section that asked for it is removed
-	// (default 5); after them the operator lets go and an event names what
-	// was left behind. The count is kept in status.externalState.
-	CleanupAttempts int
+	// CleanupRetryFor is how long the operator keeps trying to delete
+	// external state when a ChatCluster is deleted, or the section that
+	// asked for it is removed, counted from the first failed attempt
+	// (default 24h): a broker restarting or a database failing over for an
+	// hour must not leave a vhost or a database full of history behind. After
+	// it the operator lets go and an event names what was left behind. The
+	// attempts and the first failure are kept in status.externalState.
+	CleanupRetryFor time.Duration
 	// CleanupBackoff is the wait after the first failed cleanup, doubled
-	// after each further one (default 5s).
+	// after each further one up to CleanupMaxBackoff (default 5s).
 	CleanupBackoff time.Duration
+	// CleanupMaxBackoff caps the wait between cleanup attempts (default 5m).
+	CleanupMaxBackoff time.Duration
 }
 
 // provisioningState is what the provisioning steps remember between passes
@@ -86,26 +91,32 @@ type provisioningState struct {
 
 // Defaults of the Provisioning settings left zero (and of the manager's flags).
 const (
-	DefaultCallTimeout     = 20 * time.Second
-	DefaultCheckInterval   = 10 * time.Minute
-	DefaultCleanupAttempts = 5
-	DefaultCleanupBackoff  = 5 * time.Second
+	DefaultCallTimeout       = 20 * time.Second
+	DefaultCheckInterval     = 10 * time.Minute
+	DefaultCleanupRetryFor   = 24 * time.Hour
+	DefaultCleanupBackoff    = 5 * time.Second
+	DefaultCleanupMaxBackoff = 5 * time.Minute
 )
 
-// MaxCleanupAttempts bounds CleanupAttempts: retries stay bounded in time.
-const MaxCleanupAttempts = 1000
+// MaxCleanupRetryFor bounds CleanupRetryFor: a deletion is never held for
+// longer than this without a human deciding (the abandon annotation).
+const MaxCleanupRetryFor = 30 * 24 * time.Hour
 
 // ValidateFlags checks settings given explicitly, as the manager's flags
-// give them (where 0 is not "the default"): at least one cleanup attempt, at
-// most MaxCleanupAttempts; a positive call timeout and backoff; a check
-// interval not negative (0: the resync period). Errors name the flags.
+// give them (where 0 is not "the default"): a cleanup retry period up to
+// MaxCleanupRetryFor; positive timeouts and backoffs, each cap at least what
+// it caps; a check interval not negative (0: the resync period). Errors name
+// the flags.
 func (p Provisioning) ValidateFlags() error {
 	var errs []error
-	if p.CleanupAttempts < 1 || p.CleanupAttempts > MaxCleanupAttempts {
-		errs = append(errs, fmt.Errorf("--cleanup-attempts=%d: must be between 1 and %d", p.CleanupAttempts, MaxCleanupAttempts))
+	if p.CleanupRetryFor <= 0 || p.CleanupRetryFor > MaxCleanupRetryFor {
+		errs = append(errs, fmt.Errorf("--cleanup-retry-for=%s: must be positive and at most %s", p.CleanupRetryFor, MaxCleanupRetryFor))
 	}
 	if p.CleanupBackoff <= 0 {
 		errs = append(errs, fmt.Errorf("--cleanup-backoff=%s: must be positive", p.CleanupBackoff))
+	}
+	if p.CleanupMaxBackoff < p.CleanupBackoff {
+		errs = append(errs, fmt.Errorf("--cleanup-max-backoff=%s: must be at least --cleanup-backoff (%s)", p.CleanupMaxBackoff, p.CleanupBackoff))
 	}
 	if p.CallTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--external-call-timeout=%s: must be positive", p.CallTimeout))

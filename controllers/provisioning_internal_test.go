@@ -71,9 +71,10 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h.r = &ChatClusterReconciler{
 		Client: c, APIReader: c, Scheme: scheme, Recorder: h.rec,
 		Provisioning: Provisioning{
-			Now:             h.clock.Now,
-			CheckInterval:   time.Minute,
-			CleanupAttempts: 3,
+			Now:           h.clock.Now,
+			CheckInterval: time.Minute,
+			// Attempts at 0s, 1s and 3s: the third is the last.
+			CleanupRetryFor: 3 * time.Second,
 			CleanupBackoff:  time.Second,
 			// The per-backend backoff after an unreachable backend (gate.go,
 			// gate_internal_test.go) stays below the cleanup backoff here.

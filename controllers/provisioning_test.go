@@ -75,14 +75,15 @@ func (c *offsetClock) advance(d time.Duration) {
 
 // provisioningForTests checks external state every second (so drift is
 // repaired within the test's patience) and gives up a cleanup after a few
-// quick attempts.
+// seconds of quick attempts.
 func provisioningForTests() controllers.Provisioning {
 	return controllers.Provisioning{
-		Now:             clock.Now,
-		CallTimeout:     10 * time.Second,
-		CheckInterval:   time.Second,
-		CleanupAttempts: 4,
-		CleanupBackoff:  300 * time.Millisecond,
+		Now:               clock.Now,
+		CallTimeout:       10 * time.Second,
+		CheckInterval:     time.Second,
+		CleanupRetryFor:   3 * time.Second,
+		CleanupBackoff:    300 * time.Millisecond,
+		CleanupMaxBackoff: time.Second,
 		// A blackholed backend is given up on after a second and tried
 		// again soon; at most 2 of the 4 workers call one backend at once.
 		ConnectTimeout:     time.Second,
@@ -904,9 +905,9 @@ func (s *suite) deletedAfterBrokerLost(t *testing.T, ns, name string) amqpprov.T
 func testCleanupGivesUp(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	top := s.deletedAfterBrokerLost(t, ns, "stuck")
-	s.event(t, ns, controllers.EventCleanupFailed, "attempt 1 of 4")
+	s.event(t, ns, controllers.EventCleanupFailed, "attempt 1", "retrying until", "--cleanup-retry-for=3s")
 	s.gone(t, ns, "stuck")
-	s.event(t, ns, controllers.EventLeftBehind, "gave up after 4 attempts", top.Exchange)
+	s.event(t, ns, controllers.EventLeftBehind, "gave up after", "--cleanup-retry-for=3s", top.Exchange)
 	topologyIs(t, top, true) // left behind, as the event says
 }
 

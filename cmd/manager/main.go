@@ -47,10 +47,12 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"ChatClusters reconciled in parallel (at most --backend-concurrency of them call one backend at a time)")
 	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
-	flag.IntVar(&prov.CleanupAttempts, "cleanup-attempts", controllers.DefaultCleanupAttempts,
-		"failed attempts to delete a ChatCluster's RabbitMQ topology or PostgreSQL database before it is left behind (with an event)")
+	flag.DurationVar(&prov.CleanupRetryFor, "cleanup-retry-for", controllers.DefaultCleanupRetryFor,
+		"how long, from its first failure, the deletion of a ChatCluster's RabbitMQ vhost or topology or PostgreSQL database is retried before it is left behind (with an event)")
 	flag.DurationVar(&prov.CleanupBackoff, "cleanup-backoff", controllers.DefaultCleanupBackoff,
-		"wait after the first failed cleanup attempt, doubled after each further one")
+		"wait after the first failed cleanup attempt, doubled after each further one up to --cleanup-max-backoff")
+	flag.DurationVar(&prov.CleanupMaxBackoff, "cleanup-max-backoff", controllers.DefaultCleanupMaxBackoff,
+		"longest wait between two cleanup attempts")
 	flag.DurationVar(&prov.CallTimeout, "external-call-timeout", controllers.DefaultCallTimeout,
 		"timeout of one call to RabbitMQ or PostgreSQL")
 	flag.DurationVar(&prov.ConnectTimeout, "external-connect-timeout", controllers.DefaultConnectTimeout,

@@ -224,10 +224,13 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 		t.Fatalf("--max-concurrent-reconciles: %v", err)
 	}
 	var prov controllers.Provisioning
-	if prov.CleanupAttempts, err = strconv.Atoi(args["cleanup-attempts"]); err != nil {
-		t.Fatalf("--cleanup-attempts: %v", err)
+	if prov.BackendConcurrency, err = strconv.Atoi(args["backend-concurrency"]); err != nil {
+		t.Fatalf("--backend-concurrency: %v", err)
 	}
-	for flag, d := range map[string]*time.Duration{"cleanup-backoff": &prov.CleanupBackoff, "external-call-timeout": &prov.CallTimeout} {
+	for flag, d := range map[string]*time.Duration{
+		"cleanup-retry-for": &prov.CleanupRetryFor, "cleanup-backoff": &prov.CleanupBackoff, "cleanup-max-backoff": &prov.CleanupMaxBackoff,
+		"external-call-timeout": &prov.CallTimeout, "external-connect-timeout": &prov.ConnectTimeout, "unreachable-backoff": &prov.UnreachableBackoff,
+	} {
 		if *d, err = time.ParseDuration(args[flag]); err != nil {
 			t.Fatalf("--%s: %v", flag, err)
 		}
