@@ -519,5 +519,7 @@ func (r *ChatClusterReconciler) release(ctx context.Context, original, cc *v1alp
 }
 
 func (r *ChatClusterReconciler) forgetCluster(cc *v1alpha1.ChatCluster) {
-	r.provisioned.synced.forget(types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name})
+	key := types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}
+	r.provisioned.synced.forget(key)
+	r.provisioned.conflicts.forget(key)
 }

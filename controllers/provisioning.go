@@ -85,8 +85,9 @@ type Provisioning struct {
 // (in memory: an operator restart just checks everything again). What must
 // survive a restart, the cleanup attempts, is in status.externalState.
 type provisioningState struct {
-	synced syncCache
-	gate   backendGate
+	synced    syncCache
+	gate      backendGate
+	conflicts conflictState
 }
 
 // Defaults of the Provisioning settings left zero (and of the manager's flags).
