@@ -308,7 +308,7 @@ func (r *ChatClusterReconciler) secretValue(ctx context.Context, namespace strin
 // ChatCluster (and goes with it); one that existed before, made by a user to
 // choose a value, keeps its owners. Nothing is written when nothing changed.
 func (r *ChatClusterReconciler) writeSecret(ctx context.Context, p *pass, name string, mutate func(*corev1.Secret)) error {
-	s, found, err := r.getSecret(ctx, p.cc.Namespace, name)
+	s, found, err := r.generatedSecret(ctx, p, name)
 	if err != nil {
 		return err
 	}

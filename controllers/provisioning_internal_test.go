@@ -317,8 +317,10 @@ func TestMissingSecretIsAWaitNotAFailure(t *testing.T) {
 
 func TestDatabaseSecretKeepsAUserChosenPassword(t *testing.T) {
 	userSecret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: naming.DatabaseSecretName("team"), Namespace: testNS},
-		Data:       map[string][]byte{"password": []byte("chosen by me"), "note": []byte("kept")},
+		// The user hands the Secret over explicitly (docs/provisioning.md).
+		ObjectMeta: metav1.ObjectMeta{Name: naming.DatabaseSecretName("team"), Namespace: testNS,
+			Annotations: map[string]string{AnnotationSecretFor: "team"}},
+		Data: map[string][]byte{"password": []byte("chosen by me"), "note": []byte("kept")},
 	}
 	h := newHarness(t, append(adminSecrets(), teamCluster(v1alpha1.DeletionPolicyRetain, v1alpha1.DeletionPolicyRetain), userSecret)...)
 	if _, err := h.runSteps(t); err != nil {

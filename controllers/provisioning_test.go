@@ -582,9 +582,10 @@ func testDrift(t *testing.T, s *suite) {
 func testUserPassword(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	// The user chose the password (quotes, unicode, URI-reserved characters)
-	// before creating the cluster; the Secret does not carry Parley's label.
+	// before creating the cluster and handed the Secret over with the
+	// opt-in annotation; it does not carry Parley's label.
 	const chosen = `my "pass'word" ü@:/?#%`
-	s.secret(t, ns, naming.DatabaseSecretName("mine"), false, map[string]string{"password": chosen})
+	s.secretFor(t, ns, naming.DatabaseSecretName("mine"), "mine", false, map[string]string{"password": chosen})
 	cc := newCluster(ns, "mine")
 	s.provisioned(t, ns, cc)
 	_, db := s.createProvisioned(t, cc)

@@ -93,7 +93,7 @@ func (r *ChatClusterReconciler) reconcileBrokerTenant(ctx context.Context, p *pa
 		return fail(use.err)
 	}
 	secretName := naming.BrokerSecretName(p.cc.Name)
-	existing, found, err := r.getSecret(ctx, p.cc.Namespace, secretName)
+	existing, found, err := r.generatedSecret(ctx, p, secretName)
 	if err != nil {
 		return fail(err)
 	}

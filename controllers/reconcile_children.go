@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/resource"
 )
@@ -32,7 +33,7 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		ServiceMonitorAvailable: r.serviceMonitors.available(ctx),
 	}
 	refs := resource.SecretReferences(c)
-	data, missing, err := r.readSecrets(ctx, p.cc.Namespace, refs)
+	data, missing, err := r.readSecrets(ctx, p.cc, refs)
 	if err != nil {
 		return err
 	}
@@ -208,18 +209,24 @@ func (r *ChatClusterReconciler) deleteChild(ctx context.Context, p *pass, obj cl
 // readSecrets reads the referenced Secrets with getSecret (from the cache
 // when they carry Parley's label, else straight from the API server). It
 // returns their data by name and the names of the required ones that do not
-// exist.
-func (r *ChatClusterReconciler) readSecrets(ctx context.Context, namespace string, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
+// exist, or that are generated names held by a Secret the operator may not use.
+func (r *ChatClusterReconciler) readSecrets(ctx context.Context, cc *v1alpha1.ChatCluster, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
 	data := map[string]map[string][]byte{}
 	var missing []string
+	generated := generatedSecretNames(cc)
 	for _, ref := range refs {
 		if _, seen := data[ref.Name]; seen {
 			continue
 		}
-		s, found, err := r.getSecret(ctx, namespace, ref.Name)
+		s, found, err := r.getSecret(ctx, cc.Namespace, ref.Name)
 		switch {
 		case err != nil:
 			return nil, nil, err
+		case found && generated[ref.Name] && secretOwnership(cc, s) != nil:
+			// Never mounted: the pods would run with what someone else put
+			// there. The step that writes it says why in a condition.
+			missing = append(missing, ref.Name+" (one the operator did not create: refused)")
+			data[ref.Name] = nil
 		case found:
 			data[ref.Name] = s.Data
 		case !ref.Optional:

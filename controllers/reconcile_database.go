@@ -72,7 +72,7 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	}
 	names := pgprov.DatabaseFor(p.cc.Namespace, p.cc.Name)
 	secretName := naming.DatabaseSecretName(p.cc.Name)
-	existing, found, err := r.getSecret(ctx, p.cc.Namespace, secretName)
+	existing, found, err := r.generatedSecret(ctx, p, secretName)
 	if err != nil {
 		return fail(err)
 	}
