@@ -94,6 +94,9 @@ type pass struct {
 	// podSecurity is why the Deployment's new pod template was refused.
 	podSecurity *resource.PodSecurityError
 	errs        []error
+	// waiting are failures a backoff of ours retries (requeueAfter): they
+	// make the cluster Degraded without failing the pass.
+	waiting []error
 	// conditions set by the provisioning steps (BrokerReady, DatabaseReady).
 	conditions   []metav1.Condition
 	requeueAfter time.Duration
@@ -157,6 +160,7 @@ func (r *ChatClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, cc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.provisioned.synced.forget(req.NamespacedName)
+			r.provisioned.conflicts.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

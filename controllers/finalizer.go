@@ -117,13 +117,17 @@ func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.Ch
 			if err != nil {
 				return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
 			}
-			return r.tenants().DeleteTenant(ctx, amqpprov.Backend{URI: conn.URI, ManagementURI: conn.ManagementURI, CAPEM: conn.CAPEM}, brokerTenant(cc))
+			return r.gated(ctx, backendKey(b.Name, v1alpha1.BackendTypeRabbitMQ), digest(conn.URI, conn.ManagementURI), func(ctx context.Context) error {
+				return r.tenants().DeleteTenant(ctx, amqpprov.Backend{URI: conn.URI, ManagementURI: conn.ManagementURI, CAPEM: conn.CAPEM}, brokerTenant(cc))
+			})
 		}
 		conn, err := res.PostgreSQL(ctx, b)
 		if err != nil {
 			return fmt.Errorf("ChatBackend %q: %w", b.Name, err)
 		}
-		return r.database().Drop(ctx, pgprov.Admin{URI: conn.URI, CAPEM: conn.CAPEM}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+		return r.gated(ctx, backendKey(b.Name, v1alpha1.BackendTypePostgreSQL), digest(conn.URI), func(ctx context.Context) error {
+			return r.database().Drop(ctx, pgprov.Admin{URI: conn.URI, CAPEM: conn.CAPEM}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+		})
 	}
 	if rec.SecretRef == nil {
 		return fmt.Errorf("status.externalState.%s names neither a backend nor a Secret", pc.section)
@@ -134,12 +138,18 @@ func (r *ChatClusterReconciler) deleteState(ctx context.Context, cc *v1alpha1.Ch
 		if err != nil {
 			return fmt.Errorf("broker URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
 		}
-		return r.broker().Delete(ctx, uri, amqpprov.TopologyFor(cc.Namespace, cc.Name))
+		key := uriKey(v1alpha1.BackendTypeRabbitMQ, uri)
+		return r.gated(ctx, key, key, func(ctx context.Context) error {
+			return r.broker().Delete(ctx, uri, amqpprov.TopologyFor(cc.Namespace, cc.Name))
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("admin URI (Secret %s, key %q): %w", ref.Name, ref.Key, err)
 	}
-	return r.database().Drop(ctx, pgprov.Admin{URI: uri}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	key := uriKey(v1alpha1.BackendTypePostgreSQL, uri)
+	return r.gated(ctx, key, key, func(ctx context.Context) error {
+		return r.database().Drop(ctx, pgprov.Admin{URI: uri}, pgprov.DatabaseFor(cc.Namespace, cc.Name))
+	})
 }
 
 // externalRecords returns what status.externalState should hold before any
@@ -172,12 +182,12 @@ func externalRecords(cc *v1alpha1.ChatCluster, deleting bool) v1alpha1.ExternalS
 	return es
 }
 
-// cleanupLimit is how many failed attempts to delete a piece of external state end its retries.
-func (r *ChatClusterReconciler) cleanupLimit() int32 {
-	if n := r.Provisioning.CleanupAttempts; n > 0 {
-		return int32(min(n, MaxCleanupAttempts))
+// cleanupRetryFor is how long after its first failure a cleanup is retried.
+func (r *ChatClusterReconciler) cleanupRetryFor() time.Duration {
+	if d := r.Provisioning.CleanupRetryFor; d > 0 {
+		return min(d, MaxCleanupRetryFor)
 	}
-	return DefaultCleanupAttempts
+	return DefaultCleanupRetryFor
 }
 
 // cleanupWait is how long until rec's next cleanup attempt is due (0: now):
@@ -191,16 +201,32 @@ func (r *ChatClusterReconciler) cleanupWait(rec *v1alpha1.ExternalStateRecord, n
 	return max(0, min(wait, backoff)) // a clock behind the last writer's waits no longer than the backoff
 }
 
-// failed records a failed attempt in rec and reports whether it was the last.
-func (r *ChatClusterReconciler) failed(rec *v1alpha1.ExternalStateRecord, now time.Time) (attempt, limit int32, last bool) {
+// failed records a failed attempt of piece pc in rec and reports until when
+// the cleanup is retried and whether the policy's time is up.
+func (r *ChatClusterReconciler) failed(pc piece, rec *v1alpha1.ExternalStateRecord, now time.Time) (attempt int32, until time.Time, last bool) {
 	t := metav1.NewTime(now)
 	rec.CleanupAttempts++
 	if rec.FirstCleanupFailure == nil {
 		rec.FirstCleanupFailure = &t
 	}
 	rec.LastCleanupFailure = &t
-	limit = r.cleanupLimit()
-	return rec.CleanupAttempts, limit, rec.CleanupAttempts >= limit
+	cleanupFailures.WithLabelValues(pc.section).Inc()
+	until = rec.FirstCleanupFailure.Add(r.cleanupRetryFor())
+	last = !now.Before(until)
+	if last {
+		leftBehind.WithLabelValues(pc.section, "gave_up").Inc()
+	}
+	return rec.CleanupAttempts, until, last
+}
+
+// retryNote says how a failing cleanup goes on, for events and conditions.
+func (r *ChatClusterReconciler) retryNote(attempt int32, until time.Time, now time.Time, rec *v1alpha1.ExternalStateRecord) string {
+	next := now.Add(r.cleanupBackoff(int(attempt)))
+	if next.After(until) {
+		next = until
+	}
+	return fmt.Sprintf("attempt %d%s; next attempt at %s; retrying until %s (--cleanup-retry-for=%s)",
+		attempt, since(rec), next.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339), r.cleanupRetryFor())
 }
 
 func since(rec *v1alpha1.ExternalStateRecord) string {
@@ -268,28 +294,32 @@ func (r *ChatClusterReconciler) cleanupRemoved(ctx context.Context, p *pass, pc 
 		return
 	}
 	what := pc.what(p.cc)
-	callCtx, cancel := r.callContext(ctx)
-	err := r.deleteState(callCtx, p.cc, pc, *rec)
-	cancel()
+	err := r.deleteState(ctx, p.cc, pc, *rec)
+	if w, skipped := notTried(err, now); skipped {
+		p.requeue(w)
+		return
+	}
 	if err == nil {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeNormal, EventExternalDeleted, "Delete",
 			"spec.%s was removed: deleted %s", pc.section, what)
 		*rec = nil
 		return
 	}
-	attempt, limit, last := r.failed(*rec, now)
+	attempt, until, last := r.failed(pc, *rec, now)
 	if last {
 		r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
-			"spec.%s was removed: gave up after %d attempts%s; left behind %s: %v", pc.section, attempt, since(*rec), what, err)
+			"spec.%s was removed: gave up after %d attempts%s (--cleanup-retry-for=%s); left behind %s: %v",
+			pc.section, attempt, since(*rec), r.cleanupRetryFor(), what, err)
 		*rec = nil
 		return
 	}
+	note := r.retryNote(attempt, until, now, *rec)
 	r.Recorder.Eventf(p.cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
-		"spec.%s was removed: attempt %d of %d to delete %s: %v", pc.section, attempt, limit, what, err)
+		"spec.%s was removed: deleting %s failed (%s): %v", pc.section, what, note, err)
 	p.setCondition(metav1.Condition{
 		Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed,
-		Message: fmt.Sprintf("spec.%s was removed (deletion policy Delete): deleting %s failed: %v (attempt %d of %d; then it is left behind)",
-			pc.section, what, err, attempt, limit),
+		Message: fmt.Sprintf("spec.%s was removed (deletion policy Delete): deleting %s failed: %v (%s; then it is left behind)",
+			pc.section, what, err, note),
 	})
 	p.requeue(r.cleanupBackoff(int(attempt)))
 }
@@ -336,10 +366,12 @@ func staleOr(err error) error {
 }
 
 // finalize deletes the external state of a ChatCluster being deleted, then
-// releases it. Each piece (topology, database) is retried with backoff until
-// it is deleted or Provisioning.CleanupAttempts attempts have failed; then a
-// warning event names what was left behind, so a broker or database gone for
-// good never blocks the deletion forever. The attempts and the time of the
+// releases it. Each piece (topology, database) is retried with capped backoff
+// until it is deleted or Provisioning.CleanupRetryFor has passed since its
+// first failure (hours: a broker's rolling restart or a database failover
+// must not leave state behind); then a warning event names what was left
+// behind, so a broker or database gone for good never blocks the deletion
+// forever. The attempts and the time of the
 // last failure are kept in status.externalState, so an operator restart
 // neither resets the count nor cuts a backoff short. The annotation
 // chat.parley.io/abandon-external-state=true lets go at once.
@@ -355,6 +387,11 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 		for _, pc := range pieces {
 			if *pc.record(&es) != nil {
 				left = append(left, pc.what(cc))
+			}
+		}
+		for _, pc := range pieces {
+			if *pc.record(&es) != nil {
+				leftBehind.WithLabelValues(pc.section, "abandoned").Inc()
 			}
 		}
 		if len(left) > 0 {
@@ -377,29 +414,32 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 			continue
 		}
 		what := pc.what(cc)
-		callCtx, cancel := r.callContext(ctx)
-		err := r.deleteState(callCtx, cc, pc, *rec)
-		cancel()
+		err := r.deleteState(ctx, cc, pc, *rec)
+		if w, skipped := notTried(err, now); skipped {
+			// The backend is busy or backing off: not an attempt of this cluster's.
+			wait = soonest(wait, w)
+			continue
+		}
 		if err == nil {
 			deleted = append(deleted, what)
 			*rec = nil
 			continue
 		}
 		err = fmt.Errorf("delete %s: %w", what, err)
-		attempt, limit, last := r.failed(*rec, now)
+		attempt, until, last := r.failed(pc, *rec, now)
 		if last {
 			r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventLeftBehind, "Delete",
-				"gave up after %d attempts%s; left behind %s: %v", attempt, since(*rec), what, err)
+				"gave up after %d attempts%s (--cleanup-retry-for=%s); left behind %s: %v", attempt, since(*rec), r.cleanupRetryFor(), what, err)
 			*rec = nil
 			continue
 		}
-		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
-			"attempt %d of %d: %v", attempt, limit, err)
-		// The condition says what is still there and how to let go.
+		note := r.retryNote(attempt, until, now, *rec)
+		r.Recorder.Eventf(cc, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete", "%v (%s)", err, note)
+		// The condition says what is still there, until when it is retried and how to let go.
 		meta.SetStatusCondition(&cc.Status.Conditions, metav1.Condition{
 			Type: pc.condition, Status: metav1.ConditionFalse, Reason: ReasonCleanupFailed, ObservedGeneration: cc.Generation,
-			Message: fmt.Sprintf("deleting the ChatCluster: %v (attempt %d of %d; then %s is left behind; annotate %s=true to let go now)",
-				err, attempt, limit, what, AnnotationAbandonExternalState),
+			Message: fmt.Sprintf("deleting the ChatCluster: %v (%s; then %s is left behind; annotate %s=true to let go now)",
+				err, note, what, AnnotationAbandonExternalState),
 		})
 		wait = soonest(wait, r.cleanupBackoff(int(attempt)))
 	}
@@ -423,6 +463,20 @@ func (r *ChatClusterReconciler) finalize(ctx context.Context, cc *v1alpha1.ChatC
 	return ctrl.Result{RequeueAfter: wait}, nil
 }
 
+// notTried reports whether err says the gate did not make the call, and
+// how long until it may.
+func notTried(err error, now time.Time) (time.Duration, bool) {
+	var busy *errBackendBusy
+	if errors.As(err, &busy) {
+		return busy.wait, true
+	}
+	var down *errBackendDown
+	if errors.As(err, &down) && !down.attempted {
+		return max(down.wait(now), staleRetry), true
+	}
+	return 0, false
+}
+
 // soonest is the shorter of two waits, 0 counting as none.
 func soonest(a, b time.Duration) time.Duration {
 	if a == 0 || (b > 0 && b < a) {
@@ -431,15 +485,21 @@ func soonest(a, b time.Duration) time.Duration {
 	return a
 }
 
+// cleanupBackoff is the wait after the attempt-th failed cleanup attempt:
+// CleanupBackoff doubled per attempt, capped at CleanupMaxBackoff.
 func (r *ChatClusterReconciler) cleanupBackoff(attempt int) time.Duration {
 	d := r.Provisioning.CleanupBackoff
 	if d <= 0 {
 		d = DefaultCleanupBackoff
 	}
-	for i := 1; i < attempt && d < 10*time.Minute; i++ {
+	limit := r.Provisioning.CleanupMaxBackoff
+	if limit <= 0 {
+		limit = max(DefaultCleanupMaxBackoff, d)
+	}
+	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}
-	return d
+	return min(d, limit)
 }
 
 // release removes the finalizer so the ChatCluster goes.
@@ -459,5 +519,7 @@ func (r *ChatClusterReconciler) release(ctx context.Context, original, cc *v1alp
 }
 
 func (r *ChatClusterReconciler) forgetCluster(cc *v1alpha1.ChatCluster) {
-	r.provisioned.synced.forget(types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name})
+	key := types.NamespacedName{Namespace: cc.Namespace, Name: cc.Name}
+	r.provisioned.synced.forget(key)
+	r.provisioned.conflicts.forget(key)
 }

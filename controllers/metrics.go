@@ -21,6 +21,24 @@ var (
 		"Managed ChatClusters by condition type and status.", []string{"condition", "status"}, nil)
 	pausedDesc = prometheus.NewDesc("parley_operator_chatclusters_paused",
 		"Managed ChatClusters with the paused annotation.", nil, nil)
+	cleanupRetryingDesc = prometheus.NewDesc("parley_operator_cleanup_retrying",
+		"External state (piece: broker, database) whose deletion failed and is being retried, from status.externalState.",
+		[]string{"piece"}, nil)
+	cleanupOldestDesc = prometheus.NewDesc("parley_operator_cleanup_oldest_failure_timestamp_seconds",
+		"Time of the oldest first failure among the cleanups being retried (absent when none is).", []string{"piece"}, nil)
+)
+
+// Counters of the cleanup of external state, counted as it happens (they
+// restart from zero with the process; the gauges above come from status).
+var (
+	cleanupFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_operator_cleanup_failures_total",
+		Help: "Failed attempts to delete a ChatCluster's external state (piece: broker, database).",
+	}, []string{"piece"})
+	leftBehind = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_operator_cleanup_left_behind_total",
+		Help: "External state the operator let go of without deleting it: cause gave_up (--cleanup-retry-for ran out) or abandoned (the annotation).",
+	}, []string{"piece", "cause"})
 )
 
 // conditionTypes always get a series per status, so a dashboard shows zeros
@@ -35,6 +53,8 @@ type clusterCollector struct{ reader client.Reader }
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- clustersDesc
 	ch <- pausedDesc
+	ch <- cleanupRetryingDesc
+	ch <- cleanupOldestDesc
 }
 
 func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -52,10 +72,22 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	paused := 0
+	retrying := map[string]int{}
+	oldest := map[string]time.Time{}
 	for i := range list.Items {
 		cc := &list.Items[i]
 		if isPaused(cc) {
 			paused++
+		}
+		for _, pc := range pieces {
+			rec := *pc.record(&cc.Status.ExternalState)
+			if rec == nil || rec.CleanupAttempts == 0 || rec.FirstCleanupFailure == nil {
+				continue
+			}
+			retrying[pc.section]++
+			if o, ok := oldest[pc.section]; !ok || rec.FirstCleanupFailure.Time.Before(o) {
+				oldest[pc.section] = rec.FirstCleanupFailure.Time
+			}
 		}
 		for _, cond := range cc.Status.Conditions {
 			counts[[2]string{cond.Type, string(cond.Status)}]++
@@ -65,16 +97,24 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(clustersDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
 	ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, float64(paused))
+	for _, pc := range pieces {
+		ch <- prometheus.MustNewConstMetric(cleanupRetryingDesc, prometheus.GaugeValue, float64(retrying[pc.section]), pc.section)
+		if o, ok := oldest[pc.section]; ok {
+			ch <- prometheus.MustNewConstMetric(cleanupOldestDesc, prometheus.GaugeValue, float64(o.UnixNano())/1e9, pc.section)
+		}
+	}
 }
 
 // registerMetrics adds the collector to controller-runtime's registry (served
 // on the manager's metrics address). A second manager in the same process
 // (tests) keeps the first registration.
 func registerMetrics(reader client.Reader) error {
-	err := metrics.Registry.Register(&clusterCollector{reader: reader})
-	var already prometheus.AlreadyRegisteredError
-	if err != nil && !errors.As(err, &already) {
-		return err
+	for _, c := range []prometheus.Collector{&clusterCollector{reader: reader}, cleanupFailures, leftBehind} {
+		err := metrics.Registry.Register(c)
+		var already prometheus.AlreadyRegisteredError
+		if err != nil && !errors.As(err, &already) {
+			return err
+		}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -45,6 +46,19 @@ type Provisioning struct {
 	Now func() time.Time
 	// CallTimeout bounds one call to RabbitMQ or PostgreSQL (default 20s).
 	CallTimeout time.Duration
+	// ConnectTimeout bounds connecting to RabbitMQ or PostgreSQL, dial and
+	// handshake, within a call (default 5s): a server that accepts and never
+	// answers holds a worker this long, not the whole CallTimeout.
+	ConnectTimeout time.Duration
+	// BackendConcurrency bounds the calls in flight to one backend (a
+	// ChatBackend, or the host:port of a deprecated admin URI), so one slow
+	// backend holds at most that many workers (default 2).
+	BackendConcurrency int
+	// UnreachableBackoff is the wait after a backend could not be reached,
+	// doubled after each further failure up to MaxUnreachableBackoff (default
+	// 5s). Meanwhile the clusters on it skip their calls; their condition
+	// says when the next attempt is.
+	UnreachableBackoff time.Duration
 	// CheckInterval is how long a successful declare or ensure is trusted
 	// before the next pass checks the external state again, repairing drift
 	// such as an exchange deleted by hand (default: Options.ResyncPeriod, or
@@ -52,48 +66,70 @@ type Provisioning struct {
 	// do not reconnect to RabbitMQ or PostgreSQL; a change of the spec or of
 	// a referenced Secret always does.
 	CheckInterval time.Duration
-	// CleanupAttempts bounds the tries to delete external state when a
-	// ChatCluster is deleted, or the section that asked for it is removed
-	// (default 5); after them the operator lets go and an event names what
-	// was left behind. The count is kept in status.externalState.
-	CleanupAttempts int
+	// CleanupRetryFor is how long the operator keeps trying to delete
+	// external state when a ChatCluster is deleted, or the section that
+	// asked for it is removed, counted from the first failed attempt
+	// (default 24h): a broker restarting or a database failing over for an
+	// hour must not leave a vhost or a database full of history behind. After
+	// it the operator lets go and an event names what was left behind. The
+	// attempts and the first failure are kept in status.externalState.
+	CleanupRetryFor time.Duration
 	// CleanupBackoff is the wait after the first failed cleanup, doubled
-	// after each further one (default 5s).
+	// after each further one up to CleanupMaxBackoff (default 5s).
 	CleanupBackoff time.Duration
+	// CleanupMaxBackoff caps the wait between cleanup attempts (default 5m).
+	CleanupMaxBackoff time.Duration
 }
 
 // provisioningState is what the provisioning steps remember between passes
 // (in memory: an operator restart just checks everything again). What must
 // survive a restart, the cleanup attempts, is in status.externalState.
 type provisioningState struct {
-	synced syncCache
+	synced    syncCache
+	gate      backendGate
+	conflicts conflictState
 }
 
 // Defaults of the Provisioning settings left zero (and of the manager's flags).
 const (
-	DefaultCallTimeout     = 20 * time.Second
-	DefaultCheckInterval   = 10 * time.Minute
-	DefaultCleanupAttempts = 5
-	DefaultCleanupBackoff  = 5 * time.Second
+	DefaultCallTimeout       = 20 * time.Second
+	DefaultCheckInterval     = 10 * time.Minute
+	DefaultCleanupRetryFor   = 24 * time.Hour
+	DefaultCleanupBackoff    = 5 * time.Second
+	DefaultCleanupMaxBackoff = 5 * time.Minute
 )
 
-// MaxCleanupAttempts bounds CleanupAttempts: retries stay bounded in time.
-const MaxCleanupAttempts = 1000
+// MaxCleanupRetryFor bounds CleanupRetryFor: a deletion is never held for
+// longer than this without a human deciding (the abandon annotation).
+const MaxCleanupRetryFor = 30 * 24 * time.Hour
 
 // ValidateFlags checks settings given explicitly, as the manager's flags
-// give them (where 0 is not "the default"): at least one cleanup attempt, at
-// most MaxCleanupAttempts; a positive call timeout and backoff; a check
-// interval not negative (0: the resync period). Errors name the flags.
+// give them (where 0 is not "the default"): a cleanup retry period up to
+// MaxCleanupRetryFor; positive timeouts and backoffs, each cap at least what
+// it caps; a check interval not negative (0: the resync period). Errors name
+// the flags.
 func (p Provisioning) ValidateFlags() error {
 	var errs []error
-	if p.CleanupAttempts < 1 || p.CleanupAttempts > MaxCleanupAttempts {
-		errs = append(errs, fmt.Errorf("--cleanup-attempts=%d: must be between 1 and %d", p.CleanupAttempts, MaxCleanupAttempts))
+	if p.CleanupRetryFor <= 0 || p.CleanupRetryFor > MaxCleanupRetryFor {
+		errs = append(errs, fmt.Errorf("--cleanup-retry-for=%s: must be positive and at most %s", p.CleanupRetryFor, MaxCleanupRetryFor))
 	}
 	if p.CleanupBackoff <= 0 {
 		errs = append(errs, fmt.Errorf("--cleanup-backoff=%s: must be positive", p.CleanupBackoff))
 	}
+	if p.CleanupMaxBackoff < p.CleanupBackoff {
+		errs = append(errs, fmt.Errorf("--cleanup-max-backoff=%s: must be at least --cleanup-backoff (%s)", p.CleanupMaxBackoff, p.CleanupBackoff))
+	}
 	if p.CallTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--external-call-timeout=%s: must be positive", p.CallTimeout))
+	}
+	if p.ConnectTimeout <= 0 || p.ConnectTimeout > p.CallTimeout {
+		errs = append(errs, fmt.Errorf("--external-connect-timeout=%s: must be positive and at most --external-call-timeout", p.ConnectTimeout))
+	}
+	if p.BackendConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("--backend-concurrency=%d: must be at least 1", p.BackendConcurrency))
+	}
+	if p.UnreachableBackoff <= 0 || p.UnreachableBackoff > MaxUnreachableBackoff {
+		errs = append(errs, fmt.Errorf("--unreachable-backoff=%s: must be positive and at most %s", p.UnreachableBackoff, MaxUnreachableBackoff))
 	}
 	if p.CheckInterval < 0 {
 		errs = append(errs, fmt.Errorf("--external-check-interval=%s: must not be negative (0: the resync period)", p.CheckInterval))
@@ -103,23 +139,30 @@ func (p Provisioning) ValidateFlags() error {
 
 func (r *ChatClusterReconciler) broker() amqpprov.Provisioner {
 	if r.Provisioning.Broker == nil {
-		return &amqpprov.Client{}
+		return &amqpprov.Client{ConnectTimeout: r.connectTimeout()}
 	}
 	return r.Provisioning.Broker
 }
 
 func (r *ChatClusterReconciler) tenants() amqpprov.TenantProvisioner {
 	if r.Provisioning.Tenants == nil {
-		return &amqpprov.Client{}
+		return &amqpprov.Client{ConnectTimeout: r.connectTimeout()}
 	}
 	return r.Provisioning.Tenants
 }
 
 func (r *ChatClusterReconciler) database() pgprov.Provisioner {
 	if r.Provisioning.Database == nil {
-		return &pgprov.Client{}
+		return &pgprov.Client{ConnectTimeout: r.connectTimeout()}
 	}
 	return r.Provisioning.Database
+}
+
+func (r *ChatClusterReconciler) connectTimeout() time.Duration {
+	if t := r.Provisioning.ConnectTimeout; t > 0 {
+		return t
+	}
+	return DefaultConnectTimeout
 }
 
 func (r *ChatClusterReconciler) now() time.Time {
@@ -199,8 +242,27 @@ func passError(err error) error {
 // fails.
 func (r *ChatClusterReconciler) stepFailure(p *pass, step string, ready func(generation int64, err error, message string) metav1.Condition) func(error) error {
 	return func(err error) error {
+		var busy *errBackendBusy
+		if errors.As(err, &busy) {
+			// Not tried: the condition stays as it is, and so does a
+			// failure it reports (Degraded does not flap meanwhile).
+			p.requeue(busy.wait)
+			typ := ready(p.cc.Generation, nil, "").Type
+			if c := meta.FindStatusCondition(p.cc.Status.Conditions, typ); c != nil && c.Status == metav1.ConditionFalse {
+				p.waiting = append(p.waiting, fmt.Errorf("%s: %s", typ, c.Message))
+			}
+			return nil
+		}
 		p.setCondition(ready(p.cc.Generation, err, ""))
 		r.provisioned.synced.invalidate(p.cc, step)
+		var down *errBackendDown
+		if errors.As(err, &down) {
+			// The backend's backoff, not the workqueue's, decides when to
+			// try again: the condition says when, and the pass does not fail.
+			p.requeue(max(down.wait(r.now()), staleRetry))
+			p.waiting = append(p.waiting, err)
+			return nil
+		}
 		return passError(err)
 	}
 }
@@ -246,7 +308,7 @@ func (r *ChatClusterReconciler) secretValue(ctx context.Context, namespace strin
 // ChatCluster (and goes with it); one that existed before, made by a user to
 // choose a value, keeps its owners. Nothing is written when nothing changed.
 func (r *ChatClusterReconciler) writeSecret(ctx context.Context, p *pass, name string, mutate func(*corev1.Secret)) error {
-	s, found, err := r.getSecret(ctx, p.cc.Namespace, name)
+	s, found, err := r.generatedSecret(ctx, p, name)
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,14 @@ import (
 
 func TestProvisioningFlags(t *testing.T) {
 	defaults := controllers.Provisioning{
-		CleanupAttempts: controllers.DefaultCleanupAttempts,
-		CleanupBackoff:  controllers.DefaultCleanupBackoff,
-		CallTimeout:     controllers.DefaultCallTimeout,
+		CleanupRetryFor:   controllers.DefaultCleanupRetryFor,
+		CleanupBackoff:    controllers.DefaultCleanupBackoff,
+		CleanupMaxBackoff: controllers.DefaultCleanupMaxBackoff,
+		CallTimeout:       controllers.DefaultCallTimeout,
+
+		ConnectTimeout:     controllers.DefaultConnectTimeout,
+		BackendConcurrency: controllers.DefaultBackendConcurrency,
+		UnreachableBackoff: controllers.DefaultUnreachableBackoff,
 	}
 	for _, tc := range []struct {
 		name   string
@@ -21,11 +26,15 @@ func TestProvisioningFlags(t *testing.T) {
 	}{
 		{"the manager's defaults", func(*controllers.Provisioning) {}, ""},
 		{"an explicit check interval", func(p *controllers.Provisioning) { p.CheckInterval = time.Minute }, ""},
-		{"a single attempt", func(p *controllers.Provisioning) { p.CleanupAttempts = 1 }, ""},
-		{"no attempt", func(p *controllers.Provisioning) { p.CleanupAttempts = 0 }, "--cleanup-attempts=0"},
-		{"too many attempts", func(p *controllers.Provisioning) { p.CleanupAttempts = controllers.MaxCleanupAttempts + 1 }, "--cleanup-attempts=1001"},
+		{"retries for a minute", func(p *controllers.Provisioning) { p.CleanupRetryFor = time.Minute }, ""},
+		{"no retry period", func(p *controllers.Provisioning) { p.CleanupRetryFor = 0 }, "--cleanup-retry-for=0s"},
+		{"a retry period beyond the cap", func(p *controllers.Provisioning) { p.CleanupRetryFor = controllers.MaxCleanupRetryFor + time.Hour }, "--cleanup-retry-for=721h0m0s"},
+		{"a cap below the backoff", func(p *controllers.Provisioning) { p.CleanupMaxBackoff = time.Second }, "--cleanup-max-backoff=1s"},
 		{"no backoff", func(p *controllers.Provisioning) { p.CleanupBackoff = 0 }, "--cleanup-backoff=0s"},
 		{"no call timeout", func(p *controllers.Provisioning) { p.CallTimeout = -time.Second }, "--external-call-timeout=-1s"},
+		{"a connect timeout beyond the call timeout", func(p *controllers.Provisioning) { p.ConnectTimeout = time.Minute }, "--external-connect-timeout=1m0s"},
+		{"no backend concurrency", func(p *controllers.Provisioning) { p.BackendConcurrency = 0 }, "--backend-concurrency=0"},
+		{"no unreachable backoff", func(p *controllers.Provisioning) { p.UnreachableBackoff = 0 }, "--unreachable-backoff=0s"},
 		{"negative check interval", func(p *controllers.Provisioning) { p.CheckInterval = -time.Second }, "--external-check-interval=-1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

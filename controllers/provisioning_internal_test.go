@@ -71,10 +71,14 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 	h.r = &ChatClusterReconciler{
 		Client: c, APIReader: c, Scheme: scheme, Recorder: h.rec,
 		Provisioning: Provisioning{
-			Now:             h.clock.Now,
-			CheckInterval:   time.Minute,
-			CleanupAttempts: 3,
+			Now:           h.clock.Now,
+			CheckInterval: time.Minute,
+			// Attempts at 0s, 1s and 3s: the third is the last.
+			CleanupRetryFor: 3 * time.Second,
 			CleanupBackoff:  time.Second,
+			// The per-backend backoff after an unreachable backend (gate.go,
+			// gate_internal_test.go) stays below the cleanup backoff here.
+			UnreachableBackoff: time.Millisecond,
 			Broker: amqpprov.Funcs{
 				DeclareFunc: func(ctx context.Context, uri string, top amqpprov.Topology) (amqpprov.Declared, error) {
 					h.calls.mu.Lock()
@@ -313,8 +317,10 @@ func TestMissingSecretIsAWaitNotAFailure(t *testing.T) {
 
 func TestDatabaseSecretKeepsAUserChosenPassword(t *testing.T) {
 	userSecret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: naming.DatabaseSecretName("team"), Namespace: testNS},
-		Data:       map[string][]byte{"password": []byte("chosen by me"), "note": []byte("kept")},
+		// The user hands the Secret over explicitly (docs/provisioning.md).
+		ObjectMeta: metav1.ObjectMeta{Name: naming.DatabaseSecretName("team"), Namespace: testNS,
+			Annotations: map[string]string{AnnotationSecretFor: "team"}},
+		Data: map[string][]byte{"password": []byte("chosen by me"), "note": []byte("kept")},
 	}
 	h := newHarness(t, append(adminSecrets(), teamCluster(v1alpha1.DeletionPolicyRetain, v1alpha1.DeletionPolicyRetain), userSecret)...)
 	if _, err := h.runSteps(t); err != nil {

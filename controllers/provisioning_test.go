@@ -75,14 +75,20 @@ func (c *offsetClock) advance(d time.Duration) {
 
 // provisioningForTests checks external state every second (so drift is
 // repaired within the test's patience) and gives up a cleanup after a few
-// quick attempts.
+// seconds of quick attempts.
 func provisioningForTests() controllers.Provisioning {
 	return controllers.Provisioning{
-		Now:             clock.Now,
-		CallTimeout:     10 * time.Second,
-		CheckInterval:   time.Second,
-		CleanupAttempts: 4,
-		CleanupBackoff:  300 * time.Millisecond,
+		Now:               clock.Now,
+		CallTimeout:       10 * time.Second,
+		CheckInterval:     time.Second,
+		CleanupRetryFor:   3 * time.Second,
+		CleanupBackoff:    300 * time.Millisecond,
+		CleanupMaxBackoff: time.Second,
+		// A blackholed backend is given up on after a second and tried
+		// again soon; at most 2 of the 4 workers call one backend at once.
+		ConnectTimeout:     time.Second,
+		BackendConcurrency: 2,
+		UnreachableBackoff: 500 * time.Millisecond,
 	}
 }
 
@@ -576,9 +582,10 @@ func testDrift(t *testing.T, s *suite) {
 func testUserPassword(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	// The user chose the password (quotes, unicode, URI-reserved characters)
-	// before creating the cluster; the Secret does not carry Parley's label.
+	// before creating the cluster and handed the Secret over with the
+	// opt-in annotation; it does not carry Parley's label.
 	const chosen = `my "pass'word" ü@:/?#%`
-	s.secret(t, ns, naming.DatabaseSecretName("mine"), false, map[string]string{"password": chosen})
+	s.secretFor(t, ns, naming.DatabaseSecretName("mine"), "mine", false, map[string]string{"password": chosen})
 	cc := newCluster(ns, "mine")
 	s.provisioned(t, ns, cc)
 	_, db := s.createProvisioned(t, cc)
@@ -899,9 +906,9 @@ func (s *suite) deletedAfterBrokerLost(t *testing.T, ns, name string) amqpprov.T
 func testCleanupGivesUp(t *testing.T, s *suite) {
 	ns := s.namespace(t)
 	top := s.deletedAfterBrokerLost(t, ns, "stuck")
-	s.event(t, ns, controllers.EventCleanupFailed, "attempt 1 of 4")
+	s.event(t, ns, controllers.EventCleanupFailed, "attempt 1", "retrying until", "--cleanup-retry-for=3s")
 	s.gone(t, ns, "stuck")
-	s.event(t, ns, controllers.EventLeftBehind, "gave up after 4 attempts", top.Exchange)
+	s.event(t, ns, controllers.EventLeftBehind, "gave up after", "--cleanup-retry-for=3s", top.Exchange)
 	topologyIs(t, top, true) // left behind, as the event says
 }
 

@@ -50,9 +50,12 @@ func (r *ChatClusterReconciler) reconcileBroker(ctx context.Context, p *pass) er
 		p.setCondition(cond)
 		return nil
 	}
-	callCtx, cancel := r.callContext(ctx)
-	defer cancel()
-	declared, err := r.broker().Declare(callCtx, uri, top)
+	var declared amqpprov.Declared
+	key := uriKey(v1alpha1.BackendTypeRabbitMQ, uri)
+	err = r.gated(ctx, key, key, func(ctx context.Context) (err error) {
+		declared, err = r.broker().Declare(ctx, uri, top)
+		return err
+	})
 	if err != nil {
 		return fail(status.WithReason(string(amqpprov.ReasonOf(err)), fmt.Errorf("declare RabbitMQ topology: %w", err)))
 	}
@@ -90,7 +93,7 @@ func (r *ChatClusterReconciler) reconcileBrokerTenant(ctx context.Context, p *pa
 		return fail(use.err)
 	}
 	secretName := naming.BrokerSecretName(p.cc.Name)
-	existing, found, err := r.getSecret(ctx, p.cc.Namespace, secretName)
+	existing, found, err := r.generatedSecret(ctx, p, secretName)
 	if err != nil {
 		return fail(err)
 	}
@@ -117,9 +120,11 @@ func (r *ChatClusterReconciler) reconcileBrokerTenant(ctx context.Context, p *pa
 			return nil
 		}
 	}
-	callCtx, cancel := r.callContext(ctx)
-	defer cancel()
-	res, err := r.tenants().EnsureTenant(callCtx, backend, tenant, password)
+	var res amqpprov.TenantResult
+	err = r.gated(ctx, backendKey(use.name, v1alpha1.BackendTypeRabbitMQ), digest(backend.URI, backend.ManagementURI), func(ctx context.Context) (err error) {
+		res, err = r.tenants().EnsureTenant(ctx, backend, tenant, password)
+		return err
+	})
 	if err != nil {
 		return fail(status.WithReason(string(amqpprov.ReasonOf(err)),
 			fmt.Errorf("ChatBackend %q: provision vhost %q and user %q: %w", use.name, tenant.VHost, tenant.User, err)))

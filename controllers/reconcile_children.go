@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/resource"
 )
@@ -29,7 +33,7 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		ServiceMonitorAvailable: r.serviceMonitors.available(ctx),
 	}
 	refs := resource.SecretReferences(c)
-	data, missing, err := r.readSecrets(ctx, p.cc.Namespace, refs)
+	data, missing, err := r.readSecrets(ctx, p.cc, refs)
 	if err != nil {
 		return err
 	}
@@ -45,7 +49,7 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		c.DatabaseCA = len(data[naming.DatabaseSecretName(p.cc.Name)][naming.CAKey]) > 0
 	}
 
-	var errs []error
+	var errs, conflicts []error
 	for _, b := range resource.Builders(c) {
 		obj, err := b.Build()
 		if err != nil {
@@ -78,6 +82,10 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 				}
 				continue
 			}
+			if apierrors.IsConflict(err) {
+				conflicts = append(conflicts, err)
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -85,7 +93,58 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 			p.deployment = d
 		}
 	}
+	if err := r.childConflicts(p, conflicts); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// childConflicts decides what conflicts writing children mean for the pass.
+// A conflict says another writer (kubectl, a webhook, the HPA) changed the
+// object since it was read; the write was already retried once on a fresh
+// read. One that comes back is retried within a second, without failing the
+// pass: only conflicts that go on for childConflictGrace are a failure
+// (Degraded says which child), since something then keeps fighting the
+// operator over it.
+func (r *ChatClusterReconciler) childConflicts(p *pass, conflicts []error) error {
+	key := types.NamespacedName{Namespace: p.cc.Namespace, Name: p.cc.Name}
+	c := &r.provisioned.conflicts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(conflicts) == 0 {
+		delete(c.since, key)
+		return nil
+	}
+	now := r.now()
+	if c.since == nil {
+		c.since = map[types.NamespacedName]time.Time{}
+	}
+	first, ok := c.since[key]
+	if !ok {
+		first = now
+		c.since[key] = now
+	}
+	if now.Sub(first) < childConflictGrace {
+		p.requeue(conflictRetry)
+		return nil
+	}
+	return fmt.Errorf("%w (conflicting writes since %s)", errors.Join(conflicts...), first.UTC().Format(time.RFC3339))
+}
+
+// conflictRetry is how soon a pass whose child write met a conflict runs again.
+const conflictRetry = time.Second
+
+// conflictState remembers, per ChatCluster, since when writes of its
+// children keep meeting conflicts (in memory: a restart starts the grace anew).
+type conflictState struct {
+	mu    sync.Mutex
+	since map[types.NamespacedName]time.Time
+}
+
+func (c *conflictState) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	delete(c.since, key)
+	c.mu.Unlock()
 }
 
 // applyChild creates or updates one child, with the ChatCluster as its controller.
@@ -97,8 +156,9 @@ func (r *ChatClusterReconciler) applyChild(ctx context.Context, p *pass, b resou
 		return controllerutil.SetControllerReference(p.cc, obj, r.Scheme)
 	}
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, mutate)
-	if apierrors.IsAlreadyExists(err) {
-		// The cache did not have it: it lags behind, or the object lost the
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// The cache did not have it, or had an older version: it lags
+		// behind, another writer just changed the object, or it lost the
 		// label the cache selects by. Read it from the API server and update it.
 		op, err = r.updateUncached(ctx, obj, mutate)
 	}
@@ -149,18 +209,24 @@ func (r *ChatClusterReconciler) deleteChild(ctx context.Context, p *pass, obj cl
 // readSecrets reads the referenced Secrets with getSecret (from the cache
 // when they carry Parley's label, else straight from the API server). It
 // returns their data by name and the names of the required ones that do not
-// exist.
-func (r *ChatClusterReconciler) readSecrets(ctx context.Context, namespace string, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
+// exist, or that are generated names held by a Secret the operator may not use.
+func (r *ChatClusterReconciler) readSecrets(ctx context.Context, cc *v1alpha1.ChatCluster, refs []resource.SecretReference) (map[string]map[string][]byte, []string, error) {
 	data := map[string]map[string][]byte{}
 	var missing []string
+	generated := generatedSecretNames(cc)
 	for _, ref := range refs {
 		if _, seen := data[ref.Name]; seen {
 			continue
 		}
-		s, found, err := r.getSecret(ctx, namespace, ref.Name)
+		s, found, err := r.getSecret(ctx, cc.Namespace, ref.Name)
 		switch {
 		case err != nil:
 			return nil, nil, err
+		case found && generated[ref.Name] && secretOwnership(cc, s) != nil:
+			// Never mounted: the pods would run with what someone else put
+			// there. The step that writes it says why in a condition.
+			missing = append(missing, ref.Name+" (one the operator did not create: refused)")
+			data[ref.Name] = nil
 		case found:
 			data[ref.Name] = s.Data
 		case !ref.Optional:
@@ -182,3 +248,7 @@ func kindOf(r *ChatClusterReconciler, obj client.Object) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// childConflictGrace is how long conflicts writing a child may go on before
+// they make the cluster Degraded.
+const childConflictGrace = 30 * time.Second

@@ -49,13 +49,15 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	p.requeue(r.checkInterval())
 	fail := r.stepFailure(p, stepDatabase, status.DatabaseReady)
 	var admin pgprov.Admin
-	source := ""
+	source, key, endpoint := "", "", ""
 	if d.AdminSecretRef != nil {
 		uri, err := r.secretValue(ctx, p.cc.Namespace, *d.AdminSecretRef)
 		if err != nil {
 			return fail(fmt.Errorf("admin URI (spec.database.adminSecretRef): %w", err))
 		}
 		admin = pgprov.Admin{URI: uri}
+		key = uriKey(v1alpha1.BackendTypePostgreSQL, uri)
+		endpoint = key
 	} else {
 		use := p.database
 		if use == nil {
@@ -66,10 +68,11 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 		}
 		admin = pgprov.Admin{URI: use.postgres.URI, CAPEM: use.postgres.CAPEM}
 		source = fmt.Sprintf("ChatBackend %q: ", use.name)
+		key, endpoint = backendKey(use.name, v1alpha1.BackendTypePostgreSQL), digest(admin.URI)
 	}
 	names := pgprov.DatabaseFor(p.cc.Namespace, p.cc.Name)
 	secretName := naming.DatabaseSecretName(p.cc.Name)
-	existing, found, err := r.getSecret(ctx, p.cc.Namespace, secretName)
+	existing, found, err := r.generatedSecret(ctx, p, secretName)
 	if err != nil {
 		return fail(err)
 	}
@@ -95,9 +98,11 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 			return nil
 		}
 	}
-	callCtx, cancel := r.callContext(ctx)
-	defer cancel()
-	res, err := r.database().Ensure(callCtx, admin, names, password)
+	var res pgprov.Result
+	err = r.gated(ctx, key, endpoint, func(ctx context.Context) (err error) {
+		res, err = r.database().Ensure(ctx, admin, names, password)
+		return err
+	})
 	if err != nil {
 		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("%sprovision PostgreSQL database: %w", source, err)))
 	}
@@ -153,9 +158,10 @@ func (r *ChatClusterReconciler) checkExternalDatabase(ctx context.Context, p *pa
 		p.setCondition(cond)
 		return nil
 	}
-	callCtx, cancel := r.callContext(ctx)
-	defer cancel()
-	if err := r.database().Ping(callCtx, pgprov.Admin{URI: uri}); err != nil {
+	key := uriKey(v1alpha1.BackendTypePostgreSQL, uri)
+	if err := r.gated(ctx, key, key, func(ctx context.Context) error {
+		return r.database().Ping(ctx, pgprov.Admin{URI: uri})
+	}); err != nil {
 		return fail(status.WithReason(string(pgprov.ReasonOf(err)), fmt.Errorf("connect to the database of Secret %s: %w", ref.Name, err)))
 	}
 	cond := metav1.Condition{

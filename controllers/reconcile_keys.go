@@ -56,7 +56,7 @@ func (r *ChatClusterReconciler) reconcileKeys(ctx context.Context, p *pass) erro
 }
 
 func (r *ChatClusterReconciler) reconcileKeyRing(ctx context.Context, p *pass, k keyRing, overlap time.Duration) error {
-	s, found, err := r.getSecret(ctx, p.cc.Namespace, k.secretName)
+	s, found, err := r.generatedSecret(ctx, p, k.secretName)
 	if err != nil {
 		return err
 	}

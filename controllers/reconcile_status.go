@@ -35,7 +35,7 @@ func (r *ChatClusterReconciler) reconcileStatus(ctx context.Context, p *pass) er
 		PendingWhilePaused: p.paused && cc.Generation != cc.Status.ObservedGeneration,
 		Deployment:         p.deployment,
 		MissingSecrets:     p.missingSecrets,
-		Err:                p.err(),
+		Err:                errors.Join(append([]error{p.err()}, p.waiting...)...),
 	}
 	if p.podSecurity != nil {
 		// A typed nil must not reach the interface field.

@@ -250,12 +250,26 @@ func (s *suite) namespace(t *testing.T) string {
 
 // keyedCluster returns a new ChatCluster name in ns, not yet created, after
 // creating the Secrets the provisioning steps would generate for it (the JWT
-// and API keys), labelled like theirs.
+// and API keys), labelled like theirs and handed over to it
+// (controllers.AnnotationSecretFor).
 func (s *suite) keyedCluster(t *testing.T, ns, name string) *v1alpha1.ChatCluster {
 	t.Helper()
-	s.secret(t, ns, naming.JWTSecretName(name), true, map[string]string{naming.JWTCurrentKey: "k-" + name})
-	s.secret(t, ns, naming.APIKeySecretName(name), true, map[string]string{naming.APIKeyKey: "a-" + name})
+	s.secretFor(t, ns, naming.JWTSecretName(name), name, true, map[string]string{naming.JWTCurrentKey: "k-" + name})
+	s.secretFor(t, ns, naming.APIKeySecretName(name), name, true, map[string]string{naming.APIKeyKey: "a-" + name})
 	return newCluster(ns, name)
+}
+
+// secretFor creates a Secret under one of cluster's generated names, handed
+// over to the operator by the opt-in annotation.
+func (s *suite) secretFor(t *testing.T, ns, name, cluster string, labelled bool, data map[string]string) *corev1.Secret {
+	t.Helper()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+		Annotations: map[string]string{controllers.AnnotationSecretFor: cluster}}, StringData: data}
+	if labelled {
+		sec.Labels = naming.CacheSelector()
+	}
+	s.create(t, sec)
+	return sec
 }
 
 func (s *suite) secret(t *testing.T, ns, name string, labelled bool, data map[string]string) *corev1.Secret {

@@ -91,11 +91,13 @@ type ExternalStateRecord struct {
 	// +optional
 	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
 	// CleanupAttempts counts the failed attempts to delete it. The operator
-	// gives up after its --cleanup-attempts, with an event naming what was
-	// left behind.
+	// retries until its --cleanup-retry-for has passed since
+	// firstCleanupFailure, then gives up with an event naming what was left
+	// behind.
 	// +optional
 	CleanupAttempts int32 `json:"cleanupAttempts,omitempty"`
-	// FirstCleanupFailure is when the first attempt to delete it failed.
+	// FirstCleanupFailure is when the first attempt to delete it failed:
+	// the retry period counts from it.
 	// +optional
 	FirstCleanupFailure *metav1.Time `json:"firstCleanupFailure,omitempty"`
 	// LastCleanupFailure is when the latest attempt failed; the next one

@@ -20,7 +20,9 @@ const (
 	ConditionReady = "Ready"
 	// ConditionProgressing is True while the operator or the Deployment is moving toward the spec.
 	ConditionProgressing = "Progressing"
-	// ConditionDegraded is True when something keeps the spec from being realised.
+	// ConditionDegraded is True when something keeps the spec from being
+	// realised. A conflict writing a child (another writer changed it) is
+	// retried and counts only when it persists for 30 seconds.
 	ConditionDegraded = "Degraded"
 	// ConditionPaused is True while the paused annotation is set.
 	ConditionPaused = "Paused"

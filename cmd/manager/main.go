@@ -44,14 +44,23 @@ func main() {
 	flag.StringVar(&clusterDomain, "cluster-domain", resource.DefaultClusterDomain, "the cluster's DNS domain, for endpoint URLs")
 	flag.Float64Var(&qps, "kube-api-qps", 20, "queries per second to the API server")
 	flag.IntVar(&burst, "kube-api-burst", 30, "burst of queries to the API server")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 2, "ChatClusters reconciled in parallel")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
+		"ChatClusters reconciled in parallel (at most --backend-concurrency of them call one backend at a time)")
 	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
-	flag.IntVar(&prov.CleanupAttempts, "cleanup-attempts", controllers.DefaultCleanupAttempts,
-		"failed attempts to delete a ChatCluster's RabbitMQ topology or PostgreSQL database before it is left behind (with an event)")
+	flag.DurationVar(&prov.CleanupRetryFor, "cleanup-retry-for", controllers.DefaultCleanupRetryFor,
+		"how long, from its first failure, the deletion of a ChatCluster's RabbitMQ vhost or topology or PostgreSQL database is retried before it is left behind (with an event)")
 	flag.DurationVar(&prov.CleanupBackoff, "cleanup-backoff", controllers.DefaultCleanupBackoff,
-		"wait after the first failed cleanup attempt, doubled after each further one")
+		"wait after the first failed cleanup attempt, doubled after each further one up to --cleanup-max-backoff")
+	flag.DurationVar(&prov.CleanupMaxBackoff, "cleanup-max-backoff", controllers.DefaultCleanupMaxBackoff,
+		"longest wait between two cleanup attempts")
 	flag.DurationVar(&prov.CallTimeout, "external-call-timeout", controllers.DefaultCallTimeout,
 		"timeout of one call to RabbitMQ or PostgreSQL")
+	flag.DurationVar(&prov.ConnectTimeout, "external-connect-timeout", controllers.DefaultConnectTimeout,
+		"timeout of connecting to RabbitMQ or PostgreSQL (dial and handshake), within --external-call-timeout")
+	flag.IntVar(&prov.BackendConcurrency, "backend-concurrency", controllers.DefaultBackendConcurrency,
+		"calls in flight to one backend (a ChatBackend, or the host:port of a deprecated admin URI); the other clusters on it wait without holding a worker")
+	flag.DurationVar(&prov.UnreachableBackoff, "unreachable-backoff", controllers.DefaultUnreachableBackoff,
+		"wait after a backend could not be reached before the next call to it, doubled after each further failure up to 5m")
 	flag.DurationVar(&prov.CheckInterval, "external-check-interval", 0,
 		"how long a successful RabbitMQ declare or PostgreSQL check is trusted before the next repairs drift; 0: the resync period")
 	zapOpts := zap.Options{}

@@ -155,3 +155,35 @@ func StartControlPlane(t testing.TB) (*envtest.Environment, *rest.Config) {
 	})
 	return env, cfg
 }
+
+// Blackhole returns a loopback host:port that accepts TCP connections and
+// never answers on them (a firewall that drops replies, a hung server): the
+// failure a connect timeout exists for. The connections are held open until
+// the test ends.
+func Blackhole(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return l.Addr().String()
+}

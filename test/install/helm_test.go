@@ -149,11 +149,15 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		"chat-server-image":         c.Image,
 		"kube-api-qps":              "20",
 		"kube-api-burst":            "30",
-		"max-concurrent-reconciles": "2",
+		"max-concurrent-reconciles": "8",
 		"resync-period":             "10m",
-		"cleanup-attempts":          "5",
+		"cleanup-retry-for":         "24h",
 		"cleanup-backoff":           "5s",
+		"cleanup-max-backoff":       "5m",
 		"external-call-timeout":     "20s",
+		"external-connect-timeout":  "5s",
+		"backend-concurrency":       "2",
+		"unreachable-backoff":       "5s",
 		"zap-log-level":             "info",
 	}
 	if !reflect.DeepEqual(args, want) {
@@ -234,8 +238,9 @@ func TestHelmTemplateFullValues(t *testing.T) {
 		"zap-log-level":           "debug",
 		"cluster-domain":          "k8s.example.org",
 		"resync-period":           "5m",
-		"cleanup-attempts":        "8",
+		"cleanup-retry-for":       "2h",
 		"cleanup-backoff":         "2s",
+		"cleanup-max-backoff":     "1m",
 		"external-call-timeout":   "45s",
 		"external-check-interval": "3m",
 	} {

@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -43,8 +42,6 @@ import (
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/controllers"
 	"github.com/parley-chat/parley/internal/naming"
-	"github.com/parley-chat/parley/internal/resource"
-	"github.com/parley-chat/parley/internal/status"
 	"github.com/parley-chat/parley/internal/testenv"
 )
 
@@ -224,10 +221,13 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 		t.Fatalf("--max-concurrent-reconciles: %v", err)
 	}
 	var prov controllers.Provisioning
-	if prov.CleanupAttempts, err = strconv.Atoi(args["cleanup-attempts"]); err != nil {
-		t.Fatalf("--cleanup-attempts: %v", err)
+	if prov.BackendConcurrency, err = strconv.Atoi(args["backend-concurrency"]); err != nil {
+		t.Fatalf("--backend-concurrency: %v", err)
 	}
-	for flag, d := range map[string]*time.Duration{"cleanup-backoff": &prov.CleanupBackoff, "external-call-timeout": &prov.CallTimeout} {
+	for flag, d := range map[string]*time.Duration{
+		"cleanup-retry-for": &prov.CleanupRetryFor, "cleanup-backoff": &prov.CleanupBackoff, "cleanup-max-backoff": &prov.CleanupMaxBackoff,
+		"external-call-timeout": &prov.CallTimeout, "external-connect-timeout": &prov.ConnectTimeout, "unreachable-backoff": &prov.UnreachableBackoff,
+	} {
 		if *d, err = time.ParseDuration(args[flag]); err != nil {
 			t.Fatalf("--%s: %v", flag, err)
 		}
@@ -297,8 +297,12 @@ func driveChatCluster(ctx context.Context, t *testing.T, admin client.Client, ns
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}},
 		sm)
 	waitStatus(ctx, t, admin, key)
-	supplyMissingSecrets(ctx, t, admin, key)
-	waitChildren(ctx, t, admin, cc, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
+	// The operator generates the keys the chat servers mount (nobody else
+	// may: it refuses Secrets it did not create), then the Deployment comes.
+	waitChildren(ctx, t, admin, cc,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: naming.JWTSecretName(cc.Name)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: naming.APIKeySecretName(cc.Name)}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
 	waitStatus(ctx, t, admin, key)
 
 	// Update: a new limit reaches the rendered config; a NetworkPolicy appears.
@@ -387,17 +391,26 @@ func driveProvisionedChatCluster(ctx context.Context, t *testing.T, admin client
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: naming.ConfigMapName(cc.Name)}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
 	waitStatus(ctx, t, admin, key)
-	supplyMissingSecrets(ctx, t, admin, key)
-	waitChildren(ctx, t, admin, cc, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
+	// The keys and the database credentials are the operator's to write.
+	waitChildren(ctx, t, admin, cc,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: naming.JWTSecretName(cc.Name)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: naming.APIKeySecretName(cc.Name)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: naming.DatabaseSecretName(cc.Name)}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: cc.Name}})
 	waitStatus(ctx, t, admin, key)
-	// The provisioning steps report through these conditions: each one the
-	// operator sets must become True (the topology and the database exist).
+	// The provisioning steps report through these conditions: both must be
+	// there and True (the topology and the database exist). An absent one
+	// is a step that did not run, not a success.
 	waitFor(ctx, t, "BrokerReady and DatabaseReady", func() (bool, error) {
 		if err := admin.Get(ctx, key, cc); err != nil {
 			return false, err
 		}
 		for _, ct := range []string{v1alpha1.ConditionBrokerReady, v1alpha1.ConditionDatabaseReady} {
-			if c := meta.FindStatusCondition(cc.Status.Conditions, ct); c != nil && c.Status != metav1.ConditionTrue {
+			c := meta.FindStatusCondition(cc.Status.Conditions, ct)
+			switch {
+			case c == nil:
+				return false, nil
+			case c.Status != metav1.ConditionTrue:
 				return false, fmt.Errorf("%s is %s: %s: %s", ct, c.Status, c.Reason, c.Message)
 			}
 		}
@@ -436,37 +449,6 @@ func waitChildren(ctx context.Context, t *testing.T, c client.Client, cc *v1alph
 			}
 			return true, nil
 		})
-	}
-}
-
-// supplyMissingSecrets creates, as a user would, the Secrets the status says
-// the chat servers wait for. While the operator does not generate its key
-// Secrets itself (the provisioning step of issue 6), the Deployment waits for
-// them; once it does, nothing is missing and this does nothing.
-func supplyMissingSecrets(ctx context.Context, t *testing.T, c client.Client, key client.ObjectKey) {
-	t.Helper()
-	cc := &v1alpha1.ChatCluster{}
-	if err := c.Get(ctx, key, cc); err != nil {
-		t.Fatal(err)
-	}
-	progressing := meta.FindStatusCondition(cc.Status.Conditions, v1alpha1.ConditionProgressing)
-	if progressing == nil || progressing.Reason != status.ReasonWaitingForSecrets {
-		return
-	}
-	for _, ref := range resource.SecretReferences(resource.Cluster{ChatCluster: cc}) {
-		if ref.Name == naming.DatabaseSecretName(cc.Name) && meta.FindStatusCondition(cc.Status.Conditions, v1alpha1.ConditionDatabaseReady) != nil {
-			continue // the operator provisions the database: its Secret is the operator's to write
-		}
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cc.Namespace, Name: ref.Name,
-			Labels: map[string]string{naming.LabelPartOf: naming.PartOf}}}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(s), s); err == nil || !apierrors.IsNotFound(err) {
-			continue
-		}
-		s.Data = map[string][]byte{ref.Key: []byte(rand.Text())}
-		if err := c.Create(ctx, s); err != nil {
-			t.Fatalf("create Secret %s: %v", ref.Name, err)
-		}
-		t.Logf("the operator waits for Secret %s (%s); created it by hand", ref.Name, progressing.Message)
 	}
 }
 

@@ -165,7 +165,9 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 		for _, s := range []struct{ name, key string }{
 			{naming.JWTSecretName(t.name), naming.JWTCurrentKey}, {naming.APIKeySecretName(t.name), naming.APIKeyKey},
 		} {
-			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: t.ns, Labels: naming.CacheSelector()},
+			// Handed over to the operator, which refuses unmarked Secrets under its names.
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: t.ns, Labels: naming.CacheSelector(),
+				Annotations: map[string]string{controllers.AnnotationSecretFor: t.name}},
 				StringData: map[string]string{s.key: "k-" + t.name}}
 			if err := c.Create(ctx, sec); err != nil {
 				return err

@@ -94,9 +94,13 @@ creates and renews it) and the core Events it records about it. */}}
 - --max-concurrent-reconciles={{ .Values.operator.maxConcurrentReconciles }}
 - --resync-period={{ .Values.operator.resyncPeriod }}
 {{- with .Values.operator.provisioning }}
-- --cleanup-attempts={{ .cleanupAttempts }}
+- --cleanup-retry-for={{ .cleanupRetryFor }}
 - --cleanup-backoff={{ .cleanupBackoff }}
+- --cleanup-max-backoff={{ .cleanupMaxBackoff }}
 - --external-call-timeout={{ .callTimeout }}
+- --external-connect-timeout={{ .connectTimeout }}
+- --backend-concurrency={{ .backendConcurrency }}
+- --unreachable-backoff={{ .unreachableBackoff }}
 {{- with .checkInterval }}
 - --external-check-interval={{ . }}
 {{- end }}

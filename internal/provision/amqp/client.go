@@ -60,6 +60,10 @@ type Client struct {
 	Timeout time.Duration
 	// ConnectionName is shown in RabbitMQ's management UI ("parley-operator" if empty).
 	ConnectionName string
+	// ConnectTimeout, when set, bounds the dial and the AMQP handshake (and a
+	// management API read) within the call's deadline, so a server that
+	// accepts connections and never answers is given up on early.
+	ConnectTimeout time.Duration
 }
 
 var _ Provisioner = (*Client)(nil)
@@ -95,6 +99,11 @@ func (c *Client) connect(ctx context.Context, uri string, tlsConfig *tls.Config)
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(c.timeout())
+	}
+	if c.ConnectTimeout > 0 {
+		if d := time.Now().Add(c.ConnectTimeout); d.Before(deadline) {
+			deadline = d
+		}
 	}
 	var raw net.Conn
 	props := amqp091.NewConnectionProperties()

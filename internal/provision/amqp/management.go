@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -52,18 +55,39 @@ var errUnauthorized = errors.New("the management API refused the credentials (40
 type boundTransport struct {
 	ctx  context.Context
 	base *http.Transport
+	// readTimeout, when set, bounds a GET until its body is closed: reads
+	// answer at once on a healthy broker, so a server that accepts and never
+	// answers is found out in the connect timeout, not the call timeout.
+	readTimeout time.Duration
 }
 
 func (t boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req.WithContext(t.ctx))
+	ctx, cancel := t.ctx, context.CancelFunc(func() {})
+	if t.readTimeout > 0 && req.Method == http.MethodGet {
+		ctx, cancel = context.WithTimeout(ctx, t.readTimeout)
+	}
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	resp.Body = cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	if resp.StatusCode == http.StatusUnauthorized {
 		resp.Body.Close()
 		return nil, errUnauthorized
 	}
 	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // resolve validates b and builds the clients one call needs.
@@ -103,7 +127,11 @@ func (c *Client) resolve(ctx context.Context, b Backend) (*admin, error) {
 			}
 		}
 	}
-	a.mgmt, err = rabbithole.NewTLSClient(endpoint, user, pass, boundTransport{ctx: ctx, base: transport})
+	if c.ConnectTimeout > 0 {
+		transport.DialContext = (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+		transport.TLSHandshakeTimeout = c.ConnectTimeout
+	}
+	a.mgmt, err = rabbithole.NewTLSClient(endpoint, user, pass, boundTransport{ctx: ctx, base: transport, readTimeout: c.ConnectTimeout})
 	if err != nil {
 		return nil, &Error{Reason: ReasonInvalidURI, Op: "parse management URI", Err: errors.New("invalid management API URL")}
 	}

@@ -88,6 +88,10 @@ const DefaultTimeout = 30 * time.Second
 type Client struct {
 	// Timeout bounds a call when ctx has no deadline (DefaultTimeout if 0).
 	Timeout time.Duration
+	// ConnectTimeout bounds each connection attempt, dial to authentication
+	// (10s if 0, or the URI's connect_timeout when shorter), so a server that
+	// accepts connections and never answers is given up on early.
+	ConnectTimeout time.Duration
 }
 
 var _ Provisioner = (*Client)(nil)
@@ -101,6 +105,15 @@ func (c *Client) bound(ctx context.Context) (context.Context, context.CancelFunc
 		t = DefaultTimeout
 	}
 	return context.WithTimeout(ctx, t)
+}
+
+// parseAdmin parses the admin URI with the client's connect timeout.
+func (c *Client) parseAdmin(a Admin) (*pgx.ConnConfig, string, error) {
+	cfg, sslMode, err := parseAdmin(a)
+	if err == nil && c.ConnectTimeout > 0 && (cfg.ConnectTimeout == 0 || c.ConnectTimeout < cfg.ConnectTimeout) {
+		cfg.ConnectTimeout = c.ConnectTimeout
+	}
+	return cfg, sslMode, err
 }
 
 func connect(ctx context.Context, cfg *pgx.ConnConfig, what string) (*pgx.Conn, error) {
@@ -199,7 +212,7 @@ func (c *Client) Ensure(ctx context.Context, admin Admin, db Database, password 
 	if err := validPassword(password); err != nil {
 		return res, &Error{Reason: ReasonInvalid, Op: "validate password", Err: err}
 	}
-	cfg, sslMode, err := parseAdmin(admin)
+	cfg, sslMode, err := c.parseAdmin(admin)
 	if err != nil {
 		return res, err
 	}
@@ -377,7 +390,7 @@ func (c *Client) Drop(ctx context.Context, admin Admin, db Database) (err error)
 	if err := db.Validate(); err != nil {
 		return err
 	}
-	cfg, _, err := parseAdmin(admin)
+	cfg, _, err := c.parseAdmin(admin)
 	if err != nil {
 		return err
 	}
@@ -459,7 +472,7 @@ func serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 
 // Ping implements Provisioner.
 func (c *Client) Ping(ctx context.Context, a Admin) error {
-	cfg, _, err := parseAdmin(a)
+	cfg, _, err := c.parseAdmin(a)
 	if err != nil {
 		return err
 	}
@@ -480,7 +493,7 @@ func (c *Client) Ping(ctx context.Context, a Admin) error {
 // Probe implements Provisioner.
 func (c *Client) Probe(ctx context.Context, a Admin) (BackendInfo, error) {
 	var info BackendInfo
-	cfg, _, err := parseAdmin(a)
+	cfg, _, err := c.parseAdmin(a)
 	if err != nil {
 		return info, err
 	}
