@@ -12,14 +12,21 @@ import (
 
 // control is a node-to-node command carried by Broker.PublishControl.
 type control struct {
-	// Op is "disconnect" (all of User's connections, or only Client) or
-	// "unsubscribe" (User from Channel).
+	// Op is "disconnect" (all of User's connections, or only Client),
+	// "unsubscribe" (User from Channel), "emulate" (Data to session Client on
+	// Node, answer to From) or "emulated" (the answer to Req, in Reason).
 	Op      string `json:"op"`
 	User    string `json:"user,omitempty"`
 	Client  string `json:"client,omitempty"`
 	Channel string `json:"channel,omitempty"`
 	Code    uint32 `json:"code,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Node addresses the message to one node (emulation); others ignore it.
+	Node string `json:"node,omitempty"`
+	// From and Req name the asking node and its request (emulation).
+	From string `json:"from,omitempty"`
+	Req  string `json:"req,omitempty"`
+	Data []byte `json:"data,omitempty"`
 }
 
 // Unsubscriber is implemented by connections that can be unsubscribed by the
@@ -60,7 +67,14 @@ func (n *Node) HandleControl(data []byte) {
 		n.log.Warn("bad control message", "error", err)
 		return
 	}
+	if c.Node != "" && c.Node != n.id {
+		return // addressed to another node
+	}
 	switch c.Op {
+	case "emulate":
+		n.handleEmulate(c)
+	case "emulated":
+		n.handleEmulated(c)
 	case "disconnect":
 		d := codes.Disconnect{Code: c.Code, Reason: c.Reason}
 		for _, s := range n.hub.UserConns(c.User) {

@@ -71,6 +71,8 @@ type Node struct {
 	// fills are the goroutines filling gaps from the store, off the
 	// broker's delivery path; Run waits for them.
 	fills sync.WaitGroup
+	// emu routes bidirectional-emulation requests (emulation.go).
+	emu emulation
 }
 
 // Option customises a Node.

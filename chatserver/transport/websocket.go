@@ -49,16 +49,29 @@ type Handler struct {
 	maxQueue int
 
 	mu      sync.Mutex
-	conns   map[*conn]struct{}
+	conns   map[closer]struct{}
 	closing bool
 	wg      sync.WaitGroup
+	// streams are the emulated connections by their emulation session
+	// (stream.go); emulationWait bounds an /emulation request.
+	streams       map[string]*streamConn
+	emulationWait time.Duration
+	checkOrigin   func(*http.Request) bool
+}
+
+// closer is a connection of any transport, as Shutdown sees it.
+type closer interface {
+	Close(d codes.Disconnect)
+	// abort cuts the connection now, without a goodbye.
+	abort()
 }
 
 // NewHandler builds the WebSocket handler for a node.
 func NewHandler(n *node.Node) *Handler {
 	cfg := n.Config()
 	h := &Handler{
-		n: n, log: n.Logger(), conns: map[*conn]struct{}{},
+		n: n, log: n.Logger(), conns: map[closer]struct{}{}, streams: map[string]*streamConn{},
+		emulationWait: DefaultEmulationWait,
 		maxMsg: int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
 	}
 	h.upgrader = websocket.Upgrader{
@@ -73,6 +86,8 @@ func NewHandler(n *node.Node) *Handler {
 		EnableCompression: true,
 		CheckOrigin:       checkOrigin(cfg.HTTP.AllowedOrigins),
 	}
+	h.checkOrigin = h.upgrader.CheckOrigin
+	n.SetEmulationHandler(h.emulateLocal)
 	return h
 }
 
@@ -194,7 +209,7 @@ const AfterGraceWait = time.Second
 func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 	h.mu.Lock()
 	h.closing = true
-	conns := make([]*conn, 0, len(h.conns))
+	conns := make([]closer, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
@@ -222,7 +237,7 @@ func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 		h.mu.Lock()
 		for c := range h.conns {
 			c.Close(codes.DisconnectShutdown)
-			_ = c.ws.Close()
+			c.abort()
 		}
 		h.mu.Unlock()
 		select {
@@ -234,7 +249,7 @@ func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 	}
 }
 
-// NumConns counts open WebSocket connections (connected or not yet).
+// NumConns counts open connections of every transport (connected or not yet).
 func (h *Handler) NumConns() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
