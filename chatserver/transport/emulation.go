@@ -23,6 +23,14 @@ const EmulationPath = "/emulation"
 // and the session handling them.
 const DefaultEmulationWait = 10 * time.Second
 
+// SetEmulationWait replaces DefaultEmulationWait (tests, and deployments
+// whose replicas answer slower).
+func (h *Handler) SetEmulationWait(d time.Duration) {
+	h.mu.Lock()
+	h.emulationWait = d
+	h.mu.Unlock()
+}
+
 // ServeEmulation takes an EmulationRequest (protobuf with Content-Type
 // application/octet-stream, JSON otherwise, whose data is then a JSON string
 // holding the commands) and hands its commands to the addressed session, on
@@ -55,7 +63,10 @@ func (h *Handler) ServeEmulation(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "emulation request: data larger than limits.maxMessageBytes", http.StatusRequestEntityTooLarge)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.emulationWait)
+	h.mu.Lock()
+	wait := h.emulationWait
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	err = h.n.Emulate(ctx, req.Node, req.Session, req.Data)
 	switch {
@@ -66,7 +77,7 @@ func (h *Handler) ServeEmulation(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, node.ErrEmulationBadRequest):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	case errors.Is(err, node.ErrNodeNotAnswering), errors.Is(err, context.DeadlineExceeded):
-		http.Error(w, fmt.Sprintf("emulation: node %q did not answer within %s", req.Node, h.emulationWait), http.StatusGatewayTimeout)
+		http.Error(w, fmt.Sprintf("emulation: node %q did not answer within %s", req.Node, wait), http.StatusGatewayTimeout)
 	default:
 		h.log.Warn("emulation request failed", "node", req.Node, "error", err)
 		http.Error(w, "emulation: could not reach the session's node", http.StatusServiceUnavailable)

@@ -72,7 +72,7 @@ func NewHandler(n *node.Node) *Handler {
 	h := &Handler{
 		n: n, log: n.Logger(), conns: map[closer]struct{}{}, streams: map[string]*streamConn{},
 		emulationWait: DefaultEmulationWait,
-		maxMsg: int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
+		maxMsg:        int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
 	}
 	h.upgrader = websocket.Upgrader{
 		// A small read buffer of its own (the HTTP server's 4 KB one is freed
