@@ -41,6 +41,8 @@ type emulation struct {
 	mu      sync.Mutex
 	handler EmulationHandler
 	pending map[string]chan string
+	// running are the forwarded requests being handled; Run waits for them.
+	running sync.WaitGroup
 }
 
 // SetEmulationHandler installs the function that delivers emulated commands
@@ -138,7 +140,9 @@ const emulationWait = 10 * time.Second
 // broker's delivery goroutine (a command may wait on the store), and sends
 // the answer back to the asking node.
 func (n *Node) handleEmulate(c control) {
+	n.emu.running.Add(1)
 	go func() {
+		defer n.emu.running.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), emulationWait)
 		defer cancel()
 		code := emuCode(n.emulateLocal(ctx, c.Client, c.Data))

@@ -31,6 +31,8 @@ type Stream struct {
 	done    chan struct{}
 	cancel  context.CancelFunc
 	id      uint32
+	// held are pushes Reply read past while waiting; Next returns them first.
+	held []*protocol.Reply
 }
 
 // StreamURL is the path of kind on base.
@@ -169,6 +171,11 @@ func (s *Stream) read() {
 
 // Next returns the next reply or push, or nil once the stream ended or d passed.
 func (s *Stream) Next(d time.Duration) *protocol.Reply {
+	if len(s.held) > 0 {
+		r := s.held[0]
+		s.held = s.held[1:]
+		return r
+	}
 	select {
 	case r := <-s.replies:
 		return r
@@ -184,10 +191,13 @@ func (s *Stream) Next(d time.Duration) *protocol.Reply {
 	}
 }
 
-// Reply waits for the reply to id, skipping what comes before it.
+// Reply waits for the reply to id; pushes that come before it are kept
+// for Next and WaitPush, other replies skipped.
 func (s *Stream) Reply(t testing.TB, id uint32) *protocol.Reply {
 	t.Helper()
 	deadline := time.Now().Add(Timeout)
+	var held []*protocol.Reply
+	defer func() { s.held = append(held, s.held...) }()
 	for time.Now().Before(deadline) {
 		r := s.Next(time.Until(deadline))
 		if r == nil {
@@ -195,6 +205,9 @@ func (s *Stream) Reply(t testing.TB, id uint32) *protocol.Reply {
 		}
 		if r.Id == id {
 			return r
+		}
+		if r.Push != nil {
+			held = append(held, r)
 		}
 	}
 	t.Fatalf("no reply to %d on the %s stream", id, s.Kind)

@@ -1,4 +1,11 @@
-// Package transport accepts WebSocket connections at /connection/websocket
+// Package transport is how frames travel between clients and sessions:
+// WebSocket (this file), and the fallbacks HTTP-streaming (httpstream.go) and
+// SSE (sse.go), whose commands after connect arrive at /emulation
+// (emulation.go) and are routed by the node to the replica holding the
+// session. One Handler owns the connections of every transport, so
+// Shutdown and NumConns cover them all (stream.go: the streams' write side).
+//
+// It accepts WebSocket connections at /connection/websocket
 // (gorilla/websocket), picks JSON or protobuf framing, and runs one read pump
 // per connection, and a write pump only while one is needed. Writes go out inline, without blocking,
 // from whoever enqueues them; the write pump takes over only when a socket is
@@ -40,7 +47,8 @@ const CloseMessageTooBig = websocket.CloseMessageTooBig
 
 const writeTimeout = 10 * time.Second
 
-// Handler upgrades HTTP requests and owns every connection until it closes.
+// Handler upgrades HTTP requests (and serves the streaming transports) and
+// owns every connection until it closes.
 type Handler struct {
 	n        *node.Node
 	log      *slog.Logger
