@@ -143,7 +143,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() {
 		stop()
 		<-retried
-		n.fills.Wait() // each bounded by its store timeout
+		n.fills.Wait()       // each bounded by its store timeout
 		n.emu.running.Wait() // each bounded by emulationWait
 		n.reads.stop()
 		n.presence.stop()
