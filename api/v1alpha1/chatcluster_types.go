@@ -119,6 +119,13 @@ type ChatClusterSpec struct {
 	// +optional
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 
+	// Transports turns the WebSocket fallbacks on or off. Both are on by
+	// default: they serve users whose network breaks WebSocket, who cannot
+	// turn anything on themselves, and cost nothing until used.
+	// +kubebuilder:default={}
+	// +optional
+	Transports TransportsSpec `json:"transports,omitempty"`
+
 	// Limits protect the servers from clients.
 	// +kubebuilder:default={}
 	// +optional
@@ -474,6 +481,21 @@ type TLSSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	SecretName string `json:"secretName"`
+}
+
+// TransportsSpec says which fallback transports the chat servers serve
+// besides WebSocket, on the same port. Their commands arrive at /emulation,
+// which any replica forwards to the one holding the session (RabbitMQ).
+type TransportsSpec struct {
+	// HTTPStream serves /connection/http_stream (HTTP-streaming, JSON and protobuf).
+	// +kubebuilder:default=true
+	// +optional
+	HTTPStream *bool `json:"httpStream,omitempty"`
+
+	// SSE serves /connection/sse (Server-Sent Events, JSON).
+	// +kubebuilder:default=true
+	// +optional
+	SSE *bool `json:"sse,omitempty"`
 }
 
 // LimitsSpec protects the chat servers from clients.
