@@ -7,6 +7,7 @@ import (
 
 	"github.com/centrifugal/protocol"
 
+	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/codes"
 )
 
@@ -49,10 +50,18 @@ func (n *Node) UnsubscribeUser(ctx context.Context, user, channel string) error 
 	return n.sendControl(ctx, control{Op: "unsubscribe", User: user, Channel: channel, Code: codes.UnsubscribeServer, Reason: "server unsubscribe"})
 }
 
+// sendControl sends c to every node, or only to c.Node when it is set and
+// the broker can address one node (the others would drop it anyway).
 func (n *Node) sendControl(ctx context.Context, c control) error {
 	data, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encode control: %w", err)
+	}
+	if np, ok := n.broker.(broker.NodePublisher); ok && c.Node != "" {
+		if err := np.PublishNode(ctx, c.Node, data); err != nil {
+			return fmt.Errorf("publish control to node %q: %w", c.Node, err)
+		}
+		return nil
 	}
 	if err := n.broker.PublishControl(ctx, data); err != nil {
 		return fmt.Errorf("publish control: %w", err)

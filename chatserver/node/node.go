@@ -108,6 +108,11 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	for _, o := range opts {
 		o(n)
 	}
+	// A broker that addresses nodes knows this node by its own id (the
+	// server gives both the same one; a broker built apart has its own).
+	if np, ok := b.(broker.NodePublisher); ok && np.NodeID() != "" {
+		n.id = np.NodeID()
+	}
 	n.log = logger.With("node", n.id)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
 	refreshDelay := MaxPresenceRefreshDelay
