@@ -228,3 +228,21 @@ func TestStreamConnectionLimit(t *testing.T) {
 		t.Fatalf("second connection of a user limited to one: %+v", rep)
 	}
 }
+
+// With a broker that cannot address one node (memory), emulation requests
+// reach the holder through the control fanout; the other nodes drop them.
+func TestEmulationAcrossPeersThroughTheFanout(t *testing.T) {
+	peers := servertest.Peers(t, servertest.Config(), 3)
+	s := servertest.DialStream(t, nil, peers[0].HTTP, "http_stream", "json", servertest.Token(t, "alice"))
+	code, ids := s.Emulate(t, peers[1].HTTP, &protocol.Command{Presence: &protocol.PresenceRequest{Channel: "open:fanout"}})
+	if code != http.StatusNoContent {
+		t.Fatalf("emulation through another peer: %d", code)
+	}
+	if rep := s.Reply(t, ids[0]); rep.Error != nil || rep.Presence == nil {
+		t.Fatalf("presence: %+v", rep)
+	}
+	code, _ = servertest.PostEmulation(t, nil, peers[2].HTTP, protocol.TypeJSON, s.Node, "not-a-session", []byte(`{"id":9,"ping":{}}`))
+	if code != http.StatusNotFound {
+		t.Fatalf("unknown session through another peer: %d, want 404", code)
+	}
+}
