@@ -51,6 +51,7 @@ type streamConn struct {
 	queue     [][]byte
 	queued    int
 	closeWith *codes.Disconnect
+	cut       bool // writes are cut short (slow client, or the grace period is over)
 	finished  bool // the handler returned: rc may no longer be used
 	wake      chan struct{}
 
@@ -122,8 +123,8 @@ func (c *streamConn) Close(d codes.Disconnect) {
 	first := c.closeWith == nil
 	if first {
 		c.closeWith = &d
-		if d == codes.DisconnectSlow && !c.finished {
-			_ = c.rc.SetWriteDeadline(time.Now())
+		if d == codes.DisconnectSlow {
+			c.cutLocked()
 		}
 	}
 	c.mu.Unlock()
@@ -137,11 +138,17 @@ func (c *streamConn) abort() {
 		d := codes.DisconnectShutdown
 		c.closeWith = &d
 	}
+	c.cutLocked()
+	c.mu.Unlock()
+	c.signal()
+}
+
+// cutLocked fails the write in progress now and every later one.
+func (c *streamConn) cutLocked() {
+	c.cut = true
 	if !c.finished {
 		_ = c.rc.SetWriteDeadline(time.Now())
 	}
-	c.mu.Unlock()
-	c.signal()
 }
 
 func (c *streamConn) signal() {
@@ -214,7 +221,7 @@ func (c *streamConn) writeLoop(ctx context.Context, w http.ResponseWriter) {
 // write writes and flushes b within writeTimeout; false: the stream is broken.
 func (c *streamConn) write(w http.ResponseWriter, b []byte) bool {
 	c.mu.Lock()
-	cut := c.closeWith != nil && *c.closeWith == codes.DisconnectSlow
+	cut := c.cut
 	if !cut {
 		_ = c.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	}
@@ -231,8 +238,7 @@ func (c *streamConn) write(w http.ResponseWriter, b []byte) bool {
 		return false
 	}
 	c.mu.Lock()
-	// A slow close may have set its deadline meanwhile: keep it.
-	if c.closeWith == nil || *c.closeWith != codes.DisconnectSlow {
+	if !c.cut { // a cut meanwhile set its deadline: keep it
 		_ = c.rc.SetWriteDeadline(time.Time{})
 	}
 	c.mu.Unlock()

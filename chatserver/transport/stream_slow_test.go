@@ -26,25 +26,22 @@ import (
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/node"
 	"github.com/parley-chat/parley/chatserver/servertest"
+	"github.com/parley-chat/parley/chatserver/transport"
 )
 
-// A stream client that stops reading is cut off once its queue passes the
-// byte bound, as a slow WebSocket consumer is.
-func TestStreamSlowConsumerDisconnected(t *testing.T) {
-	cfg := servertest.Config()
-	cfg.Limits.WriteQueueBytes = 64 << 10
-	srv := servertest.Start(t, cfg, nil, nil)
+// stalledStream connects an HTTP-streaming client over a raw socket with a
+// small receive buffer, subscribes it to channel, and then reads nothing.
+func stalledStream(t *testing.T, srv *servertest.Server, channel string) net.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	// Small socket buffers so the stall shows after a few frames.
+	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	body := servertest.EncodeCommands(t, protocol.TypeJSON, &protocol.Command{Id: 1, Connect: &protocol.ConnectRequest{Token: servertest.Token(t, "slow")}})
+	body := servertest.EncodeCommands(t, protocol.TypeJSON, &protocol.Command{Id: 1, Connect: &protocol.ConnectRequest{Token: servertest.Token(t, "stalled")}})
 	fmt.Fprintf(conn, "POST /connection/http_stream HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", srv.Addr, len(body), body)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,24 +54,56 @@ func TestStreamSlowConsumerDisconnected(t *testing.T) {
 		t.Fatalf("connect reply %q: %v", line, err)
 	}
 	if code, _ := servertest.PostEmulation(t, nil, srv.HTTP, protocol.TypeJSON, rep.Connect.Node, rep.Connect.Session,
-		servertest.EncodeCommands(t, protocol.TypeJSON, &protocol.Command{Id: 2, Subscribe: &protocol.SubscribeRequest{Channel: "open:firehose"}})); code != http.StatusNoContent {
+		servertest.EncodeCommands(t, protocol.TypeJSON, &protocol.Command{Id: 2, Subscribe: &protocol.SubscribeRequest{Channel: channel}})); code != http.StatusNoContent {
 		t.Fatalf("subscribe: %d", code)
 	}
-	payload := []byte(`"` + strings.Repeat("x", 16<<10) + `"`)
+	return conn
+}
+
+var bigPayload = []byte(`"` + strings.Repeat("x", 16<<10) + `"`)
+
+// A stream client that stops reading is cut off once its queue passes the
+// byte bound, as a slow WebSocket consumer is.
+func TestStreamSlowConsumerDisconnected(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Limits.WriteQueueBytes = 64 << 10
+	srv := servertest.Start(t, cfg, nil, nil)
+	stalledStream(t, srv, "open:firehose")
 	slowDisconnects := func() float64 {
 		return testutil.ToFloat64(srv.Node.Metrics().Disconnects.WithLabelValues("3008"))
 	}
-	// From here on the client reads nothing.
 	deadline := time.Now().Add(10 * time.Second)
 	for slowDisconnects() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("slow stream consumer never disconnected")
 		}
-		if _, err := srv.Node.Publish(ctx(t), "open:firehose", payload, nil, node.PublishOptions{}); err != nil {
+		if _, err := srv.Node.Publish(ctx(t), "open:firehose", bigPayload, nil, node.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitNoConns(t, srv)
+}
+
+// A stream whose write is stuck on a client that reads nothing (no queue
+// bound here) does not hold the shutdown past the grace period: the goodbye
+// it is owed is cut short, not given the write timeout.
+func TestStreamStuckWriteDoesNotHoldShutdown(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Limits.WriteQueueBytes = 0
+	cfg.HTTP.ShutdownGracePeriod = config.Duration(time.Second)
+	srv := servertest.Start(t, cfg, nil, nil)
+	stalledStream(t, srv, "open:stuck")
+	// Enough to fill the socket buffers on both sides many times over.
+	for range 400 {
+		if _, err := srv.Node.Publish(ctx(t), "open:stuck", bigPayload, nil, node.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	srv.Stop(t)
+	if took := time.Since(start); took > 1*time.Second+transport.AfterGraceWait+time.Second {
+		t.Fatalf("shutdown took %s with a grace period of 1s", took)
+	}
 }
 
 // The server pings over the stream; a client that answers through
