@@ -588,6 +588,17 @@ type IngressSpec struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// StreamAnnotations, when set, put the long-lived endpoints (the path
+	// prefix's connection/: WebSocket, HTTP-streaming, SSE) on an Ingress of
+	// their own, <name>-streams, with these annotations on top of
+	// Annotations: timeouts per path, since Ingress controllers take them per
+	// Ingress. For ingress-nginx, e.g. proxy-read-timeout and
+	// proxy-send-timeout "3600" and proxy-buffering "off", while the page and
+	// /emulation keep short timeouts.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	StreamAnnotations map[string]string `json:"streamAnnotations,omitempty"`
 }
 
 // PodDisruptionBudgetSpec limits voluntary evictions of chat server pods.
