@@ -246,3 +246,43 @@ func TestEmulationAcrossPeersThroughTheFanout(t *testing.T) {
 		t.Fatalf("unknown session through another peer: %d, want 404", code)
 	}
 }
+
+// The token comes with the stream's first request; a refresh through
+// /emulation keeps the stream past the first token's expiry, and a stream
+// that never refreshes ends with 3005. A bad token ends it with 3500.
+func TestStreamTokenRefresh(t *testing.T) {
+	srv := servertest.Start(t, servertest.Config(), nil, nil)
+	short := func(user string) string {
+		return servertest.Sign(t, servertest.TokenClaims(user, 2*time.Second), servertest.Secret)
+	}
+	for _, k := range streamKinds {
+		t.Run(k.kind+"/"+k.proto, func(t *testing.T) {
+			s := servertest.DialStream(t, nil, srv.HTTP, k.kind, k.proto, short("alice"))
+			code, ids := s.Emulate(t, srv.HTTP, &protocol.Command{Refresh: &protocol.RefreshRequest{
+				Token: servertest.Sign(t, servertest.TokenClaims("alice", time.Hour), servertest.Secret)}})
+			if code != http.StatusNoContent {
+				t.Fatalf("refresh: %d", code)
+			}
+			if rep := s.Reply(t, ids[0]); rep.Error != nil || rep.Refresh == nil || !rep.Refresh.Expires {
+				t.Fatalf("refresh reply: %+v", rep)
+			}
+			lazy := servertest.DialStream(t, nil, srv.HTTP, k.kind, k.proto, short("bob"))
+			if code := lazy.WaitEnd(t); code != 3005 {
+				t.Fatalf("unrefreshed stream: disconnect %d, want 3005", code)
+			}
+			// Past the first token's expiry the refreshed stream still answers.
+			code, ids = s.Emulate(t, srv.HTTP, &protocol.Command{Ping: &protocol.PingRequest{}})
+			if code != http.StatusNoContent {
+				t.Fatalf("ping after the refresh: %d", code)
+			}
+			if rep := s.Reply(t, ids[0]); rep.Error != nil || rep.Ping == nil {
+				t.Fatalf("ping reply: %+v", rep)
+			}
+			bad := servertest.OpenStream(t, nil, srv.HTTP, k.kind, k.proto,
+				servertest.EncodeCommands(t, s.Proto, &protocol.Command{Id: 1, Connect: &protocol.ConnectRequest{Token: "not-a-token"}}))
+			if code := bad.WaitEnd(t); code != 3500 {
+				t.Fatalf("bad token: disconnect %d, want 3500", code)
+			}
+		})
+	}
+}
