@@ -301,12 +301,18 @@ func testOptionalChildren(t *testing.T, s *suite) {
 	cc := s.keyedCluster(t, ns, "opt")
 	s.brokerAndDatabase(t, ns, cc)
 	cc.Spec.Replicas = ptr[int32](2)
-	cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org"}
+	cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org",
+		StreamAnnotations: map[string]string{"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}}
 	cc.Spec.NetworkPolicy = &v1alpha1.NetworkPolicySpec{Enabled: true}
 	cc.Spec.Monitoring.ServiceMonitor.Enabled = ptr(false)
 	s.create(t, cc)
 	for _, obj := range []client.Object{&networkingv1.Ingress{}, &networkingv1.NetworkPolicy{}} {
 		eventually(t, fmt.Sprintf("%T", obj), func() error { return s.get(t, ns, "opt", obj) })
+	}
+	streams := &networkingv1.Ingress{}
+	eventually(t, "the streams Ingress", func() error { return s.get(t, ns, "opt-streams", streams) })
+	if p := streams.Spec.Rules[0].HTTP.Paths[0].Path; p != "/connection/" || streams.Annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] != "3600" {
+		t.Errorf("streams Ingress path %q annotations %v", p, streams.Annotations)
 	}
 	sm := &unstructured.Unstructured{}
 	sm.SetGroupVersionKind(resource.ServiceMonitorGVK)
@@ -327,6 +333,12 @@ func testOptionalChildren(t *testing.T, s *suite) {
 			return nil
 		})
 	}
+	eventually(t, "the streams Ingress removed", func() error {
+		if err := s.get(t, ns, "opt-streams", &networkingv1.Ingress{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
 	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
 	eventually(t, "HPA", func() error { return s.get(t, ns, "opt", hpa) })
 	if *hpa.Spec.MinReplicas != 2 || hpa.Spec.MaxReplicas != 5 {

@@ -132,6 +132,13 @@ type ChatClusterSpec struct {
 	// +optional
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 
+	// Transports turns the WebSocket fallbacks on or off. Both are on by
+	// default: they serve users whose network breaks WebSocket, who cannot
+	// turn anything on themselves, and cost nothing until used.
+	// +kubebuilder:default={}
+	// +optional
+	Transports TransportsSpec `json:"transports,omitempty"`
+
 	// Limits protect the servers from clients.
 	// +kubebuilder:default={}
 	// +optional
@@ -288,6 +295,21 @@ type TLSSpec struct {
 	SecretName string `json:"secretName"`
 }
 
+// TransportsSpec says which fallback transports the chat servers serve
+// besides WebSocket, on the same port. Their commands arrive at /emulation,
+// which any replica forwards to the one holding the session (RabbitMQ).
+type TransportsSpec struct {
+	// HTTPStream serves /connection/http_stream (HTTP-streaming, JSON and protobuf).
+	// +kubebuilder:default=true
+	// +optional
+	HTTPStream *bool `json:"httpStream,omitempty"`
+
+	// SSE serves /connection/sse (Server-Sent Events, JSON).
+	// +kubebuilder:default=true
+	// +optional
+	SSE *bool `json:"sse,omitempty"`
+}
+
 // LimitsSpec protects the chat servers from clients.
 type LimitsSpec struct {
 	// MaxMessageBytes is the largest frame a client may send.
@@ -378,6 +400,17 @@ type IngressSpec struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// StreamAnnotations, when set, put the long-lived endpoints (the path
+	// prefix's connection/: WebSocket, HTTP-streaming, SSE) on an Ingress of
+	// their own, <name>-streams, with these annotations on top of
+	// Annotations: timeouts per path, since Ingress controllers take them per
+	// Ingress. For ingress-nginx, e.g. proxy-read-timeout and
+	// proxy-send-timeout "3600" and proxy-buffering "off", while the page and
+	// /emulation keep short timeouts.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	StreamAnnotations map[string]string `json:"streamAnnotations,omitempty"`
 }
 
 // PodDisruptionBudgetSpec limits voluntary evictions of chat server pods.

@@ -244,6 +244,8 @@ func testDefaults(t *testing.T, c client.Client) {
 		t.Errorf("service %+v logging %+v drain %v", s.Service, s.Logging, s.DrainTimeout)
 	case *s.Auth.KeyRotationOverlap != (metav1.Duration{Duration: 24 * 3600e9}) || !*s.WebClient.Enabled || !*s.Monitoring.ServiceMonitor.Enabled:
 		t.Errorf("auth %+v web %+v monitoring %+v", s.Auth, s.WebClient, s.Monitoring)
+	case s.Transports.HTTPStream == nil || !*s.Transports.HTTPStream || s.Transports.SSE == nil || !*s.Transports.SSE:
+		t.Errorf("transports = %+v, want both fallbacks on by default", s.Transports)
 	}
 
 	// A Go client reading and writing the object back changes nothing.

@@ -85,6 +85,17 @@ type Broker interface {
 	Close() error
 }
 
+// NodePublisher is optionally implemented by brokers that can address one
+// node: PublishNode hands data to the HandleControl of the node whose broker
+// has NodeID nodeID, and of no other node (at most once; nothing when that
+// node is gone). A node takes its broker's NodeID as its own id, so the id
+// it shows clients is the one others can address. Without it a node reaches
+// others through PublishControl, and every node drops what is not for it.
+type NodePublisher interface {
+	NodeID() string
+	PublishNode(ctx context.Context, nodeID string, data []byte) error
+}
+
 // ResubscribeHandler is optionally implemented by a Handler: the broker calls
 // Resubscribed after it re-established subscriptions following a connection
 // loss, so the node can recover channels from history.

@@ -69,7 +69,23 @@ type HTTP struct {
 	// PongTimeout is how long the server waits for the client's pong after a
 	// ping before disconnecting it (default 10s).
 	PongTimeout Duration `json:"pongTimeout,omitempty"`
+	// HTTPStream serves the HTTP-streaming fallback at
+	// /connection/http_stream (default true; see HTTPStreamEnabled).
+	HTTPStream *bool `json:"httpStream,omitempty"`
+	// SSE serves the Server-Sent Events fallback at /connection/sse (default
+	// true). /emulation is served while either fallback is on.
+	SSE *bool `json:"sse,omitempty"`
 }
+
+// HTTPStreamEnabled says whether /connection/http_stream is served. On
+// unless turned off: the fallbacks exist for clients whose network breaks
+// WebSocket, who cannot ask for them, and they cost nothing until used (same
+// port, same limits, same auth as the WebSocket).
+func (h HTTP) HTTPStreamEnabled() bool { return h.HTTPStream == nil || *h.HTTPStream }
+
+// SSEEnabled says whether /connection/sse is served (on unless turned off,
+// as HTTPStreamEnabled).
+func (h HTTP) SSEEnabled() bool { return h.SSE == nil || *h.SSE }
 
 // APIKeyPaths returns the API key files, current first: APIKeyFiles, or
 // APIKeyFile alone; none when the API is disabled.

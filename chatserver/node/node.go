@@ -71,6 +71,8 @@ type Node struct {
 	// fills are the goroutines filling gaps from the store, off the
 	// broker's delivery path; Run waits for them.
 	fills sync.WaitGroup
+	// emu routes bidirectional-emulation requests (emulation.go).
+	emu emulation
 }
 
 // Option customises a Node.
@@ -105,6 +107,11 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	n.id = NewID()
 	for _, o := range opts {
 		o(n)
+	}
+	// A broker that addresses nodes knows this node by its own id (the
+	// server gives both the same one; a broker built apart has its own).
+	if np, ok := b.(broker.NodePublisher); ok && np.NodeID() != "" {
+		n.id = np.NodeID()
 	}
 	n.log = logger.With("node", n.id)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
@@ -141,7 +148,8 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() {
 		stop()
 		<-retried
-		n.fills.Wait() // each bounded by its store timeout
+		n.fills.Wait()       // each bounded by its store timeout
+		n.emu.running.Wait() // each bounded by emulationWait
 		n.reads.stop()
 		n.presence.stop()
 		if n.ownVerifier {

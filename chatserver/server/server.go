@@ -123,7 +123,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		if err != nil {
 			return fmt.Errorf("http.tls: %w", err)
 		}
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+		// h2 first: HTTP-streaming and SSE share one connection per client
+		// over HTTP/2; WebSocket clients ask for http/1.1 and still get it.
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
 	}
 
 	nodeID := node.NewID()
@@ -155,6 +157,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	api := httpapi.New(n, apiKeys)
 	public := http.NewServeMux()
 	public.Handle(transport.Path, ws)
+	if cfg.HTTP.HTTPStreamEnabled() {
+		public.HandleFunc(transport.HTTPStreamPath, ws.ServeHTTPStream)
+	}
+	if cfg.HTTP.SSEEnabled() {
+		public.HandleFunc(transport.SSEPath, ws.ServeSSE)
+	}
+	if cfg.HTTP.HTTPStreamEnabled() || cfg.HTTP.SSEEnabled() {
+		public.HandleFunc(transport.EmulationPath, ws.ServeEmulation)
+	}
 	api.RegisterPublic(public)
 	if cfg.Web.Enabled {
 		public.Handle("/", web.Handler()) // the embedded chat page; specific routes above still win
@@ -223,11 +234,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		defer close(adminDone)
 		shutdownHTTP(shutdownCtx, adminSrv, "admin", log)
 	}()
+	// The connections drain beside the public listener too: streaming
+	// responses are requests in flight, which the listener's Shutdown would
+	// otherwise wait for until the grace period ends.
+	connsDone := make(chan struct{})
+	go func() {
+		defer close(connsDone)
+		spread := min(grace/2, 10*time.Second)
+		if err := ws.Shutdown(shutdownCtx, spread); err != nil {
+			log.Warn("connections still open at the end of the grace period were closed", "error", err)
+		}
+	}()
 	shutdownHTTP(shutdownCtx, srv, "public", log)
-	spread := min(grace/2, 10*time.Second)
-	if err := ws.Shutdown(shutdownCtx, spread); err != nil {
-		log.Warn("connections still open at the end of the grace period were closed", "error", err)
-	}
+	<-connsDone
 	<-adminDone
 	log.Info("shutdown complete")
 	return nil

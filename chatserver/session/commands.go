@@ -103,6 +103,9 @@ func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectR
 	if expires {
 		res.Ttl = ttlSeconds(expiresIn)
 	}
+	if e, ok := s.t.(Emulated); ok {
+		res.Session = e.EmulationSession()
+	}
 	var serverSubs map[*subscription]*protocol.SubscribeResult
 	if personal := s.n.Authorizer().PersonalChannel(user); personal != "" && !anonymous {
 		sub, subRes, err := s.subscribeServerSide(ctx, personal, req.Subs[personal])

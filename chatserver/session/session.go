@@ -40,6 +40,14 @@ type Transport interface {
 	Close(d codes.Disconnect)
 }
 
+// Emulated is implemented by transports whose client sends commands as
+// separate HTTP requests (bidirectional emulation): the connect reply carries
+// the session those requests must name. It is a secret of the connection,
+// unlike the client id, which other users see in presence.
+type Emulated interface {
+	EmulationSession() string
+}
+
 // Default timings; config.HTTP.PingInterval and PongTimeout override them.
 const (
 	DefaultPingInterval = 25 * time.Second

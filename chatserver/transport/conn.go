@@ -257,6 +257,8 @@ func (c *conn) pump() {
 	}
 }
 
+func (c *conn) abort() { _ = c.ws.Close() }
+
 // finish closes the socket for good; the pump calls it once, last.
 func (c *conn) finish() {
 	_ = c.ws.Close()

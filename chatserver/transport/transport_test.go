@@ -17,7 +17,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), servertest.Timeout)
 	t.Cleanup(cancel)
 	return c

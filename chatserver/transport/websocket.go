@@ -1,4 +1,11 @@
-// Package transport accepts WebSocket connections at /connection/websocket
+// Package transport is how frames travel between clients and sessions:
+// WebSocket (this file), and the fallbacks HTTP-streaming (httpstream.go) and
+// SSE (sse.go), whose commands after connect arrive at /emulation
+// (emulation.go) and are routed by the node to the replica holding the
+// session. One Handler owns the connections of every transport, so
+// Shutdown and NumConns cover them all (stream.go: the streams' write side).
+//
+// It accepts WebSocket connections at /connection/websocket
 // (gorilla/websocket), picks JSON or protobuf framing, and runs one read pump
 // per connection, and a write pump only while one is needed. Writes go out inline, without blocking,
 // from whoever enqueues them; the write pump takes over only when a socket is
@@ -40,7 +47,8 @@ const CloseMessageTooBig = websocket.CloseMessageTooBig
 
 const writeTimeout = 10 * time.Second
 
-// Handler upgrades HTTP requests and owns every connection until it closes.
+// Handler upgrades HTTP requests (and serves the streaming transports) and
+// owns every connection until it closes.
 type Handler struct {
 	n        *node.Node
 	log      *slog.Logger
@@ -49,17 +57,30 @@ type Handler struct {
 	maxQueue int
 
 	mu      sync.Mutex
-	conns   map[*conn]struct{}
+	conns   map[closer]struct{}
 	closing bool
 	wg      sync.WaitGroup
+	// streams are the emulated connections by their emulation session
+	// (stream.go); emulationWait bounds an /emulation request.
+	streams       map[string]*streamConn
+	emulationWait time.Duration
+	checkOrigin   func(*http.Request) bool
+}
+
+// closer is a connection of any transport, as Shutdown sees it.
+type closer interface {
+	Close(d codes.Disconnect)
+	// abort cuts the connection now, without a goodbye.
+	abort()
 }
 
 // NewHandler builds the WebSocket handler for a node.
 func NewHandler(n *node.Node) *Handler {
 	cfg := n.Config()
 	h := &Handler{
-		n: n, log: n.Logger(), conns: map[*conn]struct{}{},
-		maxMsg: int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
+		n: n, log: n.Logger(), conns: map[closer]struct{}{}, streams: map[string]*streamConn{},
+		emulationWait: DefaultEmulationWait,
+		maxMsg:        int64(cfg.Limits.MaxMessageBytes), maxQueue: cfg.Limits.WriteQueueBytes,
 	}
 	h.upgrader = websocket.Upgrader{
 		// A small read buffer of its own (the HTTP server's 4 KB one is freed
@@ -73,6 +94,8 @@ func NewHandler(n *node.Node) *Handler {
 		EnableCompression: true,
 		CheckOrigin:       checkOrigin(cfg.HTTP.AllowedOrigins),
 	}
+	h.checkOrigin = h.upgrader.CheckOrigin
+	n.SetEmulationHandler(h.emulateLocal)
 	return h
 }
 
@@ -194,7 +217,7 @@ const AfterGraceWait = time.Second
 func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 	h.mu.Lock()
 	h.closing = true
-	conns := make([]*conn, 0, len(h.conns))
+	conns := make([]closer, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
@@ -222,7 +245,7 @@ func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 		h.mu.Lock()
 		for c := range h.conns {
 			c.Close(codes.DisconnectShutdown)
-			_ = c.ws.Close()
+			c.abort()
 		}
 		h.mu.Unlock()
 		select {
@@ -234,7 +257,7 @@ func (h *Handler) Shutdown(ctx context.Context, spread time.Duration) error {
 	}
 }
 
-// NumConns counts open WebSocket connections (connected or not yet).
+// NumConns counts open connections of every transport (connected or not yet).
 func (h *Handler) NumConns() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -38,6 +38,8 @@ const (
 	SuffixJWT      = "jwt"
 	SuffixAPIKey   = "api-key"
 	SuffixDatabase = "db"
+	// SuffixStreams names the Ingress of the long-lived endpoints (/connection/).
+	SuffixStreams = "streams"
 )
 
 // ChildResourceName is the name of a ChatCluster's child: the cluster's name,
@@ -48,6 +50,10 @@ func ChildResourceName(cluster, suffix string) string {
 	}
 	return cluster + "-" + suffix
 }
+
+// StreamsIngressName is the Ingress of the long-lived endpoints, when
+// spec.ingress.streamAnnotations asks for one.
+func StreamsIngressName(cluster string) string { return ChildResourceName(cluster, SuffixStreams) }
 
 // ConfigMapName is the ConfigMap holding the rendered chat server config.
 func ConfigMapName(cluster string) string { return ChildResourceName(cluster, SuffixConfig) }

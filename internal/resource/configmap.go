@@ -61,6 +61,9 @@ func RenderConfig(c Cluster) config.Config {
 	// the rotation overlap, then the operator empties it.
 	cfg.HTTP.APIKeyFiles = []string{APIKeyDir + "/" + naming.APIKeyKey, APIKeyDir + "/" + keys.APIKeyPreviousKey}
 	cfg.HTTP.AllowedOrigins = s.AllowedOrigins
+	// Written out either way, so the ConfigMap says what is served.
+	cfg.HTTP.HTTPStream = ptrTo(s.Transports.HTTPStream == nil || *s.Transports.HTTPStream)
+	cfg.HTTP.SSE = ptrTo(s.Transports.SSE == nil || *s.Transports.SSE)
 	if s.TLS != nil {
 		cfg.HTTP.TLS = &config.TLS{
 			CertFile: TLSDir + "/" + corev1.TLSCertKey,

@@ -109,6 +109,7 @@ func Builders(c Cluster) []ResourceBuilder {
 		&HPABuilder{c},
 		&PDBBuilder{c},
 		&IngressBuilder{c},
+		&StreamIngressBuilder{c},
 		&NetworkPolicyBuilder{c},
 		&ServiceMonitorBuilder{c},
 	}

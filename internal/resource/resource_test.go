@@ -525,7 +525,7 @@ func TestEndpoints(t *testing.T) {
 
 func TestEveryChildIsLabelledAndNamedByOneHelper(t *testing.T) {
 	c := cluster(withAutoscaling, withTLS, func(cc *v1alpha1.ChatCluster) {
-		cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org"}
+		cc.Spec.Ingress = &v1alpha1.IngressSpec{Host: "chat.example.org", StreamAnnotations: map[string]string{"a": "b"}}
 		cc.Spec.NetworkPolicy = &v1alpha1.NetworkPolicySpec{Enabled: true}
 	})
 	c.ServiceMonitorAvailable = true
@@ -538,7 +538,7 @@ func TestEveryChildIsLabelledAndNamedByOneHelper(t *testing.T) {
 		if err := b.Update(obj); err != nil {
 			t.Fatalf("%T: %v", b, err)
 		}
-		if obj.GetNamespace() != "chat" || (name != "team-chat" && name != naming.ConfigMapName("team-chat")) {
+		if obj.GetNamespace() != "chat" || (name != "team-chat" && name != naming.ConfigMapName("team-chat") && name != naming.StreamsIngressName("team-chat")) {
 			t.Errorf("%T named %s/%s", b, obj.GetNamespace(), name)
 		}
 		if obj.GetLabels()[naming.LabelPartOf] != naming.PartOf || obj.GetLabels()[naming.LabelInstance] != "team-chat" {

@@ -58,6 +58,9 @@ const (
 	TypeLeave       = "leave"
 	TypeControl     = "control"
 	TypeProbe       = "probe"
+	// TypeNode is a control message for one node (PublishNode), routed on the
+	// topic exchange by the node's key.
+	TypeNode = "node"
 )
 
 // Header names.
@@ -317,6 +320,9 @@ func (b *Broker) queueArgs() amqp.Table {
 
 func (b *Broker) probeKey() string { return "probe." + b.opts.NodeID }
 
+// nodeKey routes messages addressed to one node (PublishNode).
+func nodeKey(nodeID string) string { return "node." + nodeID }
+
 // QueueName is the node's queue on its n-th connection: "<exchange>.node.<id>.<n>".
 func (b *Broker) queueName(n uint64) string {
 	return fmt.Sprintf("%s.node.%s.%d", b.opts.Exchange, b.opts.NodeID, n)
@@ -515,6 +521,9 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	}
 	if err := sess.topo.QueueBind(sess.queue, b.probeKey(), b.opts.Exchange, false, nil); err != nil {
 		return nil, fmt.Errorf("%w: bind probe key: %v", broker.ErrUnavailable, err)
+	}
+	if err := sess.topo.QueueBind(sess.queue, nodeKey(b.opts.NodeID), b.opts.Exchange, false, nil); err != nil {
+		return nil, fmt.Errorf("%w: bind node key: %v", broker.ErrUnavailable, err)
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
@@ -772,7 +781,7 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) bool {
 			delete(b.probes, d.MessageId)
 		}
 		b.probeMu.Unlock()
-	case TypeControl:
+	case TypeControl, TypeNode:
 		h.HandleControl(d.Body)
 	case TypePublication, TypeJoin, TypeLeave:
 		channel, _ := d.Headers[HeaderChannel].(string)
@@ -996,6 +1005,24 @@ func (b *Broker) PublishControl(ctx context.Context, data []byte) error {
 		Body:         data,
 	})
 }
+
+// PublishNode implements broker.NodePublisher: the message goes to the
+// topic exchange with the node's key, which only that node's queue binds.
+// Nothing is delivered when no such node is connected.
+func (b *Broker) PublishNode(ctx context.Context, nodeID string, data []byte) error {
+	if nodeID == "" {
+		return errors.New("amqp broker: publish to a node needs its id")
+	}
+	return b.publish(ctx, nodeKey(nodeID), amqp.Publishing{
+		Type:         TypeNode,
+		ContentType:  "application/octet-stream",
+		DeliveryMode: amqp.Transient,
+		Headers:      amqp.Table{HeaderNode: b.opts.NodeID},
+		Body:         data,
+	})
+}
+
+var _ broker.NodePublisher = (*Broker)(nil)
 
 // Ready implements broker.Broker: it publishes a probe to the topic exchange
 // with this node's probe key and waits for it to come back through the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -603,5 +604,51 @@ func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 	}
 	if got := h.LargestBatch(); got < 2 {
 		t.Fatalf("largest batch %d: nothing was handed over together", got)
+	}
+}
+
+// PublishNode reaches the addressed node only, through its own binding on
+// the topic exchange; a node that is not connected gets nothing and the
+// publish still succeeds (RabbitMQ drops what no queue binds).
+func TestPublishNodeReachesOnlyThatNode(t *testing.T) {
+	top := testenv.NewTopology(t)
+	ids := []string{"node-a", "node-b", "node-c"}
+	nodes := make([]*brokertest.Node, len(ids))
+	for i, id := range ids {
+		nodes[i] = brokertest.Start(t, newBroker(t, top, "", amqp.Options{NodeID: id}))
+	}
+	ctx := ctxFor(t, 10*time.Second)
+	b := nodes[0].B.(*amqp.Broker)
+	if err := b.PublishNode(ctx, "node-b", []byte("for b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PublishNode(ctx, "node-gone", []byte("for nobody")); err != nil {
+		t.Fatal(err)
+	}
+	// A fanout after it: once every node has it, the addressed message (sent
+	// first, on the same channel) has been routed too.
+	if err := b.PublishControl(ctx, []byte("for all")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		want := []string{"for all"}
+		if ids[i] == "node-b" {
+			want = []string{"for all", "for b"}
+		}
+		received := func() []string {
+			var got []string
+			for _, e := range n.Rec.Events("control", "") {
+				got = append(got, string(e.Data))
+			}
+			slices.Sort(got)
+			return got
+		}
+		n.Rec.WaitFor(t, "control messages on "+ids[i], func() bool { return len(received()) >= len(want) })
+		if got := received(); !slices.Equal(got, want) {
+			t.Errorf("%s received %q, want %q", ids[i], got, want)
+		}
+	}
+	if err := b.PublishNode(ctx, "", []byte("x")); err == nil {
+		t.Error("PublishNode without a node id: no error")
 	}
 }

@@ -144,8 +144,15 @@ function start(token) {
   $('signin').hidden = true;
   $('app').hidden = false;
 
+  // WebSocket first; where a proxy or carrier breaks it, the SDK falls back
+  // to HTTP-streaming, then SSE (commands then go to /emulation).
   const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
-  const client = new Centrifuge(scheme + location.host + '/connection/websocket', {
+  const origin = location.protocol + '//' + location.host;
+  const client = new Centrifuge([
+    { transport: 'websocket', endpoint: scheme + location.host + '/connection/websocket' },
+    { transport: 'http_stream', endpoint: origin + '/connection/http_stream' },
+    { transport: 'sse', endpoint: origin + '/connection/sse' },
+  ], {
     token,
     // Tokens are minted elsewhere: when this one expires the person signs in again.
     getToken: token ? () => Promise.reject(new UnauthorizedError('your token expired: sign in again')) : null,
@@ -158,8 +165,9 @@ function start(token) {
   client.on('connecting', (ctx) => {
     setStatus('connecting', ctx.code === 0 ? 'Connecting…' : 'Reconnecting…');
   });
-  client.on('connected', () => {
+  client.on('connected', (ctx) => {
     setStatus('connected', 'Connected');
+    document.body.dataset.transport = ctx.transport;
     refreshUnread([...state.rooms.keys()]);
   });
   client.on('disconnected', (ctx) => {
