@@ -62,8 +62,16 @@ func RenderConfig(c Cluster) config.Config {
 	cfg.HTTP.APIKeyFiles = []string{APIKeyDir + "/" + naming.APIKeyKey, APIKeyDir + "/" + keys.APIKeyPreviousKey}
 	cfg.HTTP.AllowedOrigins = s.AllowedOrigins
 	// Written out either way, so the ConfigMap says what is served.
-	cfg.HTTP.HTTPStream = ptrTo(s.Transports.HTTPStream == nil || *s.Transports.HTTPStream)
-	cfg.HTTP.SSE = ptrTo(s.Transports.SSE == nil || *s.Transports.SSE)
+	// Only a transport turned off is written: on is the chat server's
+	// default, and leaving it out keeps the config of every existing cluster
+	// byte for byte what it was, so this operator upgrade rolls no pod
+	// (docs/upgrading.md).
+	if t := s.Transports.HTTPStream; t != nil && !*t {
+		cfg.HTTP.HTTPStream = ptrTo(false)
+	}
+	if t := s.Transports.SSE; t != nil && !*t {
+		cfg.HTTP.SSE = ptrTo(false)
+	}
 	if s.TLS != nil {
 		cfg.HTTP.TLS = &config.TLS{
 			CertFile: TLSDir + "/" + corev1.TLSCertKey,

@@ -36,6 +36,7 @@ func configMeaning(rendered []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config hash: the rendered config does not parse: %w", err)
 	}
+	normalizeDefaults(&cfg)
 	typed, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("config hash: %w", err)
@@ -48,6 +49,24 @@ func configMeaning(rendered []byte) ([]byte, error) {
 	}
 	// encoding/json writes map keys sorted: one spelling per meaning.
 	return json.Marshal(generic)
+}
+
+// normalizeDefaults spells the switches whose default the server applies
+// when the key is absent (pointer fields: absent means on) one way: absent
+// when on, false when off. A config that writes "httpStream": true means the
+// same as one that leaves it out, and one written before the key existed.
+func normalizeDefaults(cfg *config.Config) {
+	off := false
+	if cfg.HTTP.HTTPStreamEnabled() {
+		cfg.HTTP.HTTPStream = nil
+	} else {
+		cfg.HTTP.HTTPStream = &off
+	}
+	if cfg.HTTP.SSEEnabled() {
+		cfg.HTTP.SSE = nil
+	} else {
+		cfg.HTTP.SSE = &off
+	}
 }
 
 // legacyConfigHash is the config hash as operators up to 0.1.0 computed it:

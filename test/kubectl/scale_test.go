@@ -145,7 +145,7 @@ func checkGet(t *testing.T, e *env, ns string) {
 
 	wide := e.must(t, "get", "chat", "-n", ns, "-o", "wide")
 	wt := fields(wide)
-	if got, want := strings.Join(wt[0], " "), "NAME READY REPLICAS ENDPOINT AGE REASON IMAGE"; got != want {
+	if got, want := strings.Join(wt[0], " "), "NAME READY REPLICAS ENDPOINT AGE REASON IMAGE AVAILABLE IMAGE"; got != want {
 		t.Errorf("kubectl get chat -o wide columns %q, want %q\n%s", got, want, wide)
 	}
 	if row := rowOf(wt, "scaled"); len(row) != 7 || row[5] != "Ready" || row[6] != testImage {
