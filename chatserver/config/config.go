@@ -118,9 +118,27 @@ type Auth struct {
 	// AllowTokensWithoutExpiry accepts tokens without an exp claim, which
 	// never expire. Off by default: a leaked token must not be good forever.
 	AllowTokensWithoutExpiry bool `json:"allowTokensWithoutExpiry,omitempty"`
+	// ExpiredCloseDelay is how long a connection (or a subscription) whose
+	// token expired may still refresh it before it is closed with 3005
+	// (3501 for a subscription). The SDKs refresh when the ttl of the
+	// connect reply runs out, so without this grace any latency disconnects
+	// them (Centrifugo's client_expired_close_delay). 0: DefaultExpiredCloseDelay.
+	ExpiredCloseDelay Duration `json:"expiredCloseDelay,omitempty"`
 	// Audience and Issuer, when set, must match the token's aud and iss claims.
 	Audience string `json:"audience,omitempty"`
 	Issuer   string `json:"issuer,omitempty"`
+}
+
+// DefaultExpiredCloseDelay is Auth.ExpiredCloseDelay when the key is absent
+// (Centrifugo's default too).
+const DefaultExpiredCloseDelay = 25 * time.Second
+
+// CloseDelay is the grace after a token's expiry before the connection closes.
+func (a Auth) CloseDelay() time.Duration {
+	if a.ExpiredCloseDelay > 0 {
+		return a.ExpiredCloseDelay.D()
+	}
+	return DefaultExpiredCloseDelay
 }
 
 // Broker selects and configures the broker.
@@ -342,6 +360,9 @@ func (c Config) Validate() error {
 	}
 	if !c.Auth.AllowAnonymous && len(c.Auth.HMACSecretFiles) == 0 && c.Auth.JWKSURL == "" {
 		bad("auth", "no way to authenticate: set hmacSecretFiles or jwksURL, or allowAnonymous")
+	}
+	if c.Auth.ExpiredCloseDelay < 0 || c.Auth.ExpiredCloseDelay.D() > time.Hour {
+		bad("auth.expiredCloseDelay", "must be between 0 (the default, %s) and 1h, got %s", DefaultExpiredCloseDelay, c.Auth.ExpiredCloseDelay.D())
 	}
 	switch c.Broker.Type {
 	case "memory":

@@ -47,6 +47,9 @@ func Config() config.Config {
 	cfg.HTTP.Address = "127.0.0.1:0"
 	cfg.HTTP.AdminAddress = "127.0.0.1:0"
 	cfg.HTTP.ShutdownGracePeriod = config.Duration(5 * time.Second)
+	// Expiry tests wait for 3005 after the grace: keep it short, but long
+	// enough that a refresh sent when the ttl runs out arrives on a busy machine.
+	cfg.Auth.ExpiredCloseDelay = config.Duration(1500 * time.Millisecond)
 	cfg.Log = config.Log{Level: "error", Format: "text"}
 	cfg.Namespaces = []config.Namespace{
 		{Name: "room", History: hist, Presence: true, JoinLeave: true, Recovery: true, Typing: true},

@@ -1,13 +1,17 @@
 package session_test
 
 import (
+	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/centrifugal/centrifuge-go"
+	"github.com/centrifugal/protocol"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
@@ -138,6 +142,40 @@ func TestConnectionRefresh(t *testing.T) {
 	raw.Connect(t, servertest.Sign(t, servertest.TokenClaims("bob", 1200*time.Millisecond), servertest.Secret))
 	if code := raw.WaitClose(t); code != 3005 {
 		t.Fatalf("close code %d, want 3005", code)
+	}
+}
+
+// A token that expired may still be refreshed during auth.expiredCloseDelay,
+// as the SDKs do when the connect reply's ttl runs out (Centrifugo's
+// client_expired_close_delay): the connection stays. Before the grace, a
+// refresh arriving a moment after the expiry found the connection closed.
+func TestExpiredTokenCanBeRefreshedDuringTheGrace(t *testing.T) {
+	cfg := servertest.Config()
+	cfg.Auth.ExpiredCloseDelay = config.Duration(2 * time.Second)
+	srv := servertest.Start(t, cfg, nil, nil)
+	raw := servertest.DialRaw(t, srv.WS, "json")
+	res := raw.Connect(t, servertest.Sign(t, servertest.TokenClaims("carol", 1200*time.Millisecond), servertest.Secret))
+	if !res.Expires || res.Ttl == 0 {
+		t.Fatalf("connect result expires %v ttl %d", res.Expires, res.Ttl)
+	}
+	time.Sleep(time.Duration(res.Ttl)*time.Second + 500*time.Millisecond) // past exp, within the grace
+	id := raw.Command(t, &protocol.Command{Refresh: &protocol.RefreshRequest{
+		Token: servertest.Sign(t, servertest.TokenClaims("carol", time.Hour), servertest.Secret)}})
+	if r := raw.Reply(t, id); r.Error != nil || r.Refresh == nil || r.Refresh.Ttl < 3000 {
+		t.Fatalf("refresh after expiry within the grace: %+v", r)
+	}
+	// Past the first token's expiry plus the grace: still connected (the
+	// read ends by its deadline, not by a close).
+	end := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(end) {
+		_, err := raw.Read(time.Until(end))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the refreshed connection closed: %v", err)
+		}
 	}
 }
 

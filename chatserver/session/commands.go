@@ -87,7 +87,7 @@ func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectR
 	}
 	s.state = stateConnected
 	if expires {
-		s.expireTimer = time.AfterFunc(expiresIn, s.expire)
+		s.expireTimer = time.AfterFunc(expiresIn+s.n.Config().Auth.CloseDelay(), s.expire)
 	}
 	s.timer.Stop()
 	s.timer = time.AfterFunc(s.pingInterval, s.sendPing)
@@ -283,7 +283,7 @@ func (s *Session) refresh(ctx context.Context, req *protocol.RefreshRequest) (*p
 	}
 	if in, ok := auth.ExpiresIn(claims.RegisteredClaims, time.Now()); ok {
 		res.Expires, res.Ttl = true, ttlSeconds(in)
-		s.expireTimer = time.AfterFunc(in, s.expire)
+		s.expireTimer = time.AfterFunc(in+s.n.Config().Auth.CloseDelay(), s.expire)
 	}
 	return &protocol.Reply{Refresh: res}, nil
 }
@@ -310,7 +310,7 @@ func (s *Session) subRefresh(ctx context.Context, req *protocol.SubRefreshReques
 	res := &protocol.SubRefreshResult{}
 	if in, ok := auth.ExpiresIn(claims.RegisteredClaims, time.Now()); ok {
 		res.Expires, res.Ttl = true, ttlSeconds(in)
-		sub.expireTimer = time.AfterFunc(in, func() { s.Disconnect(codes.DisconnectSubExpired) })
+		sub.expireTimer = time.AfterFunc(in+s.n.Config().Auth.CloseDelay(), func() { s.Disconnect(codes.DisconnectSubExpired) })
 	}
 	return &protocol.Reply{SubRefresh: res}, nil
 }

@@ -143,7 +143,7 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 	}
 	if expires {
 		res.Expires, res.Ttl = true, ttlSeconds(expiresIn)
-		sub.expireTimer = time.AfterFunc(expiresIn, func() { s.Disconnect(codes.DisconnectSubExpired) })
+		sub.expireTimer = time.AfterFunc(expiresIn+s.n.Config().Auth.CloseDelay(), func() { s.Disconnect(codes.DisconnectSubExpired) })
 	}
 
 	data, err := protocol.GetReplyEncoder(s.proto).Encode(&protocol.Reply{Id: id, Subscribe: res})
