@@ -347,6 +347,24 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:Maximum=67108864
 	// +optional
 	WriteQueueBytes int32 `json:"writeQueueBytes,omitempty"`
+
+	// CommandCostPerSecond is each connection's budget for commands, in cost
+	// units (docs/protocol.md lists each command's cost), recovering at this
+	// rate with bursts of ten seconds' worth; past it a command is answered
+	// 111 "too many requests". Empty: the chat server's default (100); 0
+	// turns it off.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	CommandCostPerSecond *int32 `json:"commandCostPerSecond,omitempty"`
+
+	// UserCommandCostPerSecond is the same budget shared by all of one
+	// user's connections on a replica. Empty: the chat server's default
+	// (300); 0 turns it off.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	UserCommandCostPerSecond *int32 `json:"userCommandCostPerSecond,omitempty"`
 }
 
 // ServiceSpec is the Service in front of the chat servers.

@@ -136,6 +136,14 @@ func RenderConfig(c Cluster) config.Config {
 	if s.Limits.WriteQueueBytes > 0 {
 		l.WriteQueueBytes = int(s.Limits.WriteQueueBytes)
 	}
+	// Written only when set: left empty, the chat server's defaults apply and
+	// existing clusters' configs (and pods) stay as they were.
+	if v := s.Limits.CommandCostPerSecond; v != nil {
+		l.CommandCostPerSecond = int(*v)
+	}
+	if v := s.Limits.UserCommandCostPerSecond; v != nil {
+		l.UserCommandCostPerSecond = int(*v)
+	}
 
 	if s.WebClient.Enabled != nil {
 		cfg.Web.Enabled = *s.WebClient.Enabled

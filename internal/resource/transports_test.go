@@ -62,3 +62,22 @@ func TestTransportDefaultsHashLikeTheirAbsence(t *testing.T) {
 		t.Error("turning SSE off does not change the meaning")
 	}
 }
+
+// The command budgets reach the config when the spec sets them, 0 included
+// (off); left empty the chat server's defaults stay.
+func TestCommandBudgetsReachTheConfig(t *testing.T) {
+	def := RenderConfig(cluster())
+	if def.Limits.CommandCostPerSecond != 100 || def.Limits.UserCommandCostPerSecond != 300 {
+		t.Errorf("defaults: %+v", def.Limits)
+	}
+	zero, many := int32(0), int32(2000)
+	cfg := RenderConfig(cluster(func(cc *v1alpha1.ChatCluster) {
+		cc.Spec.Limits.CommandCostPerSecond, cc.Spec.Limits.UserCommandCostPerSecond = &many, &zero
+	}))
+	if cfg.Limits.CommandCostPerSecond != 2000 || cfg.Limits.UserCommandCostPerSecond != 0 {
+		t.Errorf("set: %+v", cfg.Limits)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("rendered config invalid: %v", err)
+	}
+}
