@@ -43,6 +43,9 @@ const (
 	ReasonDeleting  = "InUse"
 )
 
+// backendIndex indexes ChatClusters by the ChatBackends their status says they use.
+const backendIndex = "chat.parley.io/backends"
+
 // DefaultProbeInterval is how often a backend's reachability is checked.
 const DefaultProbeInterval = time.Minute
 
@@ -83,7 +86,9 @@ func (r *ChatBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	var clusters v1alpha1.ChatClusterList
-	if err := r.List(ctx, &clusters); err != nil {
+	// Through the index: a ChatCluster's status change brings a pass here,
+	// which must not read every ChatCluster of the cluster.
+	if err := r.List(ctx, &clusters, client.MatchingFields{backendIndex: b.Name}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list ChatClusters: %w", err)
 	}
 	users := backends.UsedBy(clusters.Items, b.Name)
@@ -268,6 +273,18 @@ func (r *ChatBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("chatbackend-controller")
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ChatCluster{}, backendIndex, func(o client.Object) []string {
+		b := o.(*v1alpha1.ChatCluster).Status.Backends
+		var names []string
+		for _, n := range []string{b.Broker, b.Database} {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+		return names
+	}); err != nil {
+		return fmt.Errorf("index ChatClusters by ChatBackend: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("chatbackend").

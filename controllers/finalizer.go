@@ -94,7 +94,9 @@ func (pc piece) inSpec(cc *v1alpha1.ChatCluster) (present bool, deleteWith *v1al
 // what names the piece's external state, for events and conditions.
 func (pc piece) what(cc *v1alpha1.ChatCluster) string {
 	if pc.section == "broker" {
-		if usesBrokerBackend(cc) || cc.Spec.Broker == nil && cc.Status.ExternalState.Broker != nil && cc.Status.ExternalState.Broker.Backend != "" {
+		// A tenant of a backend (in the spec, or recorded for a removed spec.broker).
+		rec := cc.Status.ExternalState.Broker
+		if usesBrokerBackend(cc) || (cc.Spec.Broker == nil && rec != nil && rec.Backend != "") {
 			t := brokerTenant(cc)
 			return fmt.Sprintf("RabbitMQ vhost %q (with its exchanges and queues) and user %q", t.VHost, t.User)
 		}

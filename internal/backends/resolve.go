@@ -2,6 +2,7 @@ package backends
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -257,13 +258,10 @@ func (r Resolver) object(ctx context.Context, gvk schema.GroupVersionKind, ref v
 }
 
 // isNoKind recognises the API server's 404 for a resource that does not exist
-// at all (a discovery cache that still listed it).
+// at all (a discovery cache that still listed it): no object name in it.
 func isNoKind(err error) bool {
 	var st apierrors.APIStatus
-	if s, ok := err.(apierrors.APIStatus); ok {
-		st = s
-	}
-	return st != nil && apierrors.IsNotFound(err) && st.Status().Details != nil && st.Status().Details.Name == ""
+	return errors.As(err, &st) && apierrors.IsNotFound(err) && st.Status().Details != nil && st.Status().Details.Name == ""
 }
 
 func (r Resolver) secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {

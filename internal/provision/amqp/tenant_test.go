@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -403,7 +402,7 @@ func TestProbe(t *testing.T) {
 
 func TestProbeIsBoundedByTheContext(t *testing.T) {
 	// A management port that accepts and never answers must not hang the call.
-	addr := silentListener(t)
+	addr := testenv.Blackhole(t)
 	b := testBackend()
 	b.ManagementURI = "http://" + addr
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -416,35 +415,6 @@ func TestProbeIsBoundedByTheContext(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("Probe took %v with a 500ms context", d)
 	}
-}
-
-// silentListener accepts TCP connections and never answers.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
 }
 
 func TestPasswordMatchesRabbitMQsOwnHash(t *testing.T) {
