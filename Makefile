@@ -75,8 +75,8 @@ envtest: ## Build (once, cached) kube-apiserver, etcd and kubectl from source; p
 	@hack/control-plane.sh --with-kubectl
 
 .PHONY: test
-test: manifests generate fmt vet services helm browser-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e runs bin/ on a local cluster).
-	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl); echo "KUBEBUILDER_ASSETS=$$assets"; \
+test: manifests generate fmt vet services helm browser-deps node-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
+	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl --with-node); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 rc1=0; rc2=0; \
 	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... || rc1=$$?; \
@@ -104,8 +104,12 @@ build: ## Build the operator and chat server binaries into bin/.
 run: manifests generate ## Run the operator against the current kubeconfig.
 	go run ./cmd/manager
 
+.PHONY: node-deps
+node-deps: ## Install the local node's Debian packages (containerd, runc, CNI plugins, iptables, conntrack) when missing.
+	@hack/node-deps.sh
+
 .PHONY: demo
-demo: build ## Start a local cluster, the operator and a 3-replica ChatCluster; print how to chat.
+demo: build helm node-deps ## Start a local cluster, the operator and a 3-replica ChatCluster; print how to chat.
 	@hack/demo.sh
 
 .PHONY: image

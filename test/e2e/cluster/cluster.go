@@ -1,58 +1,59 @@
-// Package cluster is Parley's local Kubernetes cluster for development, demos
-// and end-to-end tests on a machine without a container runtime: the real
-// control plane (etcd, kube-apiserver and kube-controller-manager v1.37.2,
-// built by hack/control-plane.sh), one node run by nodeagent, which executes
-// Parley images as local processes of the binaries built from this
-// repository, and serviceproxy in place of kube-proxy. Production runs on real
-// Kubernetes; docs/local-cluster.md says what this harness does not emulate.
+// Package cluster is Parley's local Kubernetes cluster for the demo and the
+// end-to-end tests: a real single node on this machine. etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, the kubelet and kube-proxy
+// (v1.37.2, built from the Go module proxy by hack/control-plane.sh
+// --with-node), containerd and runc (Debian), the bridge CNI, CoreDNS and
+// metrics-server, all in the node's own network namespace. Pods run from OCI
+// images built here by internal/image (Parley's is the one `make image`
+// builds), with cgroups, seccomp, probes by the kubelet, and Services by
+// kube-proxy. docs/local-cluster.md has the layout and what differs from a
+// production cluster.
 package cluster
 
 import (
+	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/parley-chat/parley/test/e2e/cluster/localnet"
-	"github.com/parley-chat/parley/test/e2e/cluster/nodeagent"
-	"github.com/parley-chat/parley/test/e2e/cluster/serviceproxy"
+	_ "embed"
 )
 
 // Options configure a local cluster.
 type Options struct {
-	// Assets is the directory with etcd, kube-apiserver and
-	// kube-controller-manager (`hack/control-plane.sh --with-kcm`).
+	// Assets is the directory hack/control-plane.sh --with-kcm --with-kubectl
+	// --with-node fills (etcd, the Kubernetes binaries, CoreDNS, metrics-server).
 	Assets string
-	// BinDir holds Parley's binaries (`make build`), run for Parley images.
+	// RepoRoot is Parley's repository (the pause program's source).
+	RepoRoot string
+	// BinDir holds Parley's binaries (`make build`); they become the Parley
+	// image the node runs (ParleyImage). Empty: no Parley image.
 	BinDir string
-	// StateDir holds everything the cluster writes (etcd data, certificates,
-	// pods, logs). Empty: a temporary directory removed by Stop.
+	// StateDir holds everything the cluster writes (certificates, etcd,
+	// containerd, the kubelet, logs). Empty: a temporary directory removed by Stop.
 	StateDir string
-	// HostEndpoints are host addresses reachable from inside pods at the
-	// same address, e.g. "127.0.0.1:5672" for the machine's RabbitMQ.
-	HostEndpoints []string
-	// Images overrides which images the node runs (default: Parley's, from BinDir).
-	Images nodeagent.Images
-	// Log receives the node agent's and proxy's logs (default: discarded).
+	// LockWait bounds the wait for another local cluster on this machine to
+	// stop (default 20 minutes: a parallel test package's whole run).
+	LockWait time.Duration
+	// Log receives progress (default: discarded).
 	Log *slog.Logger
 }
 
@@ -61,287 +62,438 @@ type Cluster struct {
 	// Config is an admin (system:masters) client configuration.
 	Config *rest.Config
 	Client kubernetes.Interface
-	// Kubeconfig is the path of an admin kubeconfig file for other programs.
+	// Kubeconfig is an admin kubeconfig file for kubectl and helm.
 	Kubeconfig string
-	// Plan is the cluster's address plan.
-	Plan  localnet.Plan
-	Agent *nodeagent.Agent
-	Proxy *serviceproxy.Proxy
-	// StateDir is where the cluster keeps its files; pod logs are under logs/.
+	// Kubectl is the kubectl binary of the same version.
+	Kubectl string
+	// StateDir is where the cluster keeps its files; component logs are under logs/.
 	StateDir string
+	// ParleyImage is the image built from BinDir, imported into the node.
+	ParleyImage string
 
-	env       *envtest.Environment
-	kcm       *exec.Cmd
-	kcmDone   <-chan struct{}
-	cancel    context.CancelFunc
-	done      chan struct{}
-	removeDir bool
-	logFiles  []*os.File
-	reaper    *reaper
+	opts       Options
+	pki        *pki
+	lock       *os.File
+	record     *record
+	components []*component
+	proxies    []*TCPProxy
+	extraEnv   map[string][]string
+	removeDir  bool
 }
 
-// Start brings up the control plane, the controller manager, the node and
-// the service proxy, and returns when the node is Ready and the controllers
-// are working.
+// lockHeldByParent is set by a test's child process whose parent holds the
+// machine lock for it (leftovers_test.go).
+var lockHeldByParent bool
+
+// Start brings up the node and its add-ons and returns when the node is
+// Ready, CoreDNS answers and the metrics API is served. What a run that
+// died left on the host is cleaned up first.
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
-	if opts.Assets == "" {
-		return nil, errors.New("cluster: Options.Assets is required (run hack/control-plane.sh --with-kcm)")
-	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
-		if _, err := os.Stat(filepath.Join(opts.Assets, b)); err != nil {
-			return nil, fmt.Errorf("cluster: %s missing in %s (run hack/control-plane.sh --with-kcm): %w", b, opts.Assets, err)
-		}
-	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	c = &Cluster{Plan: localnet.NewPlan(), done: make(chan struct{})}
-	if opts.StateDir == "" {
-		dir, err := os.MkdirTemp("", "parley-cluster-")
-		if err != nil {
+	if opts.LockWait == 0 {
+		opts.LockWait = 20 * time.Minute
+	}
+	if err := checkPrerequisites(opts.Assets); err != nil {
+		return nil, err
+	}
+	c = &Cluster{opts: opts, extraEnv: map[string][]string{}, Kubectl: filepath.Join(opts.Assets, "kubectl")}
+	if !lockHeldByParent {
+		if c.lock, err = lockMachine(opts.LockWait); err != nil {
 			return nil, err
 		}
-		opts.StateDir, c.removeDir = dir, true
-	}
-	c.StateDir = opts.StateDir
-	if c.reaper, err = startReaper(); err != nil {
-		return nil, fmt.Errorf("start process reaper: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			c.Stop()
 		}
 	}()
-	for _, d := range []string{"etcd", "apiserver", "logs"} {
-		if err := os.MkdirAll(filepath.Join(opts.StateDir, d), 0o755); err != nil {
+	prev, err := readRecord()
+	if err != nil {
+		opts.Log.Warn("unreadable record of an earlier local cluster", "err", err)
+	}
+	if found, err := cleanUp(prev); err != nil {
+		return c, fmt.Errorf("clean up what an earlier local cluster left: %w", err)
+	} else if len(found) > 0 {
+		opts.Log.Warn("cleaned up what an earlier local cluster left", "what", strings.Join(found, ", "))
+	}
+	if opts.StateDir == "" {
+		if opts.StateDir, err = os.MkdirTemp("", "parley-cluster-"); err != nil {
+			return c, err
+		}
+		c.removeDir = true
+	} else if err := os.RemoveAll(opts.StateDir); err != nil {
+		return c, err
+	}
+	c.StateDir = opts.StateDir
+	for _, d := range []string{"logs", "run", "etcd", "containerd/root", "containerd/state", "cni/ipam", "kubelet", "logs/pods", "images"} {
+		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
 			return c, err
 		}
 	}
-	apiLog, err := c.logFile("apiserver.log")
-	if err != nil {
+	if c.record, err = newRecord(c.StateDir); err != nil {
 		return c, err
 	}
-	etcdLog, err := c.logFile("etcd.log")
-	if err != nil {
+	t0 := time.Now()
+	step := func(what string) { opts.Log.Info(what, "after", time.Since(t0).Round(10*time.Millisecond)) }
+	if err := c.writePKI(); err != nil {
+		return c, fmt.Errorf("certificates: %w", err)
+	}
+	if err := createNodeNetwork(); err != nil {
+		return c, fmt.Errorf("node network: %w", err)
+	}
+	step("node network namespace")
+	if err := c.startControlPlane(ctx); err != nil {
 		return c, err
 	}
-
-	api := &envtest.APIServer{CertDir: filepath.Join(opts.StateDir, "apiserver"), Out: apiLog, Err: apiLog}
-	api.Configure().
-		Set("service-cluster-ip-range", c.Plan.Services.String()).
-		// envtest disables the ServiceAccount admission plugin because it runs
-		// no controllers; this cluster runs them, so pods get their
-		// ServiceAccount as on any cluster.
-		Disable("disable-admission-plugins")
-	c.env = &envtest.Environment{
-		BinaryAssetsDirectory: opts.Assets,
-		ControlPlane: envtest.ControlPlane{
-			APIServer: api,
-			Etcd:      &envtest.Etcd{DataDir: filepath.Join(opts.StateDir, "etcd"), Out: etcdLog, Err: etcdLog},
-		},
-		ControlPlaneStartTimeout: time.Minute,
-		ControlPlaneStopTimeout:  30 * time.Second,
-	}
-	cfg, err := c.env.Start()
-	c.reaper.watchChildren(opts.StateDir)
-	if err != nil {
-		return c, fmt.Errorf("start etcd and kube-apiserver: %w", err)
-	}
-	c.Config = cfg
-	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+	step("kube-apiserver ready")
+	if err := c.startNode(ctx); err != nil {
 		return c, err
 	}
-	admin, err := c.env.ControlPlane.AddUser(envtest.User{Name: "parley-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
+	step("node Ready")
+	if err := c.installAddons(ctx); err != nil {
 		return c, err
 	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		return c, err
-	}
-	c.Kubeconfig = filepath.Join(opts.StateDir, "kubeconfig")
-	if err := os.WriteFile(c.Kubeconfig, kc, 0o600); err != nil {
-		return c, err
-	}
-	if err := c.startControllerManager(opts); err != nil {
-		return c, err
-	}
-
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	images := opts.Images
-	if images == nil {
-		images = nodeagent.ParleyImages{Repositories: nodeagent.DefaultRepositories, BinDir: opts.BinDir}
-	}
-	c.Agent, err = nodeagent.New(nodeagent.Config{
-		Client: c.Client, PodCIDR: c.Plan.Pods, StateDir: opts.StateDir, Images: images,
-		HostEndpoints: opts.HostEndpoints, Log: opts.Log,
-	})
-	if err != nil {
-		return c, err
-	}
-	c.Proxy = serviceproxy.New(c.Client, opts.Log)
-	errc := make(chan error, 2)
-	go func() { errc <- c.Agent.Run(runCtx) }()
-	go func() { errc <- c.Proxy.Run(runCtx) }()
-	go func() {
-		var errs []error
-		for range 2 {
-			if err := <-errc; err != nil {
-				errs = append(errs, err)
-				opts.Log.Error("local cluster component stopped", "err", err)
-			}
-		}
-		close(c.done)
-	}()
-	if err := c.waitReady(ctx); err != nil {
-		return c, err
-	}
+	step("CoreDNS and metrics-server ready")
 	return c, nil
 }
 
-func (c *Cluster) logFile(name string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(c.StateDir, "logs", name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err == nil {
-		c.logFiles = append(c.logFiles, f)
+// checkPrerequisites names what is missing, and how to get it.
+func checkPrerequisites(assets string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the local cluster needs root (network namespace, containerd, the kubelet)")
 	}
-	return f, err
+	var missing []string
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "coredns", "metrics-server"} {
+		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s missing in %q: run hack/control-plane.sh --with-kcm --with-kubectl --with-node", strings.Join(missing, ", "), assets)
+	}
+	missing = nil
+	for _, b := range []string{"containerd", "runc", "ctr", "ip", "nsenter", "iptables", "conntrack", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/lib/cni/portmap"} {
+		if _, err := exec.LookPath(b); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s missing: run hack/node-deps.sh (Debian packages containerd, runc, containernetworking-plugins, iptables, conntrack)", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
-func (c *Cluster) startControllerManager(opts Options) error {
-	dir := filepath.Join(opts.StateDir, "controller-manager")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+func (c *Cluster) writePKI() (err error) {
+	if c.pki, err = newPKI(c.path("pki")); err != nil {
 		return err
 	}
-	user, err := c.env.ControlPlane.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
+	p := c.pki
+	certs := []struct {
+		name, cn string
+		orgs     []string
+		hosts    []string
+	}{
+		{"apiserver", "kube-apiserver", nil, []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + ClusterDomain, "localhost", "127.0.0.1", KubernetesServiceIP.String(), NodeIP.String()}},
+		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil},
+		{"front-proxy-client", "front-proxy-client", nil, nil},
+		{"admin", "parley-admin", []string{"system:masters"}, nil},
+		{"kubelet", "system:node:" + NodeName, []string{"system:nodes"}, nil},
+		{"kube-proxy", "system:kube-proxy", nil, nil},
+		{"kube-controller-manager", "system:kube-controller-manager", nil, nil},
+		{"kube-scheduler", "system:kube-scheduler", nil, nil},
 	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		return err
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		return err
-	}
-	ca := filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(ca, c.Config.CAData, 0o644); err != nil {
-		return err
-	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	log, err := c.logFile("kube-controller-manager.log")
-	if err != nil {
-		return err
-	}
-	c.kcm = exec.Command(filepath.Join(opts.Assets, "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig,
-		"--authentication-kubeconfig="+kubeconfig,
-		"--authorization-kubeconfig="+kubeconfig,
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(port),
-		"--cert-dir="+dir,
-		"--root-ca-file="+ca,
-		"--use-service-account-credentials=false",
-		"--cluster-name=parley-local",
-		"--controllers=*",
-		// One node: there is nothing to balance, and faster reactions keep tests short.
-		"--concurrent-deployment-syncs=5", "--concurrent-replicaset-syncs=5",
-		"--v=1",
-	)
-	c.kcm.Stdout, c.kcm.Stderr = log, log
-	c.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if c.kcmDone, err = StartTied(c.kcm); err != nil {
-		return fmt.Errorf("start kube-controller-manager: %w", err)
-	}
-	// Healthy when its secure port answers /healthz.
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // self-signed serving cert of a local process
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.kcmDone:
-			return fmt.Errorf("kube-controller-manager exited; see %s", log.Name())
-		default:
+	for _, ct := range certs {
+		if err := p.cert(ct.name, ct.cn, ct.orgs, ct.hosts...); err != nil {
+			return err
 		}
-		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+	}
+	if err := p.serviceAccountKey(); err != nil {
+		return err
+	}
+	server := "https://" + net.JoinHostPort(NodeIP.String(), strconv.Itoa(apiServerPort))
+	for _, n := range []string{"admin", "kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler"} {
+		if err := p.kubeconfig(c.path(n+".kubeconfig"), n, server); err != nil {
+			return err
+		}
+	}
+	c.Kubeconfig = c.path("admin.kubeconfig")
+	return nil
+}
+
+func (c *Cluster) startControlPlane(ctx context.Context) error {
+	a, p := c.opts.Assets, c.pki
+	if _, err := c.startComponent("etcd", filepath.Join(a, "etcd"),
+		"--data-dir="+c.path("etcd"),
+		"--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
+		"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+		"--initial-cluster=default=http://127.0.0.1:2380", "--listen-metrics-urls=http://127.0.0.1:2381",
+		"--unsafe-no-fsync", // a throw-away cluster; fsync per write costs seconds on a shared disk
+	); err != nil {
+		return err
+	}
+	if _, err := c.startComponent("kube-apiserver", filepath.Join(a, "kube-apiserver"),
+		"--etcd-servers=http://127.0.0.1:2379",
+		"--bind-address=0.0.0.0", "--secure-port="+strconv.Itoa(apiServerPort), "--advertise-address="+NodeIP.String(),
+		"--cert-dir="+c.path("pki"),
+		"--tls-cert-file="+p.path("apiserver.crt"), "--tls-private-key-file="+p.path("apiserver.key"),
+		"--client-ca-file="+p.path("ca.crt"),
+		"--kubelet-client-certificate="+p.path("apiserver-kubelet-client.crt"), "--kubelet-client-key="+p.path("apiserver-kubelet-client.key"),
+		// Else `kubectl logs/exec` resolve the node's name through DNS and time out.
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--service-account-issuer=https://kubernetes.default.svc."+ClusterDomain,
+		"--service-account-key-file="+p.path("sa.pub"), "--service-account-signing-key-file="+p.path("sa.key"),
+		"--service-cluster-ip-range="+ServiceCIDR.String(),
+		"--authorization-mode=Node,RBAC",
+		// PodSecurity is on by default; namespaces opt into a level by label.
+		"--enable-admission-plugins=NodeRestriction",
+		// The aggregation layer (metrics-server's metrics.k8s.io).
+		"--requestheader-client-ca-file="+p.path("ca.crt"), "--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+p.path("front-proxy-client.crt"), "--proxy-client-key-file="+p.path("front-proxy-client.key"),
+		"--enable-aggregator-routing=true",
+		"--allow-privileged=false",
+		"--profiling=false",
+	); err != nil {
+		return err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	c.Config = cfg
+	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, time.Minute, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil, nil
+	}); err != nil {
+		return err
+	}
+	if _, err := c.startComponent("kube-controller-manager", filepath.Join(a, "kube-controller-manager"),
+		"--kubeconfig="+c.path("kube-controller-manager.kubeconfig"),
+		"--authentication-kubeconfig="+c.path("kube-controller-manager.kubeconfig"),
+		"--authorization-kubeconfig="+c.path("kube-controller-manager.kubeconfig"),
+		"--bind-address=127.0.0.1", "--secure-port=10257", "--cert-dir="+c.path("pki", "kcm"),
+		"--leader-elect=false",
+		// The pod CIDR is the CNI's, not allocated per node.
+		"--controllers=*,-nodeipam",
+		"--service-account-private-key-file="+p.path("sa.key"), "--root-ca-file="+p.path("ca.crt"),
+		"--use-service-account-credentials=true",
+		"--cluster-signing-cert-file="+p.path("ca.crt"), "--cluster-signing-key-file="+p.path("ca.key"),
+		"--service-cluster-ip-range="+ServiceCIDR.String(), "--cluster-name=parley-local",
+		// One node: faster reactions keep tests short; the HPA checks often.
+		"--concurrent-deployment-syncs=5", "--concurrent-replicaset-syncs=5",
+		"--horizontal-pod-autoscaler-sync-period=5s",
+		"--horizontal-pod-autoscaler-downscale-stabilization=30s",
+	); err != nil {
+		return err
+	}
+	_, err = c.startComponent("kube-scheduler", filepath.Join(a, "kube-scheduler"),
+		"--kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--authentication-kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--authorization-kubeconfig="+c.path("kube-scheduler.kubeconfig"),
+		"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=false",
+	)
+	return err
+}
+
+func (c *Cluster) startNode(ctx context.Context) error {
+	a := c.opts.Assets
+	cfg, err := c.writeContainerdConfig()
+	if err != nil {
+		return err
+	}
+	if err := c.writeCNIConfig(); err != nil {
+		return err
+	}
+	if _, err := c.startComponent("containerd", "containerd", "--config", cfg); err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, 30*time.Second, "containerd", func(context.Context) (bool, error) {
+		return c.ctr("version") == nil, nil
+	}); err != nil {
+		return err
+	}
+	if err := c.importImages(); err != nil {
+		return err
+	}
+	kcfg, err := c.writeKubeletConfig()
+	if err != nil {
+		return err
+	}
+	pcfg, err := c.writeKubeProxyConfig()
+	if err != nil {
+		return err
+	}
+	if _, err := c.startComponent("kubelet", filepath.Join(a, "kubelet"),
+		"--config="+kcfg, "--kubeconfig="+c.path("kubelet.kubeconfig"),
+		"--root-dir="+c.path("kubelet"), "--cert-dir="+c.path("kubelet", "pki"),
+		"--hostname-override="+NodeName, "--node-ip="+NodeIP.String(), "--v=1",
+	); err != nil {
+		return err
+	}
+	if _, err := c.startComponent("kube-proxy", filepath.Join(a, "kube-proxy"), "--config="+pcfg, "--v=1"); err != nil {
+		return err
+	}
+	return c.waitFor(ctx, 90*time.Second, "node Ready and the default ServiceAccount", func(ctx context.Context) (bool, error) {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+				return err == nil, nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("kube-controller-manager not healthy after a minute; see %s", log.Name())
+		return false, nil
+	})
 }
 
-// waitReady waits for the node to be Ready and the service account
-// controller to have created the default ServiceAccount (pods need it).
-func (c *Cluster) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+// importImages builds the pause, CoreDNS, metrics-server and Parley images
+// and imports them.
+func (c *Cluster) importImages() error {
+	pause, err := buildPause(c.opts.RepoRoot, c.path("images"))
+	if err != nil {
+		return err
+	}
+	a := c.opts.Assets
+	builds := []imageBuild{
+		staticImage(pauseImage, "pause", pause),
+		staticImage(CoreDNSImage, "coredns", filepath.Join(a, "coredns")),
+		staticImage(MetricsServerImage, "metrics-server", filepath.Join(a, "metrics-server")),
+	}
+	if c.opts.BinDir != "" {
+		bins := map[string]string{}
+		for _, p := range parleySpec().Programs {
+			bins[p.Name] = filepath.Join(c.opts.BinDir, p.Name)
+		}
+		builds = append(builds, imageBuild{spec: parleySpec(), binaries: bins})
+	}
+	digests, err := c.buildAndImport(c.path("images"), builds)
+	if err != nil {
+		return err
+	}
+	for ref := range digests {
+		if strings.HasPrefix(ref, "ghcr.io/parley-chat/parley:") {
+			c.ParleyImage = ref
+		}
+	}
+	return nil
+}
+
+//go:embed addons/coredns.yaml
+var coreDNSManifest string
+
+//go:embed addons/metrics-server.yaml
+var metricsServerManifest string
+
+func (c *Cluster) installAddons(ctx context.Context) error {
+	vars := strings.NewReplacer(
+		"${COREDNS_IMAGE}", CoreDNSImage, "${METRICS_SERVER_IMAGE}", MetricsServerImage,
+		"${DNS_SERVICE_IP}", DNSServiceIP.String(), "${CLUSTER_DOMAIN}", ClusterDomain,
+	)
+	for _, m := range []string{coreDNSManifest, metricsServerManifest} {
+		if err := c.Apply(ctx, vars.Replace(m)); err != nil {
+			return err
+		}
+	}
+	if err := c.waitFor(ctx, 90*time.Second, "CoreDNS ready", func(ctx context.Context) (bool, error) {
+		d, err := c.Client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		return err == nil && d.Status.ReadyReplicas >= 1, nil
+	}); err != nil {
+		return err
+	}
+	return c.waitFor(ctx, 2*time.Minute, "the metrics API (metrics-server)", func(ctx context.Context) (bool, error) {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes").DoRaw(ctx)
+		return err == nil, nil
+	})
+}
+
+// Apply applies YAML with kubectl (server-side), as a user would.
+func (c *Cluster) Apply(ctx context.Context, yaml string) error {
+	cmd := exec.CommandContext(ctx, c.Kubectl, "--kubeconfig", c.Kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-")
+	cmd.Stdin = strings.NewReader(yaml)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl apply: %v: %s", err, out.String())
+	}
+	return nil
+}
+
+// Kubectl runs kubectl with the admin kubeconfig and returns its output.
+func (c *Cluster) RunKubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// waitFor polls cond every 200ms until it holds, a component exits, or
+// limit passes.
+func (c *Cluster) waitFor(ctx context.Context, limit time.Duration, what string, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		node, err := c.Client.CoreV1().Nodes().Get(ctx, c.Agent.NodeName(), metav1.GetOptions{})
-		ready := false
-		if err == nil {
-			for _, cond := range node.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					ready = true
-				}
-			}
+		ok, err := cond(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		_, saErr := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		if ready && saErr == nil {
+		if ok {
 			return nil
+		}
+		for _, p := range c.components {
+			if p.exited() {
+				return fmt.Errorf("waiting for %s: %s exited; its log %s ends:\n%s", what, p.name, p.log, tail(p.log, 3000))
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("local cluster not ready (node ready=%v, default service account: %v): %w", ready, saErr, ctx.Err())
-		case <-c.done:
-			return errors.New("local cluster: node agent or service proxy stopped during start")
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-// Stop stops the node (every container gets SIGTERM, then SIGKILL after
-// 5s), the controller manager and the control plane, and removes the state
-// directory when Start created it.
+// Stop stops the node's pods and components and undoes every change to the
+// host (leftovers.go); it removes the state directory when Start made it.
 func (c *Cluster) Stop() {
-	if c.cancel != nil {
-		c.cancel()
-		select {
-		case <-c.done:
-		case <-time.After(30 * time.Second):
+	for _, p := range c.proxies {
+		p.Close()
+	}
+	// The kubelet and kube-proxy first, so nothing restarts the containers
+	// cleanUp kills; the control plane last.
+	order := []string{"kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager", "containerd", "kube-apiserver", "etcd"}
+	for _, name := range order {
+		for _, p := range c.components {
+			if p.name == name {
+				p.stop(10 * time.Second)
+			}
 		}
 	}
-	if c.kcm != nil && c.kcm.Process != nil {
-		_ = c.kcm.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.kcmDone:
-		case <-time.After(10 * time.Second):
-			_ = c.kcm.Process.Kill()
-			<-c.kcmDone
+	if c.record != nil {
+		if _, err := cleanUp(c.record); err != nil {
+			c.opts.Log.Error("local cluster: cleanup", "err", err)
 		}
 	}
-	if c.env != nil {
-		_ = c.env.Stop()
+	if c.lock != nil {
+		_ = c.lock.Close()
 	}
-	c.reaper.release()
-	for _, f := range c.logFiles {
-		_ = f.Close()
-	}
-	if c.removeDir {
+	if c.removeDir && c.StateDir != "" {
 		_ = os.RemoveAll(c.StateDir)
 	}
 }
 
-// ServiceAddress is where a Service's port is reachable on this machine
-// (through the service proxy).
+// ServiceAddress is where a Service's port is reachable from this machine:
+// its cluster IP (the host routes the Service range to the node).
 func (c *Cluster) ServiceAddress(ctx context.Context, namespace, name string, port int32) (string, error) {
 	svc, err := c.Client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -350,94 +502,105 @@ func (c *Cluster) ServiceAddress(ctx context.Context, namespace, name string, po
 	if port == 0 && len(svc.Spec.Ports) > 0 {
 		port = svc.Spec.Ports[0].Port
 	}
-	return serviceproxy.Address(svc, port)
+	if _, err := netip.ParseAddr(svc.Spec.ClusterIP); err != nil {
+		return "", fmt.Errorf("Service %s/%s has no cluster IP (%q)", namespace, name, svc.Spec.ClusterIP)
+	}
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(port))), nil
 }
 
-// PodAddress is where a pod's port is reachable on this machine.
+// PodAddress is where a pod's port is reachable from this machine (its pod IP).
 func (c *Cluster) PodAddress(p *corev1.Pod, port int) (string, error) {
-	return nodeagent.PodAddress(p, port)
+	if p.Status.PodIP == "" {
+		return "", fmt.Errorf("pod %s/%s has no IP yet", p.Namespace, p.Name)
+	}
+	return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)), nil
 }
 
-// PodLog returns the output of a pod's container (all its runs).
-func (c *Cluster) PodLog(namespace, pod, container string) (string, error) {
-	data, err := os.ReadFile(c.Agent.LogPath(namespace, pod, container))
-	return string(data), err
+// PodLog returns a container's output: the previous run's (when it
+// restarted) followed by the current one's, as the kubelet keeps them.
+func (c *Cluster) PodLog(ctx context.Context, namespace, pod, container string) (string, error) {
+	var out strings.Builder
+	prev, err := c.Client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: true}).DoRaw(ctx)
+	if err == nil {
+		out.Write(prev)
+	}
+	cur, err := c.Client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
+	out.Write(cur)
+	return out.String(), err
 }
 
-// EnsureNamespace creates a namespace if it does not exist and waits for
-// its default ServiceAccount (admission refuses pods until the controller
-// manager has created it).
-func (c *Cluster) EnsureNamespace(ctx context.Context, name string) error {
-	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+// KillContainer sends sig to a container's main process through containerd,
+// as the kernel's OOM killer or a crash would end it: the kubelet sees it
+// exit and restarts it per the pod's policy.
+func (c *Cluster) KillContainer(ctx context.Context, namespace, pod, container, signal string) error {
+	p, err := c.Client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.Name == container {
+			id := strings.TrimPrefix(s.ContainerID, "containerd://")
+			if id == "" || s.State.Running == nil {
+				return fmt.Errorf("container %s of %s/%s is not running", container, namespace, pod)
+			}
+			return c.ctr("tasks", "kill", "--signal", signal, id)
+		}
+	}
+	return fmt.Errorf("pod %s/%s has no container %s", namespace, pod, container)
+}
+
+// EnsureNamespace creates a namespace (with labels) if it does not exist and
+// waits for its default ServiceAccount (admission refuses pods until the
+// controller manager has created it).
+func (c *Cluster) EnsureNamespace(ctx context.Context, name string, labels ...map[string]string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+	for _, l := range labels {
+		for k, v := range l {
+			ns.Labels[k] = v
+		}
+	}
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
+	return c.waitFor(ctx, 30*time.Second, "namespace "+name+"'s default ServiceAccount", func(ctx context.Context) (bool, error) {
 		_, err := c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("namespace %s: default service account: %w", name, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return err == nil, nil
+	})
 }
 
-// StartTied starts cmd so that it gets SIGKILL if this process dies. Linux
-// delivers the parent-death signal when the thread that forked the child
-// exits, and the Go runtime discards threads (the node agent's namespace
-// work does), so the fork happens on a thread locked for the child's life.
-// The returned channel closes when the child has exited.
-func StartTied(cmd *exec.Cmd) (<-chan struct{}, error) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	done := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the child
-		if err := cmd.Start(); err != nil {
-			errc <- err
-			return
-		}
-		errc <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	return done, <-errc
+// RestrictedLabels enforce Pod Security "restricted" on a namespace, as a
+// platform team does for tenants.
+var RestrictedLabels = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+	"pod-security.kubernetes.io/warn":            "restricted",
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// DefaultAssets returns the control-plane directory: KUBEBUILDER_ASSETS when
-// it has kube-controller-manager, else the cache hack/control-plane.sh
-// fills, building kube-controller-manager there when it is missing.
+// DefaultAssets returns the directory hack/control-plane.sh fills, building
+// what is missing (once per machine): KUBEBUILDER_ASSETS when it already has
+// everything the node needs.
 func DefaultAssets(repoRoot string) (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if _, err := os.Stat(filepath.Join(dir, "kube-controller-manager")); err == nil {
-			return dir, nil
-		}
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" && checkAssets(dir) == nil {
+		return dir, nil
 	}
-	cmd := exec.Command(filepath.Join(repoRoot, "hack", "control-plane.sh"), "--with-kcm")
+	cmd := exec.Command(filepath.Join(repoRoot, "hack", "control-plane.sh"), "--with-kcm", "--with-kubectl", "--with-node")
 	cmd.Dir = repoRoot
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("hack/control-plane.sh --with-kcm: %w", err)
+		return "", fmt.Errorf("hack/control-plane.sh --with-kcm --with-kubectl --with-node: %w", err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+func checkAssets(dir string) error {
+	for _, b := range []string{"kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "coredns", "metrics-server"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DumpLogs prints the last tailBytes of every log under dir/logs to stderr, so
@@ -447,11 +610,17 @@ func DumpLogs(dir string, tailBytes int) {
 		if err != nil || info.IsDir() {
 			return nil
 		}
-		data, _ := os.ReadFile(p)
-		if len(data) > tailBytes {
-			data = data[len(data)-tailBytes:]
-		}
-		fmt.Fprintf(os.Stderr, "==== %s (tail)\n%s\n", p, data)
+		fmt.Fprintf(os.Stderr, "==== %s (tail)\n%s\n", p, tail(p, tailBytes))
 		return nil
 	})
 }
+
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	if len(data) > n {
+		data = data[len(data)-n:]
+	}
+	return string(data)
+}
+
+func intOrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }

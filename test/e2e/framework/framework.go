@@ -7,23 +7,19 @@ package framework
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,7 +27,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
@@ -44,32 +39,42 @@ import (
 // Options configure Start.
 type Options struct {
 	RepoRoot string
-	// Assets holds etcd, kube-apiserver and kube-controller-manager.
+	// Assets holds the cluster's binaries (hack/control-plane.sh --with-node).
 	Assets string
-	// BinDir holds manager and chatserver.
+	// BinDir holds manager and chatserver: they become the image the
+	// operator and the chat servers run.
 	BinDir string
+	// Helm is the helm binary (`make helm`).
+	Helm string
 	// StateDir for the cluster (empty: a temporary directory).
 	StateDir string
-	// AMQPURL and PostgresURL are the services on this machine; their
-	// addresses are made reachable from inside the pods.
-	AMQPURL, PostgresURL string
-	// ExtraHostEndpoints are more host addresses pods may reach (a test's proxy).
-	ExtraHostEndpoints []string
+	// AMQPURL, AMQPManagementURL and PostgresURL are the services on this
+	// machine; pods reach them through Services in PlatformNamespace.
+	AMQPURL, AMQPManagementURL, PostgresURL string
+	// LockWait bounds the wait for another local cluster to stop (cluster.Options).
+	LockWait time.Duration
+	// OperatorArgs are extra flags for the operator (the chart's operator.extraArgs).
+	OperatorArgs []string
 	// Log receives the harness's own logs.
 	Log *slog.Logger
 }
 
-// Env is a local cluster with Parley's operator running.
+// Env is a local cluster with Parley's operator installed by its Helm chart.
 type Env struct {
 	*cluster.Cluster
 	// Client reads and writes Parley's and Kubernetes' objects.
 	Client client.Client
-	opts   Options
-
-	operator     *exec.Cmd
-	operatorDone <-chan struct{}
-	operatorLog  string
+	// RabbitMQ, RabbitMQManagement and PostgreSQL are this machine's servers
+	// as pods reach them; RabbitMQ.Proxy.Disable() takes the broker away.
+	RabbitMQ, RabbitMQManagement, PostgreSQL *cluster.HostService
+	opts                                     Options
 }
+
+// OperatorNamespace is where the chart installs the operator.
+const OperatorNamespace = "parley-system"
+
+// operatorRelease is the Helm release name.
+const operatorRelease = "parley"
 
 // Scheme knows Kubernetes' and Parley's types.
 func Scheme() *runtime.Scheme {
@@ -83,20 +88,12 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// Start starts the local cluster, installs the CRDs and runs the operator.
+// Start starts the local cluster, makes this machine's RabbitMQ and
+// PostgreSQL reachable from pods, and installs the operator with the Helm
+// chart from the image built from BinDir.
 func Start(ctx context.Context, opts Options) (env *Env, err error) {
-	var endpoints []string
-	for _, u := range []string{opts.AMQPURL, opts.PostgresURL} {
-		hp, err := HostPort(u)
-		if err != nil {
-			return nil, err
-		}
-		endpoints = append(endpoints, hp)
-	}
-	endpoints = append(endpoints, opts.ExtraHostEndpoints...)
 	lc, err := cluster.Start(ctx, cluster.Options{
-		Assets: opts.Assets, BinDir: opts.BinDir, StateDir: opts.StateDir,
-		HostEndpoints: endpoints, Log: opts.Log,
+		Assets: opts.Assets, RepoRoot: opts.RepoRoot, BinDir: opts.BinDir, StateDir: opts.StateDir, Log: opts.Log, LockWait: opts.LockWait,
 	})
 	if err != nil {
 		if lc != nil {
@@ -113,15 +110,118 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if env.Client, err = client.New(lc.Config, client.Options{Scheme: Scheme()}); err != nil {
 		return env, err
 	}
-	if _, err := envtest.InstallCRDs(lc.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(opts.RepoRoot, "config", "crd", "bases")}, ErrorIfPathMissing: true, Scheme: Scheme(),
-	}); err != nil {
-		return env, fmt.Errorf("install CRDs: %w", err)
+	if err := env.exposeServices(ctx); err != nil {
+		return env, err
 	}
-	if err := env.startOperator(ctx); err != nil {
+	if err := env.InstallOperator(ctx); err != nil {
 		return env, err
 	}
 	return env, nil
+}
+
+// exposeServices creates, in PlatformNamespace, the Services pods use for
+// this machine's RabbitMQ (AMQP and management API) and PostgreSQL.
+func (e *Env) exposeServices(ctx context.Context) error {
+	if err := e.EnsureNamespace(ctx, PlatformNamespace, cluster.RestrictedLabels); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		target **cluster.HostService
+		name   string
+		url    string
+		port   int32
+	}{
+		{&e.RabbitMQ, "rabbitmq", e.opts.AMQPURL, 5672},
+		{&e.RabbitMQManagement, "rabbitmq-management", e.opts.AMQPManagementURL, 15672},
+		{&e.PostgreSQL, "postgresql", e.opts.PostgresURL, 5432},
+	} {
+		hp, err := HostPort(s.url)
+		if err != nil {
+			return err
+		}
+		if *s.target, err = e.ExposeHostService(ctx, PlatformNamespace, s.name, s.port, hp); err != nil {
+			return fmt.Errorf("Service %s for %s: %w", s.name, hp, err)
+		}
+	}
+	return nil
+}
+
+// InClusterURL is a service URL of this machine (AMQPURL, ...) as pods
+// reach it: its host replaced by svc's cluster DNS name.
+func InClusterURL(raw string, svc *cluster.HostService) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Host = svc.Address
+	return u.String()
+}
+
+// InstallOperator installs charts/parley with the image built from BinDir
+// into OperatorNamespace (Pod Security restricted) and waits until the
+// operator's Deployment is available.
+func (e *Env) InstallOperator(ctx context.Context) error {
+	if err := e.EnsureNamespace(ctx, OperatorNamespace, cluster.RestrictedLabels); err != nil {
+		return err
+	}
+	repo, tag, _ := strings.Cut(e.ParleyImage, ":")
+	args := []string{"upgrade", "--install", operatorRelease, filepath.Join(e.opts.RepoRoot, "charts", "parley"),
+		"--kubeconfig", e.Kubeconfig, "--namespace", OperatorNamespace, "--wait", "--timeout", "3m",
+		"--set", "image.repository=" + repo, "--set", "image.tag=" + tag, "--set", "image.pullPolicy=IfNotPresent",
+		// One replica: leader election on a single node only adds a wait.
+		"--set", "replicaCount=1", "--set", "operator.leaderElection.enabled=false",
+		// Quick requeues on a single machine; the default is for real clusters.
+		"--set", "operator.resyncPeriod=30s",
+		"--set", "rbac.backendNamespaces={" + PlatformNamespace + "}",
+	}
+	for i, a := range e.opts.OperatorArgs {
+		args = append(args, "--set", fmt.Sprintf("operator.extraArgs[%d]=%s", i, a))
+	}
+	cmd := exec.CommandContext(ctx, e.opts.Helm, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("helm %s: %v\n%s\noperator log:\n%s", strings.Join(args[:3], " "), err, out, e.OperatorLog())
+	}
+	return nil
+}
+
+// UninstallOperator removes the Helm release (the CRDs stay, as the chart
+// keeps them) and waits until its pods are gone.
+func (e *Env) UninstallOperator(ctx context.Context) error {
+	out, err := exec.CommandContext(ctx, e.opts.Helm, "uninstall", operatorRelease, "--kubeconfig", e.Kubeconfig,
+		"--namespace", OperatorNamespace, "--wait", "--timeout", "2m").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("helm uninstall: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// RepoRoot is Parley's repository.
+func (e *Env) RepoRoot() string { return e.opts.RepoRoot }
+
+// OperatorLog is the operator's output so far (every pod of the release).
+func (e *Env) OperatorLog() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pods := &corev1.PodList{}
+	if err := e.Client.List(ctx, pods, client.InNamespace(OperatorNamespace)); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		for _, c := range p.Spec.Containers {
+			log, err := e.PodLog(ctx, p.Namespace, p.Name, c.Name)
+			fmt.Fprintf(&b, "==== %s/%s %s\n%s", p.Name, c.Name, errString(err), log)
+		}
+	}
+	return b.String()
+}
+
+func errString(err error) string {
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return ""
 }
 
 // HostPort extracts host:port from a service URL, with the scheme's default port.
@@ -137,6 +237,8 @@ func HostPort(raw string) (string, error) {
 			port = "5672"
 		case "postgres", "postgresql":
 			port = "5432"
+		case "http":
+			port = "80"
 		default:
 			return "", fmt.Errorf("service URL %s has no port", u.Redacted())
 		}
@@ -144,70 +246,16 @@ func HostPort(raw string) (string, error) {
 	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
-func (e *Env) startOperator(ctx context.Context) error {
-	probe, err := freePort()
-	if err != nil {
-		return err
-	}
-	e.operatorLog = filepath.Join(e.StateDir, "logs", "operator.log")
-	log, err := os.OpenFile(e.operatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	e.operator = exec.Command(filepath.Join(e.opts.BinDir, "manager"),
-		"--metrics-bind-address=0",
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(probe),
-		// Quick requeues on a single machine; the default is for real clusters.
-		"--resync-period=30s",
-	)
-	e.operator.Env = append(os.Environ(), "KUBECONFIG="+e.Kubeconfig)
-	e.operator.Stdout, e.operator.Stderr = log, log
-	// Its own process group: a terminal's Ctrl-C goes to the demo's whole
-	// foreground group, and the operator must outlive it long enough to delete
-	// the ChatCluster's exchanges and database during the demo's cleanup.
-	e.operator.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if e.operatorDone, err = cluster.StartTied(e.operator); err != nil {
-		return fmt.Errorf("start the operator (%s): %w", e.operator.Path, err)
-	}
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{}}}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-e.operatorDone:
-			return fmt.Errorf("the operator exited; see %s:\n%s", e.operatorLog, tail(e.operatorLog, 2000))
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("the operator is not ready after a minute; see %s", e.operatorLog)
-}
-
-// OperatorLog is the operator's output so far.
-func (e *Env) OperatorLog() string { return tail(e.operatorLog, 1<<20) }
-
-// Stop stops the operator (SIGTERM), then the cluster.
+// Stop saves the operator's log under the state directory, then stops the
+// cluster (every pod with it).
 func (e *Env) Stop() {
-	if e.operator != nil && e.operator.Process != nil {
-		_ = e.operator.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.operatorDone:
-		case <-time.After(15 * time.Second):
-			_ = e.operator.Process.Kill()
-			<-e.operatorDone
-		}
+	if e.Cluster == nil {
+		return
 	}
-	if e.Cluster != nil {
-		e.Cluster.Stop()
+	if e.Client != nil {
+		_ = os.WriteFile(filepath.Join(e.StateDir, "logs", "operator.log"), []byte(e.OperatorLog()), 0o644)
 	}
+	e.Cluster.Stop()
 }
 
 // PlatformNamespace holds the backends' admin Secrets in the local cluster,
@@ -216,12 +264,12 @@ const PlatformNamespace = "parley-platform"
 
 // Backends creates, as a platform team would, the admin connection Secrets
 // in PlatformNamespace and two ChatBackends (RabbitMQ, PostgreSQL) for this
-// machine's servers, admitting the namespace tenantNS by its name label. It
+// machine's servers (through the Services exposeServices made), admitting the namespace tenantNS by its name label. It
 // returns their names (derived from tenantNS, so tests do not share them).
-func (e *Env) Backends(ctx context.Context, tenantNS, amqpURL, managementURL, postgresURL string) (rabbitmq, postgres string, err error) {
-	if err := e.CreateNamespace(ctx, PlatformNamespace); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", "", err
-	}
+func (e *Env) Backends(ctx context.Context, tenantNS string) (rabbitmq, postgres string, err error) {
+	amqpURL := InClusterURL(e.opts.AMQPURL, e.RabbitMQ)
+	managementURL := InClusterURL(e.opts.AMQPManagementURL, e.RabbitMQManagement)
+	postgresURL := InClusterURL(e.opts.PostgresURL, e.PostgreSQL)
 	rabbitmq, postgres = backendName("rabbitmq", tenantNS), backendName("postgres", tenantNS)
 	secrets := map[string]map[string]string{
 		rabbitmq: {"uri": amqpURL, "managementURI": managementURL},
@@ -314,8 +362,6 @@ func (e *Env) WaitReady(ctx context.Context, namespace, name string, progress Pr
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("ChatCluster %s/%s not Ready: %s: %w", namespace, name, line, ctx.Err())
-		case <-e.operatorDone:
-			return nil, fmt.Errorf("the operator exited; see %s", e.operatorLog)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -379,6 +425,24 @@ func (e *Env) Pods(ctx context.Context, namespace, name string) ([]corev1.Pod, e
 	return list.Items, err
 }
 
+// ReadyEndpoints counts the ready endpoints of a Service's first port, from
+// its EndpointSlices (what kube-proxy routes to).
+func (e *Env) ReadyEndpoints(ctx context.Context, namespace, service string) (int, error) {
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := e.Client.List(ctx, slices, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range slices.Items {
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				n += len(ep.Addresses)
+			}
+		}
+	}
+	return n, nil
+}
+
 // ReadyPods lists the pods that are Ready and not terminating.
 func (e *Env) ReadyPods(ctx context.Context, namespace, name string) ([]corev1.Pod, error) {
 	pods, err := e.Pods(ctx, namespace, name)
@@ -407,7 +471,7 @@ const (
 	AdminPort = resource.AdminPort
 )
 
-// ServiceURL is the ChatCluster's public address through the service proxy,
+// ServiceURL is the ChatCluster's public address (its Service's cluster IP),
 // e.g. "http://127.a.b.c:80" (its WebSocket is at /connection/websocket).
 func (e *Env) ServiceURL(ctx context.Context, namespace, name string) (string, error) {
 	addr, err := e.ServiceAddress(ctx, namespace, name, 0)
@@ -417,8 +481,8 @@ func (e *Env) ServiceURL(ctx context.Context, namespace, name string) (string, e
 	return "http://" + addr, nil
 }
 
-// ServiceAdminURL is the ChatCluster's admin address through the service
-// proxy (/api/*, /metrics).
+// ServiceAdminURL is the ChatCluster's admin address (its Service's cluster IP:
+// /api/*, /metrics).
 func (e *Env) ServiceAdminURL(ctx context.Context, namespace, name string) (string, error) {
 	addr, err := e.ServiceAddress(ctx, namespace, name, AdminPort)
 	if err != nil {
@@ -427,12 +491,12 @@ func (e *Env) ServiceAdminURL(ctx context.Context, namespace, name string) (stri
 	return "http://" + addr, nil
 }
 
-// PodURL is one pod's public address, bypassing the proxy.
+// PodURL is one pod's public address (pod IP), bypassing the Service.
 func (e *Env) PodURL(p *corev1.Pod) (string, error) {
 	return e.podPortURL(p, ChatPort, "http", "https")
 }
 
-// PodAdminURL is one pod's admin address (/api/*, /metrics), bypassing the proxy.
+// PodAdminURL is one pod's admin address (/api/*, /metrics).
 func (e *Env) PodAdminURL(p *corev1.Pod) (string, error) {
 	return e.podPortURL(p, AdminPort, resource.AdminPortName)
 }
@@ -475,9 +539,10 @@ func (e *Env) Token(ctx context.Context, namespace, name, user string, ttl time.
 	return parleycli.Mint([]byte(key), parleycli.TokenRequest{User: user, TTL: ttl}, time.Now())
 }
 
-// CreateNamespace creates a namespace and waits for its default ServiceAccount.
+// CreateNamespace creates a tenant namespace, Pod Security "restricted"
+// enforced, and waits for its default ServiceAccount.
 func (e *Env) CreateNamespace(ctx context.Context, name string) error {
-	return e.EnsureNamespace(ctx, name)
+	return e.EnsureNamespace(ctx, name, cluster.RestrictedLabels)
 }
 
 // DeleteNamespace deletes a namespace without waiting.
@@ -485,24 +550,16 @@ func (e *Env) DeleteNamespace(ctx context.Context, name string) {
 	_ = e.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 }
 
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > int64(n) {
-		_, _ = f.Seek(st.Size()-int64(n), io.SeekStart)
-	}
-	b, _ := io.ReadAll(f)
-	return string(b)
-}
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// HelmBinary is the helm `make helm` builds (bin/helm-<version>), or HELM.
+func HelmBinary(repoRoot string) (string, error) {
+	if h := os.Getenv("HELM"); h != "" {
+		return h, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	matches, _ := filepath.Glob(filepath.Join(repoRoot, "bin", "helm-v*"))
+	if len(matches) == 0 {
+		return "", fmt.Errorf("no helm in %s/bin: run `make helm`", repoRoot)
+	}
+	sort.Strings(matches)
+	return matches[len(matches)-1], nil
 }

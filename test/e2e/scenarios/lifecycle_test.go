@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -118,8 +117,8 @@ func (l *lifecycle) readyPods(t *testing.T) []corev1.Pod {
 	return pods
 }
 
-// settled waits until exactly n pods exist, all Ready, and the service
-// proxy has n ready endpoints for the ChatCluster's Service.
+// settled waits until exactly n pods exist, all Ready, and the
+// ChatCluster's Service has n ready endpoints (kube-proxy routes to those).
 func (l *lifecycle) settled(t *testing.T, n int) {
 	t.Helper()
 	eventually(t, 2*time.Minute, fmt.Sprintf("%d ready pods and endpoints", n), func() error {
@@ -128,9 +127,12 @@ func (l *lifecycle) settled(t *testing.T, n int) {
 			return err
 		}
 		ready := l.readyPods(t)
-		eps := env.Proxy.Endpoints(l.ns, l.name, "http")
-		if len(all) != n || len(ready) != n || len(eps) != n {
-			return fmt.Errorf("%d pods, %d ready, %d endpoints", len(all), len(ready), len(eps))
+		eps, err := env.ReadyEndpoints(l.ctx, l.ns, l.name)
+		if err != nil {
+			return err
+		}
+		if len(all) != n || len(ready) != n || eps != n {
+			return fmt.Errorf("%d pods, %d ready, %d endpoints", len(all), len(ready), eps)
 		}
 		return nil
 	})
@@ -159,12 +161,7 @@ func TestChatClusterLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { env.DeleteNamespace(context.Background(), l.ns) })
-	amqpURL, err := url.Parse(testenv.AMQPURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	amqpURL.Host = brokerProxy.Addr()
-	rmq, pg, err := env.Backends(ctx, l.ns, amqpURL.String(), testenv.AMQPManagementURL(), testenv.PostgresURL())
+	rmq, pg, err := env.Backends(ctx, l.ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +447,7 @@ func (l *lifecycle) podsKilled(t *testing.T) {
 	time.Sleep(time.Second)
 	pods := l.readyPods(t)
 	crashed, deleted := pods[0], pods[1]
-	if err := env.Agent.Signal(l.ns, crashed.Name, naming.ContainerName, syscall.SIGKILL); err != nil {
+	if err := env.KillContainer(l.ctx, l.ns, crashed.Name, naming.ContainerName, "SIGKILL"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Minute, "the killed chat server restarted and Ready", func() error {
@@ -520,10 +517,10 @@ func (l *lifecycle) brokerLost(t *testing.T) {
 	tl.run(cols[2].sub, "b", 100*time.Millisecond, stop, &wg)
 	time.Sleep(2 * time.Second)
 	ackedBefore := tl.acked.Load()
-	brokerProxy.Disable()
+	env.RabbitMQ.Proxy.Disable()
 	time.Sleep(6 * time.Second)
 	acked := tl.acked.Load()
-	brokerProxy.Enable()
+	env.RabbitMQ.Proxy.Enable()
 	returned := time.Now()
 	l.waitReady(t, l.name)
 	l.settled(t, 3)

@@ -1,8 +1,10 @@
-// Package scenarios are Parley's end-to-end tests: a ChatCluster applied to
-// the local cluster (real control plane and controller manager, the operator
-// binary, chat servers as processes, this machine's RabbitMQ and PostgreSQL)
-// and used by real clients (centrifuge-go) through apply, chat, scaling, a
-// rolling config change, killed pods, a lost broker and deletion. Each
+// Package scenarios are Parley's end-to-end tests on a real Kubernetes node
+// (test/e2e/cluster: kubelet, containerd, runc, kube-proxy, CoreDNS,
+// metrics-server): the operator installed by its Helm chart from Parley's
+// image, a ChatCluster applied in a namespace that enforces Pod Security
+// "restricted", this machine's RabbitMQ and PostgreSQL reached through
+// Services, and real clients (centrifuge-go) through apply, chat, scaling, a
+// rolling config change, killed containers, a lost broker and deletion. Each
 // scenario reports what it sent, delivered and recovered, and that nothing
 // acknowledged was lost.
 package scenarios
@@ -25,9 +27,8 @@ import (
 )
 
 var (
-	env         *framework.Env
-	brokerProxy *framework.TCPProxy
-	skipWhy     string
+	env     *framework.Env
+	skipWhy string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) { os.Exit(run(m)) }
 func run(m *testing.M) int {
 	ctrllog.SetLogger(logr.Discard())
 	if os.Geteuid() != 0 {
-		skipWhy = "the local cluster's node agent needs root (network and mount namespaces per pod)"
+		skipWhy = "the local cluster's node needs root (network namespace, containerd, the kubelet)"
 		return m.Run()
 	}
 	root := testenv.RepoRoot()
@@ -56,44 +57,39 @@ func run(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "no %s binary in %s: %v\n", b, bin, err)
 			return 1
 		}
-		fmt.Printf("e2e runs %s (built %s)\n", filepath.Join(bin, b), st.ModTime().Format(time.RFC3339))
+		fmt.Printf("e2e image from %s (built %s)\n", filepath.Join(bin, b), st.ModTime().Format(time.RFC3339))
 	}
 	assets, err := cluster.DefaultAssets(root)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	amqpHost, err := framework.HostPort(testenv.AMQPURL())
+	helm, err := framework.HelmBinary(root)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	// The chat servers and the operator reach RabbitMQ through this proxy,
-	// so a scenario can take the broker away without touching the shared one.
-	if brokerProxy, err = framework.NewTCPProxy(amqpHost); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer brokerProxy.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute) // includes waiting for another package's cluster
 	defer cancel()
 	start := time.Now()
 	env, err = framework.Start(ctx, framework.Options{
-		RepoRoot: root, Assets: assets, BinDir: bin, StateDir: filepath.Join(tmp, "state"),
-		AMQPURL: testenv.AMQPURL(), PostgresURL: testenv.PostgresURL(),
-		ExtraHostEndpoints: []string{brokerProxy.Addr()},
-		Log:                slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		RepoRoot: root, Assets: assets, BinDir: bin, Helm: helm, StateDir: filepath.Join(tmp, "state"),
+		AMQPURL: testenv.AMQPURL(), AMQPManagementURL: testenv.AMQPManagementURL(), PostgresURL: testenv.PostgresURL(),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start the local cluster and the operator:", err)
+		if env == nil {
+			cluster.DumpLogs(filepath.Join(tmp, "state"), 3000)
+		}
 		return 1
 	}
-	fmt.Printf("local cluster and operator up in %s\n", time.Since(start).Round(10*time.Millisecond))
+	fmt.Printf("local cluster (real node) and operator (Helm, image %s) up in %s\n", env.ParleyImage, time.Since(start).Round(10*time.Millisecond))
 	code := m.Run()
+	env.Stop()
 	if code != 0 {
 		cluster.DumpLogs(env.StateDir, 4000)
 	}
-	env.Stop()
 	return code
 }
 

@@ -1,6 +1,6 @@
 // Command localcluster runs Parley on a local Kubernetes cluster (see
 // docs/local-cluster.md). `make demo` runs `localcluster demo`: the control
-// plane, the node agent and service proxy, the CRDs and the operator, admin
+// plane and a real node (kubelet, containerd), the operator installed by its Helm chart, admin
 // Secrets for this machine's RabbitMQ and PostgreSQL, and the sample
 // ChatCluster with 3 replicas; it prints how to connect, then keeps running
 // until Ctrl-C and cleans up everything it started.
@@ -11,13 +11,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,16 +30,24 @@ import (
 	"github.com/parley-chat/parley/test/e2e/framework"
 )
 
-const usage = `localcluster: Parley on a local Kubernetes cluster (no container runtime needed).
+const usage = `localcluster: Parley on a local Kubernetes cluster: one real node on this machine.
 
 Usage:
   localcluster demo [flags]   the operator and a ChatCluster; prints how to chat; Ctrl-C cleans up
   localcluster up [flags]     the cluster and the operator only; prints the kubeconfig; Ctrl-C cleans up
+  localcluster clean          undo what a local cluster that was killed left on this machine
 
 Flags:
 `
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "clean" {
+		if err := cluster.CleanUp(); err != nil {
+			fmt.Fprintln(os.Stderr, "localcluster clean:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -62,7 +68,7 @@ func main() {
 	amqpURL := fs.String("amqp-url", envOr("PARLEY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ admin URI for the ChatCluster")
 	mgmtURL := fs.String("amqp-management-url", envOr("PARLEY_TEST_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"), "RabbitMQ management API URL (the admin of --amqp-url)")
 	pgURL := fs.String("postgres-url", envOr("PARLEY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin URI for the ChatCluster")
-	verbose := fs.Bool("v", false, "log the node agent's and service proxy's warnings")
+	verbose := fs.Bool("v", false, "log the cluster's progress and warnings")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	_ = fs.Parse(os.Args[2:])
 
@@ -105,26 +111,24 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.preflight(); err != nil {
 		return err
 	}
-	unlock, err := takeOver(d.state)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-
-	step("control plane binaries (built from source once per machine; the first time takes several minutes)")
+	step("Kubernetes binaries (kubelet, API server, ..., CoreDNS, metrics-server: built from source once per machine; the first time takes 15-25 minutes)")
 	assets, err := cluster.DefaultAssets(d.repo)
 	if err != nil {
 		return err
 	}
-	logLevel := slog.LevelError
+	logLevel := slog.LevelInfo
 	if d.verbose {
-		logLevel = slog.LevelWarn
+		logLevel = slog.LevelDebug
 	}
-	step("starting etcd, kube-apiserver, kube-controller-manager, the node agent, the service proxy, the CRDs and the operator")
+	helm, err := framework.HelmBinary(d.repo)
+	if err != nil {
+		return err
+	}
+	step("starting a real node (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, metrics-server), Parley's image built from %s, and the operator installed with the Helm chart", d.bin)
 	start := time.Now()
 	env, err := framework.Start(ctx, framework.Options{
-		RepoRoot: d.repo, Assets: assets, BinDir: d.bin, StateDir: filepath.Join(d.state, "cluster"),
-		AMQPURL: d.amqpURL, PostgresURL: d.pgURL,
+		RepoRoot: d.repo, Assets: assets, BinDir: d.bin, Helm: helm, StateDir: filepath.Join(d.state, "cluster"),
+		AMQPURL: d.amqpURL, AMQPManagementURL: d.mgmtURL, PostgresURL: d.pgURL, LockWait: time.Second,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 	})
 	if err != nil {
@@ -139,7 +143,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Printf("    up in %s; kubeconfig: %s\n", time.Since(start).Round(100*time.Millisecond), env.Kubeconfig)
 
 	if d.mode == "up" {
-		fmt.Printf("\n  export KUBECONFIG=%s\n  Services are reachable on this machine at their cluster IP with 10. replaced by 127.\n  Logs: %s\n\nCtrl-C to stop and clean up.\n", env.Kubeconfig, filepath.Join(env.StateDir, "logs"))
+		fmt.Printf("\n  export KUBECONFIG=%s\n  Pods and Services are reachable from this machine at their pod and cluster IPs.\n  Logs: %s\n\nCtrl-C to stop and clean up.\n", env.Kubeconfig, filepath.Join(env.StateDir, "logs"))
 		<-ctx.Done()
 		fmt.Println()
 		return nil
@@ -163,7 +167,7 @@ func (d *demo) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("%w\n  operator log: %s\n  pod logs: %s", err, filepath.Join(env.StateDir, "logs", "operator.log"), filepath.Join(env.StateDir, "logs"))
+		return fmt.Errorf("%w\n  operator: kubectl -n %s logs deploy/parley\n  component and pod logs: %s", err, framework.OperatorNamespace, filepath.Join(env.StateDir, "logs"))
 	}
 	if err := d.printConnect(ctx, env, cc, assets); err != nil {
 		return err
@@ -176,7 +180,7 @@ func (d *demo) run(ctx context.Context) error {
 // preflight says clearly what is missing before anything starts.
 func (d *demo) preflight() error {
 	if os.Geteuid() != 0 {
-		return errors.New("the local cluster's node agent runs pods in their own network and mount namespaces and needs root, as a kubelet does")
+		return errors.New("the local cluster runs a kubelet and containerd in a network namespace of its own, which needs root")
 	}
 	for _, b := range []string{"manager", "chatserver"} {
 		if _, err := os.Stat(filepath.Join(d.bin, b)); err != nil {
@@ -203,7 +207,7 @@ func (d *demo) apply(ctx context.Context, env *framework.Env) (*chatv1alpha1.Cha
 	if err := env.CreateNamespace(ctx, d.namespace); err != nil {
 		return nil, err
 	}
-	rmq, pg, err := env.Backends(ctx, d.namespace, d.amqpURL, d.mgmtURL, d.pgURL)
+	rmq, pg, err := env.Backends(ctx, d.namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -307,55 +311,4 @@ Parley is running: ChatCluster %[1]s/%[2]s, %[3]d chat servers behind one addres
 Ctrl-C stops everything and cleans up (the ChatCluster's vhost, user, role and database included).
 `, env.Kubeconfig, kubectl, cc.Namespace, filepath.Join(env.StateDir, "logs"))
 	return nil
-}
-
-// takeOver makes sure no other demo uses dir, then removes what a previous
-// run left there: processes whose command line names the directory (they
-// can only be ours) and its files.
-func takeOver(dir string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, err
-	}
-	lockPath := dir + ".lock"
-	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid, _ := io.ReadAll(lock)
-		lock.Close()
-		return nil, fmt.Errorf("another local cluster is running (pid %s) with state in %s: stop it with Ctrl-C first", strings.TrimSpace(string(pid)), dir)
-	}
-	_ = lock.Truncate(0)
-	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	if n := killLeftovers(dir); n > 0 {
-		step("stopped %d processes a previous run left behind", n)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("clean %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		lock.Close()
-		return nil, err
-	}
-	return func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); lock.Close() }, nil
-}
-
-func killLeftovers(dir string) int {
-	entries, _ := os.ReadDir("/proc")
-	n := 0
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if strings.Contains(string(cmdline), dir+"/") {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				n++
-			}
-		}
-	}
-	return n
 }

@@ -1,14 +1,18 @@
-package framework
+package cluster
 
 import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
-// TCPProxy is a loopback proxy a test puts between the chat servers and a
-// shared service (RabbitMQ), to make the service unreachable without
-// touching it: other test packages use the same service at the same time.
+// TCPProxy forwards connections from pods to a service of this machine
+// that listens only on loopback (RabbitMQ, PostgreSQL): it listens on the
+// host's end of the node's link, the address a Service without a selector
+// points at, as a cluster reaches a managed service outside it. A test can
+// make the service unreachable without touching it (other test packages use
+// the same server at the same time).
 type TCPProxy struct {
 	target string
 	ln     net.Listener
@@ -19,9 +23,10 @@ type TCPProxy struct {
 	wg       sync.WaitGroup
 }
 
-// NewTCPProxy listens on 127.0.0.1 at a free port and forwards to target.
-func NewTCPProxy(target string) (*TCPProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// NewTCPProxy listens on listen (host:port; port 0 picks a free one) and
+// forwards to target.
+func NewTCPProxy(listen, target string) (*TCPProxy, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +97,7 @@ func (p *TCPProxy) accept() {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			up, err := net.Dial("tcp", p.target)
+			up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 			if err != nil || !p.track(up) {
 				if up != nil {
 					_ = up.Close()

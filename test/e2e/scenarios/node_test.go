@@ -1,0 +1,251 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	chatv1alpha1 "github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/naming"
+	"github.com/parley-chat/parley/internal/testenv"
+	"github.com/parley-chat/parley/test/e2e/cluster"
+	"github.com/parley-chat/parley/test/e2e/framework"
+)
+
+// TestOnARealNode checks what only a real node can show: Pod Security
+// enforced by the API server, probes run by the kubelet (a frozen chat
+// server leaves the Service and is restarted), evictions held by the
+// PodDisruptionBudget, and a HorizontalPodAutoscaler acting on CPU use
+// measured from cgroups by metrics-server.
+func TestOnARealNode(t *testing.T) {
+	need(t)
+	ctx := context.Background()
+	ns := testenv.UniqueName(t, "node")
+	if err := env.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.DeleteNamespace(context.Background(), ns) })
+	rmq, pg, err := env.Backends(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.DeleteBackends(context.Background(), ns) })
+	create := func(name string, replicas int32, change func(*chatv1alpha1.ChatCluster)) {
+		t.Helper()
+		cc, err := env.LoadSample("chat_v1alpha1_chatcluster.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.Name, cc.Namespace, cc.Spec.Replicas = name, ns, &replicas
+		framework.WithBackends(cc, rmq, pg)
+		cc.Spec.Resources = &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+		}
+		if change != nil {
+			change(cc)
+		}
+		if err := env.Client.Create(ctx, cc); err != nil {
+			t.Fatalf("create ChatCluster %s: %v", name, err)
+		}
+	}
+	create("kube", 3, nil)
+	create("auto", 1, func(cc *chatv1alpha1.ChatCluster) {
+		cc.Spec.Replicas = nil
+		cc.Spec.Autoscaling = &chatv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetCPUUtilizationPercentage: ptr.To[int32](25)}
+	})
+	for _, name := range []string{"kube", "auto"} {
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		start := time.Now()
+		_, err := env.WaitReady(wctx, ns, name, func(line string) { t.Logf("[%5.1fs] %s: %s", time.Since(start).Seconds(), name, line) })
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := &lifecycle{t: t, ctx: ctx, ns: ns, name: "kube"}
+
+	t.Run("Pod Security restricted is enforced", func(t *testing.T) {
+		// The chat servers were admitted; a privileged pod is not.
+		bad := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "c", Image: env.ParleyImage, SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+			}}},
+		}
+		err := env.Client.Create(ctx, bad)
+		if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
+			t.Fatalf("creating a privileged pod in %s: %v, want a PodSecurity refusal", ns, err)
+		}
+		pods := l.readyPods(t)
+		for _, p := range pods {
+			for _, c := range p.Status.ContainerStatuses {
+				if !strings.Contains(c.ImageID, "sha256:") {
+					t.Errorf("pod %s container %s: image ID %q, want a digest containerd resolved", p.Name, c.Name, c.ImageID)
+				}
+			}
+		}
+	})
+
+	t.Run("kubelet probes: a frozen chat server leaves the Service and is restarted", func(t *testing.T) {
+		l.settled(t, 3)
+		victim := l.readyPods(t)[0]
+		restarts := restartCount(&victim)
+		if err := env.KillContainer(ctx, ns, victim.Name, naming.ContainerName, "SIGSTOP"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		eventually(t, time.Minute, "the frozen pod not Ready (readiness probe) and out of the Service", func() error {
+			eps, err := env.ReadyEndpoints(ctx, ns, "kube")
+			if err != nil {
+				return err
+			}
+			if ready := len(l.readyPods(t)); ready != 2 || eps != 2 {
+				return fmt.Errorf("%d ready pods, %d ready endpoints", ready, eps)
+			}
+			return nil
+		})
+		unready := time.Since(start)
+		eventually(t, 3*time.Minute, "the frozen chat server restarted by the liveness probe and Ready again", func() error {
+			p := &corev1.Pod{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&victim), p); err != nil {
+				return err
+			}
+			if restartCount(p) <= restarts {
+				return errors.New("not restarted yet")
+			}
+			if !podReady(p) {
+				return errors.New("restarted, not Ready yet")
+			}
+			return nil
+		})
+		fmt.Printf("e2e node: a SIGSTOPped chat server was unready after %s and restarted by its liveness probe, Ready again after %s\n",
+			unready.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+		l.settled(t, 3)
+	})
+
+	t.Run("draining respects the PodDisruptionBudget", func(t *testing.T) {
+		l.settled(t, 3)
+		if _, err := env.RunKubectl(ctx, "cordon", cluster.NodeName); err != nil {
+			t.Fatal(err)
+		}
+		uncordon := func() { _, _ = env.RunKubectl(context.Background(), "uncordon", cluster.NodeName) }
+		defer uncordon()
+		pods := l.readyPods(t)
+		evict := func(p corev1.Pod) error {
+			return env.Client.SubResource("eviction").Create(ctx, &p, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+		}
+		if err := evict(pods[0]); err != nil {
+			t.Fatalf("first eviction: %v", err)
+		}
+		// One pod is gone and its replacement cannot be scheduled on the
+		// cordoned node: the budget (maxUnavailable 1) allows no second eviction.
+		eventually(t, wait, "the budget spent", func() error {
+			err := evict(pods[1])
+			if err == nil {
+				t.Fatalf("a second eviction was allowed while %s was gone", pods[0].Name)
+			}
+			if !apierrors.IsTooManyRequests(err) {
+				return fmt.Errorf("second eviction: %v (want 429 from the PodDisruptionBudget)", err)
+			}
+			return nil
+		})
+		pending := 0
+		all, _ := env.Pods(ctx, ns, "kube")
+		for _, p := range all {
+			if p.Status.Phase == corev1.PodPending {
+				pending++
+			}
+		}
+		if pending != 1 {
+			t.Errorf("%d pending pods on the cordoned node, want 1 (the evicted pod's replacement)", pending)
+		}
+		uncordon()
+		l.settled(t, 3)
+		// The disruption controller recounts the budget from the pods.
+		eventually(t, wait, "an eviction allowed again once the replacement is Ready", func() error { return evict(pods[1]) })
+		l.settled(t, 3)
+		fmt.Println("e2e node: drain evicted one chat server, the PodDisruptionBudget refused the second until the replacement was Ready")
+	})
+
+	t.Run("the HorizontalPodAutoscaler scales on CPU measured by metrics-server", func(t *testing.T) {
+		a := &lifecycle{t: t, ctx: ctx, ns: ns, name: "auto"}
+		hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+		key := client.ObjectKey{Namespace: ns, Name: "auto"}
+		eventually(t, 2*time.Minute, "the HPA reads the chat server's CPU", func() error {
+			if err := env.Client.Get(ctx, key, hpa); err != nil {
+				return err
+			}
+			for _, m := range hpa.Status.CurrentMetrics {
+				if m.Resource != nil && m.Resource.Name == corev1.ResourceCPU && m.Resource.Current.AverageUtilization != nil {
+					return nil
+				}
+			}
+			return fmt.Errorf("no CPU metric yet: %+v", hpa.Status.Conditions)
+		})
+		// Load: publishers as fast as acknowledgements come back.
+		cols := a.clients(t, 4, "room:load")
+		tl := newTally()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, c := range cols {
+			tl.run(c.sub, fmt.Sprintf("p%d", i), 0, stop, &wg)
+		}
+		start := time.Now()
+		eventually(t, 3*time.Minute, "the HPA scaled the chat servers to 2", func() error {
+			if err := env.Client.Get(ctx, key, hpa); err != nil {
+				return err
+			}
+			if hpa.Status.DesiredReplicas < 2 {
+				return fmt.Errorf("desired %d, current metrics %s", hpa.Status.DesiredReplicas, cpuMetric(hpa))
+			}
+			return nil
+		})
+		scaled := time.Since(start)
+		close(stop)
+		wg.Wait()
+		a.settled(t, 2)
+		fmt.Printf("e2e node: under load (%d publications acknowledged) the HPA asked for %d chat servers after %s (CPU %s); 2 Ready after %s\n",
+			tl.acked.Load(), hpa.Status.DesiredReplicas, scaled.Round(time.Second), cpuMetric(hpa), time.Since(start).Round(time.Second))
+	})
+}
+
+func restartCount(p *corev1.Pod) int32 {
+	for _, c := range p.Status.ContainerStatuses {
+		if c.Name == naming.ContainerName {
+			return c.RestartCount
+		}
+	}
+	return 0
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func cpuMetric(h *autoscalingv2.HorizontalPodAutoscaler) string {
+	for _, m := range h.Status.CurrentMetrics {
+		if m.Resource != nil && m.Resource.Current.AverageUtilization != nil {
+			return fmt.Sprintf("%d%% of request", *m.Resource.Current.AverageUtilization)
+		}
+	}
+	return "unknown"
+}
