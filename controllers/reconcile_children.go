@@ -30,7 +30,7 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		ChatCluster:             p.cc,
 		DefaultImage:            r.Options.DefaultImage,
 		ClusterDomain:           r.Options.ClusterDomain,
-		ServiceMonitorAvailable: r.serviceMonitors.available(ctx),
+		ServiceMonitorAvailable: r.optional.available(resource.ServiceMonitorGVK),
 	}
 	refs := resource.SecretReferences(c)
 	data, missing, err := r.readSecrets(ctx, p.cc, refs)
