@@ -47,7 +47,7 @@ import (
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors;prometheusrules,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Options are the operator-wide settings from the manager's flags.
@@ -235,7 +235,7 @@ func (r *ChatClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Recorder = mgr.GetEventRecorder("chatcluster-controller")
 	}
 	ctx := context.Background()
-	r.optional = newOptionalKinds(mgr.GetRESTMapper(), r.Options.KindRecheckInterval, resource.ServiceMonitorGVK)
+	r.optional = newOptionalKinds(mgr.GetRESTMapper(), r.Options.KindRecheckInterval, resource.ServiceMonitorGVK, resource.PrometheusRuleGVK)
 	r.optional.check(ctx)
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ChatCluster{}, secretIndex, func(o client.Object) []string {
 		return resource.ReferencedSecretNames(resource.Cluster{ChatCluster: o.(*v1alpha1.ChatCluster)})

@@ -20,10 +20,11 @@ import (
 )
 
 // TestServiceMonitorCRDInstalledAfterStart starts the operator on a cluster
-// without the Prometheus Operator's CRDs, installs the ServiceMonitor CRD
-// while a ChatCluster already runs, and expects its ServiceMonitor to appear
-// (without waiting for the resync period, set to an hour here) and to be
-// watched: one deleted by hand comes back at once.
+// without the Prometheus Operator's CRDs, installs the ServiceMonitor and
+// PrometheusRule CRDs while a ChatCluster (with spec.monitoring.prometheusRule
+// on) already runs, and expects its ServiceMonitor and PrometheusRule to
+// appear (without waiting for the resync period, set to an hour here) and to
+// be watched: one deleted by hand comes back at once.
 func TestServiceMonitorCRDInstalledAfterStart(t *testing.T) {
 	env, cfg := testenv.StartControlPlane(t)
 	scheme := controllers.NewScheme()
@@ -59,13 +60,17 @@ func TestServiceMonitorCRDInstalledAfterStart(t *testing.T) {
 
 	s := &suite{env: env, c: c, requests: &requestLog{}}
 	ns := s.namespace(t)
-	s.create(t, s.keyedCluster(t, ns, "late"))
+	late := s.keyedCluster(t, ns, "late")
+	late.Spec.Monitoring.PrometheusRule.Enabled = ptr(true)
+	late.Spec.Monitoring.PrometheusRule.Labels = map[string]string{"release": "prometheus"}
+	s.create(t, late)
 	s.deployment(t, ns, "late") // the pass that found no ServiceMonitor kind is over
 
 	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("testdata", "servicemonitor-crd.yaml")}, ErrorIfPathMissing: true,
+		Paths:              []string{filepath.Join("testdata", "servicemonitor-crd.yaml"), filepath.Join("testdata", "prometheusrule-crd.yaml")},
+		ErrorIfPathMissing: true,
 	}); err != nil {
-		t.Fatalf("install ServiceMonitor CRD: %v", err)
+		t.Fatalf("install the Prometheus Operator's CRDs: %v", err)
 	}
 	installed := time.Now()
 	sm := &unstructured.Unstructured{}
@@ -75,6 +80,16 @@ func TestServiceMonitorCRDInstalledAfterStart(t *testing.T) {
 	cc := s.cluster(t, ns, "late")
 	if err := ownedBy(sm, cc); err != nil {
 		t.Error(err)
+	}
+	rule := &unstructured.Unstructured{}
+	rule.SetGroupVersionKind(resource.PrometheusRuleGVK)
+	eventually(t, "the PrometheusRule after its CRD was installed", func() error { return s.get(t, ns, "late", rule) })
+	if err := ownedBy(rule, cc); err != nil {
+		t.Error(err)
+	}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	if len(groups) != 1 || groups[0].(map[string]any)["name"] != "parley-chatcluster-"+ns+"-late" || rule.GetLabels()["release"] != "prometheus" {
+		t.Errorf("PrometheusRule labels %v groups %v", rule.GetLabels(), groups)
 	}
 
 	// Owned and watched: a ServiceMonitor deleted by hand is put back by

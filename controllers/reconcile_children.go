@@ -31,6 +31,7 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		DefaultImage:            r.Options.DefaultImage,
 		ClusterDomain:           r.Options.ClusterDomain,
 		ServiceMonitorAvailable: r.optional.available(resource.ServiceMonitorGVK),
+		PrometheusRuleAvailable: r.optional.available(resource.PrometheusRuleGVK),
 	}
 	refs := resource.SecretReferences(c)
 	data, missing, err := r.readSecrets(ctx, p.cc, refs)

@@ -31,6 +31,7 @@ func main() {
 		burst            int
 		concurrency      int
 		resync           time.Duration
+		kindRecheck      time.Duration
 		prov             controllers.Provisioning
 	)
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
@@ -52,6 +53,8 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"ChatClusters reconciled in parallel (at most --backend-concurrency of them call one backend at a time)")
 	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
+	flag.DurationVar(&kindRecheck, "kind-recheck-interval", controllers.DefaultKindRecheckInterval,
+		"how often discovery is asked whether the ServiceMonitor or PrometheusRule CRD appeared, so they are watched and created without a restart")
 	flag.DurationVar(&prov.CleanupRetryFor, "cleanup-retry-for", controllers.DefaultCleanupRetryFor,
 		"how long, from its first failure, the deletion of a ChatCluster's RabbitMQ vhost or topology or PostgreSQL database is retried before it is left behind (with an event)")
 	flag.DurationVar(&prov.CleanupBackoff, "cleanup-backoff", controllers.DefaultCleanupBackoff,
@@ -74,7 +77,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(watchNamespaces, leaderElect, leaderElectionID, leaderElectionNS, metrics, probeAddr,
-		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency},
+		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency, KindRecheckInterval: kindRecheck},
 		prov, float32(qps), burst); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)

@@ -341,6 +341,10 @@ func TestHelmTemplateFullValues(t *testing.T) {
 		t.Errorf("ServiceMonitor endpoint must scrape HTTPS with the ServiceAccount token: %v", ep)
 	}
 
+	if pr := one(t, objs, "PrometheusRule", "chat-operator"); pr.GetLabels()["release"] != "prometheus" || pr.GetNamespace() != ns {
+		t.Errorf("PrometheusRule %s/%s labels %v", pr.GetNamespace(), pr.GetName(), pr.GetLabels())
+	}
+
 	cm := typed[corev1.ConfigMap](t, one(t, objs, "ConfigMap", "chat-operator-dashboard"))
 	if cm.Namespace != "monitoring" || cm.Labels["grafana_dashboard"] != "1" {
 		t.Errorf("dashboard ConfigMap in %q with labels %v", cm.Namespace, cm.Labels)

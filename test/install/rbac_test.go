@@ -41,6 +41,7 @@ import (
 
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/controllers"
+	"github.com/parley-chat/parley/internal/alerts"
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/testenv"
 )
@@ -521,6 +522,11 @@ func checkOperatorMetrics(t *testing.T) {
 	n := checkQueries(t, queries, known, []string{"parley_operator_", "controller_runtime_", "workqueue_"}, nil)
 	if n < 8 {
 		t.Errorf("the dashboard reads only %d operator series", n)
+	}
+	// The operator's alerts read what it exports, too (the cleanup series
+	// exist only while a cleanup fails: controllers checks their descriptors).
+	if n := checkQueries(t, alertQueries(t, alerts.Operator()), known, []string{"parley_operator_", "controller_runtime_"}, []string{"parley_operator_cleanup_"}); n < 3 {
+		t.Errorf("the operator's alerts read only %d operator series", n)
 	}
 	found := false
 	for _, f := range families {
