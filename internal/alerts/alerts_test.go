@@ -95,6 +95,8 @@ type ruleFile struct {
 		Name  string `json:"name"`
 		Rules []struct {
 			Alert       string            `json:"alert"`
+			Expr        string            `json:"expr"`
+			For         string            `json:"for"`
 			Annotations map[string]string `json:"annotations"`
 			Labels      map[string]string `json:"labels"`
 		} `json:"rules"`
