@@ -18,9 +18,12 @@ LDFLAGS := -s -w -X github.com/parley-chat/parley/chatserver/version.Version=$(V
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
+# Prometheus's rule tester, for the alerting rules' unit tests (module v0.316.0 is Prometheus 3.16.0).
+PROMTOOL_VERSION ?= v0.316.0
 K8S_VERSION ?= 1.37.2
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+PROMTOOL ?= $(LOCALBIN)/promtool-$(PROMTOOL_VERSION)
 
 # go test flags; override e.g. `make test TEST_FLAGS='-run Foo -v'`.
 TEST_FLAGS ?=
@@ -75,7 +78,7 @@ envtest: ## Build (once, cached) kube-apiserver, etcd and kubectl from source; p
 	@hack/control-plane.sh --with-kubectl
 
 .PHONY: test
-test: manifests generate fmt vet services helm browser-deps node-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
+test: manifests generate fmt vet services helm promtool browser-deps node-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
 	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl --with-node); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 rc1=0; rc2=0; \
@@ -137,6 +140,14 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/controller-gen $@
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build promtool (Prometheus's rule tester) into bin/.
+$(PROMTOOL):
+	@mkdir -p $(LOCALBIN)
+	# remove_all_sd leaves out the service discovery plugins (cloud SDKs): rule tests need none.
+	GOBIN=$(LOCALBIN) go install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+	mv $(LOCALBIN)/promtool $@
 
 .PHONY: helm
 helm: $(HELM) ## Build helm into bin/.

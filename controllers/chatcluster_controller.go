@@ -18,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/internal/resource"
@@ -47,7 +47,7 @@ import (
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors;prometheusrules,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Options are the operator-wide settings from the manager's flags.
@@ -61,6 +61,9 @@ type Options struct {
 	ResyncPeriod time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
+	// KindRecheckInterval is how often discovery is asked whether the
+	// ServiceMonitor or PrometheusRule kind appeared (0: DefaultKindRecheckInterval).
+	KindRecheckInterval time.Duration
 }
 
 // ChatClusterReconciler turns a ChatCluster into running chat servers.
@@ -78,7 +81,8 @@ type ChatClusterReconciler struct {
 
 	provisioned provisioningState
 
-	serviceMonitors *kindProbe
+	// optional are the Prometheus Operator's kinds, created where they exist (kinds.go).
+	optional *optionalKinds
 }
 
 // pass is what one reconcile learns as it goes, from the provisioning steps
@@ -230,9 +234,9 @@ func (r *ChatClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("chatcluster-controller")
 	}
-	r.serviceMonitors = newKindProbe(mgr.GetRESTMapper(), resource.ServiceMonitorGVK, time.Minute)
-
 	ctx := context.Background()
+	r.optional = newOptionalKinds(mgr.GetRESTMapper(), r.Options.KindRecheckInterval, resource.ServiceMonitorGVK, resource.PrometheusRuleGVK)
+	r.optional.check(ctx)
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ChatCluster{}, secretIndex, func(o client.Object) []string {
 		return resource.ReferencedSecretNames(resource.Cluster{ChatCluster: o.(*v1alpha1.ChatCluster)})
 	}); err != nil {
@@ -262,13 +266,22 @@ func (r *ChatClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.clustersInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// A pass for every ChatCluster when an optional kind appears.
+		WatchesRawSource(source.Channel(r.optional.appeared, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.MaxConcurrentReconciles)})
-	if r.serviceMonitors.available(ctx) {
-		sm := &unstructured.Unstructured{}
-		sm.SetGroupVersionKind(resource.ServiceMonitorGVK)
-		b = b.Owns(sm)
+	// The kinds that exist now are owned like the built-in children; the
+	// others are watched when they appear (optionalKinds.Start).
+	for _, u := range r.optional.watchable() {
+		b = b.Owns(u)
 	}
-	return b.Complete(r)
+	c, err := b.Build(r)
+	if err != nil {
+		return err
+	}
+	r.optional.ctrl, r.optional.cache = c, mgr.GetCache()
+	r.optional.owner = handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.ChatCluster{}, handler.OnlyControllerOwner())
+	r.optional.list = listChatClusters(mgr.GetClient())
+	return mgr.Add(r.optional)
 }
 
 // clustersForSecret maps a Secret to the ChatClusters in its namespace that reference it.

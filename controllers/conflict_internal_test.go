@@ -45,9 +45,9 @@ func TestTransientChildConflictIsNotDegraded(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	r := &ChatClusterReconciler{
 		Client: c, APIReader: c, Scheme: c.Scheme(), Recorder: events.NewFakeRecorder(1000),
-		Options:         Options{DefaultImage: "example.org/parley:test", ClusterDomain: "cluster.local"},
-		Provisioning:    Provisioning{Now: clock.Now},
-		serviceMonitors: &kindProbe{ttl: time.Hour, checked: time.Now()},
+		Options:      Options{DefaultImage: "example.org/parley:test", ClusterDomain: "cluster.local"},
+		Provisioning: Provisioning{Now: clock.Now},
+		optional:     newOptionalKinds(nil, 0),
 	}
 	ctx := context.Background()
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cc)}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,21 @@ var conditionTypes = []string{
 	v1alpha1.ConditionPaused, v1alpha1.ConditionBrokerReady, v1alpha1.ConditionDatabaseReady,
 }
 
-type clusterCollector struct{ reader client.Reader }
+type clusterCollector struct {
+	mu     sync.Mutex
+	reader client.Reader
+}
+
+// clusters is the one collector of the cluster gauges; the latest manager
+// set up in the process (tests start several, one after another) is the one
+// it reads from.
+var clusters = &clusterCollector{}
+
+func (c *clusterCollector) setReader(r client.Reader) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reader = r
+}
 
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- clustersDesc
@@ -60,8 +75,11 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.mu.Lock()
+	reader := c.reader
+	c.mu.Unlock()
 	var list v1alpha1.ChatClusterList
-	if err := c.reader.List(ctx, &list); err != nil {
+	if err := reader.List(ctx, &list); err != nil {
 		ch <- prometheus.NewInvalidMetric(clustersDesc, err)
 		return
 	}
@@ -105,11 +123,12 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// registerMetrics adds the collector to controller-runtime's registry (served
-// on the manager's metrics address). A second manager in the same process
-// (tests) keeps the first registration.
+// registerMetrics adds the collectors to controller-runtime's registry
+// (served on the manager's metrics address) once per process; the cluster
+// gauges read through the latest manager's client.
 func registerMetrics(reader client.Reader) error {
-	for _, c := range []prometheus.Collector{&clusterCollector{reader: reader}, cleanupFailures, leftBehind} {
+	clusters.setReader(reader)
+	for _, c := range []prometheus.Collector{clusters, cleanupFailures, leftBehind} {
 		err := metrics.Registry.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {

@@ -30,7 +30,8 @@ func (r *ChatClusterReconciler) reconcileChildren(ctx context.Context, p *pass) 
 		ChatCluster:             p.cc,
 		DefaultImage:            r.Options.DefaultImage,
 		ClusterDomain:           r.Options.ClusterDomain,
-		ServiceMonitorAvailable: r.serviceMonitors.available(ctx),
+		ServiceMonitorAvailable: r.optional.available(resource.ServiceMonitorGVK),
+		PrometheusRuleAvailable: r.optional.available(resource.PrometheusRuleGVK),
 	}
 	refs := resource.SecretReferences(c)
 	data, missing, err := r.readSecrets(ctx, p.cc, refs)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -63,7 +62,7 @@ func TestForeignSecretsUnderGeneratedNamesAreRefused(t *testing.T) {
 		}
 	}
 	// The children: the Deployment is not created with the foreign Secrets mounted.
-	h.r.serviceMonitors = &kindProbe{ttl: time.Hour, checked: time.Now()}
+	h.r.optional = newOptionalKinds(nil, 0)
 	h.r.Options.DefaultImage = "example.org/parley:test"
 	if err := h.r.reconcileChildren(context.Background(), p); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@
 # the kustomize bundle install the same CRDs with the same permissions:
 #   config/crd/bases/*.yaml  -> charts/parley/files/crds/ (verbatim copies)
 #   config/rbac/role.yaml    -> charts/parley/templates/_rbac_rules.tpl (hack/chartrbac)
+#   internal/alerts/operator.rules.yaml -> charts/parley/files/alerts/ (verbatim)
 # Called by `make manifests`; test/install fails when the chart has drifted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,11 @@ else
   # While api/ has no types yet; test/install fails until the chart has CRDs.
   log "WARNING: no CRDs in config/crd/bases yet; the chart's CRDs are unchanged"
 fi
+
+# The operator's alerting rules: one source (internal/alerts, promtool-tested).
+mkdir -p "$chart/files/alerts"
+cp internal/alerts/operator.rules.yaml "$chart/files/alerts/operator.rules.yaml"
+log "copied the operator's alerting rules into $chart/files/alerts"
 
 if [[ -f config/rbac/role.yaml ]]; then
   go run ./hack/chartrbac -in config/rbac/role.yaml -out "$chart/templates/_rbac_rules.tpl"

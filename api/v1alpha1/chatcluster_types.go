@@ -483,12 +483,33 @@ type NetworkPolicySpec struct {
 	APIFrom []networkingv1.NetworkPolicyPeer `json:"apiFrom,omitempty"`
 }
 
-// MonitoringSpec configures Prometheus scraping.
+// MonitoringSpec configures Prometheus scraping and alerting.
 type MonitoringSpec struct {
 	// ServiceMonitor is created when the monitoring.coreos.com CRD exists.
 	// +kubebuilder:default={}
 	// +optional
 	ServiceMonitor ServiceMonitorSpec `json:"serviceMonitor,omitempty"`
+
+	// PrometheusRule, when enabled, is created when the monitoring.coreos.com
+	// PrometheusRule CRD exists: alerts on the chat servers' metrics (no
+	// ready replica, broker link down, store unavailable, publications not
+	// fanned out, delivery lag, error replies, slow-consumer disconnects,
+	// connection-limit refusals), each with a runbook in docs/operations.md.
+	// +optional
+	PrometheusRule PrometheusRuleSpec `json:"prometheusRule,omitempty"`
+}
+
+// PrometheusRuleSpec configures the cluster's alerting rules.
+type PrometheusRuleSpec struct {
+	// Enabled creates the PrometheusRule when its CRD exists (default false).
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Labels added to the PrometheusRule, for a Prometheus that selects rules
+	// by label (e.g. release: prometheus).
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // ServiceMonitorSpec configures the ServiceMonitor.

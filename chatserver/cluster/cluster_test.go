@@ -3,13 +3,17 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/centrifugal/centrifuge-go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/broker"
@@ -189,9 +193,11 @@ func TestPostgresBackendsTerminated(t *testing.T) {
 }
 
 // RabbitMQ unreachable (through the proxy) for one replica, then for all:
-// the cut replica is not ready; publishes elsewhere keep working, publishes on
-// a cut replica fail fast with an error; when RabbitMQ is back, every
-// subscriber catches up from history and nothing acknowledged is lost.
+// every replica stays ready (the outage is within broker.readinessGrace, and
+// a broker outage shared by every replica must not empty the Service), its
+// readiness saying the broker is degraded; publishes keep being committed and
+// acknowledged everywhere; when RabbitMQ is back, every subscriber catches up
+// from history and nothing acknowledged is lost.
 func TestBrokerOutage(t *testing.T) {
 	c := startCluster(t, 2)
 	ch := channel(t)
@@ -205,7 +211,7 @@ func TestBrokerOutage(t *testing.T) {
 
 	// Only the subscriber's replica loses RabbitMQ.
 	c.nodes[1].amqpLink.Disable()
-	notReady(t, c, 1)
+	degraded(t, c, 1)
 	ackedBefore := tl.acked.Load()
 	time.Sleep(time.Second)
 	if tl.acked.Load() <= ackedBefore {
@@ -214,17 +220,29 @@ func TestBrokerOutage(t *testing.T) {
 	c.nodes[1].amqpLink.Enable()
 	c.waitReady(1)
 
-	// Every replica loses RabbitMQ.
+	// Every replica loses RabbitMQ: first refusing connections, then
+	// accepting and never answering (a blackhole), where each check must
+	// still answer within the kubelet probe's 2 s timeout.
 	for _, nd := range c.nodes {
 		nd.amqpLink.Disable()
 	}
-	notReady(t, c, 0)
+	degraded(t, c, 0)
+	degraded(t, c, 1)
 	// PostgreSQL still commits, so publishes keep being acknowledged; they
 	// reach every subscriber once RabbitMQ is back (the fence below).
 	ackedBefore = tl.acked.Load()
-	time.Sleep(time.Second)
+	stayReady(t, c, 2*time.Second)
+	for _, nd := range c.nodes {
+		nd.amqpLink.Enable()
+		nd.amqpLink.Stall()
+		nd.amqpLink.DropConnections()
+	}
+	stayReady(t, c, 3*time.Second)
 	if tl.acked.Load() <= ackedBefore {
 		t.Fatalf("committed publishes were not acknowledged with RabbitMQ unreachable from every replica: %v", tl.errs)
+	}
+	for _, nd := range c.nodes {
+		nd.amqpLink.Unstall()
 	}
 	for _, nd := range c.nodes {
 		nd.amqpLink.Enable()
@@ -237,21 +255,123 @@ func TestBrokerOutage(t *testing.T) {
 	report(t, tl, pub, sub0, sub1)
 }
 
-func notReady(t *testing.T, c *cluster, i int) {
+// A replica whose RabbitMQ stays unreachable longer than
+// broker.readinessGrace goes unready (its clients are better served by a
+// replica with a link), and ready again when the link is back; the other
+// replica is not affected.
+func TestBrokerOutageLongerThanGrace(t *testing.T) {
+	const grace = 2 * time.Second
+	c := startClusterWithGrace(t, 2, grace)
+	c.nodes[1].amqpLink.Disable()
+	degraded(t, c, 1)
+	cut := time.Now()
+	err := notReady(t, c, 1)
+	if held := time.Since(cut); held < grace-200*time.Millisecond {
+		t.Errorf("replica unready %s after the broker check first failed, before the %s grace", held, grace)
+	}
+	if !strings.Contains(err.Error(), "broker.readinessGrace") {
+		t.Errorf("not ready for %q, want the broker outage past broker.readinessGrace", err)
+	}
+	// The admin listener's /readyz says why; the public one does not.
+	if code, body := get(t, c.nodes[1].srv.Admin+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "broker.readinessGrace") {
+		t.Errorf("admin /readyz = %d %q", code, body)
+	}
+	if code, body := get(t, c.nodes[1].srv.HTTP+"/readyz"); code != http.StatusServiceUnavailable || body != "not ready\n" {
+		t.Errorf("public /readyz = %d %q", code, body)
+	}
+	if v := testutil.ToFloat64(c.nodes[1].srv.Node.Metrics().Ready); v != 0 {
+		t.Errorf("parley_ready = %v on the unready replica", v)
+	}
+	c.waitReady(0) // the other replica has its link: ready, nothing degraded
+	c.nodes[1].amqpLink.Enable()
+	c.waitReady(1)
+	if v := testutil.ToFloat64(c.nodes[1].srv.Node.Metrics().Ready); v != 1 {
+		t.Errorf("parley_ready = %v once the link is back", v)
+	}
+}
+
+// degraded waits until replica i reports ready with its broker unreachable,
+// through the node, the gauges and the admin listener's /readyz.
+func degraded(t *testing.T, c *cluster, i int) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
+	nd := c.nodes[i].srv
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.nodes[i].srv.Node.Ready(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		why, err := nd.Node.Readiness(ctx)
 		cancel()
 		if err != nil {
-			return
+			t.Fatalf("node %d not ready with only RabbitMQ unreachable: %v", i, err)
+		}
+		if why != "" {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node %d still ready with RabbitMQ unreachable", i)
+			t.Fatalf("node %d does not see RabbitMQ unreachable", i)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	if up, ready := testutil.ToFloat64(nd.Node.Metrics().BrokerUp), testutil.ToFloat64(nd.Node.Metrics().Ready); up != 0 || ready != 1 {
+		t.Errorf("node %d: parley_broker_up=%v parley_ready=%v, want 0 and 1", i, up, ready)
+	}
+	if code, body := get(t, nd.Admin+"/readyz"); code != http.StatusOK || !strings.HasPrefix(body, "ok, degraded: broker unreachable") {
+		t.Errorf("node %d admin /readyz = %d %q", i, code, body)
+	}
+	if code, body := get(t, nd.HTTP+"/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("node %d public /readyz = %d %q", i, code, body)
+	}
+}
+
+// stayReady probes every replica's /readyz as the kubelet does (2 s timeout)
+// for d and fails on any answer but 200: the Service keeps its endpoints.
+func stayReady(t *testing.T, c *cluster, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		for i, nd := range c.nodes {
+			start := time.Now()
+			code, body := get(t, nd.srv.HTTP+"/readyz")
+			if code != http.StatusOK {
+				t.Fatalf("node %d went unready in a broker outage shorter than the grace: %d %q", i, code, body)
+			}
+			if took := time.Since(start); took > 1800*time.Millisecond {
+				t.Errorf("node %d /readyz took %s: a kubelet probe (2 s timeout) would fail", i, took)
+			}
+		}
+	}
+}
+
+// notReady waits until replica i is not ready and returns why.
+func notReady(t *testing.T, c *cluster, i int) error {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := c.nodes[i].srv.Node.Ready(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d still ready with RabbitMQ unreachable past the grace", i)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// get fetches url with a kubelet probe's timeout.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
 }
 
 // A client whose replica dies (connections cut as by SIGKILL) reconnects
@@ -319,7 +439,7 @@ func TestCommittedDuringOutageReachOtherReplicas(t *testing.T) {
 		t.Fatal(tl.errs)
 	}
 	c.nodes[0].amqpLink.Disable()
-	notReady(t, c, 0)
+	degraded(t, c, 0)
 	for i := 0; i < 5; i++ {
 		tl.publish(pub.sub, fmt.Sprintf("during-%d", i))
 	}
@@ -357,7 +477,7 @@ func TestUnsentSurvivesReplicaDeath(t *testing.T) {
 	}
 	sub1.waitFor(t, "the first publication", func() bool { return len(sub1.publications()) == 1 })
 	c.nodes[0].amqpLink.Disable()
-	notReady(t, c, 0)
+	degraded(t, c, 0)
 	for i := range 3 {
 		if !tl.publish(pub.sub, fmt.Sprintf("during-%d", i)) {
 			t.Fatalf("publish during the outage: %v", tl.errs)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/broker/amqp"
+	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
 	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/servertest"
@@ -43,6 +44,8 @@ type cluster struct {
 	top   testenv.Topology
 	db    testenv.Database
 	nodes []*node
+	// readinessGrace, when set, is the replicas' broker.readinessGrace.
+	readinessGrace time.Duration
 }
 
 func logger() *slog.Logger {
@@ -77,9 +80,13 @@ func via(t *testing.T, rawURL string, p *tcpproxy.Proxy) string {
 }
 
 // startCluster starts n replicas sharing fresh exchanges and a fresh database.
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t *testing.T, n int) *cluster { t.Helper(); return startClusterWithGrace(t, n, 0) }
+
+// startClusterWithGrace starts n replicas with broker.readinessGrace grace
+// (0: the default).
+func startClusterWithGrace(t *testing.T, n int, grace time.Duration) *cluster {
 	t.Helper()
-	c := &cluster{t: t, top: testenv.NewTopology(t), db: testenv.NewDatabase(t, "parley_cluster")}
+	c := &cluster{t: t, top: testenv.NewTopology(t), db: testenv.NewDatabase(t, "parley_cluster"), readinessGrace: grace}
 	for i := 0; i < n; i++ {
 		c.nodes = append(c.nodes, c.startNode(i))
 	}
@@ -113,6 +120,7 @@ func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *
 	cfg := servertest.Config()
 	cfg.Broker.Type, cfg.Broker.Exchange, cfg.Broker.ControlExchange = "amqp", c.top.Exchange, c.top.ControlExchange
 	cfg.Store.Type = "postgres"
+	cfg.Broker.ReadinessGrace = config.Duration(c.readinessGrace)
 	cfg.Limits.PublishesPerSecond = 0 // the tests stream faster than a person types
 	cfg.Limits.CommandCostPerSecond, cfg.Limits.UserCommandCostPerSecond = 0, 0
 	for i := range cfg.Namespaces {
@@ -131,16 +139,22 @@ func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *
 	return nd
 }
 
+// waitReady waits until replica i is ready with nothing degraded (its
+// broker reachable too).
 func (c *cluster) waitReady(i int) {
 	c.t.Helper()
 	deadline := time.Now().Add(wait)
 	var err error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = c.nodes[i].srv.Node.Ready(ctx)
+		var degraded string
+		degraded, err = c.nodes[i].srv.Node.Readiness(ctx)
 		cancel()
-		if err == nil {
+		if err == nil && degraded == "" {
 			return
+		}
+		if err == nil {
+			err = fmt.Errorf("degraded: %s", degraded)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}

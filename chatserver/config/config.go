@@ -159,6 +159,23 @@ type Broker struct {
 	// URI (the broker's certificate must name the URI's host). Without it,
 	// amqps:// trusts the system's roots.
 	CAFile string `json:"caFile,omitempty"`
+	// ReadinessGrace is how long the broker may be unreachable before this
+	// replica reports not ready (default 5m). Within it the replica stays
+	// ready: publications are committed in the store and re-sent, and a
+	// broker outage is shared by every replica, so turning them all unready
+	// would only empty the Service (docs/guarantees.md).
+	ReadinessGrace Duration `json:"readinessGrace,omitempty"`
+}
+
+// DefaultBrokerReadinessGrace is broker.readinessGrace when unset.
+const DefaultBrokerReadinessGrace = 5 * time.Minute
+
+// ReadinessGraceOrDefault is broker.readinessGrace, or its default when unset.
+func (b Broker) ReadinessGraceOrDefault() time.Duration {
+	if b.ReadinessGrace > 0 {
+		return b.ReadinessGrace.D()
+	}
+	return DefaultBrokerReadinessGrace
 }
 
 // Store selects and configures the store.
@@ -375,6 +392,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("broker.type", "must be memory or amqp, got %q", c.Broker.Type)
+	}
+	if c.Broker.ReadinessGrace < 0 {
+		bad("broker.readinessGrace", "must not be negative")
 	}
 	switch c.Store.Type {
 	case "memory", "postgres":

@@ -68,20 +68,26 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-// readyz answers 200 "ok" or 503 "not ready", with the reason only when
-// detail is set (the admin listener).
+// readyz answers 200 "ok" or 503 "not ready", with the reason (and, when
+// ready, what is degraded) only when detail is set (the admin listener).
+// What ready means is node.Readiness's doc (docs/guarantees.md).
 func (a *API) readyz(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain")
-		if err := a.n.Ready(ctx); err != nil {
+		degraded, err := a.n.Readiness(ctx)
+		if err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			msg := "not ready\n"
 			if detail {
 				msg = "not ready: " + err.Error() + "\n"
 			}
 			_, _ = io.WriteString(w, msg)
+			return
+		}
+		if detail && degraded != "" {
+			_, _ = io.WriteString(w, "ok, degraded: "+degraded+"\n")
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")

@@ -30,6 +30,15 @@ type Metrics struct {
 	PublishLatency             prometheus.Histogram // publish accepted by store → delivered by hub
 	GapFills                   prometheus.Counter
 	BroadcastReceivers         prometheus.Counter
+	// Ready, BrokerUp and StoreUp are the last readiness check's answers
+	// (1 or 0), set at each /readyz (the kubelet probes every 5s).
+	Ready, BrokerUp, StoreUp prometheus.Gauge
+	// BrokerPublishFailures counts committed publications the broker did not
+	// take (kept in the outbox in a namespace with history).
+	BrokerPublishFailures prometheus.Counter
+	// OutboxUnsent is how many committed publications await re-sending, as
+	// this node last read the store's outbox (at most one sweep's batch).
+	OutboxUnsent prometheus.Gauge
 }
 
 // New creates collectors registered in a fresh registry (with Go and process collectors).
@@ -73,11 +82,27 @@ func New() *Metrics {
 			Name: "parley_broadcast_receivers_total", Help: "Local subscribers a publication or join/leave was handed to.",
 		}),
 	}
+	m.Ready = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_ready", Help: "1 when the last readiness check passed (the replica can serve its clients), else 0.",
+	})
+	m.BrokerUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_broker_up", Help: "1 when the last readiness check reached the broker (a probe made the round trip), else 0.",
+	})
+	m.StoreUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_store_up", Help: "1 when the last readiness check reached the store, else 0.",
+	})
+	m.BrokerPublishFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_broker_publish_failures_total", Help: "Committed publications the broker did not take (re-sent from the outbox where the namespace keeps history).",
+	})
+	m.OutboxUnsent = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_outbox_unsent", Help: "Committed publications not yet fanned out through the broker, as last read from the store's outbox (capped at one sweep's batch).",
+	})
 	m.OutPush = m.MessagesOut.WithLabelValues("push")
 	m.OutReply = m.MessagesOut.WithLabelValues("reply")
 	m.OutPing = m.MessagesOut.WithLabelValues("ping")
 	r.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.BytesOut, m.Errors,
 		m.Disconnects, m.MalformedFrames, m.PublishLatency, m.GapFills, m.BroadcastReceivers,
+		m.Ready, m.BrokerUp, m.StoreUp, m.BrokerPublishFailures, m.OutboxUnsent,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -73,6 +73,12 @@ type Node struct {
 	fills sync.WaitGroup
 	// emu routes bidirectional-emulation requests (emulation.go).
 	emu emulation
+	// brokerDown is when the broker was first seen unreachable in the
+	// current outage (readiness.go); zero while it is reachable.
+	brokerDownMu sync.Mutex
+	brokerDown   time.Time
+	// now is the clock of readiness (tests move it).
+	now func() time.Time
 }
 
 // Option customises a Node.
@@ -100,7 +106,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed()}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), now: time.Now}
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
@@ -175,21 +181,6 @@ func (n *Node) SetShuttingDown() { n.shuttingDown.Store(true) }
 
 // ShuttingDown reports whether the node is draining.
 func (n *Node) ShuttingDown() bool { return n.shuttingDown.Load() }
-
-// Ready reports whether the node can serve: not draining, broker delivering,
-// store answering.
-func (n *Node) Ready(ctx context.Context) error {
-	if n.shuttingDown.Load() {
-		return errors.New("shutting down")
-	}
-	if err := n.broker.Ready(ctx); err != nil {
-		return fmt.Errorf("broker: %w", err)
-	}
-	if _, err := n.store.Position(ctx, "__parley_readyz"); err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	return nil
-}
 
 func (n *Node) lockIndex(channel string) int { return int(maphash.String(n.seed, channel) % numLocks) }
 

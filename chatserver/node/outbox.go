@@ -45,6 +45,7 @@ func (n *Node) sweepUnsent(ctx context.Context) {
 		n.log.Debug("read outbox", "error", err)
 		return
 	}
+	n.metrics.OutboxUnsent.Set(float64(len(entries)))
 	for _, u := range entries {
 		pubs, _, err := n.store.History(sctx, u.Channel, store.HistoryOptions{
 			Since: &message.StreamPosition{Offset: u.Position.Offset - 1, Epoch: u.Position.Epoch}, Limit: 1,
@@ -75,6 +76,7 @@ func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResul
 	if err == nil {
 		return nil
 	}
+	n.metrics.BrokerPublishFailures.Inc()
 	n.HandlePublication(channel, res.Publication, res.Position)
 	if !n.ordered(channel) {
 		n.log.Warn("broker publish failed; other replicas miss this publication", "channel", channel, "error", err)

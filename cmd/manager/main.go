@@ -12,7 +12,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/parley-chat/parley/controllers"
 	"github.com/parley-chat/parley/internal/resource"
@@ -24,7 +23,7 @@ func main() {
 		leaderElect      bool
 		leaderElectionID string
 		leaderElectionNS string
-		metricsAddr      string
+		metrics          controllers.MetricsServing
 		probeAddr        string
 		chatServerImage  string
 		clusterDomain    string
@@ -32,13 +31,20 @@ func main() {
 		burst            int
 		concurrency      int
 		resync           time.Duration
+		kindRecheck      time.Duration
 		prov             controllers.Provisioning
 	)
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "parley-operator.chat.parley.io", "name of the leader election Lease")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's namespace)")
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 turns it off")
+	flag.StringVar(&metrics.BindAddress, "metrics-bind-address", controllers.DefaultMetricsBindAddress, "address of the metrics endpoint; 0 turns it off")
+	flag.BoolVar(&metrics.Secure, "metrics-secure", true,
+		"serve metrics over HTTPS to callers the API server authenticates and authorizes (get on /metrics); false: plain HTTP to anyone")
+	flag.StringVar(&metrics.CertPath, "metrics-cert-path", "", "directory of the metrics serving certificate (e.g. a mounted cert-manager Secret); empty: self-signed")
+	flag.StringVar(&metrics.CertName, "metrics-cert-name", "tls.crt", "certificate file in --metrics-cert-path")
+	flag.StringVar(&metrics.KeyName, "metrics-cert-key", "tls.key", "key file in --metrics-cert-path")
+	flag.BoolVar(&metrics.EnableHTTP2, "enable-http2", false, "serve metrics over HTTP/2 too (off: HTTP/2 Rapid Reset and Stream Cancellation attacks)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	flag.StringVar(&chatServerImage, "chat-server-image", "ghcr.io/parley-chat/parley:latest", "chat server image for ChatClusters that do not name one")
 	flag.StringVar(&clusterDomain, "cluster-domain", resource.DefaultClusterDomain, "the cluster's DNS domain, for endpoint URLs")
@@ -47,6 +53,8 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"ChatClusters reconciled in parallel (at most --backend-concurrency of them call one backend at a time)")
 	flag.DurationVar(&resync, "resync-period", 10*time.Minute, "how often an unchanged ChatCluster is checked again")
+	flag.DurationVar(&kindRecheck, "kind-recheck-interval", controllers.DefaultKindRecheckInterval,
+		"how often discovery is asked whether the ServiceMonitor or PrometheusRule CRD appeared, so they are watched and created without a restart")
 	flag.DurationVar(&prov.CleanupRetryFor, "cleanup-retry-for", controllers.DefaultCleanupRetryFor,
 		"how long, from its first failure, the deletion of a ChatCluster's RabbitMQ vhost or topology or PostgreSQL database is retried before it is left behind (with an event)")
 	flag.DurationVar(&prov.CleanupBackoff, "cleanup-backoff", controllers.DefaultCleanupBackoff,
@@ -68,15 +76,15 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	if err := run(watchNamespaces, leaderElect, leaderElectionID, leaderElectionNS, metricsAddr, probeAddr,
-		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency},
+	if err := run(watchNamespaces, leaderElect, leaderElectionID, leaderElectionNS, metrics, probeAddr,
+		controllers.Options{DefaultImage: chatServerImage, ClusterDomain: clusterDomain, ResyncPeriod: resync, MaxConcurrentReconciles: concurrency, KindRecheckInterval: kindRecheck},
 		prov, float32(qps), burst); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
 }
 
-func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, probeAddr string, opts controllers.Options, prov controllers.Provisioning, qps float32, burst int) error {
+func run(watchNamespaces string, leaderElect bool, leID, leNS string, metrics controllers.MetricsServing, probeAddr string, opts controllers.Options, prov controllers.Provisioning, qps float32, burst int) error {
 	if opts.DefaultImage == "" {
 		return fmt.Errorf("--chat-server-image must not be empty")
 	}
@@ -98,7 +106,7 @@ func run(watchNamespaces string, leaderElect bool, leID, leNS, metricsAddr, prob
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  controllers.NewScheme(),
 		Cache:                   controllers.CacheOptions(namespaces),
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metrics.Options(),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        leID,

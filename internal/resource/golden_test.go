@@ -209,9 +209,10 @@ func applyDefaults(x any, s *apiextensionsv1.JSONSchemaProps) error {
 
 // goldenCluster is what the reconciler would hand the builders for the
 // sample: fixed Secrets (the URIs the broker and database Secrets would
-// hold) and the ServiceMonitor kind installed, so every child shows.
+// hold) and the Prometheus Operator's kinds installed, so every child shows
+// (a PrometheusRule only where the sample turns it on).
 func goldenCluster(cc *v1alpha1.ChatCluster) Cluster {
-	c := Cluster{ChatCluster: cc, DefaultImage: goldenImage, ClusterDomain: DefaultClusterDomain, ServiceMonitorAvailable: true}
+	c := Cluster{ChatCluster: cc, DefaultImage: goldenImage, ClusterDomain: DefaultClusterDomain, ServiceMonitorAvailable: true, PrometheusRuleAvailable: true}
 	data := map[string]map[string][]byte{}
 	for _, r := range SecretReferences(c) {
 		if data[r.Name] == nil {

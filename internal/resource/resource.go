@@ -91,6 +91,9 @@ type Cluster struct {
 	// ServiceMonitorAvailable is true when the monitoring.coreos.com/v1
 	// ServiceMonitor kind exists in the cluster.
 	ServiceMonitorAvailable bool
+	// PrometheusRuleAvailable is true when the monitoring.coreos.com/v1
+	// PrometheusRule kind exists in the cluster.
+	PrometheusRuleAvailable bool
 	// BrokerCA and DatabaseCA are true when the cluster's ChatBackend
 	// verifies TLS: its CA is in the credentials Secret (key ca.crt) and the
 	// chat servers trust only it.
@@ -112,6 +115,7 @@ func Builders(c Cluster) []ResourceBuilder {
 		&StreamIngressBuilder{c},
 		&NetworkPolicyBuilder{c},
 		&ServiceMonitorBuilder{c},
+		&PrometheusRuleBuilder{c},
 	}
 }
 

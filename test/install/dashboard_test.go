@@ -12,8 +12,10 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/yaml"
 
 	"github.com/parley-chat/parley/chatserver/metrics"
+	"github.com/parley-chat/parley/internal/alerts"
 )
 
 // metricInfo is what a dashboard query may rely on: a metric's labels and
@@ -201,5 +203,38 @@ func TestDashboardReadsRealChatServerMetrics(t *testing.T) {
 		if strings.HasPrefix(name, "parley_") && !strings.Contains(all, name) {
 			t.Errorf("chat server metric %s is not on the dashboard", name)
 		}
+	}
+}
+
+// alertQueries returns every alert expression of a rule file, by alert name.
+func alertQueries(t testing.TB, rules []byte) map[string][]string {
+	t.Helper()
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `json:"alert"`
+				Expr  string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(rules, &f); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			out["alert "+r.Alert] = append(out["alert "+r.Alert], r.Expr)
+		}
+	}
+	return out
+}
+
+// The per-ChatCluster alerts read only metrics the chat server exports, with
+// the labels it (or the scrape) gives them. The operator's alerts are checked
+// against a running operator in TestOperatorWorksWithExactlyTheChartRBAC.
+func TestAlertsReadRealChatServerMetrics(t *testing.T) {
+	queries := alertQueries(t, alerts.ChatCluster("team", "chat"))
+	if n := checkQueries(t, queries, chatServerMetrics(t), []string{"parley_"}, nil); n < len(queries) {
+		t.Errorf("%d alerts, only %d metric reads checked", len(queries), n)
 	}
 }

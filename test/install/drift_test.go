@@ -17,6 +17,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/parley-chat/parley/internal/alerts"
 )
 
 // grant is one (group, resource, verb) permission, or a non-resource URL and verb.
@@ -206,7 +208,7 @@ func TestCommittedChartIsGenerated(t *testing.T) {
 	if os.Getenv("CI") != "true" {
 		t.Skip("CI only: in a shared work tree, uncommitted API changes regenerate the chart before they are committed")
 	}
-	cmd := exec.Command("git", "status", "--porcelain", "--", "charts/parley/files/crds", "charts/parley/templates/_rbac_rules.tpl", "config/crd/bases", "config/rbac/role.yaml")
+	cmd := exec.Command("git", "status", "--porcelain", "--", "charts/parley/files/crds", "charts/parley/files/alerts", "charts/parley/templates/_rbac_rules.tpl", "config/crd/bases", "config/rbac/role.yaml")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -214,5 +216,29 @@ func TestCommittedChartIsGenerated(t *testing.T) {
 	}
 	if len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("`make manifests` changed committed files; commit them:\n%s", out)
+	}
+}
+
+// TestChartAlertsAreTheTestedOnes: the chart's PrometheusRule holds exactly
+// the operator rules internal/alerts serves and the promtool tests run.
+func TestChartAlertsAreTheTestedOnes(t *testing.T) {
+	copied, err := os.ReadFile(filepath.Join(chartDir, "files", "alerts", "operator.rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(copied, alerts.Operator()) {
+		t.Error("charts/parley/files/alerts/operator.rules.yaml differs from internal/alerts/operator.rules.yaml: run `make manifests`")
+	}
+	if got := find(renderChart(t, "parley-system"), "PrometheusRule", ""); len(got) > 0 {
+		t.Error("a PrometheusRule is rendered with prometheusRule.enabled=false (the default)")
+	}
+	rule := one(t, renderChart(t, "parley-system", "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=prometheus"), "PrometheusRule", "parley")
+	want, err := alerts.Groups(alerts.Operator())
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	if !reflect.DeepEqual(groups, want) || rule.GetLabels()["release"] != "prometheus" {
+		t.Errorf("the chart's PrometheusRule (labels %v) is not internal/alerts' operator rules", rule.GetLabels())
 	}
 }

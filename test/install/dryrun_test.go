@@ -23,6 +23,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/ptr"
+
+	"github.com/parley-chat/parley/api/v1alpha1"
+	"github.com/parley-chat/parley/internal/resource"
 )
 
 // serviceMonitorCRDDir returns a directory holding the Prometheus Operator's
@@ -116,6 +119,21 @@ func TestServerSideDryRun(t *testing.T) {
 			t.Fatal("the full values must render the optional ChatCluster")
 		}
 		dryRunApply(t, cfg, objs)
+	})
+	t.Run("operator-rendered PrometheusRule", func(t *testing.T) {
+		// What the operator writes for a ChatCluster with
+		// spec.monitoring.prometheusRule on, against the real CRD's schema.
+		cc := &v1alpha1.ChatCluster{ObjectMeta: metav1.ObjectMeta{Name: "team-chat", Namespace: "parley-samples"}}
+		cc.Spec.Monitoring.PrometheusRule = v1alpha1.PrometheusRuleSpec{Enabled: ptr.To(true), Labels: map[string]string{"release": "prometheus"}}
+		b := &resource.PrometheusRuleBuilder{Cluster: resource.Cluster{ChatCluster: cc, PrometheusRuleAvailable: true}}
+		obj, err := b.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Update(obj); err != nil {
+			t.Fatal(err)
+		}
+		dryRunApply(t, cfg, []*unstructured.Unstructured{obj.(*unstructured.Unstructured)})
 	})
 	t.Run("kustomize default", func(t *testing.T) {
 		dryRunApply(t, cfg, kustomizeBuild(t, filepath.Join(configDir, "default")))

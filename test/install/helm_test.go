@@ -144,7 +144,8 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	args := argMap(t, c.Args)
 	want := map[string]string{
 		"leader-elect":              "true",
-		"metrics-bind-address":      ":8080",
+		"metrics-bind-address":      ":8443",
+		"metrics-secure":            "true",
 		"health-probe-bind-address": ":8081",
 		"chat-server-image":         c.Image,
 		"kube-api-qps":              "20",
@@ -187,6 +188,17 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	svc := typed[corev1.Service](t, one(t, objs, "Service", "parley-metrics"))
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort != intstr.FromString("metrics") || !reflect.DeepEqual(svc.Spec.Selector, dep.Spec.Selector.MatchLabels) {
 		t.Errorf("metrics Service must select the operator pods and target the metrics port: %+v", svc.Spec)
+	}
+	if svc.Spec.Ports[0].Port != 8443 {
+		t.Errorf("metrics Service port %d, want 8443 (HTTPS)", svc.Spec.Ports[0].Port)
+	}
+	// Who may scrape: a ClusterRole for GET /metrics, bound to no one by default.
+	reader := typed[rbacv1.ClusterRole](t, one(t, objs, "ClusterRole", "parley-metrics-reader"))
+	if len(reader.Rules) != 1 || !slices.Equal(reader.Rules[0].NonResourceURLs, []string{"/metrics"}) || !slices.Equal(reader.Rules[0].Verbs, []string{"get"}) {
+		t.Errorf("metrics-reader ClusterRole: %+v", reader.Rules)
+	}
+	if got := find(objs, "ClusterRoleBinding", "parley-metrics-reader"); len(got) > 0 {
+		t.Error("metrics-reader bound without metrics.readerSubjects")
 	}
 	pdb := typed[policyv1.PodDisruptionBudget](t, one(t, objs, "PodDisruptionBudget", "parley"))
 	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
@@ -252,6 +264,23 @@ func TestHelmTemplateFullValues(t *testing.T) {
 	if len(c.Ports) == 0 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 9090 {
 		t.Errorf("metrics container port: %+v", c.Ports)
 	}
+	// The serving certificate from metrics.certSecret, where --metrics-cert-path looks.
+	certDir := args["metrics-cert-path"]
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "parley-metrics-tls" && m.MountPath == certDir {
+				mounted = true
+			}
+		}
+	}
+	if certDir == "" || !mounted {
+		t.Errorf("metrics.certSecret is not mounted at --metrics-cert-path=%q: %+v", certDir, c.VolumeMounts)
+	}
+	rb := typed[rbacv1.ClusterRoleBinding](t, one(t, objs, "ClusterRoleBinding", "chat-operator-metrics-reader"))
+	if rb.RoleRef.Name != "chat-operator-metrics-reader" || len(rb.Subjects) != 1 || rb.Subjects[0].Name != "prometheus-k8s" {
+		t.Errorf("metrics.readerSubjects binding: %+v", rb)
+	}
 
 	// watchNamespaces: a Role and RoleBinding in each watched namespace, no
 	// cluster-wide grant of namespaced resources.
@@ -307,8 +336,13 @@ func TestHelmTemplateFullValues(t *testing.T) {
 		t.Errorf("ServiceMonitor labels %v lack release=prometheus", sm.GetLabels())
 	}
 	eps := mustNested[[]any](t, sm.Object, "spec", "endpoints")
-	if ep := eps[0].(map[string]any); ep["port"] != "metrics" || ep["interval"] != "15s" || ep["scrapeTimeout"] != "5s" {
-		t.Errorf("ServiceMonitor endpoint: %v", ep)
+	if ep := eps[0].(map[string]any); ep["port"] != "metrics" || ep["interval"] != "15s" || ep["scrapeTimeout"] != "5s" ||
+		ep["scheme"] != "https" || ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" || ep["tlsConfig"] == nil {
+		t.Errorf("ServiceMonitor endpoint must scrape HTTPS with the ServiceAccount token: %v", ep)
+	}
+
+	if pr := one(t, objs, "PrometheusRule", "chat-operator"); pr.GetLabels()["release"] != "prometheus" || pr.GetNamespace() != ns {
+		t.Errorf("PrometheusRule %s/%s labels %v", pr.GetNamespace(), pr.GetName(), pr.GetLabels())
 	}
 
 	cm := typed[corev1.ConfigMap](t, one(t, objs, "ConfigMap", "chat-operator-dashboard"))

@@ -97,7 +97,7 @@ func TestKustomizeAndChartInstallTheSameOperator(t *testing.T) {
 		t.Errorf("PDB: kustomize %+v, chart %+v", kp.Spec, cp.Spec)
 	}
 	ks := typed[corev1.Service](t, one(t, kz, "Service", "parley-controller-manager-metrics"))
-	if !reflect.DeepEqual(ks.Spec.Selector, kd.Spec.Selector.MatchLabels) || ks.Spec.Ports[0].Port != 8080 {
+	if !reflect.DeepEqual(ks.Spec.Selector, kd.Spec.Selector.MatchLabels) || ks.Spec.Ports[0].Port != 8443 {
 		t.Errorf("metrics Service: %+v", ks.Spec)
 	}
 }

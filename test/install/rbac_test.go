@@ -2,8 +2,12 @@ package install
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,12 +21,14 @@ import (
 	"github.com/go-logr/logr/funcr"
 	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,10 +43,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/parley-chat/parley/api/v1alpha1"
 	"github.com/parley-chat/parley/controllers"
+	"github.com/parley-chat/parley/internal/alerts"
 	"github.com/parley-chat/parley/internal/naming"
 	"github.com/parley-chat/parley/internal/testenv"
 )
@@ -148,7 +154,7 @@ func TestOperatorWorksWithExactlyTheChartRBAC(t *testing.T) {
 			}
 			checkDenied(ctx, t, as, tc.chatNS)
 
-			stop := startOperator(t, as, args, tc.operatorNS, capture)
+			stop, metricsAddr := startOperator(t, as, args, tc.operatorNS, capture)
 			defer stop()
 
 			driveChatCluster(ctx, t, admin, tc.chatNS)
@@ -164,6 +170,7 @@ func TestOperatorWorksWithExactlyTheChartRBAC(t *testing.T) {
 			}
 			if tc.name == "cluster-wide" {
 				checkOperatorMetrics(t)
+				checkMetricsAuth(ctx, t, cfg, admin, objs, tc.operatorNS, metricsAddr)
 			}
 			if lines := capture.take(); len(lines) > 0 {
 				t.Errorf("requests were forbidden (the chart's RBAC lacks a permission the operator uses):\n%s", strings.Join(lines, "\n"))
@@ -196,7 +203,7 @@ func checkDenied(ctx context.Context, t *testing.T, as *rest.Config, chatNS stri
 
 // startOperator starts the manager and reconciler the way cmd/manager does,
 // configured from the chart's Deployment arguments.
-func startOperator(t *testing.T, as *rest.Config, args map[string]string, operatorNS string, capture *logCapture) func() {
+func startOperator(t *testing.T, as *rest.Config, args map[string]string, operatorNS string, capture *logCapture) (stop func(), metricsAddr string) {
 	t.Helper()
 	var namespaces []string
 	for _, ns := range strings.Split(args["watch-namespaces"], ",") {
@@ -220,6 +227,15 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 	if err != nil {
 		t.Fatalf("--max-concurrent-reconciles: %v", err)
 	}
+	if args["metrics-bind-address"] == "" || args["metrics-bind-address"] == "0" {
+		t.Fatalf("the chart turns the metrics endpoint off by default: --metrics-bind-address=%q", args["metrics-bind-address"])
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr = l.Addr().String()
+	l.Close()
 	var prov controllers.Provisioning
 	if prov.BackendConcurrency, err = strconv.Atoi(args["backend-concurrency"]); err != nil {
 		t.Fatalf("--backend-concurrency: %v", err)
@@ -243,9 +259,11 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 	cfg := rest.CopyConfig(as)
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        controllers.NewScheme(),
-		Cache:                         controllers.CacheOptions(namespaces),
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		Scheme: controllers.NewScheme(),
+		Cache:  controllers.CacheOptions(namespaces),
+		// The chart's metrics serving (HTTPS, authn/authz through the API
+		// server as the operator's identity), on a free loopback port.
+		Metrics:                       controllers.MetricsServing{BindAddress: metricsAddr, Secure: args["metrics-secure"] == "true"}.Options(),
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                args["leader-elect"] == "true",
 		LeaderElectionID:              "parley-operator.chat.parley.io",
@@ -272,7 +290,7 @@ func startOperator(t *testing.T, as *rest.Config, args map[string]string, operat
 		if err := <-done; err != nil {
 			t.Errorf("manager: %v", err)
 		}
-	}
+	}, metricsAddr
 }
 
 // driveChatCluster creates a ChatCluster and changes it, checking the
@@ -522,6 +540,11 @@ func checkOperatorMetrics(t *testing.T) {
 	if n < 8 {
 		t.Errorf("the dashboard reads only %d operator series", n)
 	}
+	// The operator's alerts read what it exports, too (the cleanup series
+	// exist only while a cleanup fails: controllers checks their descriptors).
+	if n := checkQueries(t, alertQueries(t, alerts.Operator()), known, []string{"parley_operator_", "controller_runtime_"}, []string{"parley_operator_cleanup_"}); n < 3 {
+		t.Errorf("the operator's alerts read only %d operator series", n)
+	}
 	found := false
 	for _, f := range families {
 		if f.GetName() == "controller_runtime_reconcile_total" {
@@ -569,4 +592,70 @@ func dashboardConstant(t testing.TB, name string) string {
 	}
 	t.Fatalf("the dashboard has no constant variable %q", name)
 	return ""
+}
+
+// checkMetricsAuth scrapes the running operator's metrics endpoint as the
+// chart serves it: refused without a token, served to a ServiceAccount bound
+// to the chart's metrics-reader ClusterRole. The operator's identity has only
+// the chart's RBAC, so this also proves it may create the TokenReviews and
+// SubjectAccessReviews the endpoint needs.
+func checkMetricsAuth(ctx context.Context, t *testing.T, cfg *rest.Config, admin client.Client, chart []*unstructured.Unstructured, operatorNS, addr string) {
+	t.Helper()
+	reader := find(chart, "ClusterRole", "")
+	var readerRole string
+	for _, r := range reader {
+		if strings.HasSuffix(r.GetName(), "-metrics-reader") {
+			readerRole = r.GetName()
+		}
+	}
+	if readerRole == "" {
+		t.Fatal("the chart renders no metrics-reader ClusterRole")
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: "prometheus"}}
+	if err := admin.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: readerRole + "-" + operatorNS},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: operatorNS, Name: sa.Name}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().ServiceAccounts(operatorNS).CreateToken(ctx, sa.Name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	scrape := func(token string) (int, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("scrape the operator's metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, _ := scrape(""); code != http.StatusUnauthorized {
+		t.Errorf("anonymous scrape: %d, want 401", code)
+	}
+	// The role binding reaches the authorizer's cache within a moment.
+	var code int
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if code, body = scrape(tr.Status.Token); code == http.StatusOK {
+			break
+		}
+	}
+	if code != http.StatusOK || !strings.Contains(body, "parley_operator_chatclusters") {
+		t.Errorf("scrape with the metrics-reader's token: %d %.300s", code, body)
+	}
 }

@@ -119,7 +119,8 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 	mgr := buildManager(b)
 
 	metricsPort, probePort := freePort(b), freePort(b)
-	args := []string{"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort),
+	// Plain HTTP: the benchmark scrapes the operator without a token.
+	args := []string{"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort), "--metrics-secure=false",
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(probePort),
 		"--resync-period", resync.String(), "--zap-log-level", "error"}
 	qps := os.Getenv("PARLEY_SCALE_QPS")

@@ -125,7 +125,10 @@ func TestUpgradeRestartsNoChatPod(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("install the current CRDs: %v", err)
 	}
-	newRun := startManager(t, "new manager", newManager, kubeconfig)
+	// The test reads the reconcile count over plain HTTP: the current build
+	// serves metrics over HTTPS with authentication unless told otherwise
+	// (the baseline build knows no such flag).
+	newRun := startManager(t, "new manager", newManager, kubeconfig, "--metrics-secure=false")
 	waitSettled(t, c, ns, clusters, newRun, len(clusters))
 	after := snapshot(t, c, ns)
 
@@ -253,12 +256,12 @@ type manager struct {
 	metrics string
 }
 
-func startManager(t *testing.T, name, bin, kubeconfig string) manager {
+func startManager(t *testing.T, name, bin, kubeconfig string, extra ...string) manager {
 	t.Helper()
 	metrics := freeAddr(t)
 	p := start(t, name, bin, []string{"KUBECONFIG=" + kubeconfig, "POD_NAMESPACE=parley-system"},
-		"--chat-server-image="+chatImage, "--metrics-bind-address="+metrics, "--health-probe-bind-address=0",
-		"--leader-elect=false", "--resync-period=1h")
+		append([]string{"--chat-server-image=" + chatImage, "--metrics-bind-address=" + metrics, "--health-probe-bind-address=0",
+			"--leader-elect=false", "--resync-period=1h"}, extra...)...)
 	return manager{process: p, metrics: metrics}
 }
 

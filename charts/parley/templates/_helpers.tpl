@@ -84,6 +84,12 @@ creates and renews it) and the core Events it records about it. */}}
 {{- define "parley.operatorArgs" -}}
 - --leader-elect={{ .Values.operator.leaderElection.enabled }}
 - --metrics-bind-address={{ if .Values.metrics.enabled }}:{{ .Values.metrics.port }}{{ else }}0{{ end }}
+{{- if .Values.metrics.enabled }}
+- --metrics-secure={{ .Values.metrics.secure }}
+{{- with .Values.metrics.certSecret }}
+- --metrics-cert-path=/tmp/k8s-metrics-server/metrics-certs
+{{- end }}
+{{- end }}
 - --health-probe-bind-address=:{{ .Values.health.port }}
 {{- with include "parley.watchNamespaces" . }}
 - --watch-namespaces={{ . }}
