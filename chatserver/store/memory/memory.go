@@ -46,6 +46,10 @@ type Store struct {
 	mu     sync.Mutex
 	closed bool
 	unsent map[string]message.StreamPosition // guarded by mu
+
+	// groups is store.Groups (groups.go), made on first use.
+	groupsOnce sync.Once
+	groups     *groupState
 }
 
 type shard struct {
