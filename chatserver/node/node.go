@@ -29,6 +29,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/codes"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/groups"
 	"github.com/parley-chat/parley/chatserver/hub"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/metrics"
@@ -73,6 +74,8 @@ type Node struct {
 	fills sync.WaitGroup
 	// emu routes bidirectional-emulation requests (emulation.go).
 	emu emulation
+	// groups are the rules of group namespaces, inboxes and search (groups.go).
+	groups *groups.Service
 }
 
 // Option customises a Node.
@@ -114,6 +117,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		n.id = np.NodeID()
 	}
 	n.log = logger.With("node", n.id)
+	n.groups = groups.New(cfg, n.authz, s, groupEffects{n}, n.log)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
 	refreshDelay := MaxPresenceRefreshDelay
 	if ping := cfg.HTTP.PingInterval.D(); ping > 0 {
@@ -349,6 +353,11 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	// the broker); receivers drop what they delivered already.
 	if err := n.fanOut(ctx, channel, res); err != nil {
 		return store.AppendResult{}, err
+	}
+	if !res.Duplicate {
+		// Inboxes and the search index follow the publication; it is
+		// committed and delivered whatever happens to them.
+		n.groups.Published(ctx, channel, res.Publication)
 	}
 	return res, nil
 }

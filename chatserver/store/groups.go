@@ -192,6 +192,9 @@ type Groups interface {
 	// Audit lists a group's entries newest first, those with ID below before
 	// (0: from the newest).
 	Audit(ctx context.Context, channel string, before int64, limit int) ([]AuditEntry, error)
+	// Record adds an entry to a group's audit log for a change made
+	// elsewhere (a moderator deleting a message is a publication).
+	Record(ctx context.Context, channel string, c Change) error
 	// CountActions counts actor's entries with action since then, in every group.
 	CountActions(ctx context.Context, actor, action string, since time.Time) (int, error)
 

@@ -640,3 +640,11 @@ func (s *Store) epochOf(channel string) string {
 	defer sh.mu.Unlock()
 	return s.positionLocked(sh, channel).Epoch
 }
+
+// Record implements store.Groups.
+func (s *Store) Record(ctx context.Context, channel string, c store.Change) error {
+	return s.withGroup(ctx, channel, func(g *groupState, _ *memGroup) error {
+		g.record(channel, c)
+		return nil
+	})
+}

@@ -412,3 +412,13 @@ func (s *Store) CountActions(ctx context.Context, actor, action string, since ti
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM parley_group_audit WHERE actor = $1 AND action = $2 AND at >= $3`, actor, action, since).Scan(&n)
 	return n, wrapErr("count actions", err)
 }
+
+// Record implements store.Groups.
+func (s *Store) Record(ctx context.Context, channel string, c store.Change) error {
+	return s.tx(ctx, "record", func(tx pgx.Tx) error {
+		if err := lockGroup(ctx, tx, channel); err != nil {
+			return err
+		}
+		return audit(ctx, tx, channel, c)
+	})
+}

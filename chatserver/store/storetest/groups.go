@@ -23,7 +23,9 @@ func runGroups(t *testing.T, h Harness) {
 }
 
 // user returns a user name unique to this test.
-func user(t *testing.T, name string) string { return fmt.Sprintf("%s-%d-%s", name, seq.Add(1), t.Name()) }
+func user(t *testing.T, name string) string {
+	return fmt.Sprintf("%s-%d-%s", name, seq.Add(1), t.Name())
+}
 
 func change(actor, action, target string) store.Change {
 	return store.Change{Actor: actor, Action: action, Target: target}
