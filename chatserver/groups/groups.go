@@ -63,11 +63,16 @@ type Service struct {
 
 	searchMu sync.Mutex
 	searches map[string]*bucket.Bucket
+
+	// slots and running are the asynchronous inbox fan-outs (fanout.go).
+	slots   chan struct{}
+	running sync.WaitGroup
 }
 
 // New builds the service for cfg's group namespaces.
 func New(cfg config.Config, authz *auth.Authorizer, st store.Groups, fx Effects, log *slog.Logger) *Service {
-	s := &Service{st: st, authz: authz, cfg: cfg.Groups, fx: fx, log: log, now: time.Now, searches: map[string]*bucket.Bucket{}}
+	s := &Service{st: st, authz: authz, cfg: cfg.Groups, fx: fx, log: log, now: time.Now, searches: map[string]*bucket.Bucket{},
+		slots: make(chan struct{}, fanOutsInFlight)}
 	for _, ns := range cfg.Namespaces {
 		if ns.Group {
 			s.groupNS = append(s.groupNS, ns.Name)

@@ -139,9 +139,9 @@ func (s *Service) Published(ctx context.Context, channel string, pub *message.Pu
 		return
 	}
 	entry := &store.InboxEntry{Channel: channel, LastOffset: pub.Offset, LastAt: time.UnixMilli(pub.Time).UTC(), LastUser: a.User, Preview: a.Preview}
-	for _, u := range users {
+	s.fanOutAsync(ctx, users, func(ctx context.Context, u string) {
 		s.notify(ctx, u, event{Type: "message", Channel: channel, Entry: entry, Mention: u != a.User && slices.Contains(mentions, u)})
-	}
+	})
 }
 
 func parseOffset(s string) (uint64, error) {

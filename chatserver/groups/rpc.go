@@ -563,8 +563,8 @@ func (s *Service) deleteGroup(ctx context.Context, c Caller, data []byte) (any, 
 	if err := s.fx.Forget(ctx, req.Channel); err != nil {
 		s.log.Warn("drop a deleted group's history", "channel", req.Channel, "error", err)
 	}
-	for _, u := range members {
+	fanOut(members, func(u string) {
 		s.cutOff(ctx, u, req.Channel, codes.UnsubscribeDeleted, "the group was deleted", event{Type: "member", Channel: req.Channel, Event: "deleted", By: c.actor()})
-	}
+	})
 	return map[string]int{"members": len(members)}, nil
 }

@@ -153,6 +153,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stop()
 		<-retried
 		n.fills.Wait()       // each bounded by its store timeout
+		n.groups.Wait()      // inbox pushes, each bounded by its timeout
 		n.emu.running.Wait() // each bounded by emulationWait
 		n.reads.stop()
 		n.presence.stop()
