@@ -64,6 +64,10 @@ type Service struct {
 	searchMu sync.Mutex
 	searches map[string]*bucket.Bucket
 
+	// written are the profiles this replica wrote (Connected).
+	profileMu sync.Mutex
+	written   map[string]store.Profile
+
 	// slots and running are the asynchronous inbox fan-outs (fanout.go).
 	slots   chan struct{}
 	running sync.WaitGroup
@@ -72,7 +76,7 @@ type Service struct {
 // New builds the service for cfg's group namespaces.
 func New(cfg config.Config, authz *auth.Authorizer, st store.Groups, fx Effects, log *slog.Logger) *Service {
 	s := &Service{st: st, authz: authz, cfg: cfg.Groups, fx: fx, log: log, now: time.Now, searches: map[string]*bucket.Bucket{},
-		slots: make(chan struct{}, fanOutsInFlight)}
+		slots: make(chan struct{}, fanOutsInFlight), written: map[string]store.Profile{}}
 	for _, ns := range cfg.Namespaces {
 		if ns.Group {
 			s.groupNS = append(s.groupNS, ns.Name)
@@ -181,6 +185,37 @@ func (s *Service) Check(ctx context.Context, subj auth.Subject, channel string, 
 		}
 	}
 	return nil
+}
+
+// Readable keeps the channels whose group membership lets subj read them
+// (every channel outside group namespaces stays), with one store query
+// however many groups are named.
+func (s *Service) Readable(ctx context.Context, subj auth.Subject, channels []string) ([]string, error) {
+	var mine map[string]bool
+	out := channels[:0:0]
+	for _, ch := range channels {
+		if !s.IsGroup(ch) {
+			out = append(out, ch)
+			continue
+		}
+		if subj.Anonymous || subj.User == "" {
+			continue
+		}
+		if mine == nil {
+			gs, err := s.st.GroupsOf(ctx, subj.User)
+			if err != nil {
+				return nil, fmt.Errorf("groups of %q: %w", subj.User, err)
+			}
+			mine = make(map[string]bool, len(gs))
+			for _, g := range gs {
+				mine[g] = true
+			}
+		}
+		if mine[ch] {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
 }
 
 // CanModerate reports whether user may moderate channel (delete others'

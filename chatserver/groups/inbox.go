@@ -171,10 +171,27 @@ func (s *Service) Connected(ctx context.Context, user, name, picture string) {
 	if len(name) > 200 || len(picture) > 2048 || !utf8.ValidString(name) || !utf8.ValidString(picture) {
 		return
 	}
-	if err := s.st.PutProfile(ctx, store.Profile{User: user, Name: name, Picture: picture}); err != nil {
-		s.log.Warn("keep profile", "user", user, "error", err)
+	p := store.Profile{User: user, Name: name, Picture: picture}
+	s.profileMu.Lock()
+	known := s.written[user] == p
+	s.profileMu.Unlock()
+	if known {
+		return // written by this replica already: a reconnect storm writes nothing
 	}
+	if err := s.st.PutProfile(ctx, p); err != nil {
+		s.log.Warn("keep profile", "user", user, "error", err)
+		return
+	}
+	s.profileMu.Lock()
+	if len(s.written) >= maxKnownProfiles {
+		clear(s.written) // forgetting costs one idempotent write per user
+	}
+	s.written[user] = p
+	s.profileMu.Unlock()
 }
+
+// maxKnownProfiles bounds the profiles a replica remembers having written.
+const maxKnownProfiles = 100_000
 
 func (s *Service) inbox(ctx context.Context, c Caller, data []byte) (any, error) {
 	var req struct {

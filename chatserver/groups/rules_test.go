@@ -98,6 +98,14 @@ func TestGroupRules(t *testing.T) {
 			t.Fatalf("get after leaving: %v", e)
 		}
 	})
+	t.Run("unread leaves out the groups the caller is not in", func(t *testing.T) {
+		for who, want := range map[*conn]int{bob: 2, alice: 1} { // alice has left
+			states := who.must("unread", map[string]any{"channels": []string{grp, "room:open"}})["states"].([]any)
+			if len(states) != want {
+				t.Fatalf("unread states: %v, want %d", states, want)
+			}
+		}
+	})
 	t.Run("searches per minute", func(t *testing.T) {
 		for i := range 3 {
 			if _, e := bob.call("search", map[string]any{"query": "hi"}); e != nil {

@@ -94,9 +94,13 @@ func (n *Node) RPC(ctx context.Context, c Caller, method string, data []byte) ([
 		// tell whether they exist or how many messages they hold.
 		readable := make([]string, 0, len(req.Channels))
 		for _, ch := range req.Channels {
-			if _, err := n.authz.CanRead(c.Subject, ch, c.Subscribed(ch)); err == nil && n.groups.Check(ctx, c.Subject, ch, groups.OpRead) == nil {
+			if _, err := n.authz.CanRead(c.Subject, ch, c.Subscribed(ch)); err == nil {
 				readable = append(readable, ch)
 			}
+		}
+		readable, err := n.groups.Readable(ctx, c.Subject, readable)
+		if err != nil {
+			return nil, err
 		}
 		if len(readable) == 0 {
 			return json.Marshal(map[string]any{"states": []message.ReadState{}})
