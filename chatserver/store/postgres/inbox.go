@@ -13,60 +13,57 @@ import (
 	"github.com/parley-chat/parley/chatserver/store"
 )
 
-// Touch implements store.Groups.
+// Touch implements store.Groups in one round trip: the statements go as
+// one batch, which PostgreSQL runs as one implicit transaction.
 func (s *Store) Touch(ctx context.Context, a store.Activity) ([]string, error) {
 	if err := validChannel(a.Channel); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO parley_conversations AS c (channel, last_offset, last_at, last_user, preview)
+		VALUES ($1, $2, now(), $3, $4)
+		ON CONFLICT (channel) DO UPDATE SET last_offset = EXCLUDED.last_offset, last_at = EXCLUDED.last_at,
+			last_user = EXCLUDED.last_user, preview = EXCLUDED.preview
+		WHERE c.last_offset < EXCLUDED.last_offset`, a.Channel, a.Offset, a.User, a.Preview)
+	if len(a.Participants) > 0 {
+		b.Queue(`INSERT INTO parley_inbox (user_id, channel) SELECT u, $2 FROM unnest($1::text[]) u ON CONFLICT DO NOTHING`,
+			a.Participants, a.Channel)
+	}
+	if a.User != "" {
+		// The author has read what they wrote.
+		b.Queue(`INSERT INTO parley_read_receipts AS r (user_id, channel_id, last_read, updated_at)
+			SELECT $2, c.id, LEAST($3::bigint, c.top_offset), now() FROM parley_channels c WHERE c.name = $1
+			ON CONFLICT (user_id, channel_id) DO UPDATE
+			SET last_read = GREATEST(r.last_read, EXCLUDED.last_read), updated_at = now()`, a.Channel, a.User, a.Offset)
+	}
+	if len(a.Mentions) > 0 {
+		b.Queue(`INSERT INTO parley_mentions (user_id, channel, "offset")
+			SELECT user_id, channel, $3 FROM parley_inbox WHERE channel = $1 AND user_id = ANY($2::text[]) AND user_id <> $4
+			ON CONFLICT DO NOTHING`, a.Channel, a.Mentions, a.Offset, a.User)
+	}
+	if a.Text != "" && a.Language != "" {
+		b.Queue(`INSERT INTO parley_search (channel_id, "offset", body, tsv)
+			SELECT p.channel_id, p."offset", $3, to_tsvector($4::regconfig, $3)
+			FROM parley_publications p JOIN parley_channels c ON c.id = p.channel_id
+			WHERE c.name = $1 AND p."offset" = $2
+			ON CONFLICT DO NOTHING`, a.Channel, a.Offset, a.Text, a.Language)
+	}
 	var users []string
-	err := s.tx(ctx, "touch", func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO parley_conversations AS c (channel, last_offset, last_at, last_user, preview)
-			VALUES ($1, $2, now(), $3, $4)
-			ON CONFLICT (channel) DO UPDATE SET last_offset = EXCLUDED.last_offset, last_at = EXCLUDED.last_at,
-				last_user = EXCLUDED.last_user, preview = EXCLUDED.preview
-			WHERE c.last_offset < EXCLUDED.last_offset`, a.Channel, a.Offset, a.User, a.Preview); err != nil {
-			return err
-		}
-		if len(a.Participants) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO parley_inbox (user_id, channel) SELECT u, $2 FROM unnest($1::text[]) u ON CONFLICT DO NOTHING`,
-				a.Participants, a.Channel); err != nil {
-				return err
-			}
-		}
-		if a.User != "" {
-			// The author has read what they wrote.
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO parley_read_receipts AS r (user_id, channel_id, last_read, updated_at)
-				SELECT $2, c.id, LEAST($3::bigint, c.top_offset), now() FROM parley_channels c WHERE c.name = $1
-				ON CONFLICT (user_id, channel_id) DO UPDATE
-				SET last_read = GREATEST(r.last_read, EXCLUDED.last_read), updated_at = now()`, a.Channel, a.User, a.Offset); err != nil {
-				return err
-			}
-		}
-		if len(a.Mentions) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO parley_mentions (user_id, channel, "offset")
-				SELECT user_id, channel, $3 FROM parley_inbox WHERE channel = $1 AND user_id = ANY($2::text[]) AND user_id <> $4
-				ON CONFLICT DO NOTHING`, a.Channel, a.Mentions, a.Offset, a.User); err != nil {
-				return err
-			}
-		}
-		if a.Text != "" && a.Language != "" {
-			if _, err := tx.Exec(ctx, `INSERT INTO parley_search (channel_id, "offset", body, tsv)
-				SELECT p.channel_id, p."offset", $3, to_tsvector($4::regconfig, $3)
-				FROM parley_publications p JOIN parley_channels c ON c.id = p.channel_id
-				WHERE c.name = $1 AND p."offset" = $2
-				ON CONFLICT DO NOTHING`, a.Channel, a.Offset, a.Text, a.Language); err != nil {
-				return err
-			}
-		}
-		rows, err := tx.Query(ctx, `SELECT user_id FROM parley_inbox WHERE channel = $1 ORDER BY user_id`, a.Channel)
-		if err != nil {
-			return err
-		}
+	b.Queue(`SELECT user_id FROM parley_inbox WHERE channel = $1 ORDER BY user_id`, a.Channel).Query(func(rows pgx.Rows) error {
+		var err error
 		users, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
-	return users, err
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		err = s.pool.SendBatch(ctx, b).Close()
+		if !retryable(err) {
+			break
+		}
+	}
+	return users, wrapErr("touch", err)
 }
 
 // Unindex implements store.Groups.
