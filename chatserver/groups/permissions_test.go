@@ -92,15 +92,32 @@ var commands = []command{
 
 // TestPermissionTable tries every command as every kind of user in a
 // fresh group each time, and checks the error code (0: allowed).
+// In memory on one replica, and on RabbitMQ and PostgreSQL with the owner
+// on one replica and everyone else on the other, so every decision there
+// rests on membership written by another replica.
 func TestPermissionTable(t *testing.T) {
 	cfg := servertest.Config()
 	cfg.Auth.AllowAnonymous = true
 	cfg.Limits.CommandCostPerSecond, cfg.Limits.UserCommandCostPerSecond = 0, 0
 	cfg.Groups.InvitesPerHour = 1_000_000
-	srv := servertest.Start(t, cfg, nil, nil)
+	t.Run("memory", func(t *testing.T) {
+		srv := servertest.Start(t, cfg, nil, nil)
+		permissionTable(t, srv, srv)
+	})
+	t.Run("rabbitmq+postgres", func(t *testing.T) {
+		peers := servertest.RealPeers(t, cfg, 2)
+		permissionTable(t, peers[0], peers[1])
+	})
+}
+
+func permissionTable(t *testing.T, ownerSrv, others *servertest.Server) {
 	users := map[string]string{"owner": "alice", "admin": "carol", "member": "bob", "removed": "rita", "banned": "ben", "nonmember": "nora", "anonymous": ""}
 	conns := map[string]*conn{}
 	for role, u := range users {
+		srv := others
+		if role == "owner" {
+			srv = ownerSrv
+		}
 		conns[role] = dial(t, srv, u)
 	}
 	alice := conns["owner"]
