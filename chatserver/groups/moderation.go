@@ -20,8 +20,8 @@ func (s *Service) ban(ctx context.Context, c Caller, data []byte) (any, error) {
 	if err := s.groupChannel(req.Channel); err != nil {
 		return nil, err
 	}
-	if req.User == "" || len(req.User) > 128 {
-		return nil, badRequest("user must be 1-128 bytes")
+	if err := checkUser(req.User); err != nil {
+		return nil, err
 	}
 	// A non-member may be banned ahead (a known spammer); a member only by
 	// someone above them.

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/codes"
 	"github.com/parley-chat/parley/chatserver/store"
 )
@@ -102,6 +103,18 @@ type userReq struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
+// checkUser refuses what could never be a connection's user: a user id
+// follows the token rules (auth.ValidateUserID).
+func checkUser(user string) error {
+	if user == "" {
+		return badRequest("user is required")
+	}
+	if err := auth.ValidateUserID(user); err != nil {
+		return badRequest("user: %v", err)
+	}
+	return nil
+}
+
 // MaxTitle and MaxTopic bound a group's texts (in bytes).
 const (
 	MaxTitle = 200
@@ -172,8 +185,8 @@ func (s *Service) create(ctx context.Context, c Caller, data []byte) (any, error
 	if c.System {
 		owner = req.Owner
 	}
-	if owner == "" {
-		return nil, badRequest("owner is required")
+	if err := checkUser(owner); err != nil {
+		return nil, err
 	}
 	g := store.Group{Channel: ns + ":" + id, GroupSettings: req.GroupSettings, Owner: owner}
 	if err := s.st.CreateGroup(ctx, g, s.limits(), store.Change{Actor: c.actor(), Action: "create", Target: owner}); err != nil {
@@ -322,8 +335,8 @@ func (s *Service) mayInvite(ctx context.Context, c Caller, channel string) error
 }
 
 func (s *Service) addUser(ctx context.Context, c Caller, channel, user string) (any, error) {
-	if user == "" || len(user) > 128 {
-		return nil, badRequest("user must be 1-128 bytes")
+	if err := checkUser(user); err != nil {
+		return nil, err
 	}
 	if err := s.mayInvite(ctx, c, channel); err != nil {
 		return nil, err
