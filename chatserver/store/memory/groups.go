@@ -648,3 +648,17 @@ func (s *Store) Record(ctx context.Context, channel string, c store.Change) erro
 		return nil
 	})
 }
+
+// forget drops what belongs to a channel's lost history: mentions, the
+// last message, the search index (RemoveHistory).
+func (g *groupState) forget(channel string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k := range g.mentions {
+		if k.channel == channel {
+			delete(g.mentions, k)
+		}
+	}
+	delete(g.convs, channel)
+	g.index = slices.DeleteFunc(g.index, func(x indexed) bool { return x.channel == channel })
+}

@@ -253,13 +253,16 @@ func (s *Store) RemoveHistory(ctx context.Context, channel string) error {
 	}
 	sh := s.shard(channel)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	st := s.streamLocked(sh, channel)
 	epoch := st.epoch
 	for epoch == st.epoch {
 		epoch = newEpoch()
 	}
 	*st = stream{epoch: epoch}
+	sh.mu.Unlock()
+	// After the shard's lock: the groups lock is taken before shard locks
+	// (the inbox reads receipts under it).
+	s.gs().forget(channel)
 	return nil
 }
 

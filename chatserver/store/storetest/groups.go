@@ -374,4 +374,8 @@ func testSearch(t *testing.T, h Harness) {
 	if hits, _ := s.Search(ctx, alice, "report", "simple", "", 10, 0); len(hits) != 0 {
 		t.Fatalf("found a message gone from history: %+v", hits)
 	}
+	// A new epoch starts without the old one's mentions or last message.
+	if e, err := s.InboxEntry(ctx, alice, ch); err != nil || e.LastOffset != 0 || e.Preview != "" || e.Mentions != 0 {
+		t.Fatalf("inbox entry after the history was removed: %+v, %v", e, err)
+	}
 }
