@@ -215,7 +215,46 @@ func (s *Service) inbox(ctx context.Context, c Caller, data []byte) (any, error)
 	if entries == nil {
 		entries = []store.InboxEntry{}
 	}
+	s.titleDMs(ctx, c.User, entries)
 	return map[string]any{"conversations": entries}, nil
+}
+
+// titleDMs names each DM after the other participants, by their profile
+// names where known (their ids otherwise), with one profile lookup.
+func (s *Service) titleDMs(ctx context.Context, user string, entries []store.InboxEntry) {
+	others := map[int][]string{}
+	var ids []string
+	for i, e := range entries {
+		users, limited := auth.AllowedUsers(e.Channel)
+		if e.Title != "" || !limited || s.IsGroup(e.Channel) {
+			continue
+		}
+		for _, u := range users {
+			if u != user && !slices.Contains(others[i], u) {
+				others[i] = append(others[i], u)
+				ids = append(ids, u)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	names := map[string]string{}
+	if ps, err := s.st.Profiles(ctx, ids); err == nil {
+		for _, p := range ps {
+			names[p.User] = p.Name
+		}
+	}
+	for i, us := range others {
+		title := make([]string, len(us))
+		for j, u := range us {
+			title[j] = u
+			if n := names[u]; n != "" {
+				title[j] = n
+			}
+		}
+		entries[i].Title = strings.Join(title, ", ")
+	}
 }
 
 func (s *Service) muteConversation(ctx context.Context, c Caller, data []byte) (any, error) {

@@ -238,8 +238,9 @@ func story(t *testing.T, a, b *servertest.Server) {
 	alice.must(t, "publish", map[string]any{"channel": dm, "data": map[string]string{"text": "psst"}})
 	phone.waitInbox(t, "message", dm)
 	inbox = phone.must(t, "inbox", map[string]any{})["conversations"].([]any)
-	if len(inbox) != 2 || inbox[0].(map[string]any)["channel"] != dm || inbox[0].(map[string]any)["unread"] != 1.0 {
-		t.Fatalf("bob's inbox with a DM: %v", inbox)
+	if len(inbox) != 2 || inbox[0].(map[string]any)["channel"] != dm || inbox[0].(map[string]any)["unread"] != 1.0 ||
+		inbox[0].(map[string]any)["title"] != "Alice A." {
+		t.Fatalf("bob's inbox with a DM (titled with alice's profile name): %v", inbox)
 	}
 	ps := phone.must(t, "profiles", map[string]any{"users": []string{"alice", "nobody"}})["profiles"].([]any)
 	if len(ps) != 1 || ps[0].(map[string]any)["name"] != "Alice A." {
