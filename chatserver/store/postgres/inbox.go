@@ -6,6 +6,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -181,4 +182,17 @@ func (s *Store) Search(ctx context.Context, user, query, language, channel strin
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[store.SearchHit])
 	return out, wrapErr("search", err)
+}
+
+// CheckSearchLanguage fails unless the database has the text search
+// configuration language: the server checks groups.searchLanguage at start,
+// since every message's inbox update indexes its text with it.
+func (s *Store) CheckSearchLanguage(ctx context.Context, language string) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var name string
+	if err := s.pool.QueryRow(ctx, `SELECT $1::regconfig::text`, language).Scan(&name); err != nil {
+		return wrapErr(fmt.Sprintf("text search configuration %q", language), err)
+	}
+	return nil
 }

@@ -548,3 +548,13 @@ func TestRetentionDropsReadMentions(t *testing.T) {
 		t.Fatalf("inbox entry after retention: %+v, %v", e, err)
 	}
 }
+
+func TestCheckSearchLanguage(t *testing.T) {
+	s := open(t, db.URL, postgres.Options{})
+	defer s.Close()
+	for lang, ok := range map[string]bool{"simple": true, "english": true, "klingon": false} {
+		if err := s.CheckSearchLanguage(context.Background(), lang); (err == nil) != ok {
+			t.Errorf("%s: %v", lang, err)
+		}
+	}
+}
