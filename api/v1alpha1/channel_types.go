@@ -9,6 +9,9 @@ import (
 // +kubebuilder:validation:XValidation:rule="!(has(self.recovery) && self.recovery) || (has(self.history) && self.history.size > 0)",message="spec.channels[].recovery needs history.size > 0: recovery replays missed messages from history",fieldPath=".recovery"
 // +kubebuilder:validation:XValidation:rule="!((has(self.allowAnonymousPublish) && self.allowAnonymousPublish) || (has(self.allowAnonymousPresence) && self.allowAnonymousPresence)) || (has(self.allowAnonymous) && self.allowAnonymous)",message="spec.channels[].allowAnonymous must be true when allowAnonymousPublish or allowAnonymousPresence is",fieldPath=".allowAnonymous"
 // +kubebuilder:validation:XValidation:rule="!(has(self.personal) && self.personal) || size(self.name) > 0",message="spec.channels[].personal needs a name: personal channels are <name>:#<user>",fieldPath=".personal"
+// +kubebuilder:validation:XValidation:rule="!(has(self.group) && self.group) || (size(self.name) > 0 && !(has(self.personal) && self.personal))",message="spec.channels[].group needs a name and cannot be personal",fieldPath=".group"
+// +kubebuilder:validation:XValidation:rule="!(has(self.group) && self.group) || !(has(self.allowAnonymous) && self.allowAnonymous)",message="spec.channels[].group admits members only: allowAnonymous must be off",fieldPath=".allowAnonymous"
+// +kubebuilder:validation:XValidation:rule="!(has(self.group) && self.group) || !has(self.allowSubscribe) || self.allowSubscribe != 'token'",message="spec.channels[].group decides subscribe by membership: allowSubscribe cannot be token",fieldPath=".allowSubscribe"
 type ChannelSpec struct {
 	// Name is the channel prefix before ":" ("room" for "room:42"). The empty
 	// name is the channels without a prefix.
@@ -67,6 +70,15 @@ type ChannelSpec struct {
 	// subscribed by the server to "<name>:#U".
 	// +optional
 	Personal bool `json:"personal,omitempty"`
+
+	// Group makes this a group channel kind: its channels ("<name>:<id>") are
+	// created by the groups RPCs and have persistent members with roles
+	// (owner, admin, member); subscribe, publish, history and presence need
+	// membership on top of the other rules here. With allowPublish,
+	// allowHistory and allowPresence set to authenticated, members post and
+	// read without subscribing. Limits are in spec.groups.
+	// +optional
+	Group bool `json:"group,omitempty"`
 
 	// AllowPublish says who may publish: subscribers, any authenticated user, or none (only the server API).
 	// +kubebuilder:validation:Enum=subscribers;authenticated;none

@@ -144,6 +144,11 @@ type ChatClusterSpec struct {
 	// +optional
 	Limits LimitsSpec `json:"limits,omitempty"`
 
+	// Groups limits what users do in group channels (spec.channels[].group).
+	// Empty: the chat server's defaults.
+	// +optional
+	Groups *GroupsSpec `json:"groups,omitempty"`
+
 	// Service is the load balancer in front of the replicas.
 	// +kubebuilder:default={}
 	// +optional
@@ -308,6 +313,46 @@ type TransportsSpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	SSE *bool `json:"sse,omitempty"`
+}
+
+// GroupsSpec limits groups. Every field left out takes the chat server's
+// default (docs/config.md).
+type GroupsSpec struct {
+	// MembersPerGroup caps a group's members (default 1000).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MembersPerGroup *int32 `json:"membersPerGroup,omitempty"`
+
+	// GroupsPerUser caps the groups one user belongs to (default 500).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	GroupsPerUser *int32 `json:"groupsPerUser,omitempty"`
+
+	// InvitesPerHour caps the invites and adds one user makes per hour,
+	// across replicas (default 100).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	InvitesPerHour *int32 `json:"invitesPerHour,omitempty"`
+
+	// SearchesPerMinute caps one user's searches per minute on a replica (default 30).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	SearchesPerMinute *int32 `json:"searchesPerMinute,omitempty"`
+
+	// SearchLanguage is the PostgreSQL text search configuration messages are
+	// indexed and searched with: english, german, french … or simple (the
+	// default: no stemming, suits every language).
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_]{0,62}$`
+	// +optional
+	SearchLanguage string `json:"searchLanguage,omitempty"`
+
+	// MaxMuteDuration caps how long a moderator mutes a member (default 720h).
+	// +optional
+	MaxMuteDuration *metav1.Duration `json:"maxMuteDuration,omitempty"`
 }
 
 // LimitsSpec protects the chat servers from clients.

@@ -121,6 +121,16 @@ func testInvalidSpecs(t *testing.T, c client.Client) {
 			[]string{"spec.channels", "at most one channel may be personal"}},
 		{"personal channel without a name", "spec:\n  channels: [{name: '', personal: true}]",
 			[]string{"spec.channels[0].personal", "personal needs a name"}},
+		{"group channel that is personal", "spec:\n  channels: [{name: g, group: true, personal: true}]",
+			[]string{"spec.channels[0].group", "group needs a name and cannot be personal"}},
+		{"group channel open to anonymous users", "spec:\n  auth: {allowAnonymous: true}\n  channels: [{name: g, group: true, allowAnonymous: true}]",
+			[]string{"spec.channels[0].allowAnonymous", "group admits members only"}},
+		{"group channel with token subscribe", "spec:\n  channels: [{name: g, group: true, allowSubscribe: token}]",
+			[]string{"spec.channels[0].allowSubscribe", "allowSubscribe cannot be token"}},
+		{"groups with no members allowed", "spec:\n  groups: {membersPerGroup: 0}",
+			[]string{"spec.groups.membersPerGroup", "should be greater than or equal to 1"}},
+		{"groups search language that is no name", "spec:\n  groups: {searchLanguage: 'english; drop'}",
+			[]string{"spec.groups.searchLanguage", "should match"}},
 		{"JWKS over plain HTTP", "spec:\n  auth: {jwksURL: 'http://idp.example.org/jwks'}",
 			[]string{"spec.auth.jwksURL", "must be an https:// URL"}},
 		{"key rotation overlap of a second", "spec:\n  auth: {keyRotationOverlap: 1s}",
@@ -268,6 +278,8 @@ spec:
     - {name: room, history: {size: 1000, ttl: 720h}, presence: true, joinLeave: true, recovery: true}
     - {name: dm, personal: true, allowSubscribe: token}
     - {name: '', allowPublish: none}
+    - {name: team, group: true, history: {size: 1000, ttl: 720h}, allowPublish: authenticated, allowHistory: authenticated}
+  groups: {membersPerGroup: 200, invitesPerHour: 20, searchLanguage: english, maxMuteDuration: 24h}
   tls: {secretName: chat-tls}
   ingress: {host: chat.example.org, className: nginx, tlsSecretName: chat-tls}
   podDisruptionBudget: {minAvailable: 50%}

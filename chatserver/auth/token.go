@@ -36,6 +36,10 @@ type ConnectionClaims struct {
 	Channels []string `json:"channels,omitempty"`
 	// Channel must be empty: a subscription token is not a connection token.
 	Channel string `json:"channel,omitempty"`
+	// Name and Picture (OpenID Connect's claims) are kept as the user's
+	// profile, shown to others in member lists and profile lookups.
+	Name    string `json:"name,omitempty"`
+	Picture string `json:"picture,omitempty"`
 }
 
 // SubscriptionClaims are the claims of a subscription token: sub must be the

@@ -112,3 +112,12 @@ const (
 	UnsubscribeInsufficient uint32 = 2500
 	UnsubscribeExpired      uint32 = 2501
 )
+
+// Unsubscribe push codes of groups: the member lost access and the client
+// must not resubscribe (all below 2500).
+const (
+	UnsubscribeRemoved uint32 = 2100 // removed by an admin
+	UnsubscribeBanned  uint32 = 2101 // banned by an admin
+	UnsubscribeLeft    uint32 = 2102 // left (from another device)
+	UnsubscribeDeleted uint32 = 2103 // the group was deleted
+)

@@ -35,6 +35,9 @@ type Config struct {
 	Web Web `json:"web"`
 	// Log configures structured logging.
 	Log Log `json:"log"`
+	// Groups are the limits of group namespaces (Namespace.Group); absent,
+	// the defaults of config/groups.go apply.
+	Groups Groups `json:"groups,omitzero"`
 }
 
 // HTTP listener settings.
@@ -241,6 +244,11 @@ type Namespace struct {
 	// Personal makes this the personal namespace: every authenticated connection
 	// of user U is subscribed by the server to "<name>:#U".
 	Personal bool `json:"personal,omitempty"`
+	// Group makes this a group namespace: its channels ("<name>:<id>") are
+	// created by the groups RPCs and have persistent members with roles;
+	// subscribe, publish, history and presence need membership on top of the
+	// rules above (see Groups for the limits).
+	Group bool `json:"group,omitempty"`
 }
 
 // History retention for a namespace.
@@ -462,6 +470,7 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	c.validateGroups(bad)
 	l := c.Limits
 	for key, v := range map[string]int{
 		"limits.maxMessageBytes": l.MaxMessageBytes, "limits.publishesPerSecond": l.PublishesPerSecond,

@@ -1,7 +1,7 @@
 // Package httpapi is what the chat server answers over plain HTTP, split by
 // who may ask. The admin listener (operators, Prometheus, backends) gets the
 // server HTTP API (POST /api/publish, /api/broadcast, /api/history,
-// /api/presence, /api/disconnect) guarded by an API key, Prometheus /metrics,
+// /api/presence, /api/disconnect, /api/groups/*) guarded by an API key, Prometheus /metrics,
 // /healthz and a /readyz that names what is not ready. The public listener
 // (anyone on the internet) gets /healthz and a /readyz that says only "ok" or
 // "not ready", and a 404 for /api/* and /metrics. Requests and replies of the
@@ -61,6 +61,7 @@ func (a *API) RegisterAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/history", a.guard(a.history))
 	mux.HandleFunc("POST /api/presence", a.guard(a.presence))
 	mux.HandleFunc("POST /api/disconnect", a.guard(a.disconnect))
+	mux.HandleFunc("POST /api/groups/{action}", a.guard(a.groups))
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -109,13 +110,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	pe := node.ErrorCode(err)
 	status := http.StatusInternalServerError
-	switch pe {
-	case codes.ErrBadRequest, codes.ErrUnknownChannel, codes.ErrUnrecoverablePosition:
+	// By code: errors with a message of their own (the groups') share it.
+	switch pe.Code {
+	case codes.ErrBadRequest.Code, codes.ErrUnknownChannel.Code, codes.ErrUnrecoverablePosition.Code:
 		status = http.StatusBadRequest
-	case codes.ErrNotAvailable:
+	case codes.ErrNotAvailable.Code:
 		status = http.StatusNotFound
-	case codes.ErrPermissionDenied, codes.ErrUnauthorized:
+	case codes.ErrPermissionDenied.Code, codes.ErrUnauthorized.Code:
 		status = http.StatusForbidden
+	case codes.ErrLimitExceeded.Code:
+		status = http.StatusConflict
+	case codes.ErrTooManyRequests.Code:
+		status = http.StatusTooManyRequests
 	}
 	writeJSON(w, status, map[string]apiError{"error": {Code: pe.Code, Message: pe.Message}})
 }

@@ -47,7 +47,7 @@ func (n *Node) DisconnectUser(ctx context.Context, user string, d codes.Disconne
 
 // UnsubscribeUser unsubscribes all of user's connections from channel on every node.
 func (n *Node) UnsubscribeUser(ctx context.Context, user, channel string) error {
-	return n.sendControl(ctx, control{Op: "unsubscribe", User: user, Channel: channel, Code: codes.UnsubscribeServer, Reason: "server unsubscribe"})
+	return n.UnsubscribeUserWith(ctx, user, channel, 0, "")
 }
 
 // sendControl sends c to every node, or only to c.Node when it is set and

@@ -29,6 +29,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/codes"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/groups"
 	"github.com/parley-chat/parley/chatserver/hub"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/metrics"
@@ -79,6 +80,8 @@ type Node struct {
 	brokerDown   time.Time
 	// now is the clock of readiness (tests move it).
 	now func() time.Time
+	// groups are the rules of group namespaces, inboxes and search (groups.go).
+	groups *groups.Service
 }
 
 // Option customises a Node.
@@ -120,6 +123,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		n.id = np.NodeID()
 	}
 	n.log = logger.With("node", n.id)
+	n.groups = groups.New(cfg, n.authz, s, groupEffects{n}, n.log)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
 	refreshDelay := MaxPresenceRefreshDelay
 	if ping := cfg.HTTP.PingInterval.D(); ping > 0 {
@@ -155,6 +159,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stop()
 		<-retried
 		n.fills.Wait()       // each bounded by its store timeout
+		n.groups.Wait()      // inbox pushes, each bounded by its timeout
 		n.emu.running.Wait() // each bounded by emulationWait
 		n.reads.stop()
 		n.presence.stop()
@@ -340,6 +345,11 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	// the broker); receivers drop what they delivered already.
 	if err := n.fanOut(ctx, channel, res); err != nil {
 		return store.AppendResult{}, err
+	}
+	if !res.Duplicate {
+		// Inboxes and the search index follow the publication; it is
+		// committed and delivered whatever happens to them.
+		n.groups.Published(ctx, channel, res.Publication)
 	}
 	return res, nil
 }

@@ -57,6 +57,9 @@ func NewDev(address, adminAddress string) (*Dev, error) {
 		room,
 		{Name: "dm", History: config.History{Size: 1000, TTL: config.Duration(720 * time.Hour)}, Presence: true, JoinLeave: true, Recovery: true, Typing: true},
 		{Name: "personal", Personal: true, AllowPublish: config.PublishNone, History: config.History{Size: 100, TTL: config.Duration(24 * time.Hour)}, Recovery: true},
+		// Groups (docs/protocol.md): members post and read without subscribing.
+		{Name: "group", Group: true, History: config.History{Size: 1000, TTL: config.Duration(720 * time.Hour)}, Presence: true, JoinLeave: true, Recovery: true, Typing: true,
+			AllowPublish: config.PublishAuthenticated, AllowHistory: config.PublishAuthenticated, AllowPresence: config.PublishAuthenticated},
 	}
 	if err := cfg.Validate(); err != nil {
 		_ = os.RemoveAll(dir)

@@ -141,6 +141,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			log.Warn("close store", "error", err)
 		}
 	}()
+	// A store that indexes messages must know the language it indexes
+	// them in, or every inbox update would fail: refuse to start instead.
+	if c, ok := s.(interface {
+		CheckSearchLanguage(context.Context, string) error
+	}); ok {
+		if err := c.CheckSearchLanguage(ctx, cfg.Groups.Language()); err != nil {
+			return fmt.Errorf("groups.searchLanguage: %w", err)
+		}
+	}
 	n, err := node.New(cfg, b, s, log, node.WithID(nodeID))
 	if err != nil {
 		return err

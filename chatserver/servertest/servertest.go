@@ -41,6 +41,8 @@ const APIKey = "test-api-key"
 //	dm:       for user-limited channels "dm:#alice,bob"
 //	personal: the personal namespace ("personal:#<user>")
 //	plain:    no history, no presence
+//	grp:      a group namespace: membership decides; members read history
+//	          and presence and publish without subscribing
 func Config() config.Config {
 	hist := config.History{Size: 100, TTL: config.Duration(time.Hour)}
 	cfg := config.Default()
@@ -59,6 +61,8 @@ func Config() config.Config {
 		{Name: "dm", History: hist, Presence: true, JoinLeave: true, Recovery: true},
 		{Name: "personal", Personal: true, History: hist, Recovery: true, AllowPublish: config.PublishNone},
 		{Name: "plain"},
+		{Name: "grp", Group: true, History: hist, Presence: true, JoinLeave: true, Recovery: true, Typing: true,
+			AllowPublish: config.PublishAuthenticated, AllowHistory: config.PublishAuthenticated, AllowPresence: config.PublishAuthenticated},
 	}
 	return cfg
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/centrifugal/protocol"
 
 	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/groups"
 	"github.com/parley-chat/parley/chatserver/internal/bucket"
 	"github.com/parley-chat/parley/chatserver/node"
 )
@@ -103,6 +104,9 @@ func (s *Session) commandCost(cmd *protocol.Command, ft protocol.FrameType) floa
 }
 
 func rpcCost(method string, data []byte) float64 {
+	if cost, ok := groups.Cost(method); ok {
+		return cost
+	}
 	switch method {
 	case "publish", "edit", "delete":
 		return costPublish

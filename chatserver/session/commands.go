@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/codes"
+	"github.com/parley-chat/parley/chatserver/groups"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/node"
 	"github.com/parley-chat/parley/chatserver/store"
@@ -49,6 +50,8 @@ func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectR
 		grants    []string
 		expiresIn time.Duration
 		expires   bool
+		// name and picture are the token's profile claims.
+		name, picture string
 	)
 	if req.Token == "" {
 		if !s.n.Config().Auth.AllowAnonymous {
@@ -61,6 +64,7 @@ func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectR
 			return s.tokenError(err)
 		}
 		user, info, grants = claims.Subject, claims.Info, claims.Channels
+		name, picture = claims.Name, claims.Picture
 		anonymous = user == ""
 		expiresIn, expires = auth.ExpiresIn(claims.RegisteredClaims, time.Now())
 		if anonymous && !s.n.Config().Auth.AllowAnonymous {
@@ -94,6 +98,9 @@ func (s *Session) connect(ctx context.Context, id uint32, req *protocol.ConnectR
 	s.mu.Unlock()
 	s.n.Hub().AddConn(s)
 	s.n.Metrics().Connections.Inc()
+	if !anonymous {
+		s.n.Groups().Connected(ctx, user, name, picture)
+	}
 	s.log.Debug("connected", "user", user, "anonymous", anonymous)
 
 	res := &protocol.ConnectResult{
@@ -196,6 +203,9 @@ func (s *Session) publish(ctx context.Context, req *protocol.PublishRequest) (*p
 	if err := s.n.Authorizer().CanPublish(subj, req.Channel, s.subscribed(req.Channel)); err != nil {
 		return nil, err
 	}
+	if err := s.n.Groups().Check(ctx, subj, req.Channel, groups.OpPublish); err != nil {
+		return nil, err
+	}
 	if !s.budgets.publish.Take(1) {
 		return nil, codes.ErrTooManyRequests
 	}
@@ -211,6 +221,9 @@ func (s *Session) publish(ctx context.Context, req *protocol.PublishRequest) (*p
 func (s *Session) history(ctx context.Context, req *protocol.HistoryRequest) (*protocol.Reply, error) {
 	ns, err := s.n.Authorizer().CanHistory(s.subject(), req.Channel, s.subscribed(req.Channel))
 	if err != nil {
+		return nil, err
+	}
+	if err := s.n.Groups().Check(ctx, s.subject(), req.Channel, groups.OpRead); err != nil {
 		return nil, err
 	}
 	limit := int(req.Limit)
@@ -233,6 +246,9 @@ func (s *Session) presence(ctx context.Context, req *protocol.PresenceRequest) (
 	if err := s.n.Authorizer().CanPresence(s.subject(), req.Channel, s.subscribed(req.Channel)); err != nil {
 		return nil, err
 	}
+	if err := s.n.Groups().Check(ctx, s.subject(), req.Channel, groups.OpRead); err != nil {
+		return nil, err
+	}
 	p, err := s.n.Presence(ctx, req.Channel)
 	if err != nil {
 		return nil, err
@@ -246,6 +262,9 @@ func (s *Session) presence(ctx context.Context, req *protocol.PresenceRequest) (
 
 func (s *Session) presenceStats(ctx context.Context, req *protocol.PresenceStatsRequest) (*protocol.Reply, error) {
 	if err := s.n.Authorizer().CanPresence(s.subject(), req.Channel, s.subscribed(req.Channel)); err != nil {
+		return nil, err
+	}
+	if err := s.n.Groups().Check(ctx, s.subject(), req.Channel, groups.OpRead); err != nil {
 		return nil, err
 	}
 	clients, users, err := s.n.PresenceStats(ctx, req.Channel)

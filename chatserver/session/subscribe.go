@@ -16,6 +16,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/auth"
 	"github.com/parley-chat/parley/chatserver/codes"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/groups"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/node"
 	"github.com/parley-chat/parley/chatserver/store"
@@ -119,6 +120,12 @@ func (s *Session) subscribe(ctx context.Context, id uint32, req *protocol.Subscr
 		s.mu.Unlock()
 		s.dropSubscription(channel, sub, info)
 		return err
+	}
+	// Membership is read after the subscription is registered: a removal
+	// committed before this read is seen here, and one committed after it
+	// sends its unsubscribe to a subscription that already exists.
+	if err := s.n.Groups().Check(ctx, subj, channel, groups.OpRead); err != nil {
+		return fail(err)
 	}
 	if err := s.n.Subscribe(ctx, channel, s); err != nil {
 		return fail(err)

@@ -118,6 +118,7 @@ type Store interface {
 
 	Outbox
 	Presence
+	Groups
 	Close() error
 }
 

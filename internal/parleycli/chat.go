@@ -109,8 +109,8 @@ func runChat(ctx context.Context, args []string, env Env) error {
 		}
 	}
 	g.open(after)
-	if out.err != nil {
-		return fmt.Errorf("write output: %w", out.err)
+	if err := out.failed(); err != nil {
+		return fmt.Errorf("write output: %w", err)
 	}
 	status("joined %s as %s on %s; type a message and press Enter (/edit N TEXT, /delete N, /quit)", channel, userOf(token), endpoint)
 
@@ -154,8 +154,8 @@ func runChat(ctx context.Context, args []string, env Env) error {
 			case err != nil:
 				status("%v", err)
 			}
-			if out.err != nil {
-				return fmt.Errorf("write output: %w", out.err)
+			if err := out.failed(); err != nil {
+				return fmt.Errorf("write output: %w", err)
 			}
 		case <-s.lost:
 			return errors.New(s.Reason())

@@ -1,5 +1,6 @@
 // Package parleycli is the `parley` command line: chat in a room from a
-// terminal or a script, read a room's history, and mint development tokens
+// terminal or a script, read a room's history, run groups, read the inbox,
+// search, and mint development tokens
 // from a key file or from a ChatCluster's JWT Secret through the kubeconfig.
 // cmd/parley is a thin main around Main.
 //
@@ -38,10 +39,14 @@ Usage:
   parley chat [flags] ROOM        chat in ROOM: lines from stdin are sent, messages are printed as they arrive
   parley history [flags] ROOM     print ROOM's history
   parley token [flags]            mint a connection token (HS256) for development
+  parley groups [flags] ACTION    create and run groups: info, members, add, remove, ban, mute, role, …
+  parley invite [flags] GROUP     print an invite code; parley join CODE joins with it
+  parley inbox [flags]            your conversations with unread and mention counts
+  parley search [flags] WORDS...  search the messages of your conversations
   parley help [COMMAND]
 
 ROOM is a channel ("room:lobby", "dm:#alice,bob"); a bare name means "room:NAME".
-Connection flags (chat, history): --url (or $PARLEY_URL), --token-file, --token (or $PARLEY_TOKEN).
+Connection flags (every command but token): --url (or $PARLEY_URL), --token-file, --token (or $PARLEY_TOKEN).
 Run "parley help COMMAND" for the flags of a command.
 `
 
@@ -70,6 +75,16 @@ func Main(ctx context.Context, args []string, env Env) int {
 		err = runHistory(ctx, rest, env)
 	case "token":
 		err = runToken(ctx, rest, env)
+	case "groups":
+		err = runGroups(ctx, rest, env)
+	case "invite":
+		err = runInvite(ctx, rest, env)
+	case "join":
+		err = runJoin(ctx, rest, env)
+	case "inbox":
+		err = runInbox(ctx, rest, env)
+	case "search":
+		err = runSearch(ctx, rest, env)
 	case "help", "-h", "--help":
 		if len(rest) == 1 {
 			return Main(ctx, []string{rest[0], "-h"}, env)

@@ -89,8 +89,8 @@ func runHistory(ctx context.Context, args []string, env Env) error {
 	for _, e := range events {
 		out.print(e)
 	}
-	if out.err != nil {
-		return fmt.Errorf("write output: %w", out.err)
+	if err := out.failed(); err != nil {
+		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
 }

@@ -95,6 +95,14 @@ func (p *printer) print(e Event) {
 	_, p.err = fmt.Fprintln(p.w, line)
 }
 
+// failed is the first write error, read under the lock the callbacks
+// print under (live events arrive on the SDK's goroutine).
+func (p *printer) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
 func who(e Event) string {
 	if e.User != "" {
 		return e.User

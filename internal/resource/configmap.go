@@ -145,6 +145,22 @@ func RenderConfig(c Cluster) config.Config {
 		l.UserCommandCostPerSecond = int(*v)
 	}
 
+	// Groups are written only when set: a cluster without them renders as before.
+	if g := s.Groups; g != nil {
+		for dst, src := range map[*int]*int32{
+			&cfg.Groups.MembersPerGroup: g.MembersPerGroup, &cfg.Groups.GroupsPerUser: g.GroupsPerUser,
+			&cfg.Groups.InvitesPerHour: g.InvitesPerHour, &cfg.Groups.SearchesPerMinute: g.SearchesPerMinute,
+		} {
+			if src != nil {
+				*dst = int(*src)
+			}
+		}
+		cfg.Groups.SearchLanguage = g.SearchLanguage
+		if g.MaxMuteDuration != nil {
+			cfg.Groups.MaxMuteDuration = config.Duration(g.MaxMuteDuration.Duration)
+		}
+	}
+
 	if s.WebClient.Enabled != nil {
 		cfg.Web.Enabled = *s.WebClient.Enabled
 	}
@@ -174,6 +190,7 @@ func renderChannel(ch v1alpha1.ChannelSpec) config.Namespace {
 		AllowHistory:           ch.AllowHistory,
 		AllowPresence:          ch.AllowPresence,
 		Personal:               ch.Personal,
+		Group:                  ch.Group,
 	}
 	if h := ch.History; h != nil {
 		ns.History.Size = int(h.Size)

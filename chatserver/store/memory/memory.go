@@ -46,6 +46,10 @@ type Store struct {
 	mu     sync.Mutex
 	closed bool
 	unsent map[string]message.StreamPosition // guarded by mu
+
+	// groups is store.Groups (groups.go), made on first use.
+	groupsOnce sync.Once
+	groups     *groupState
 }
 
 type shard struct {
@@ -249,13 +253,16 @@ func (s *Store) RemoveHistory(ctx context.Context, channel string) error {
 	}
 	sh := s.shard(channel)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	st := s.streamLocked(sh, channel)
 	epoch := st.epoch
 	for epoch == st.epoch {
 		epoch = newEpoch()
 	}
 	*st = stream{epoch: epoch}
+	sh.mu.Unlock()
+	// After the shard's lock: the groups lock is taken before shard locks
+	// (the inbox reads receipts under it).
+	s.gs().forget(channel)
 	return nil
 }
 

@@ -92,6 +92,92 @@ CREATE TABLE parley_unsent (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 `,
+	// 4: groups (store.Groups): members with roles, bans, invites, the audit
+	// log (kept when a group is deleted), inboxes, conversations' last
+	// message, mentions, profiles and the search index (rows go with their
+	// publication when retention or RemoveHistory drops it).
+	`
+CREATE TABLE parley_groups (
+	channel     text        PRIMARY KEY,
+	title       text        NOT NULL DEFAULT '',
+	topic       text        NOT NULL DEFAULT '',
+	who_invites text        NOT NULL DEFAULT 'members',
+	who_posts   text        NOT NULL DEFAULT 'members',
+	owner       text        NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE parley_group_members (
+	channel     text        NOT NULL REFERENCES parley_groups (channel) ON DELETE CASCADE,
+	user_id     text        NOT NULL,
+	role        text        NOT NULL,
+	joined_at   timestamptz NOT NULL DEFAULT now(),
+	muted_until timestamptz,
+	PRIMARY KEY (channel, user_id)
+);
+CREATE INDEX parley_group_members_user ON parley_group_members (user_id);
+CREATE TABLE parley_group_bans (
+	channel text        NOT NULL REFERENCES parley_groups (channel) ON DELETE CASCADE,
+	user_id text        NOT NULL,
+	by_user text        NOT NULL,
+	at      timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (channel, user_id)
+);
+CREATE TABLE parley_group_invites (
+	code       text        PRIMARY KEY,
+	channel    text        NOT NULL REFERENCES parley_groups (channel) ON DELETE CASCADE,
+	by_user    text        NOT NULL,
+	expires_at timestamptz NOT NULL,
+	max_uses   integer     NOT NULL DEFAULT 0,
+	uses       integer     NOT NULL DEFAULT 0
+);
+CREATE TABLE parley_group_audit (
+	id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	channel text        NOT NULL,
+	actor   text        NOT NULL,
+	action  text        NOT NULL,
+	target  text        NOT NULL DEFAULT '',
+	detail  jsonb,
+	at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX parley_group_audit_channel ON parley_group_audit (channel, id);
+CREATE INDEX parley_group_audit_actor ON parley_group_audit (actor, action, at);
+CREATE TABLE parley_inbox (
+	user_id   text        NOT NULL,
+	channel   text        NOT NULL,
+	muted     boolean     NOT NULL DEFAULT false,
+	joined_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (user_id, channel)
+);
+CREATE INDEX parley_inbox_channel ON parley_inbox (channel);
+CREATE TABLE parley_conversations (
+	channel     text        PRIMARY KEY,
+	last_offset bigint      NOT NULL,
+	last_at     timestamptz NOT NULL,
+	last_user   text        NOT NULL DEFAULT '',
+	preview     text        NOT NULL DEFAULT ''
+);
+CREATE TABLE parley_mentions (
+	user_id  text   NOT NULL,
+	channel  text   NOT NULL,
+	"offset" bigint NOT NULL,
+	PRIMARY KEY (user_id, channel, "offset")
+);
+CREATE TABLE parley_profiles (
+	user_id    text        PRIMARY KEY,
+	name       text        NOT NULL DEFAULT '',
+	picture    text        NOT NULL DEFAULT '',
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE parley_search (
+	channel_id bigint    NOT NULL,
+	"offset"   bigint    NOT NULL,
+	body       text      NOT NULL,
+	tsv        tsvector  NOT NULL,
+	PRIMARY KEY (channel_id, "offset"),
+	FOREIGN KEY (channel_id, "offset") REFERENCES parley_publications (channel_id, "offset") ON DELETE CASCADE
+);
+CREATE INDEX parley_search_tsv ON parley_search USING gin (tsv);
+`,
 }
 
 // SchemaVersion is the schema version this code expects.

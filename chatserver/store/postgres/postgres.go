@@ -540,6 +540,9 @@ func (s *Store) RemoveHistory(ctx context.Context, channel string) error {
 		batch.Queue(`DELETE FROM parley_publications WHERE channel_id = $1`, id)
 		batch.Queue(`DELETE FROM parley_idempotency WHERE channel_id = $1`, id)
 		batch.Queue(`DELETE FROM parley_read_receipts WHERE channel_id = $1`, id)
+		// Mentions and the last message belong to the old epoch's offsets too.
+		batch.Queue(`DELETE FROM parley_mentions WHERE channel = $1`, channel)
+		batch.Queue(`DELETE FROM parley_conversations WHERE channel = $1`, channel)
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	return wrapErr("remove history", err)

@@ -511,3 +511,50 @@ func TestReadingAChannelCreatesNoRow(t *testing.T) {
 		t.Fatalf("first publication: epoch %q (was %q), %d rows", res.Position.Epoch, pos.Epoch, rows())
 	}
 }
+
+// Retention drops the mentions their user has read past: they never count
+// again, and unread ones stay.
+func TestRetentionDropsReadMentions(t *testing.T) {
+	s := open(t, db.URL, postgres.Options{})
+	defer s.Close()
+	ctx := context.Background()
+	ch := "grp:mentions-" + storetest.Channel(t)
+	if err := s.CreateGroup(ctx, store.Group{Channel: ch, Owner: "m-alice"}, store.Limits{}, store.Change{Actor: "m-alice", Action: "create"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddMember(ctx, ch, "m-bob", store.RoleMember, store.Limits{}, store.Change{Actor: "m-alice", Action: "add"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		res, err := s.Append(ctx, ch, &message.Publication{Data: []byte(`{"text":"@m-bob"}`)}, store.AppendOptions{HistorySize: 10, HistoryTTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Touch(ctx, store.Activity{Channel: ch, Offset: res.Position.Offset, User: "m-alice", Mentions: []string{"m-bob"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRead(ctx, ch, "m-bob", 2); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := s.Retain(ctx)
+	if err != nil || stats.Mentions < 2 {
+		t.Fatalf("retention: %s, %v; want ≥2 mentions", stats, err)
+	}
+	if n := count(t, s, `SELECT count(*) FROM parley_mentions WHERE channel = $1`, ch); n != 1 {
+		t.Fatalf("%d mentions left, want the unread one", n)
+	}
+	if e, err := s.InboxEntry(ctx, "m-bob", ch); err != nil || e.Mentions != 1 || e.Unread != 1 {
+		t.Fatalf("inbox entry after retention: %+v, %v", e, err)
+	}
+}
+
+func TestCheckSearchLanguage(t *testing.T) {
+	s := open(t, db.URL, postgres.Options{})
+	defer s.Close()
+	for lang, ok := range map[string]bool{"simple": true, "english": true, "klingon": false} {
+		if err := s.CheckSearchLanguage(context.Background(), lang); (err == nil) != ok {
+			t.Errorf("%s: %v", lang, err)
+		}
+	}
+}

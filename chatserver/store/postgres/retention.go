@@ -21,6 +21,8 @@ type RetentionStats struct {
 	TrimmedBySize   int64
 	IdempotencyKeys int64
 	PresenceEntries int64
+	// Mentions counts mentions deleted because their user read past them.
+	Mentions int64
 }
 
 func (s *Store) retentionLoop(ctx context.Context) {
@@ -95,6 +97,14 @@ func (s *Store) Retain(ctx context.Context) (RetentionStats, error) {
 			SELECT channel_id, key FROM parley_idempotency WHERE expires_at <= now() LIMIT $1)`, &st.IdempotencyKeys); err != nil {
 		return st, err
 	}
+	if err := deleteBatches("read mentions", `
+		DELETE FROM parley_mentions WHERE (user_id, channel, "offset") IN (
+			SELECT m.user_id, m.channel, m."offset" FROM parley_mentions m
+			JOIN parley_channels c ON c.name = m.channel
+			JOIN parley_read_receipts r ON r.channel_id = c.id AND r.user_id = m.user_id
+			WHERE m."offset" <= r.last_read LIMIT $1)`, &st.Mentions); err != nil {
+		return st, err
+	}
 	if err := deleteBatches("presence", `
 		DELETE FROM parley_presence WHERE (channel, client) IN (
 			SELECT channel, client FROM parley_presence WHERE expires_at <= now() LIMIT $1)`, &st.PresenceEntries); err != nil {
@@ -153,5 +163,5 @@ func (s *Store) trimBySize(ctx context.Context, conn *pgx.Conn, st *RetentionSta
 }
 
 func (st RetentionStats) String() string {
-	return fmt.Sprintf("expired=%d trimmed=%d keys=%d presence=%d skipped=%v", st.ExpiredByAge, st.TrimmedBySize, st.IdempotencyKeys, st.PresenceEntries, st.Skipped)
+	return fmt.Sprintf("expired=%d trimmed=%d keys=%d presence=%d mentions=%d skipped=%v", st.ExpiredByAge, st.TrimmedBySize, st.IdempotencyKeys, st.PresenceEntries, st.Mentions, st.Skipped)
 }

@@ -118,6 +118,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("OutboxKeepsTheNewest", func(t *testing.T) { t.Parallel(); testOutbox(t, h) })
 	t.Run("BadInput", func(t *testing.T) { t.Parallel(); testBadInput(t, h) })
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); testCanceled(t, h) })
+	runGroups(t, h)
 	if h.Peer != nil {
 		t.Run("PeersShareStreams", func(t *testing.T) { t.Parallel(); testPeers(t, h) })
 	}
