@@ -336,7 +336,7 @@ func mountsUnder(dir string) []string {
 			continue
 		}
 		mp := unescapeMount(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+		if dir == "/" || mp == dir || strings.HasPrefix(mp, dir+"/") {
 			out = append(out, mp)
 		}
 	}
