@@ -65,7 +65,9 @@ func TestOnARealNode(t *testing.T) {
 	create("kube", 3, nil)
 	create("auto", 1, func(cc *chatv1alpha1.ChatCluster) {
 		cc.Spec.Replicas = nil
-		cc.Spec.Autoscaling = &chatv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetCPUUtilizationPercentage: ptr.To[int32](25)}
+		// An idle chat server uses about 10m of CPU: well below the target.
+		cc.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
+		cc.Spec.Autoscaling = &chatv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetCPUUtilizationPercentage: ptr.To[int32](40)}
 	})
 	for _, name := range []string{"kube", "auto"} {
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -79,16 +81,16 @@ func TestOnARealNode(t *testing.T) {
 	l := &lifecycle{t: t, ctx: ctx, ns: ns, name: "kube"}
 
 	t.Run("Pod Security restricted is enforced", func(t *testing.T) {
-		// The chat servers were admitted; a privileged pod is not.
+		// The chat servers were admitted; a pod that leaves its security
+		// context to the defaults (may run as root, keeps capabilities, no
+		// seccomp profile) is not.
 		bad := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "c", Image: env.ParleyImage, SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
-			}}},
+			ObjectMeta: metav1.ObjectMeta{Name: "unrestricted", Namespace: ns},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: env.ParleyImage}}},
 		}
 		err := env.Client.Create(ctx, bad)
-		if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
-			t.Fatalf("creating a privileged pod in %s: %v, want a PodSecurity refusal", ns, err)
+		if err == nil || !strings.Contains(err.Error(), `violates PodSecurity "restricted:latest"`) {
+			t.Fatalf("creating an unrestricted pod in %s: %v, want a PodSecurity refusal", ns, err)
 		}
 		pods := l.readyPods(t)
 		for _, p := range pods {
@@ -185,17 +187,21 @@ func TestOnARealNode(t *testing.T) {
 		a := &lifecycle{t: t, ctx: ctx, ns: ns, name: "auto"}
 		hpa := &autoscalingv2.HorizontalPodAutoscaler{}
 		key := client.ObjectKey{Namespace: ns, Name: "auto"}
-		eventually(t, 2*time.Minute, "the HPA reads the chat server's CPU", func() error {
+		eventually(t, 2*time.Minute, "the HPA reads the idle chat server's CPU, below its target, and wants 1 replica", func() error {
 			if err := env.Client.Get(ctx, key, hpa); err != nil {
 				return err
 			}
 			for _, m := range hpa.Status.CurrentMetrics {
 				if m.Resource != nil && m.Resource.Name == corev1.ResourceCPU && m.Resource.Current.AverageUtilization != nil {
+					if hpa.Status.DesiredReplicas != 1 || *m.Resource.Current.AverageUtilization >= 40 {
+						return fmt.Errorf("idle: desired %d at %s", hpa.Status.DesiredReplicas, cpuMetric(hpa))
+					}
 					return nil
 				}
 			}
 			return fmt.Errorf("no CPU metric yet: %+v", hpa.Status.Conditions)
 		})
+		idle := cpuMetric(hpa)
 		// Load: publishers as fast as acknowledgements come back.
 		cols := a.clients(t, 4, "room:load")
 		tl := newTally()
@@ -218,8 +224,8 @@ func TestOnARealNode(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		a.settled(t, 2)
-		fmt.Printf("e2e node: under load (%d publications acknowledged) the HPA asked for %d chat servers after %s (CPU %s); 2 Ready after %s\n",
-			tl.acked.Load(), hpa.Status.DesiredReplicas, scaled.Round(time.Second), cpuMetric(hpa), time.Since(start).Round(time.Second))
+		fmt.Printf("e2e node: idle at %s the HPA kept 1 chat server; under load (%d publications acknowledged) it asked for %d after %s (CPU %s); 2 Ready after %s\n",
+			idle, tl.acked.Load(), hpa.Status.DesiredReplicas, scaled.Round(time.Second), cpuMetric(hpa), time.Since(start).Round(time.Second))
 	})
 }
 
