@@ -540,6 +540,9 @@ type MonitoringSpec struct {
 	// ready replica, broker link down, store unavailable, publications not
 	// fanned out, delivery lag, error replies, slow-consumer disconnects,
 	// connection-limit refusals), each with a runbook in docs/operations.md.
+	// Defaulted to {} like serviceMonitor: a Go client writes the struct back
+	// as {}, and without the default that write would change the spec.
+	// +kubebuilder:default={}
 	// +optional
 	PrometheusRule PrometheusRuleSpec `json:"prometheusRule,omitempty"`
 }
