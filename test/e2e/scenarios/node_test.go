@@ -43,7 +43,7 @@ func TestOnARealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { env.DeleteBackends(context.Background(), ns) })
-	create := func(name string, replicas int32, change func(*chatv1alpha1.ChatCluster)) {
+	create := func(t *testing.T, name string, replicas int32, change func(*chatv1alpha1.ChatCluster)) {
 		t.Helper()
 		cc, err := env.LoadSample("chat_v1alpha1_chatcluster.yaml")
 		if err != nil {
@@ -62,8 +62,8 @@ func TestOnARealNode(t *testing.T) {
 			t.Fatalf("create ChatCluster %s: %v", name, err)
 		}
 	}
-	create("kube", 3, nil)
-	create("auto", 1, func(cc *chatv1alpha1.ChatCluster) {
+	create(t, "kube", 3, nil)
+	create(t, "auto", 1, func(cc *chatv1alpha1.ChatCluster) {
 		cc.Spec.Replicas = nil
 		// An idle chat server uses about 10m of CPU: well below the target.
 		cc.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
@@ -183,6 +183,46 @@ func TestOnARealNode(t *testing.T) {
 		fmt.Println("e2e node: drain evicted one chat server, the PodDisruptionBudget refused the second until the replacement was Ready")
 	})
 
+	t.Run("a chat server over its memory limit is OOM-killed by the kernel", func(t *testing.T) {
+		// 8Mi is below what a chat server needs to start: the cgroup's limit
+		// is hit and the kernel kills it, the kubelet reports OOMKilled and
+		// restarts it (CrashLoopBackOff), and the ChatCluster is not Ready.
+		create(t, "oom", 1, func(cc *chatv1alpha1.ChatCluster) {
+			cc.Spec.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("8Mi")
+			cc.Spec.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("8Mi")
+		})
+		start := time.Now()
+		var reason string
+		eventually(t, 2*time.Minute, "the chat server OOM-killed", func() error {
+			pods, err := env.Pods(ctx, ns, "oom")
+			if err != nil {
+				return err
+			}
+			for _, p := range pods {
+				for _, c := range p.Status.ContainerStatuses {
+					for _, term := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
+						if term != nil && term.Reason == "OOMKilled" {
+							reason = fmt.Sprintf("%s (exit %d), restarts %d", term.Reason, term.ExitCode, c.RestartCount)
+							return nil
+						}
+					}
+				}
+			}
+			return fmt.Errorf("no OOMKilled container yet: %d pods", len(pods))
+		})
+		cc := &chatv1alpha1.ChatCluster{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "oom"}, cc); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cc.Status.Conditions {
+			if c.Type == "Ready" && c.Status == metav1.ConditionTrue {
+				t.Errorf("ChatCluster oom is Ready though its only chat server is OOM-killed")
+			}
+		}
+		fmt.Printf("e2e node: a chat server limited to 8Mi was %s after %s\n", reason, time.Since(start).Round(100*time.Millisecond))
+		_ = env.Client.Delete(ctx, cc)
+	})
+
 	t.Run("the HorizontalPodAutoscaler scales on CPU measured by metrics-server", func(t *testing.T) {
 		a := &lifecycle{t: t, ctx: ctx, ns: ns, name: "auto"}
 		hpa := &autoscalingv2.HorizontalPodAutoscaler{}
@@ -224,8 +264,30 @@ func TestOnARealNode(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		a.settled(t, 2)
-		fmt.Printf("e2e node: idle at %s the HPA kept 1 chat server; under load (%d publications acknowledged) it asked for %d after %s (CPU %s); 2 Ready after %s\n",
-			idle, tl.acked.Load(), hpa.Status.DesiredReplicas, scaled.Round(time.Second), cpuMetric(hpa), time.Since(start).Round(time.Second))
+		up := time.Since(start)
+		// Load off: after the stabilisation window (30s here) the HPA scales
+		// down; a slow publisher keeps going while a pod drains away.
+		slow := make(chan struct{})
+		tl.run(cols[0].sub, "slow", 200*time.Millisecond, slow, &wg)
+		down := time.Now()
+		eventually(t, 3*time.Minute, "the HPA scaled back to 1", func() error {
+			if err := env.Client.Get(ctx, key, hpa); err != nil {
+				return err
+			}
+			if hpa.Status.DesiredReplicas != 1 {
+				return fmt.Errorf("desired %d at %s", hpa.Status.DesiredReplicas, cpuMetric(hpa))
+			}
+			return nil
+		})
+		a.settled(t, 1)
+		scaledDown := time.Since(down)
+		time.Sleep(time.Second)
+		close(slow)
+		wg.Wait()
+		fence(t, tl, cols[0].sub, "fence-hpa", cols...)
+		report(t, "autoscaled 1→2→1 under load", tl, cols...)
+		fmt.Printf("e2e node: idle at %s the HPA kept 1 chat server; under load it asked for 2 after %s, 2 Ready after %s; load off, back to 1 after %s (stabilisation window 30s)\n",
+			idle, scaled.Round(time.Second), up.Round(time.Second), scaledDown.Round(time.Second))
 	})
 }
 
