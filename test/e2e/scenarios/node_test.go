@@ -67,7 +67,10 @@ func TestOnARealNode(t *testing.T) {
 		cc.Spec.Replicas = nil
 		// An idle chat server uses about 10m of CPU: well below the target.
 		cc.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
-		cc.Spec.Autoscaling = &chatv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetCPUUtilizationPercentage: ptr.To[int32](40)}
+		cc.Spec.Autoscaling = &chatv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetCPUUtilizationPercentage: ptr.To[int32](40),
+			// The operator's HPA behaviour, not the controller-manager's
+			// flag, decides the scale-down window (default 5m).
+			ScaleDownStabilizationWindow: &metav1.Duration{Duration: 30 * time.Second}}
 	})
 	for _, name := range []string{"kube", "auto"} {
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
