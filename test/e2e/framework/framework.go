@@ -550,7 +550,6 @@ func (e *Env) DeleteNamespace(ctx context.Context, name string) {
 	_ = e.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 }
 
-
 // HelmBinary is the helm `make helm` builds (bin/helm-<version>), or HELM.
 func HelmBinary(repoRoot string) (string, error) {
 	if h := os.Getenv("HELM"); h != "" {
