@@ -193,7 +193,7 @@ function init() {
     const open = $('sidebar').classList.toggle('open');
     $('rooms-toggle').setAttribute('aria-expanded', String(open));
     if (open) {
-      const current = $('sidebar').querySelector('button[aria-current=true]') || $('join-input');
+      const current = $('sidebar').querySelector('button[aria-current=true]') || $('inbox-list').querySelector('button') || $('search-input');
       current.focus();
     }
   });

@@ -20,7 +20,7 @@ export async function createGroup(title) {
   const res = await state.client.rpc('group.create', { title });
   const channel = res.data.channel;
   // The page lists it right away; the inbox reload confirms it.
-  state.inbox.set(channel, { channel, title, last_offset: 0, unread: 0, mentions: 0, seen: Date.now() });
+  state.inbox.set(channel, { channel, title, last_offset: 0, unread: 0, mentions: 0, rank: -1 });
   await loadInbox();
   openConversation(channel);
   return channel;
@@ -126,9 +126,9 @@ function renderMembers() {
             : el('span', { class: 'mute' }, select, el('button', { type: 'button', text: 'Mute', 'aria-label': 'Mute ' + m.user,
               onclick: () => act('group.mute', { user: m.user, duration: Number(select.value) }, m.user + ' is muted for ' + select.selectedOptions[0].textContent) })),
           el('button', { type: 'button', text: 'Remove', 'aria-label': 'Remove ' + m.user,
-            onclick: () => window.confirm('Remove ' + m.user + ' from the group?') && act('group.remove', { user: m.user }, m.user + ' was removed') }),
+            onclick: () => expel('group.remove', m.user, 'Remove ' + m.user + ' from the group?', ' was removed') }),
           el('button', { type: 'button', class: 'danger', text: 'Ban', 'aria-label': 'Ban ' + m.user,
-            onclick: () => window.confirm('Ban ' + m.user + ' from the group?') && act('group.ban', { user: m.user }, m.user + ' was banned') }));
+            onclick: () => expel('group.ban', m.user, 'Ban ' + m.user + ' from the group? They cannot rejoin.', ' was banned') }));
       }
     }
     if (actions.childElementCount) li.append(actions);
@@ -137,6 +137,16 @@ function renderMembers() {
   $('member-list').replaceChildren(...rows);
   $('leave-group').hidden = panel.role === 'owner';
   $('group-tools').hidden = false;
+}
+
+// expel removes or bans after asking; the optional reason is shown to the
+// member and kept in the audit log.
+function expel(method, user, question, done) {
+  const reason = window.prompt(question + '\nReason (optional):', '');
+  if (reason === null) return;
+  const params = { user };
+  if (reason.trim()) params.reason = reason.trim().slice(0, 200);
+  act(method, params, user + done);
 }
 
 async function act(method, params, done) {

@@ -13,6 +13,13 @@ const PAGE = 50;
 const MAX_PAGE = 200; // the server's limit per request
 
 let reloadTimer = null;
+// Order: the server lists conversations by last activity (a group without
+// messages by when the user joined it, which the page does not see). Each
+// entry keeps its place in that list (rank); what happens live (a message, a
+// DM or group opened here) moves it to the top (touched, newest first) until
+// the next full reload.
+let touchSeq = 0;
+const touch = (e) => { e.touched = ++touchSeq; };
 
 // loadInbox (re)loads the conversations loaded so far in one request, or the
 // next page with more=true.
@@ -28,11 +35,12 @@ export async function loadInbox(more = false) {
       // this user was cut off from (the page keeps saying why).
       for (const [ch, e] of state.inbox) if (!e.local && !state.gone.has(ch)) state.inbox.delete(ch);
     }
-    const now = Date.now();
-    for (const e of list) {
-      e.seen = now;
+    if (!more) for (const e of state.inbox.values()) e.rank = -1; // kept local entries stay on top
+    list.forEach((e, i) => {
+      e.rank = offset + i;
+      e.touched = 0;
       state.inbox.set(e.channel, e);
-    }
+    });
     state.inboxLoaded = offset + list.length;
     state.inboxMore = list.length === limit;
     // A group or DM remembered as a room (from before it was in the inbox)
@@ -62,12 +70,12 @@ function reloadInboxSoon() {
   reloadTimer = setTimeout(() => loadInbox(), 150);
 }
 
-function activityTime(e) {
-  return Date.parse(e.last_at) || e.seen || 0;
+function byActivity(a, b) {
+  return (b.touched || 0) - (a.touched || 0) || (a.rank ?? -1) - (b.rank ?? -1);
 }
 
 export function renderInbox() {
-  const entries = [...state.inbox.values()].sort((a, b) => activityTime(b) - activityTime(a) || b.last_offset - a.last_offset);
+  const entries = [...state.inbox.values()].sort(byActivity);
   const items = entries.map((e) => {
     const gone = state.gone.get(e.channel);
     const unread = gone ? 0 : Number(e.unread) || 0;
@@ -130,6 +138,7 @@ export function onInboxPush(ev) {
     if (ev.entry.last_offset <= (state.readTop.get(ch) || 0)) return;
     if (ev.entry.last_offset > (e.last_offset || 0)) {
       Object.assign(e, { last_offset: ev.entry.last_offset, last_at: ev.entry.last_at, last_user: ev.entry.last_user, preview: ev.entry.preview });
+      touch(e);
     }
     const looking = state.active && state.active.channel === ch && !state.active.gone && document.visibilityState === 'visible';
     if (ev.entry.last_user !== state.user && !looking) {
@@ -197,13 +206,14 @@ function onMemberEvent(ev) {
 // markGone: this user was removed or banned from a group (or left it, or it
 // was deleted). Every open view of it stops showing its messages.
 export function markGone(channel, text) {
+  const changed = state.gone.get(channel) !== text;
   state.gone.set(channel, text);
-  if (!state.inbox.has(channel)) state.inbox.set(channel, { channel, title: roomLabel(channel), last_offset: 0, unread: 0, mentions: 0, seen: Date.now() });
+  if (!state.inbox.has(channel)) state.inbox.set(channel, { channel, title: roomLabel(channel), last_offset: 0, unread: 0, mentions: 0, rank: -1 });
   const room = state.rooms.get(channel);
   if (room) cutOffRoom(room, text);
   if (state.active && state.active.channel === channel) {
     refreshGroupHeader(state.active);
-    showToast(text);
+    if (changed) showToast(text);
   }
   renderInbox();
 }
@@ -226,6 +236,10 @@ export function refreshGroupHeader(room) {
 
 // addLocalConversation lists a DM opened here before any message exists in it.
 export function addLocalConversation(channel) {
-  if (!state.inbox.has(channel)) state.inbox.set(channel, { channel, last_offset: 0, unread: 0, mentions: 0, local: true, seen: Date.now() });
+  if (!state.inbox.has(channel)) {
+    const e = { channel, last_offset: 0, unread: 0, mentions: 0, local: true };
+    touch(e);
+    state.inbox.set(channel, e);
+  }
   renderInbox();
 }

@@ -2,7 +2,7 @@
 // list, or a conversation from the inbox). Subscribing, history, presence,
 // typing, unread state and read receipts.
 import { state, HISTORY_PAGE, ACTIVE_KEY, roomLabel, isConversation } from './state.js';
-import { $, el, isTemporary, errorText, sleep } from './util.js';
+import { $, el, isDM, isTemporary, errorText, sleep } from './util.js';
 import { ingest, placeUnreadMarker, removeUnreadMarker, refreshReceipts } from './messages.js';
 import { renderInbox, markGone, localRead, goneText, refreshGroupHeader } from './inbox.js';
 
@@ -97,11 +97,19 @@ export function addRoom(channel) {
   sub.on('unsubscribed', (ctx) => {
     // 2100-2103: removed, banned, left, group deleted (docs/protocol.md); the
     // SDK does not resubscribe after them.
-    if (ctx.code >= 2100 && ctx.code <= 2103) markGone(channel, goneText(channel, ctx.code));
+    // The member event on the personal channel says more (who, why): the
+    // push that comes first wins only until the other brings the details.
+    if (ctx.code >= 2100 && ctx.code <= 2103) {
+      if (!state.gone.has(channel)) markGone(channel, goneText(channel, ctx.code));
+    }
     else if (ctx.code !== 0) setRoomError(room, 'You are not in this room: ' + (ctx.reason || 'code ' + ctx.code));
   });
   sub.on('error', (ctx) => {
-    if (ctx.type === 'subscribe' && !isTemporary(ctx.error)) setRoomError(room, 'Cannot join: ' + errorText(ctx.error));
+    if (ctx.type !== 'subscribe' || isTemporary(ctx.error)) return;
+    // Refused a group it listed: this user was removed while the page was
+    // offline (the unsubscribe push went to no connection of theirs).
+    if (ctx.error.code === 103 && conversation && !isDM(channel)) markGone(channel, 'You are no longer a member of ' + roomLabel(channel) + '.');
+    else setRoomError(room, 'Cannot join: ' + errorText(ctx.error));
   });
   if (room.gone) cutOffRoom(room, room.gone);
   else sub.subscribe();
@@ -118,7 +126,8 @@ export function cutOffRoom(room, why) {
   room.noMore = true;
   room.users.clear();
   room.typing.clear();
-  setRoomError(room, why);
+  room.error = why;
+  setHistoryStatus(room, ''); // the notice above the messages says why
   if (room === state.active) {
     renderOnline(room);
     renderTyping(room);

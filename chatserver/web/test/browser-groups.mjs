@@ -157,7 +157,8 @@ async function main() {
     const p = await (await browser.newContext(opts)).newPage();
     p.on('pageerror', (e) => { console.log(`${name} page error: ${e.stack}`); failures.push(`${name} page error: ${e.message}`); });
     p.on('console', (m) => { if (m.type() === 'error') console.log(`${name} console error: ${m.text()}`); });
-    p.on('dialog', (d) => d.accept()); // "Ban mallory from the group?"
+    // "Ban mallory from the group? Reason (optional):"
+    p.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'spamming links' : undefined));
     return p;
   };
   try {
@@ -252,7 +253,7 @@ async function main() {
     await members(carol);
     await carol.getByRole('button', { name: 'Ban mallory' }).click();
     await waitFor(carol, 'mallory gone from the members', () => !document.querySelector('#member-list [data-user=mallory]'));
-    const banned = 'You were banned from Launch by carol.';
+    const banned = 'You were banned from Launch by carol (reason: spamming links).';
     await waitFor(mallory, 'mallory told she is banned', (t) => {
       const n = document.getElementById('room-notice');
       return !n.hidden && n.textContent === t;
@@ -272,6 +273,29 @@ async function main() {
     if (after.msgs !== 0 || after.notice !== banned || after.members) throw new Error(`mallory after reopening: ${JSON.stringify(after)}`);
     ok('carol banned mallory: mallory\'s open page says "banned by carol", shows no messages, and cannot post or reopen it');
 
+    // --- carol mutes bob for an hour: his pages are told, his phone's message
+    // is refused until she unmutes him, then it goes out on retry
+    await bobPhone.getByRole('button', { name: 'Members' }).click();
+    await waitFor(bobPhone, 'members on the phone', () => document.querySelectorAll('#member-list [data-testid=member]').length === 3);
+    if ((await bobPhone.locator('#member-list button').count()) !== 0) throw new Error('bob (a member) is offered moderation buttons');
+    await carol.getByLabel('Mute bob for').selectOption('3600');
+    await carol.getByRole('button', { name: 'Mute bob', exact: true }).click();
+    await waitFor(carol, 'carol sees bob muted', () =>
+      document.querySelector('#member-list [data-user=bob] [data-testid=member-role]')?.textContent === 'member · muted');
+    await waitFor(bobDesk, 'bob\'s desktop told', () => document.getElementById('toast').textContent.startsWith('You are muted in Launch until '));
+    await waitFor(bobPhone, 'bob\'s open members panel shows it', () =>
+      document.querySelector('#member-list [data-user=bob] [data-testid=member-role]')?.textContent === 'member · muted');
+    await screenshot(bobPhone, 'bob-phone-members-muted');
+    await bobPhone.getByRole('button', { name: 'Close' }).click();
+    await send(bobPhone, 'can I still post?');
+    await waitFor(bobPhone, 'post refused while muted', () => [...document.querySelectorAll('li.msg.failed')].some((li) =>
+      li.querySelector('.text').textContent === 'can I still post?' && li.querySelector('.receipt').textContent.includes('muted until')));
+    await carol.getByRole('button', { name: 'Unmute bob' }).click();
+    await waitFor(bobPhone, 'bob told he may post', () => document.getElementById('toast').textContent === 'You may post in Launch again.');
+    await bobPhone.locator('li.msg.failed', { hasText: 'can I still post?' }).getByRole('button', { name: 'Retry' }).click();
+    await waitMessage(carol, 'carol', 'can I still post?');
+    ok('carol muted bob for an hour: both of his pages were told, his post was refused, and went out after she unmuted him');
+
     // --- bob searches from the desktop and jumps to the hit
     await bobDesk.getByLabel('Search messages').fill('quarterly');
     await bobDesk.getByRole('button', { name: 'Search', exact: true }).click();
@@ -288,7 +312,7 @@ async function main() {
       return r.top >= s.top && r.bottom <= s.bottom;
     });
     const loaded = await bobDesk.evaluate(() => document.querySelectorAll('#messages-host li.msg').length);
-    if (loaded !== FILLER + 2) throw new Error(`after the jump ${loaded} messages are loaded, want all ${FILLER + 2}`);
+    if (loaded !== FILLER + 3) throw new Error(`after the jump ${loaded} messages are loaded, want all ${FILLER + 3}`);
     await screenshot(bobDesk, 'bob-jumped-to-hit');
     ok('search: bob found "quarterly", and the hit opened Launch scrolled back past the first history page to the highlighted message');
 
@@ -306,6 +330,21 @@ async function main() {
     await waitConv(alice, 'alice', dm, 'DM read', { unread: '' });
     await screenshot(alice, 'alice-dm-from-bob');
     ok('DM: bob started one with alice by user id; alice\'s inbox listed it under bob\'s profile name with 1 unread, and she read it');
+
+    // --- paging: 55 more groups with bob (made through the HTTP API) make a second page
+    for (let i = 1; i <= 55; i++) await api('groups/create', { title: `Project ${i}`, owner: 'dave', members: ['bob'] });
+    const listed = () => [...document.querySelectorAll('#inbox-list [data-testid=conversation-title]')].map((e) => e.textContent);
+    await waitFor(bobDesk, 'first page of 50, newest first', () => {
+      const t = [...document.querySelectorAll('#inbox-list [data-testid=conversation-title]')].map((e) => e.textContent);
+      return t.length === 50 && t[0] === 'Project 55' && !document.getElementById('inbox-more').hidden;
+    });
+    await bobDesk.getByRole('button', { name: 'More conversations' }).click();
+    await waitFor(bobDesk, 'second page', () => document.querySelectorAll('#inbox-list [data-testid=conversation]').length === 57
+      && document.getElementById('inbox-more').hidden);
+    const all = await bobDesk.evaluate(listed);
+    const want = [...Array.from({ length: 55 }, (_, i) => `Project ${55 - i}`), 'Alice Archer', 'Launch'];
+    if (all.join('|') !== want.join('|')) throw new Error(`inbox order after paging: ${all.slice(0, 3).join(', ')} … ${all.slice(-4).join(', ')}`);
+    ok('inbox paging: 50 conversations first, newest first; "More conversations" brought the other 7 in order');
   } catch (err) {
     // Leave a picture of every page at the moment of failure.
     let i = 0;
