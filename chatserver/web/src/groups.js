@@ -5,7 +5,7 @@
 // the roles again, the page only hides what would be refused.
 import { state, JOIN_KEY, roomLabel } from './state.js';
 import { $, el, errorText, validUserID } from './util.js';
-import { loadInbox, openConversation, addLocalConversation, showToast } from './inbox.js';
+import { loadInbox, openConversation, addLocalConversation, showToast, restore } from './inbox.js';
 
 const rank = { owner: 0, admin: 1, member: 2 };
 const MUTE_CHOICES = [[600, '10 minutes'], [3600, '1 hour'], [86400, '1 day']];
@@ -44,7 +44,7 @@ export async function joinByCode(code) {
     const res = await state.client.rpc('group.join', { code });
     sessionStorage.removeItem(JOIN_KEY);
     const channel = res.data.channel;
-    state.gone.delete(channel);
+    restore(channel);
     await loadInbox();
     openConversation(channel);
     showToast('You joined ' + roomLabel(channel) + '.');

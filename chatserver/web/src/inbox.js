@@ -185,14 +185,7 @@ function onMemberEvent(ev) {
     return;
   }
   if (ev.event === 'added') {
-    if (state.gone.delete(ch)) {
-      const room = state.rooms.get(ch);
-      if (room) {
-        room.gone = '';
-        room.loaded = false;
-        room.sub.subscribe();
-      }
-    }
+    restore(ch);
     reloadInboxSoon();
   }
   let note = '';
@@ -201,6 +194,19 @@ function onMemberEvent(ev) {
   if (ev.event === 'unmuted') note = 'You may post in ' + roomLabel(ch) + ' again.';
   if (note) showToast(note);
   refreshMembersIfOpen(ch);
+}
+
+// restore undoes markGone when the user is back in a group (added again,
+// or joined by a new link): the conversation is read afresh.
+export function restore(channel) {
+  if (!state.gone.delete(channel)) return;
+  const room = state.rooms.get(channel);
+  if (!room) return;
+  room.gone = '';
+  room.error = '';
+  room.loaded = false;
+  room.sub.subscribe();
+  if (state.active === room) selectRoom(room);
 }
 
 // markGone: this user was removed or banned from a group (or left it, or it

@@ -155,6 +155,7 @@ async function main() {
   const failures = [];
   const open = async (name, opts) => {
     const p = await (await browser.newContext(opts)).newPage();
+    p.setDefaultTimeout(WAIT);
     p.on('pageerror', (e) => { console.log(`${name} page error: ${e.stack}`); failures.push(`${name} page error: ${e.message}`); });
     p.on('console', (m) => { if (m.type() === 'error') console.log(`${name} console error: ${m.text()}`); });
     // "Ban mallory from the group? Reason (optional):"
@@ -345,6 +346,22 @@ async function main() {
     const want = [...Array.from({ length: 55 }, (_, i) => `Project ${55 - i}`), 'Alice Archer', 'Launch'];
     if (all.join('|') !== want.join('|')) throw new Error(`inbox order after paging: ${all.slice(0, 3).join(', ')} … ${all.slice(-4).join(', ')}`);
     ok('inbox paging: 50 conversations first, newest first; "More conversations" brought the other 7 in order');
+
+    // --- alice removes carol, then adds her back: carol's open page follows both
+    await alice.locator(`[data-testid=conversation][data-channel="${group}"]`).click();
+    await waitTitle(alice, 'alice', 'Launch');
+    await members(alice);
+    await alice.getByRole('button', { name: 'Remove carol' }).click();
+    const removed = 'You were removed from Launch by alice (reason: spamming links).';
+    await waitFor(carol, 'carol told she was removed', (t) => document.getElementById('room-notice').textContent === t
+      && document.querySelectorAll('#messages-host li.msg').length === 0 && document.getElementById('composer-input').disabled, removed);
+    await alice.getByLabel('Add a member (user id)').fill('carol');
+    await alice.getByRole('button', { name: 'Add', exact: true }).click();
+    await waitFor(carol, 'carol reads Launch again', () => document.getElementById('room-notice').hidden
+      && document.getElementById('room-title').textContent === 'Launch' && !document.getElementById('composer-input').disabled
+      && [...document.querySelectorAll('#messages-host li.msg .text')].some((e) => e.textContent === 'can I still post?'));
+    await waitConv(carol, 'carol', group, 'listed again', { title: 'Launch', gone: false });
+    ok('alice removed carol (her open page said so and emptied) and added her back (the page reads the group again)');
   } catch (err) {
     // Leave a picture of every page at the moment of failure.
     let i = 0;
