@@ -75,6 +75,8 @@ function byActivity(a, b) {
 }
 
 export function renderInbox() {
+  // The list is rebuilt on every event: keep the keyboard where it was.
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest('#inbox-list [data-channel]');
   const entries = [...state.inbox.values()].sort(byActivity);
   const items = entries.map((e) => {
     const gone = state.gone.get(e.channel);
@@ -82,8 +84,12 @@ export function renderInbox() {
     const mentions = gone ? 0 : Number(e.mentions) || 0;
     let preview = gone || e.preview || (e.last_offset ? '' : 'No messages yet');
     if (!gone && e.preview && e.last_user) preview = (e.last_user === state.user ? 'You' : e.last_user) + ': ' + e.preview;
+    // One sentence for screen readers instead of the pieces of the layout.
+    const label = [roomLabel(e.channel), unread ? unread + ' unread' : '', mentions ? mentions + (mentions === 1 ? ' mention' : ' mentions') : '', preview]
+      .filter(Boolean).join(', ');
     const button = el('button', {
       type: 'button',
+      'aria-label': label,
       class: 'conv' + (gone ? ' gone' : '') + (e.muted ? ' muted' : ''),
       'data-testid': 'conversation',
       'data-channel': e.channel,
@@ -100,6 +106,10 @@ export function renderInbox() {
     return el('li', {}, button);
   });
   $('inbox-list').replaceChildren(...items);
+  if (focused) {
+    const again = $('inbox-list').querySelector(`[data-channel="${CSS.escape(focused.dataset.channel)}"]`);
+    if (again) again.focus();
+  }
   $('inbox-more').hidden = !state.inboxMore;
 }
 

@@ -129,7 +129,7 @@ async function send(page, text) {
 }
 
 async function members(page) {
-  if (await page.locator('#group-panel').isHidden()) await page.getByRole('button', { name: 'Members' }).click();
+  if (await page.locator('#group-panel').isHidden()) await page.getByRole('button', { name: 'Members', exact: true }).click();
   await waitFor(page, 'members listed', () => document.querySelectorAll('#member-list [data-testid=member]').length > 0);
 }
 
@@ -178,7 +178,7 @@ async function main() {
 
     // --- alice creates a group; it is in her inbox and open
     await alice.getByLabel('New group').fill('Launch');
-    await alice.getByRole('button', { name: 'Create' }).click();
+    await alice.getByRole('button', { name: 'Create', exact: true }).click();
     await waitTitle(alice, 'alice', 'Launch');
     const group = await alice.evaluate(() => document.querySelector('[data-testid=conversation][aria-current=true]')?.dataset.channel);
     if (!group || !group.startsWith('grp:')) throw new Error(`the new group is not the current conversation: ${group}`);
@@ -276,7 +276,7 @@ async function main() {
 
     // --- carol mutes bob for an hour: his pages are told, his phone's message
     // is refused until she unmutes him, then it goes out on retry
-    await bobPhone.getByRole('button', { name: 'Members' }).click();
+    await bobPhone.getByRole('button', { name: 'Members', exact: true }).click();
     await waitFor(bobPhone, 'members on the phone', () => document.querySelectorAll('#member-list [data-testid=member]').length === 3);
     if ((await bobPhone.locator('#member-list button').count()) !== 0) throw new Error('bob (a member) is offered moderation buttons');
     await carol.getByLabel('Mute bob for').selectOption('3600');
@@ -319,7 +319,7 @@ async function main() {
 
     // --- bob starts a DM with alice by user id
     await bobDesk.getByLabel('Message someone (user id)').fill('alice');
-    await bobDesk.getByRole('button', { name: 'Start' }).click();
+    await bobDesk.getByRole('button', { name: 'Start', exact: true }).click();
     await waitTitle(bobDesk, 'bob desktop', 'alice');
     await send(bobDesk, 'hi alice, a DM from bob');
     const dm = 'dm:#alice,bob';
