@@ -56,6 +56,7 @@ export async function loadInbox(more = false) {
     renderInbox();
     if (state.active) {
       $('room-title').textContent = roomLabel(state.active.channel);
+      $('leave-room').hidden = !state.active.item;
       refreshGroupHeader(state.active);
     }
     document.body.dataset.inbox = 'loaded';
@@ -106,11 +107,23 @@ export function renderInbox() {
     return el('li', {}, button);
   });
   $('inbox-list').replaceChildren(...items);
+  renderTotal(entries);
   if (focused) {
     const again = $('inbox-list').querySelector(`[data-channel="${CSS.escape(focused.dataset.channel)}"]`);
     if (again) again.focus();
   }
   $('inbox-more').hidden = !state.inboxMore;
+}
+
+// renderTotal shows how many messages wait unread in conversations that are
+// not muted: on the phone's drawer button and in the tab's title.
+function renderTotal(entries) {
+  let total = 0;
+  for (const e of entries) if (!e.muted && !state.gone.has(e.channel)) total += Number(e.unread) || 0;
+  const b = $('toggle-badge');
+  b.hidden = total === 0;
+  b.firstChild.textContent = String(total);
+  document.title = (total ? '(' + total + ') ' : '') + 'Parley';
 }
 
 // openConversation shows a group or DM, subscribing on first open.

@@ -231,6 +231,10 @@ async function main() {
     for (const [who, p] of [['bob phone', bobPhone], ['bob desktop', bobDesk]]) {
       await waitConv(p, who, group, `${total} unread, 1 mention`, { unread: total, mentions: '@1', preview: 'alice: @bob please review' });
     }
+    // The phone's drawer button and the tab titles carry the total.
+    await waitFor(bobPhone, 'drawer button shows 62', (t) => !document.getElementById('toggle-badge').hidden
+      && document.getElementById('toggle-badge').textContent === t + ' unread', total);
+    if ((await bobDesk.title()) !== `(${total}) Parley`) throw new Error(`bob's desktop tab title: ${await bobDesk.title()}`);
     await screenshot(bobDesk, 'bob-desktop-unread');
     await sidebar(bobPhone);
     await screenshot(bobPhone, 'bob-phone-inbox');
@@ -242,6 +246,7 @@ async function main() {
     await waitMessage(bobPhone, 'bob phone', '@bob please review');
     await waitConv(bobDesk, 'bob desktop', group, 'badge cleared by reading on the phone', { unread: '', mentions: '' });
     await waitConv(bobPhone, 'bob phone', group, 'badge cleared', { unread: '', mentions: '' });
+    await waitFor(bobDesk, 'desktop tab title cleared', () => document.title === 'Parley');
     if ((await title(bobDesk)) === 'Launch') throw new Error('bob\'s desktop opened the group itself');
     const layout = await bobPhone.evaluate(() => ({ h: document.documentElement.scrollHeight, w: document.documentElement.scrollWidth }));
     if (layout.h > 844 || layout.w > 390) throw new Error(`phone layout overflows the screen: ${JSON.stringify(layout)}`);
