@@ -18,7 +18,7 @@ async function search(query) {
     $('search-results').replaceChildren(...hits.map((h) => el('li', {},
       el('button', { type: 'button', class: 'hit', 'data-testid': 'search-hit', 'data-channel': h.channel, 'data-offset': h.offset,
         onclick: () => open(h) },
-      el('span', { class: 'hit-where', text: roomLabel(h.channel) + (h.user ? ' · ' + h.user : '') + ' · ' + shortTime(h.time) }),
+      el('span', { class: 'hit-where', text: (h.title || roomLabel(h.channel)) + (h.user ? ' · ' + h.user : '') + ' · ' + shortTime(h.time) }),
       el('span', { class: 'hit-snippet' }, ...snippetNodes(h.snippet))))));
   } catch (err) {
     status.textContent = 'Search failed: ' + errorText(err);
@@ -26,6 +26,11 @@ async function search(query) {
 }
 
 async function open(hit) {
+  if (!state.inbox.has(hit.channel)) {
+    // A conversation on an inbox page not loaded yet: listed (last) until the
+    // next reload, so the page treats it as the conversation it is.
+    state.inbox.set(hit.channel, { channel: hit.channel, title: hit.title || '', last_offset: hit.offset, unread: 0, mentions: 0, rank: 1e9 });
+  }
   const room = openConversation(hit.channel);
   await jumpTo(room, hit.offset);
 }

@@ -306,7 +306,8 @@ async function main() {
     await bobDesk.getByLabel('Search messages').fill('quarterly');
     await bobDesk.getByRole('button', { name: 'Search', exact: true }).click();
     await waitFor(bobDesk, 'one hit', () => document.querySelectorAll('[data-testid=search-hit]').length === 1
-      && document.querySelector('[data-testid=search-hit] mark')?.textContent.toLowerCase() === 'quarterly');
+      && document.querySelector('[data-testid=search-hit] mark')?.textContent.toLowerCase() === 'quarterly'
+      && document.querySelector('[data-testid=search-hit] .hit-where').textContent.startsWith('Launch · alice · '));
     await screenshot(bobDesk, 'bob-search');
     await bobDesk.locator('[data-testid=search-hit]').click();
     await waitTitle(bobDesk, 'bob desktop', 'Launch');
