@@ -219,20 +219,33 @@ func (s *Service) inbox(ctx context.Context, c Caller, data []byte) (any, error)
 	return map[string]any{"conversations": entries}, nil
 }
 
-// titleDMs names each DM after the other participants, by their profile
-// names where known (their ids otherwise), with one profile lookup.
+// titleDMs names each DM of the inbox after the other participants.
 func (s *Service) titleDMs(ctx context.Context, user string, entries []store.InboxEntry) {
+	titles := make([]*string, len(entries))
+	channels := make([]string, len(entries))
+	for i := range entries {
+		titles[i], channels[i] = &entries[i].Title, entries[i].Channel
+	}
+	s.nameDMs(ctx, user, channels, titles)
+}
+
+// nameDMs sets each untitled DM's title (titles[i] for channels[i]) to the
+// other participants, by their profile names where known (their ids
+// otherwise), with one profile lookup for all of them.
+func (s *Service) nameDMs(ctx context.Context, user string, channels []string, titles []*string) {
 	others := map[int][]string{}
 	var ids []string
-	for i, e := range entries {
-		users, limited := auth.AllowedUsers(e.Channel)
-		if e.Title != "" || !limited || s.IsGroup(e.Channel) {
+	for i, ch := range channels {
+		users, limited := auth.AllowedUsers(ch)
+		if *titles[i] != "" || !limited || s.IsGroup(ch) {
 			continue
 		}
 		for _, u := range users {
 			if u != user && !slices.Contains(others[i], u) {
 				others[i] = append(others[i], u)
-				ids = append(ids, u)
+				if !slices.Contains(ids, u) {
+					ids = append(ids, u)
+				}
 			}
 		}
 	}
@@ -253,7 +266,7 @@ func (s *Service) titleDMs(ctx context.Context, user string, entries []store.Inb
 				title[j] = n
 			}
 		}
-		entries[i].Title = strings.Join(title, ", ")
+		*titles[i] = strings.Join(title, ", ")
 	}
 }
 
@@ -333,5 +346,13 @@ func (s *Service) search(ctx context.Context, c Caller, data []byte) (any, error
 	if hits == nil {
 		hits = []store.SearchHit{}
 	}
+	// A hit names its conversation as the inbox does, so a client can show
+	// where it is without having loaded that part of the inbox.
+	titles := make([]*string, len(hits))
+	channels := make([]string, len(hits))
+	for i := range hits {
+		titles[i], channels[i] = &hits[i].Title, hits[i].Channel
+	}
+	s.nameDMs(ctx, c.User, channels, titles)
 	return map[string]any{"hits": hits}, nil
 }

@@ -146,6 +146,9 @@ type SearchHit struct {
 	// Time is when it was published (Unix milliseconds).
 	Time    int64  `json:"time"`
 	Snippet string `json:"snippet"`
+	// Title is the group's title (the groups service names DMs after their
+	// participants), as the inbox shows it.
+	Title string `json:"title,omitempty"`
 }
 
 // Groups is where groups, their members, bans, invites and audit log, the

@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,9 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -84,14 +80,7 @@ func TestBrowserFallbacks(t *testing.T) {
 	top := testenv.NewTopology(t)
 	db := testenv.NewDatabase(t, "parley_fallback")
 	replica := startReplica(t, 0, top, db)
-	artifacts := os.Getenv("PARLEY_ARTIFACTS")
-	if artifacts == "" {
-		abs, err := filepath.Abs("../../artifacts/web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		artifacts = abs
-	}
+	artifacts := artifactsDir(t, "web")
 	for _, tc := range []struct {
 		transport string
 		refused   []string
@@ -110,10 +99,7 @@ func TestBrowserFallbacks(t *testing.T) {
 
 			var rnd [4]byte
 			_, _ = rand.Read(rnd[:])
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, node, "test/browser-fallback.mjs")
-			cmd.Env = append(os.Environ(),
+			runBrowserScript(t, node, "test/browser-fallback.mjs", 2*time.Minute, 3,
 				"PARLEY_URL="+front.URL,
 				"PARLEY_ADMIN_URL="+replica.Admin,
 				"PARLEY_API_KEY="+servertest.APIKey,
@@ -124,18 +110,6 @@ func TestBrowserFallbacks(t *testing.T) {
 				"PARLEY_ARTIFACTS="+artifacts,
 				"PARLEY_CHROMIUM="+chromiumPath,
 			)
-			out, err := cmd.CombinedOutput()
-			steps := 0
-			sc := bufio.NewScanner(strings.NewReader(string(out)))
-			for sc.Scan() {
-				t.Log(sc.Text())
-				if strings.HasPrefix(sc.Text(), "ok ") {
-					steps++
-				}
-			}
-			if err != nil || steps != 3 {
-				t.Fatalf("browser-fallback.mjs: %v after %d of 3 steps", err, steps)
-			}
 		})
 	}
 }

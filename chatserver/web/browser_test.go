@@ -1,18 +1,13 @@
 package web_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -117,26 +112,9 @@ func TestBrowserChat(t *testing.T) {
 
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	artifacts := os.Getenv("PARLEY_ARTIFACTS")
-	if artifacts == "" {
-		abs, err := filepath.Abs("../../artifacts/web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		artifacts = abs
-	}
-
-	// Screenshots of an earlier run would be mistaken for this run's.
-	if old, err := filepath.Glob(filepath.Join(artifacts, "[0-9][0-9]-*.png")); err == nil {
-		for _, f := range old {
-			_ = os.Remove(f)
-		}
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "test/browser.mjs")
-	cmd.Env = append(os.Environ(),
+	artifacts := artifactsDir(t, "web")
+	removeOldScreenshots(artifacts)
+	runBrowserScript(t, node, "test/browser.mjs", 3*time.Minute, 13,
 		"PARLEY_URL_A="+a.HTTP,
 		"PARLEY_ADMIN_URL_A="+a.Admin, // the HTTP API is on the admin listener
 		"PARLEY_URL_B=http://"+proxy.Addr(),
@@ -148,38 +126,5 @@ func TestBrowserChat(t *testing.T) {
 		"PARLEY_ARTIFACTS="+artifacts,
 		"PARLEY_CHROMIUM="+chromiumPath,
 	)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		steps []string
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			t.Log(line)
-			if strings.HasPrefix(line, "ok ") {
-				steps = append(steps, line)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	wg.Wait()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("browser script failed after %d steps: %v (screenshots in %s)", len(steps), err, artifacts)
-	}
-	const wantSteps = 13
-	if len(steps) != wantSteps {
-		t.Fatalf("browser script passed %d steps, want %d", len(steps), wantSteps)
-	}
 	t.Logf("screenshots in %s", artifacts)
 }

@@ -209,6 +209,7 @@ func (s *Store) Search(ctx context.Context, user, query, _, channel string, limi
 	}
 	want := words(query)
 	var cands []indexed
+	titles := map[string]string{}
 	for i := len(g.index) - 1; i >= 0; i-- {
 		x := g.index[i]
 		if g.inbox[inboxKey{user, x.channel}] == nil || (channel != "" && x.channel != channel) || len(want) == 0 {
@@ -216,6 +217,9 @@ func (s *Store) Search(ctx context.Context, user, query, _, channel string, limi
 		}
 		if !slices.ContainsFunc(want, func(w string) bool { return !slices.Contains(x.words, w) }) {
 			cands = append(cands, x)
+			if grp := g.groups[x.channel]; grp != nil {
+				titles[x.channel] = grp.g.Title
+			}
 		}
 	}
 	g.mu.Unlock()
@@ -225,7 +229,7 @@ func (s *Store) Search(ctx context.Context, user, query, _, channel string, limi
 		if err != nil || len(pubs) == 0 || pubs[0].Offset != x.offset {
 			continue // gone from history
 		}
-		h := store.SearchHit{Channel: x.channel, Offset: x.offset, Time: pubs[0].Time, Snippet: x.body}
+		h := store.SearchHit{Channel: x.channel, Offset: x.offset, Time: pubs[0].Time, Snippet: x.body, Title: titles[x.channel]}
 		if pubs[0].Info != nil {
 			h.User = pubs[0].Info.User
 		}

@@ -169,11 +169,12 @@ func (s *Store) Search(ctx context.Context, user, query, language, channel strin
 	rows, err := s.pool.Query(ctx, `
 		WITH q AS (SELECT websearch_to_tsquery($3::regconfig, $2) AS q)
 		SELECT c.name, p."offset", coalesce(p.info_user, ''), (extract(epoch FROM p.created_at) * 1000)::bigint,
-			ts_headline($3::regconfig, x.body, q.q, 'MaxFragments=1, MaxWords=20, MinWords=5')
+			ts_headline($3::regconfig, x.body, q.q, 'MaxFragments=1, MaxWords=20, MinWords=5'), coalesce(g.title, '')
 		FROM q, parley_search x
 		JOIN parley_publications p ON p.channel_id = x.channel_id AND p."offset" = x."offset"
 		JOIN parley_channels c ON c.id = x.channel_id
 		JOIN parley_inbox i ON i.channel = c.name AND i.user_id = $1
+		LEFT JOIN parley_groups g ON g.channel = c.name
 		WHERE x.tsv @@ q.q AND ($4 = '' OR c.name = $4)
 		ORDER BY p.created_at DESC, p."offset" DESC
 		LIMIT $5 OFFSET $6`, user, query, language, channel, limit, offset)

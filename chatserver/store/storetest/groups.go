@@ -350,7 +350,7 @@ func testSearch(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hits) != 2 || hits[0].Offset != second || hits[0].Channel != ch || hits[0].User != alice || hits[0].Time == 0 || hits[0].Snippet == "" {
+	if len(hits) != 2 || hits[0].Offset != second || hits[0].Channel != ch || hits[0].User != alice || hits[0].Time == 0 || hits[0].Snippet == "" || hits[0].Title != "T" {
 		t.Fatalf("hits = %+v", hits)
 	}
 	if hits, _ := s.Search(ctx, alice, "report", "simple", "", 1, 1); len(hits) != 1 || hits[0].Offset != 1 {

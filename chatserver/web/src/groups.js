@@ -1,0 +1,236 @@
+// Groups: creating one, inviting (by user id, or by a link that carries an
+// invite code in its fragment), the members panel with the moderation an
+// admin or owner may do, and starting a DM. Every action is one RPC of
+// docs/protocol.md, "Groups, inbox, moderation, search"; the server checks
+// the roles again, the page only hides what would be refused.
+import { state, JOIN_KEY, roomLabel } from './state.js';
+import { $, el, errorText, validUserID } from './util.js';
+import { loadInbox, openConversation, addLocalConversation, showToast, restore } from './inbox.js';
+
+const rank = { owner: 0, admin: 1, member: 2 };
+const MUTE_CHOICES = [[600, '10 minutes'], [3600, '1 hour'], [86400, '1 day']];
+
+const panel = { channel: '', role: '', members: [], seq: 0 };
+
+function setGroupStatus(text) {
+  $('group-status').textContent = text;
+}
+
+export async function createGroup(title) {
+  const res = await state.client.rpc('group.create', { title });
+  const channel = res.data.channel;
+  // The page lists it right away; the inbox reload confirms it.
+  state.inbox.set(channel, { channel, title, last_offset: 0, unread: 0, mentions: 0, rank: -1 });
+  await loadInbox();
+  openConversation(channel);
+  return channel;
+}
+
+// dmChannel is the DM between this user and another: "dm:#alice,bob", the
+// ids sorted so both sides name the same channel.
+export function dmChannel(other) {
+  return 'dm:#' + [state.user, other].sort().join(',');
+}
+
+export function startDM(other) {
+  const channel = dmChannel(other);
+  addLocalConversation(channel);
+  return openConversation(channel);
+}
+
+// joinByCode uses an invite code (from a "#join=CODE" link).
+export async function joinByCode(code) {
+  try {
+    const res = await state.client.rpc('group.join', { code });
+    sessionStorage.removeItem(JOIN_KEY);
+    const channel = res.data.channel;
+    restore(channel);
+    await loadInbox();
+    openConversation(channel);
+    showToast('You joined ' + roomLabel(channel) + '.');
+  } catch (err) {
+    if (err && (err.code < 100 || err.code === 100)) return; // temporary: tried again on the next connect
+    sessionStorage.removeItem(JOIN_KEY);
+    showToast('Could not join with that invite link: ' + errorText(err));
+  }
+}
+
+// showGroupPanel fills the members panel for channel; open=false only
+// switches a panel that is already open.
+export async function showGroupPanel(channel, open = true) {
+  const p = $('group-panel');
+  if (!open && p.hidden) return;
+  if (!open && panel.channel === channel) return;
+  p.hidden = false;
+  $('members-toggle').setAttribute('aria-expanded', 'true');
+  if (panel.channel !== channel) {
+    $('invite-link').value = '';
+    $('invite-link-row').hidden = true;
+    setGroupStatus('');
+  }
+  panel.channel = channel;
+  $('group-panel-title').textContent = roomLabel(channel);
+  await refreshMembers();
+}
+
+export function closeGroupPanel() {
+  $('group-panel').hidden = true;
+  $('members-toggle').setAttribute('aria-expanded', 'false');
+  panel.channel = '';
+}
+
+export function refreshMembersIfOpen(channel) {
+  if (panel.channel === channel && !$('group-panel').hidden) refreshMembers();
+}
+
+async function refreshMembers() {
+  const channel = panel.channel;
+  const seq = ++panel.seq;
+  try {
+    const [g, m] = await Promise.all([
+      state.client.rpc('group.get', { channel }),
+      state.client.rpc('group.members', { channel, limit: 200 }),
+    ]);
+    if (seq !== panel.seq) return;
+    panel.role = g.data.role;
+    panel.members = m.data.members || [];
+    $('group-role').textContent = 'Your role: ' + panel.role + ' · ' + g.data.group.members + ' members';
+    renderMembers();
+  } catch (err) {
+    if (seq === panel.seq) setGroupStatus('Could not load the members: ' + errorText(err));
+  }
+}
+
+function renderMembers() {
+  const mine = rank[panel.role] ?? 9;
+  const rows = panel.members.map((m) => {
+    const muted = m.muted_until && Date.parse(m.muted_until) > Date.now();
+    const li = el('li', { class: 'member', 'data-testid': 'member', 'data-user': m.user, 'data-role': m.role },
+      el('span', { class: 'who' },
+        el('span', { class: 'name', text: m.name || m.user }),
+        m.name ? el('span', { class: 'uid', text: ' @' + m.user }) : null),
+      el('span', { class: 'role', 'data-testid': 'member-role', text: m.role + (muted ? ' · muted' : '') }));
+    const actions = el('span', { class: 'member-actions' });
+    if (m.user !== state.user) {
+      if (panel.role === 'owner' && m.role !== 'owner') {
+        const to = m.role === 'admin' ? 'member' : 'admin';
+        actions.append(el('button', { type: 'button', text: to === 'admin' ? 'Make admin' : 'Make member', 'aria-label': (to === 'admin' ? 'Make admin: ' : 'Make member: ') + m.user,
+          onclick: () => act('group.role', { user: m.user, role: to }, m.user + ' is now ' + to) }));
+      }
+      if (mine <= rank.admin && mine < (rank[m.role] ?? 9)) {
+        const select = el('select', { 'aria-label': 'Mute ' + m.user + ' for' },
+          ...MUTE_CHOICES.map(([s, label]) => el('option', { value: s, text: label })));
+        actions.append(
+          muted
+            ? el('button', { type: 'button', text: 'Unmute', 'aria-label': 'Unmute ' + m.user, onclick: () => act('group.mute', { user: m.user, duration: 0 }, m.user + ' may post again') })
+            : el('span', { class: 'mute' }, select, el('button', { type: 'button', text: 'Mute', 'aria-label': 'Mute ' + m.user,
+              onclick: () => act('group.mute', { user: m.user, duration: Number(select.value) }, m.user + ' is muted for ' + select.selectedOptions[0].textContent) })),
+          el('button', { type: 'button', text: 'Remove', 'aria-label': 'Remove ' + m.user,
+            onclick: () => expel('group.remove', m.user, 'Remove ' + m.user + ' from the group?', ' was removed') }),
+          el('button', { type: 'button', class: 'danger', text: 'Ban', 'aria-label': 'Ban ' + m.user,
+            onclick: () => expel('group.ban', m.user, 'Ban ' + m.user + ' from the group? They cannot rejoin.', ' was banned') }));
+      }
+    }
+    if (actions.childElementCount) li.append(actions);
+    return li;
+  });
+  $('member-list').replaceChildren(...rows);
+  $('leave-group').hidden = panel.role === 'owner';
+  $('group-tools').hidden = false;
+}
+
+// expel removes or bans after asking; the optional reason is shown to the
+// member and kept in the audit log.
+function expel(method, user, question, done) {
+  const reason = window.prompt(question + '\nReason (optional):', '');
+  if (reason === null) return;
+  const params = { user };
+  if (reason.trim()) params.reason = reason.trim().slice(0, 200);
+  act(method, params, user + done);
+}
+
+async function act(method, params, done) {
+  const channel = panel.channel;
+  try {
+    await state.client.rpc(method, { channel, ...params });
+    setGroupStatus(done + '.');
+  } catch (err) {
+    setGroupStatus('Not done: ' + errorText(err));
+  }
+  if (panel.channel === channel) await refreshMembers();
+}
+
+// wireGroups connects the forms of the sidebar and the members panel.
+export function wireGroups() {
+  $('new-group-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const title = $('new-group-title').value.trim();
+    const err = $('new-group-error');
+    if (!title) {
+      err.hidden = false;
+      err.textContent = 'Give the group a title.';
+      return;
+    }
+    err.hidden = true;
+    try {
+      await createGroup(title);
+      $('new-group-title').value = '';
+    } catch (ex) {
+      err.hidden = false;
+      err.textContent = 'Could not create the group: ' + errorText(ex);
+    }
+  });
+  $('dm-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const user = $('dm-input').value.trim();
+    const err = $('dm-error');
+    if (!validUserID(user) || user === state.user) {
+      err.hidden = false;
+      err.textContent = user === state.user ? 'That is you.' : 'Type a user id (no spaces, commas or #).';
+      return;
+    }
+    err.hidden = true;
+    $('dm-input').value = '';
+    startDM(user);
+    $('composer-input').focus();
+  });
+  $('members-toggle').addEventListener('click', () => {
+    if ($('group-panel').hidden && state.active) showGroupPanel(state.active.channel);
+    else closeGroupPanel();
+  });
+  $('group-panel-close').addEventListener('click', () => {
+    closeGroupPanel();
+    $('members-toggle').focus();
+  });
+  $('add-member-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const user = $('add-member-input').value.trim();
+    if (!validUserID(user)) return setGroupStatus('Type a user id (no spaces, commas or #).');
+    $('add-member-input').value = '';
+    await act('group.add', { user }, user + ' was added');
+  });
+  $('create-invite').addEventListener('click', async () => {
+    try {
+      const res = await state.client.rpc('group.invite', { channel: panel.channel, ttl: 86400 });
+      const link = location.origin + location.pathname + '#join=' + encodeURIComponent(res.data.code);
+      $('invite-link').value = link;
+      $('invite-link-row').hidden = false;
+      $('invite-link').select();
+      setGroupStatus('Invite link valid until ' + new Date(res.data.expires).toLocaleString() + '.');
+    } catch (err) {
+      setGroupStatus('Could not create an invite link: ' + errorText(err));
+    }
+  });
+  $('copy-invite').addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText($('invite-link').value);
+      setGroupStatus('Link copied.');
+    } catch {
+      $('invite-link').select(); // no clipboard access: the person copies it
+    }
+  });
+  $('leave-group').addEventListener('click', async () => {
+    if (!window.confirm('Leave ' + roomLabel(panel.channel) + '?')) return;
+    await act('group.leave', {}, 'You left');
+  });
+}
