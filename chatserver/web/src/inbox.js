@@ -21,6 +21,23 @@ let reloadTimer = null;
 let touchSeq = 0;
 const touch = (e) => { e.touched = ++touchSeq; };
 
+// Counting unread live without counting twice: a reload's or a read event's
+// entry already counts every message up to its last_offset (base); a message
+// push counts only above it, and once per offset (pushes of one conversation
+// may overtake each other, and a push committed before a reload's snapshot
+// may arrive after its reply).
+function snapshot(e, offset) {
+  e.base = Math.max(e.base || 0, Number(offset) || 0);
+  if (!e.counted) e.counted = new Set();
+  for (const off of e.counted) if (off <= e.base) e.counted.delete(off);
+}
+function countOnce(e, offset) {
+  if (!e.counted) e.counted = new Set();
+  if (offset <= (e.base || 0) || e.counted.has(offset)) return false;
+  e.counted.add(offset);
+  return true;
+}
+
 // loadInbox (re)loads the conversations loaded so far in one request, or the
 // next page with more=true.
 export async function loadInbox(more = false) {
@@ -39,6 +56,7 @@ export async function loadInbox(more = false) {
     list.forEach((e, i) => {
       e.rank = offset + i;
       e.touched = 0;
+      snapshot(e, e.last_offset);
       state.inbox.set(e.channel, e);
     });
     state.inboxLoaded = offset + list.length;
@@ -141,6 +159,7 @@ export function openConversation(channel) {
 // server's read event follows (and reaches the user's other devices).
 export function localRead(channel) {
   const e = state.inbox.get(channel);
+  if (e) snapshot(e, e.last_offset);
   if (e && (e.unread || e.mentions)) {
     e.unread = 0;
     e.mentions = 0;
@@ -164,7 +183,7 @@ export function onInboxPush(ev) {
       touch(e);
     }
     const looking = state.active && state.active.channel === ch && !state.active.gone && document.visibilityState === 'visible';
-    if (ev.entry.last_user !== state.user && !looking) {
+    if (ev.entry.last_user !== state.user && !looking && countOnce(e, ev.entry.last_offset)) {
       e.unread = (Number(e.unread) || 0) + 1;
       if (ev.mention) e.mentions = (Number(e.mentions) || 0) + 1;
     }
@@ -174,6 +193,7 @@ export function onInboxPush(ev) {
     if (!e) return reloadInboxSoon();
     e.unread = ev.entry.unread || 0;
     e.mentions = ev.entry.mentions || 0;
+    snapshot(e, ev.entry.last_offset);
     if ((ev.entry.last_offset || 0) >= (e.last_offset || 0)) Object.assign(e, ev.entry, { title: ev.entry.title || e.title });
     const room = state.rooms.get(ch);
     if (room && room !== state.active) room.unread = e.unread;
