@@ -2,6 +2,7 @@
 // rendering them, sending, editing and deleting one's own, and "Seen by".
 import { state } from './state.js';
 import { $, el, randomKey, messageText, isTemporary, errorText, sleep } from './util.js';
+import { displayName, wantProfile } from './profiles.js';
 import { markReadSoon, renderTyping, showTyping, setHistoryStatus, renderBadge } from './rooms.js';
 
 const PUBLISH_ATTEMPTS = 6;
@@ -86,7 +87,12 @@ export function renderMessage(room, m) {
     'data-offset': m.offset || '',
     'data-user': m.user,
   });
-  li.append(el('span', { class: 'author', text: m.user || (m.server ? 'server' : 'anonymous') }), el('span', { class: 'visually-hidden', text: ': ' }));
+  // The author's profile name when known (the id as a tooltip), else the id
+  // until the name arrives.
+  if (m.user) wantProfile(m.user);
+  const name = m.user ? displayName(m.user) : '';
+  li.append(el('span', { class: 'author', 'data-author': m.user || undefined, title: name ? m.user : undefined, text: name || m.user || (m.server ? 'server' : 'anonymous') }),
+    el('span', { class: 'visually-hidden', text: ': ' }));
   li.append(el('p', { class: 'text', text: m.deleted ? 'Message deleted' : m.text }));
   const meta = el('div', { class: 'meta' });
   if (m.edited && !m.deleted) meta.append(el('span', { class: 'edited', text: '(edited)' }));

@@ -244,6 +244,10 @@ async function main() {
     await bobPhone.locator(`[data-testid=conversation][data-channel="${group}"]`).click();
     await waitTitle(bobPhone, 'bob phone', 'Launch');
     await waitMessage(bobPhone, 'bob phone', '@bob please review');
+    // Authors are shown by their profile name (from alice's token), the id as a tooltip.
+    await waitFor(bobPhone, 'alice\'s profile name on her message', (t) => [...document.querySelectorAll('li.msg')].some((li) =>
+      li.querySelector('.text')?.textContent === t && li.querySelector('.author')?.textContent === 'Alice Archer'
+      && li.querySelector('.author')?.title === 'alice'), '@bob please review');
     await waitConv(bobDesk, 'bob desktop', group, 'badge cleared by reading on the phone', { unread: '', mentions: '' });
     await waitConv(bobPhone, 'bob phone', group, 'badge cleared', { unread: '', mentions: '' });
     await waitFor(bobDesk, 'desktop tab title cleared', () => document.title === 'Parley');
@@ -252,7 +256,7 @@ async function main() {
     if (layout.h > 844 || layout.w > 390) throw new Error(`phone layout overflows the screen: ${JSON.stringify(layout)}`);
     await screenshot(bobPhone, 'bob-phone-reads');
     await screenshot(bobDesk, 'bob-desktop-badge-cleared');
-    ok('bob read on the phone (replica B): the unread and mention badges cleared on his desktop page (replica A)');
+    ok('bob read on the phone (replica B): the unread and mention badges cleared on his desktop page (replica A); alice shown by her profile name');
 
     // --- carol (admin) bans mallory; mallory's open page says so and shows nothing more
     await waitMessage(mallory, 'mallory', '@bob please review');
