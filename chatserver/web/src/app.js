@@ -26,7 +26,7 @@ import {
   sendTyping, markReadSoon, renderEmpty,
 } from './rooms.js';
 import { send } from './messages.js';
-import { loadInbox, onInboxPush, openConversation } from './inbox.js';
+import { loadInbox, onInboxPush, openConversation, toggleMute } from './inbox.js';
 import { wireGroups, joinByCode, closeGroupPanel } from './groups.js';
 import { wireSearch } from './search.js';
 
@@ -184,6 +184,7 @@ function init() {
   $('leave-room').addEventListener('click', () => state.active && removeRoom(state.active));
   $('inbox-more').addEventListener('click', () => loadInbox(true));
   wireGroups();
+  $('mute-conversation').addEventListener('click', () => toggleMute());
   wireSearch();
   $('load-older').addEventListener('click', () => loadOlder(state.active));
   $('scroll').addEventListener('scroll', () => {

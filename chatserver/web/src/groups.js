@@ -135,8 +135,46 @@ function renderMembers() {
     return li;
   });
   $('member-list').replaceChildren(...rows);
+  $('admin-tools').hidden = mine > rank.admin;
+  if (mine <= rank.admin && $('audit').open) loadAudit();
   $('leave-group').hidden = panel.role === 'owner';
   $('group-tools').hidden = false;
+}
+
+// auditText says one audit entry in words: "carol banned mallory (spam)".
+const auditVerbs = {
+  create: 'created the group', update: 'changed the settings', join: 'joined', invite: 'added',
+  leave: 'left', remove: 'removed', ban: 'banned', unban: 'lifted the ban on', mute: 'muted', unmute: 'unmuted',
+  role: 'changed the role of', transfer: 'handed ownership to', delete: 'deleted', delete_message: 'deleted a message of',
+};
+function auditText(a) {
+  let verb = auditVerbs[a.action] || a.action;
+  if (a.action === 'invite' && !a.target) verb = 'created an invite link';
+  if (a.action === 'create' && a.target === a.actor) verb = 'created the group';
+  let text = (a.actor || 'the server') + ' ' + verb;
+  if (a.target && a.target !== a.actor && a.action !== 'create') text += ' ' + a.target;
+  const d = a.detail && typeof a.detail === 'object' ? a.detail : {};
+  const notes = [];
+  if (d.role) notes.push('now ' + d.role);
+  if (d.until && !String(d.until).startsWith('0001')) notes.push('until ' + new Date(d.until).toLocaleString());
+  if (d.reason) notes.push('reason: ' + d.reason);
+  if (d.invited_by) notes.push('invited by ' + d.invited_by);
+  if (notes.length) text += ' (' + notes.join(', ') + ')';
+  return text;
+}
+
+// loadAudit shows the group's newest audit entries (admins and the owner).
+async function loadAudit() {
+  const channel = panel.channel;
+  try {
+    const res = await state.client.rpc('group.audit', { channel, limit: 50 });
+    if (channel !== panel.channel) return;
+    const rows = ((res.data && res.data.entries) || []).map((a) => el('li', { 'data-testid': 'audit-entry', 'data-action': a.action },
+      el('time', { datetime: a.at, text: new Date(a.at).toLocaleString() }), ' ', auditText(a)));
+    $('audit-list').replaceChildren(...(rows.length ? rows : [el('li', { text: 'Nothing recorded yet.' })]));
+  } catch (err) {
+    $('audit-list').replaceChildren(el('li', { text: 'Could not load the activity log: ' + errorText(err) }));
+  }
 }
 
 // expel removes or bans after asking; the optional reason is shown to the
@@ -228,6 +266,16 @@ export function wireGroups() {
     } catch {
       $('invite-link').select(); // no clipboard access: the person copies it
     }
+  });
+  $('audit').addEventListener('toggle', () => {
+    if ($('audit').open && panel.channel) loadAudit();
+  });
+  $('unban-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const user = $('unban-input').value.trim();
+    if (!validUserID(user)) return setGroupStatus('Type a user id (no spaces, commas or #).');
+    $('unban-input').value = '';
+    await act('group.unban', { user }, user + ' may join again');
   });
   $('leave-group').addEventListener('click', async () => {
     if (!window.confirm('Leave ' + roomLabel(panel.channel) + '?')) return;

@@ -279,6 +279,16 @@ export function showToast(text) {
 export function refreshGroupHeader(room) {
   const group = room && state.inbox.has(room.channel) && !isDM(room.channel) && !room.gone;
   $('members-toggle').hidden = !group;
+  // Muting is per user and per conversation (groups and DMs): a muted one
+  // keeps its badge but leaves the drawer's and the tab title's total.
+  const e = room && !room.gone && state.inbox.get(room.channel);
+  const mute = $('mute-conversation');
+  mute.hidden = !e || e.local;
+  if (e) {
+    mute.textContent = e.muted ? 'Unmute' : 'Mute';
+    mute.setAttribute('aria-pressed', e.muted ? 'true' : 'false');
+    mute.setAttribute('aria-label', (e.muted ? 'Unmute ' : 'Mute ') + (e.title || roomLabel(room.channel)));
+  }
   if (!group) closeGroupPanel();
   else showGroupPanel(room.channel, false);
 }
@@ -291,4 +301,21 @@ export function addLocalConversation(channel) {
     state.inbox.set(channel, e);
   }
   renderInbox();
+}
+
+// toggleMute mutes or unmutes the open conversation for this user.
+export async function toggleMute() {
+  const room = state.active;
+  const e = room && state.inbox.get(room.channel);
+  if (!e) return;
+  const muted = !e.muted;
+  try {
+    const res = await state.client.rpc('inbox.mute', { channel: room.channel, muted });
+    e.muted = res.data && typeof res.data.muted === 'boolean' ? res.data.muted : muted;
+    showToast((e.muted ? 'Muted ' : 'Unmuted ') + (e.title || roomLabel(room.channel)) + '.');
+  } catch (err) {
+    showToast('Could not change muting: ' + errorText(err));
+  }
+  renderInbox();
+  refreshGroupHeader(room);
 }

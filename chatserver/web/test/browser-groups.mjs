@@ -372,6 +372,48 @@ async function main() {
       && [...document.querySelectorAll('#messages-host li.msg .text')].some((e) => e.textContent === 'can I still post?'));
     await waitConv(carol, 'carol', group, 'listed again', { title: 'Launch', gone: false });
     ok('alice removed carol (her open page said so and emptied) and added her back (the page reads the group again)');
+
+    // --- alice (owner) reads the activity log; a ban bars re-adding until she lifts it
+    await alice.locator('#audit summary').click();
+    const auditRows = () => [...document.querySelectorAll('#audit-list [data-testid=audit-entry]')].map((e) => e.textContent);
+    await waitFor(alice, 'activity log lists the ban and the removal', () => {
+      const t = [...document.querySelectorAll('#audit-list [data-testid=audit-entry]')].map((e) => e.textContent);
+      return t.some((x) => x.endsWith('carol banned mallory (reason: spamming links)')) && t.some((x) => x.endsWith('alice removed carol (reason: spamming links)'));
+    });
+    await alice.getByLabel('Add a member (user id)').fill('mallory');
+    await alice.getByRole('button', { name: 'Add', exact: true }).click();
+    await waitFor(alice, 'adding a banned user refused', () => document.getElementById('group-status').textContent.startsWith('Not done: '));
+    await alice.getByLabel('Lift a ban (user id)').fill('mallory');
+    await alice.getByRole('button', { name: 'Unban', exact: true }).click();
+    await waitFor(alice, 'the unban logged first', () =>
+      document.querySelector('#audit-list [data-testid=audit-entry]')?.textContent.endsWith('alice lifted the ban on mallory'));
+    await alice.getByLabel('Add a member (user id)').fill('mallory');
+    await alice.getByRole('button', { name: 'Add', exact: true }).click();
+    await waitFor(mallory, 'mallory reads Launch again', () => document.getElementById('room-notice').hidden
+      && !document.getElementById('composer-input').disabled
+      && [...document.querySelectorAll('#messages-host li.msg .text')].some((e) => e.textContent === 'can I still post?'));
+    await screenshot(alice, 'alice-activity-log');
+    const log = await alice.evaluate(auditRows);
+    ok(`activity log (${log.length} entries) shows the ban and removal; re-adding mallory was refused until alice lifted the ban, then her page read the group again`);
+
+    // --- bob mutes Launch on his desktop: the badge stays, the tab's total leaves it out, the server keeps it
+    await bobDesk.locator(`[data-testid=conversation][data-channel="${group}"]`).click();
+    await waitTitle(bobDesk, 'bob desktop', 'Launch');
+    await bobDesk.getByRole('button', { name: 'Mute Launch' }).click();
+    const isMuted = (ch) => document.querySelector(`#inbox-list [data-testid=conversation][data-channel="${ch}"]`)?.classList.contains('muted')
+      && document.getElementById('mute-conversation').getAttribute('aria-pressed') === 'true';
+    await waitFor(bobDesk, 'Launch muted', isMuted, group);
+    await bobDesk.locator(`[data-testid=conversation][data-channel="${dm}"]`).click();
+    await waitTitle(bobDesk, 'bob desktop', 'Alice Archer');
+    await send(alice, 'news bob has muted');
+    await waitConv(bobDesk, 'bob desktop', group, 'a muted conversation keeps its badge', { unread: '1' });
+    if ((await bobDesk.title()) !== 'Parley') throw new Error(`bob's tab title counts a muted conversation: ${await bobDesk.title()}`);
+    await bobDesk.reload();
+    await bobDesk.locator(`[data-testid=conversation][data-channel="${group}"]`).click();
+    await waitFor(bobDesk, 'still muted after a reload (kept by the server)', isMuted, group);
+    await bobDesk.getByRole('button', { name: 'Unmute Launch' }).click();
+    await waitFor(bobDesk, 'unmuted', (ch) => !document.querySelector(`#inbox-list [data-testid=conversation][data-channel="${ch}"]`)?.classList.contains('muted'), group);
+    ok('bob muted Launch: its badge stayed out of the tab title, the mute survived a reload, and he unmuted it');
   } catch (err) {
     // Leave a picture of every page at the moment of failure.
     let i = 0;
