@@ -23,7 +23,8 @@ import (
 // after a reconnect).
 type event struct {
 	// Type is "member" (membership changed), "message" (a new message in a
-	// conversation) or "read" (the user read on some device).
+	// conversation), "read" (the user read on some device) or "settings"
+	// (an admin changed the group's title, topic or rules).
 	Type    string `json:"type"`
 	Channel string `json:"channel"`
 	// Event, for "member": added, left, removed, banned, deleted, role, muted, unmuted.
@@ -37,6 +38,8 @@ type event struct {
 	// which the client bumps: Unread+1, Mentions+1 when Mention).
 	Entry   *store.InboxEntry `json:"entry,omitempty"`
 	Mention bool              `json:"mention,omitempty"`
+	// Settings, for "settings", are the group's new settings.
+	Settings *store.GroupSettings `json:"settings,omitempty"`
 }
 
 func (s *Service) notify(ctx context.Context, user string, ev event) {

@@ -31,6 +31,11 @@ type inboxEvent struct {
 		LastOffset uint64 `json:"last_offset"`
 		Preview    string `json:"preview"`
 	} `json:"entry"`
+	Settings *struct {
+		Title string `json:"title"`
+		Topic string `json:"topic"`
+	} `json:"settings"`
+	By string `json:"by"`
 }
 
 func connectDevice(t *testing.T, srv *servertest.Server, token string) *device {
@@ -185,6 +190,15 @@ func story(t *testing.T, a, b *servertest.Server) {
 		ev := desktop.waitInbox(t, "read", grp)
 		if ev.Entry.Unread == 0 && ev.Entry.Mentions == 0 {
 			break
+		}
+	}
+
+	// carol, an admin on replica b, renames the group: every member's
+	// devices on both replicas hear it, so their inboxes show the new title.
+	carol.must(t, "group.update", map[string]any{"channel": grp, "title": "Launch team"})
+	for _, d := range []*device{phone, desktop, alice} {
+		if ev := d.waitInbox(t, "settings", grp); ev.Settings == nil || ev.Settings.Title != "Launch team" || ev.Settings.Topic != "launch" || ev.By != "carol" {
+			t.Fatalf("settings event %+v", ev)
 		}
 	}
 

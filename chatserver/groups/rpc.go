@@ -259,7 +259,33 @@ func (s *Service) update(ctx context.Context, c Caller, data []byte) (any, error
 	if err := s.st.UpdateGroup(ctx, req.Channel, set, store.Change{Actor: c.actor(), Action: "update", Detail: detail}); err != nil {
 		return nil, err
 	}
+	if set != g.GroupSettings {
+		s.announceSettings(ctx, req.Channel, set, c.actor())
+	}
 	return map[string]any{"settings": set}, nil
+}
+
+// announceSettings tells every member's devices the group's new settings
+// (a rename shows in their inboxes at once), off the caller's path like the
+// inbox pushes. Members are read page by page: a group holds at most
+// groups.maxMembers.
+func (s *Service) announceSettings(ctx context.Context, channel string, set store.GroupSettings, by string) {
+	var users []string
+	for offset := 0; ; offset += MaxPage {
+		page, err := s.st.Members(ctx, channel, MaxPage, offset)
+		if err != nil {
+			s.log.Warn("announce group settings", "channel", channel, "error", err)
+			return
+		}
+		for _, m := range page {
+			users = append(users, m.User)
+		}
+		if len(page) < MaxPage {
+			break
+		}
+	}
+	ev := event{Type: "settings", Channel: channel, Settings: &set, By: by}
+	s.fanOutAsync(ctx, users, func(ctx context.Context, u string) { s.notify(ctx, u, ev) })
 }
 
 type pageReq struct {

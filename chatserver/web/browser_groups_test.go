@@ -62,4 +62,4 @@ func TestBrowserGroups(t *testing.T) {
 }
 
 // wantGroupSteps is how many "ok" lines test/browser-groups.mjs prints.
-const wantGroupSteps = 14
+const wantGroupSteps = 15

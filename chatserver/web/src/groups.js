@@ -10,7 +10,7 @@ import { loadInbox, openConversation, addLocalConversation, showToast, restore }
 const rank = { owner: 0, admin: 1, member: 2 };
 const MUTE_CHOICES = [[600, '10 minutes'], [3600, '1 hour'], [86400, '1 day']];
 
-const panel = { channel: '', role: '', members: [], seq: 0 };
+const panel = { channel: '', role: '', members: [], group: null, seq: 0 };
 
 function setGroupStatus(text) {
   $('group-status').textContent = text;
@@ -94,6 +94,7 @@ async function refreshMembers() {
     if (seq !== panel.seq) return;
     panel.role = g.data.role;
     panel.members = m.data.members || [];
+    panel.group = g.data.group;
     $('group-role').textContent = 'Your role: ' + panel.role + ' · ' + g.data.group.members + ' members';
     renderMembers();
   } catch (err) {
@@ -116,6 +117,12 @@ function renderMembers() {
         const to = m.role === 'admin' ? 'member' : 'admin';
         actions.append(el('button', { type: 'button', text: to === 'admin' ? 'Make admin' : 'Make member', 'aria-label': (to === 'admin' ? 'Make admin: ' : 'Make member: ') + m.user,
           onclick: () => act('group.role', { user: m.user, role: to }, m.user + ' is now ' + to) }));
+        actions.append(el('button', { type: 'button', text: 'Make owner', 'aria-label': 'Make owner: ' + m.user,
+          onclick: () => {
+            if (window.confirm('Hand ownership of ' + roomLabel(panel.channel) + ' to ' + m.user + '? You stay an admin.')) {
+              act('group.transfer', { user: m.user }, m.user + ' is now the owner');
+            }
+          } }));
       }
       if (mine <= rank.admin && mine < (rank[m.role] ?? 9)) {
         const select = el('select', { 'aria-label': 'Mute ' + m.user + ' for' },
@@ -136,6 +143,15 @@ function renderMembers() {
   });
   $('member-list').replaceChildren(...rows);
   $('admin-tools').hidden = mine > rank.admin;
+  $('delete-group').hidden = panel.role !== 'owner';
+  // The settings form shows the group's current settings unless the admin
+  // is in the middle of editing them.
+  if (mine <= rank.admin && panel.group && !$('settings-form').contains(document.activeElement)) {
+    $('settings-title').value = panel.group.title || '';
+    $('settings-topic').value = panel.group.topic || '';
+    $('settings-who-posts').value = panel.group.who_posts || 'members';
+    $('settings-who-invites').value = panel.group.who_invites || 'members';
+  }
   if (mine <= rank.admin && $('audit').open) loadAudit();
   $('leave-group').hidden = panel.role === 'owner';
   $('group-tools').hidden = false;
@@ -276,6 +292,19 @@ export function wireGroups() {
     if (!validUserID(user)) return setGroupStatus('Type a user id (no spaces, commas or #).');
     $('unban-input').value = '';
     await act('group.unban', { user }, user + ' may join again');
+  });
+  $('settings-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const title = $('settings-title').value.trim();
+    if (!title) return setGroupStatus('Give the group a title.');
+    await act('group.update', {
+      title, topic: $('settings-topic').value.trim(),
+      who_posts: $('settings-who-posts').value, who_invites: $('settings-who-invites').value,
+    }, 'Settings saved');
+  });
+  $('delete-group').addEventListener('click', async () => {
+    if (!window.confirm('Delete ' + roomLabel(panel.channel) + ' for every member? Its history is dropped.')) return;
+    await act('group.delete', {}, 'The group was deleted');
   });
   $('leave-group').addEventListener('click', async () => {
     if (!window.confirm('Leave ' + roomLabel(panel.channel) + '?')) return;

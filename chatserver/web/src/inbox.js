@@ -200,6 +200,12 @@ export function onInboxPush(ev) {
     renderInbox();
   } else if (ev.type === 'member') {
     onMemberEvent(ev);
+  } else if (ev.type === 'settings' && ev.settings && typeof ev.settings.title === 'string') {
+    // An admin renamed the group (or changed its rules), on any device of anyone.
+    if (e) e.title = ev.settings.title;
+    renderInbox();
+    if (state.active && state.active.channel === ch) $('room-title').textContent = roomLabel(ch);
+    refreshMembersIfOpen(ch);
   }
 }
 

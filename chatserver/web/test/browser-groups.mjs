@@ -414,6 +414,25 @@ async function main() {
     await bobDesk.getByRole('button', { name: 'Unmute Launch' }).click();
     await waitFor(bobDesk, 'unmuted', (ch) => !document.querySelector(`#inbox-list [data-testid=conversation][data-channel="${ch}"]`)?.classList.contains('muted'), group);
     ok('bob muted Launch: its badge stayed out of the tab title, the mute survived a reload, and he unmuted it');
+
+    // --- alice renames the group (every member's page follows), hands ownership to carol, and carol deletes it
+    await alice.getByLabel('Title', { exact: true }).fill('Launch 2');
+    await alice.getByRole('button', { name: 'Save settings' }).click();
+    await waitConv(bobDesk, 'bob desktop', group, 'renamed live', { title: 'Launch 2' });
+    await waitTitle(carol, 'carol', 'Launch 2');
+    await alice.getByRole('button', { name: 'Make owner: carol' }).click();
+    await waitFor(carol, 'carol told she owns it', () => document.getElementById('toast').textContent === 'You are now the owner of Launch 2.');
+    await waitFor(alice, 'alice is an admin now', () => document.getElementById('group-role').textContent.startsWith('Your role: admin'));
+    if (await alice.locator('#delete-group').isVisible()) throw new Error('alice, no longer the owner, is offered Delete group');
+    await members(carol);
+    await carol.getByRole('button', { name: 'Delete group' }).click();
+    const deleted = 'Launch 2 was deleted by carol.';
+    for (const [who, p] of [['bob desktop', bobDesk], ['mallory', mallory], ['alice', alice]]) {
+      await waitFor(p, `${who} told the group was deleted`, (t) => document.getElementById('room-notice').textContent === t
+        && document.querySelectorAll('#messages-host li.msg').length === 0 && document.getElementById('composer-input').disabled, deleted);
+    }
+    await waitConv(bobPhone, 'bob phone', group, 'struck through on the other device', { gone: true });
+    ok('alice renamed the group (bob\'s inbox and carol\'s header followed live), made carol the owner, and carol deleted it: every open page said so');
   } catch (err) {
     // Leave a picture of every page at the moment of failure.
     let i = 0;
