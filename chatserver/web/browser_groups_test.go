@@ -62,4 +62,4 @@ func TestBrowserGroups(t *testing.T) {
 }
 
 // wantGroupSteps is how many "ok" lines test/browser-groups.mjs prints.
-const wantGroupSteps = 15
+const wantGroupSteps = 16

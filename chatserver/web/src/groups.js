@@ -10,7 +10,8 @@ import { loadInbox, openConversation, addLocalConversation, showToast, restore }
 const rank = { owner: 0, admin: 1, member: 2 };
 const MUTE_CHOICES = [[600, '10 minutes'], [3600, '1 hour'], [86400, '1 day']];
 
-const panel = { channel: '', role: '', members: [], group: null, seq: 0 };
+const panel = { channel: '', role: '', members: [], group: null, pages: 1, seq: 0 };
+const MEMBER_PAGE = 200;
 
 function setGroupStatus(text) {
   $('group-status').textContent = text;
@@ -64,6 +65,7 @@ export async function showGroupPanel(channel, open = true) {
   p.hidden = false;
   $('members-toggle').setAttribute('aria-expanded', 'true');
   if (panel.channel !== channel) {
+    panel.pages = 1;
     $('invite-link').value = '';
     $('invite-link-row').hidden = true;
     setGroupStatus('');
@@ -87,13 +89,20 @@ async function refreshMembers() {
   const channel = panel.channel;
   const seq = ++panel.seq;
   try {
-    const [g, m] = await Promise.all([
-      state.client.rpc('group.get', { channel }),
-      state.client.rpc('group.members', { channel, limit: 200 }),
-    ]);
+    const g = await state.client.rpc('group.get', { channel });
+    // Members come 200 a request (the server's page); "More members" asks
+    // for one more page each time it is pressed.
+    const list = [];
+    for (let page = 0; page < panel.pages; page++) {
+      const m = await state.client.rpc('group.members', { channel, limit: MEMBER_PAGE, offset: page * MEMBER_PAGE });
+      const got = (m.data && m.data.members) || [];
+      list.push(...got);
+      if (got.length < MEMBER_PAGE) break;
+    }
     if (seq !== panel.seq) return;
     panel.role = g.data.role;
-    panel.members = m.data.members || [];
+    panel.members = list;
+    $('members-more').hidden = list.length < panel.pages * MEMBER_PAGE;
     panel.group = g.data.group;
     $('group-role').textContent = 'Your role: ' + panel.role + ' · ' + g.data.group.members + ' members';
     renderMembers();
@@ -292,6 +301,10 @@ export function wireGroups() {
     if (!validUserID(user)) return setGroupStatus('Type a user id (no spaces, commas or #).');
     $('unban-input').value = '';
     await act('group.unban', { user }, user + ' may join again');
+  });
+  $('members-more').addEventListener('click', () => {
+    panel.pages++;
+    refreshMembers();
   });
   $('settings-form').addEventListener('submit', async (e) => {
     e.preventDefault();

@@ -357,6 +357,7 @@ async function main() {
     if (all.join('|') !== want.join('|')) throw new Error(`inbox order after paging: ${all.slice(0, 3).join(', ')} … ${all.slice(-4).join(', ')}`);
     ok('inbox paging: 50 conversations first, newest first; "More conversations" brought the other 7 in order');
 
+
     // --- alice removes carol, then adds her back: carol's open page follows both
     await alice.locator(`[data-testid=conversation][data-channel="${group}"]`).click();
     await waitTitle(alice, 'alice', 'Launch');
@@ -433,6 +434,20 @@ async function main() {
     }
     await waitConv(bobPhone, 'bob phone', group, 'struck through on the other device', { gone: true });
     ok('alice renamed the group (bob\'s inbox and carol\'s header followed live), made carol the owner, and carol deleted it: every open page said so');
+
+    // --- a group of 205 (made through the HTTP API): the members panel lists a page of 200, "More members" the rest
+    const everyone = (await api('groups/create', { title: 'Everyone', owner: 'bob', members: Array.from({ length: 204 }, (_, i) => `user${i}`) })).result.channel;
+    await waitConv(bobDesk, 'bob desktop', everyone, 'the big group listed', { title: 'Everyone' });
+    await bobDesk.locator(`[data-testid=conversation][data-channel="${everyone}"]`).click();
+    await waitTitle(bobDesk, 'bob desktop', 'Everyone');
+    await members(bobDesk);
+    await waitFor(bobDesk, 'a first page of 200 members', () => document.querySelectorAll('#member-list [data-testid=member]').length === 200
+      && !document.getElementById('members-more').hidden);
+    await bobDesk.getByRole('button', { name: 'More members' }).click();
+    await waitFor(bobDesk, 'all 205 members', () => document.querySelectorAll('#member-list [data-testid=member]').length === 205
+      && document.getElementById('members-more').hidden);
+    await bobDesk.getByRole('button', { name: 'Close' }).click();
+    ok('members paging: a group of 205 lists 200, then "More members" shows all 205');
   } catch (err) {
     // Leave a picture of every page at the moment of failure.
     let i = 0;
