@@ -23,8 +23,9 @@ import (
 // after a reconnect).
 type event struct {
 	// Type is "member" (membership changed), "message" (a new message in a
-	// conversation), "read" (the user read on some device) or "settings"
-	// (an admin changed the group's title, topic or rules).
+	// conversation), "read" (the user read on some device), "mute" (the user
+	// muted or unmuted it on some device) or "settings" (an admin changed the
+	// group's title, topic or rules).
 	Type    string `json:"type"`
 	Channel string `json:"channel"`
 	// Event, for "member": added, left, removed, banned, deleted, role, muted, unmuted.
@@ -40,6 +41,9 @@ type event struct {
 	Mention bool              `json:"mention,omitempty"`
 	// Settings, for "settings", are the group's new settings.
 	Settings *store.GroupSettings `json:"settings,omitempty"`
+	// Muted, for "mute", says whether the user muted the conversation (on
+	// any device; the others follow).
+	Muted *bool `json:"muted,omitempty"`
 }
 
 func (s *Service) notify(ctx context.Context, user string, ev event) {
@@ -290,6 +294,7 @@ func (s *Service) muteConversation(ctx context.Context, c Caller, data []byte) (
 		}
 		return nil, err
 	}
+	s.notify(ctx, c.User, event{Type: "mute", Channel: req.Channel, Muted: &req.Muted})
 	return map[string]bool{"muted": req.Muted}, nil
 }
 

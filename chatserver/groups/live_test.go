@@ -35,7 +35,8 @@ type inboxEvent struct {
 		Title string `json:"title"`
 		Topic string `json:"topic"`
 	} `json:"settings"`
-	By string `json:"by"`
+	By    string `json:"by"`
+	Muted *bool  `json:"muted"`
 }
 
 func connectDevice(t *testing.T, srv *servertest.Server, token string) *device {
@@ -191,6 +192,16 @@ func story(t *testing.T, a, b *servertest.Server) {
 		if ev.Entry.Unread == 0 && ev.Entry.Mentions == 0 {
 			break
 		}
+	}
+
+	// Muting on the phone (replica a) reaches the desktop (replica b).
+	phone.must(t, "inbox.mute", map[string]any{"channel": grp, "muted": true})
+	if ev := desktop.waitInbox(t, "mute", grp); ev.Muted == nil || !*ev.Muted {
+		t.Fatalf("mute event %+v", ev)
+	}
+	phone.must(t, "inbox.mute", map[string]any{"channel": grp, "muted": false})
+	if ev := desktop.waitInbox(t, "mute", grp); ev.Muted == nil || *ev.Muted {
+		t.Fatalf("unmute event %+v", ev)
 	}
 
 	// carol, an admin on replica b, renames the group: every member's

@@ -200,6 +200,12 @@ export function onInboxPush(ev) {
     renderInbox();
   } else if (ev.type === 'member') {
     onMemberEvent(ev);
+  } else if (ev.type === 'mute' && typeof ev.muted === 'boolean') {
+    // Muted or unmuted on one of this user's devices (this one included).
+    if (!e) return;
+    e.muted = ev.muted;
+    renderInbox();
+    if (state.active && state.active.channel === ch) refreshGroupHeader(state.active);
   } else if (ev.type === 'settings' && ev.settings && typeof ev.settings.title === 'string') {
     // An admin renamed the group (or changed its rules), on any device of anyone.
     if (e) e.title = ev.settings.title;

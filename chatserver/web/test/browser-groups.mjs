@@ -84,6 +84,7 @@ const inspectConv = ([channel, want]) => {
     unread: shown('[data-testid=unread]'),
     mentions: shown('[data-testid=mentions]'),
     gone: b.classList.contains('gone'),
+    muted: b.classList.contains('muted'),
   };
   if (!want) return c;
   return Object.entries(want).every(([k, v]) => (k === 'previewStarts' ? c.preview.startsWith(v) : c[k] === v));
@@ -404,6 +405,10 @@ async function main() {
     const isMuted = (ch) => document.querySelector(`#inbox-list [data-testid=conversation][data-channel="${ch}"]`)?.classList.contains('muted')
       && document.getElementById('mute-conversation').getAttribute('aria-pressed') === 'true';
     await waitFor(bobDesk, 'Launch muted', isMuted, group);
+    // The phone lists Launch on its second inbox page (the 55 projects came after it).
+    await sidebar(bobPhone);
+    await bobPhone.getByRole('button', { name: 'More conversations' }).click();
+    await waitConv(bobPhone, 'bob phone', group, 'muted on the other device too', { muted: true });
     await bobDesk.locator(`[data-testid=conversation][data-channel="${dm}"]`).click();
     await waitTitle(bobDesk, 'bob desktop', 'Alice Archer');
     await send(alice, 'news bob has muted');
@@ -414,7 +419,8 @@ async function main() {
     await waitFor(bobDesk, 'still muted after a reload (kept by the server)', isMuted, group);
     await bobDesk.getByRole('button', { name: 'Unmute Launch' }).click();
     await waitFor(bobDesk, 'unmuted', (ch) => !document.querySelector(`#inbox-list [data-testid=conversation][data-channel="${ch}"]`)?.classList.contains('muted'), group);
-    ok('bob muted Launch: its badge stayed out of the tab title, the mute survived a reload, and he unmuted it');
+    await waitConv(bobPhone, 'bob phone', group, 'unmuted on the other device too', { muted: false });
+    ok('bob muted Launch on his desktop: his phone followed, the badge stayed out of the tab title, the mute survived a reload, and he unmuted it');
 
     // --- alice renames the group (every member's page follows), hands ownership to carol, and carol deletes it
     await alice.getByLabel('Title', { exact: true }).fill('Launch 2');
