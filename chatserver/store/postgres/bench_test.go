@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
 	"github.com/parley-chat/parley/chatserver/store/postgres"
@@ -32,6 +34,7 @@ func BenchmarkAppend(b *testing.B) {
 				pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
 				var n atomic.Int64
 				b.SetParallelism(par)
+				wal0 := walBytes(b)
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -46,9 +49,28 @@ func BenchmarkAppend(b *testing.B) {
 						}
 					}
 				})
+				b.StopTimer()
+				// WAL written per committed append (the whole server's WAL:
+				// run it alone for a clean figure; docs/scaling.md uses it).
+				b.ReportMetric(float64(walBytes(b)-wal0)/float64(b.N), "wal-B/op")
 			})
 		}
 	}
+}
+
+// walBytes is the server's WAL insert position in bytes.
+func walBytes(b *testing.B) int64 {
+	b.Helper()
+	conn, err := pgx.Connect(context.Background(), db.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	if err := conn.QueryRow(context.Background(), "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // BenchmarkHistory reads the last 50 publications of a 1000-publication channel.
