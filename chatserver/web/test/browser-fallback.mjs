@@ -15,12 +15,8 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { env, ok, waiter } from './lib.mjs';
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) throw new Error(`${k} is not set`);
-  return v;
-};
 const URL = env('PARLEY_URL');
 const ADMIN_URL = env('PARLEY_ADMIN_URL');
 const API_KEY = env('PARLEY_API_KEY');
@@ -34,22 +30,13 @@ const WAIT = 20000;
 
 mkdirSync(ARTIFACTS, { recursive: true });
 
-function ok(step) {
-  console.log('ok ' + step);
-}
 
 async function post(url, headers, body) {
   const res = await fetch(url, { method: 'POST', headers, body });
   if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`);
 }
 
-async function waitFor(page, what, fn, arg) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 50 });
-  } catch (err) {
-    throw new Error(`${what}: not within ${WAIT}ms (${err.message.split('\n')[0]})`);
-  }
-}
+const waitFor = waiter(WAIT);
 
 async function waitMessage(page, text) {
   await waitFor(page, `message "${text}" shown`, (t) =>

@@ -13,23 +13,16 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { env, ok, screenshotter, apiCaller, waiter } from './lib.mjs';
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) throw new Error(`${k} is not set`);
-  return v;
-};
 const URL_A = env('PARLEY_URL_A');
 const URL_B = env('PARLEY_URL_B');
-const ADMIN_URL_A = env('PARLEY_ADMIN_URL_A');
-const API_KEY = env('PARLEY_API_KEY');
 const TOKENS = {
   alice: env('PARLEY_TOKEN_ALICE'),
   bob: env('PARLEY_TOKEN_BOB'),
   carol: env('PARLEY_TOKEN_CAROL'),
   mallory: env('PARLEY_TOKEN_MALLORY'),
 };
-const SHOTS = env('PARLEY_SCREENSHOTS');
 const ARTIFACTS = env('PARLEY_ARTIFACTS');
 const EXECUTABLE = env('PARLEY_CHROMIUM', '/usr/bin/chromium');
 const WAIT = 15000;
@@ -37,38 +30,10 @@ const DESKTOP = { viewport: { width: 1280, height: 800 } };
 const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
 const FILLER = 60; // more than the page's first history page (50)
 
-mkdirSync(SHOTS, { recursive: true });
-mkdirSync(ARTIFACTS, { recursive: true });
-
-let shot = 0;
-async function screenshot(page, name) {
-  shot++;
-  await page.screenshot({ path: path.join(SHOTS, `${String(shot).padStart(2, '0')}-${name}.png`), fullPage: false });
-}
-
-function ok(step) {
-  console.log('ok ' + step);
-}
-
-async function api(method, body) {
-  const res = await fetch(ADMIN_URL_A + '/api/' + method, {
-    method: 'POST',
-    headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!res.ok) throw new Error(`/api/${method}: ${res.status} ${await res.text()}`);
-  return res.json();
-}
-
-// waitFor polls a predicate in the page until it holds.
-async function waitFor(page, what, fn, arg) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 50 });
-  } catch (err) {
-    const got = await page.evaluate(() => document.body.innerText.slice(0, 600)).catch(() => '?');
-    throw new Error(`${what}: not within ${WAIT}ms (${err.message.split('\n')[0]})\npage text: ${got}`);
-  }
-}
+const screenshot = screenshotter(env('PARLEY_SCREENSHOTS'));
+mkdirSync(ARTIFACTS, { recursive: true }); // failure screenshots land here
+const api = apiCaller(env('PARLEY_ADMIN_URL_A'), env('PARLEY_API_KEY'));
+const waitFor = waiter(WAIT, { pageText: true });
 
 // inspectConv reads a conversation's entry in the inbox (title, preview, and
 // the badges as shown, '' when hidden). With want it reports whether the

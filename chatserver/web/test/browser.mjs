@@ -11,48 +11,22 @@
 //   PARLEY_CHROMIUM              browser executable (default /usr/bin/chromium)
 // Prints one "ok <step>" line per passed step; exits non-zero with the reason on failure.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
+import { env, ok, screenshotter, apiCaller, waiter } from './lib.mjs';
 
-const env = (k, d) => {
-  const v = process.env[k] ?? d;
-  if (v === undefined) throw new Error(`${k} is not set`);
-  return v;
-};
 const URL_A = env('PARLEY_URL_A');
 const URL_B = env('PARLEY_URL_B');
-const ADMIN_URL_A = env('PARLEY_ADMIN_URL_A'); // the HTTP API (/api/*) is on the admin port
 const TOKEN_ALICE = env('PARLEY_TOKEN_ALICE');
 const TOKEN_BOB = env('PARLEY_TOKEN_BOB');
-const API_KEY = env('PARLEY_API_KEY');
 const CONTROL = env('PARLEY_CONTROL');
 const ROOM = env('PARLEY_ROOM');
 const SIDE = ROOM + '-side';
-const ARTIFACTS = env('PARLEY_ARTIFACTS');
 const EXECUTABLE = env('PARLEY_CHROMIUM', '/usr/bin/chromium');
 const WAIT = 15000;
 
-mkdirSync(ARTIFACTS, { recursive: true });
-
-let shot = 0;
-async function screenshot(page, name) {
-  shot++;
-  await page.screenshot({ path: path.join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}.png`), fullPage: false });
-}
-
-function ok(step) {
-  console.log('ok ' + step);
-}
-
-async function api(method, body) {
-  const res = await fetch(ADMIN_URL_A + '/api/' + method, {
-    method: 'POST',
-    headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!res.ok) throw new Error(`/api/${method}: ${res.status} ${await res.text()}`);
-  return res.json();
-}
+const screenshot = screenshotter(env('PARLEY_ARTIFACTS'));
+// The HTTP API (/api/*) is on the admin port.
+const api = apiCaller(env('PARLEY_ADMIN_URL_A'), env('PARLEY_API_KEY'));
+const waitFor = waiter(WAIT);
 
 async function control(what) {
   const res = await fetch(CONTROL + what, { method: 'POST' });
@@ -60,13 +34,6 @@ async function control(what) {
 }
 
 // waitFor polls a predicate in the page until it holds.
-async function waitFor(page, what, fn, arg) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 50 });
-  } catch (err) {
-    throw new Error(`${what}: not within ${WAIT}ms (${err.message.split('\n')[0]})`);
-  }
-}
 
 const messageTexts = () => [...document.querySelectorAll('#messages-host li.msg .text')].map((e) => e.textContent);
 
