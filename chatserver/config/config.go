@@ -191,6 +191,10 @@ type Store struct {
 	MaxConns int `json:"maxConns,omitempty"`
 	// RetentionInterval is how often the background retention job runs.
 	RetentionInterval Duration `json:"retentionInterval,omitempty"`
+	// AppendBatch caps the publications one PostgreSQL commit carries (group
+	// commit: appends arriving while a commit is in flight share the next
+	// one). 0 takes the default (64); 1 commits every publication alone.
+	AppendBatch int `json:"appendBatch,omitempty"`
 }
 
 // Publish permission values for Namespace.AllowPublish.
@@ -411,6 +415,9 @@ func (c Config) Validate() error {
 	}
 	if c.Store.MaxConns < 0 {
 		bad("store.maxConns", "must not be negative")
+	}
+	if c.Store.AppendBatch < 0 || c.Store.AppendBatch > 1000 {
+		bad("store.appendBatch", "must be between 0 (the default, 64) and 1000")
 	}
 	seen := map[string]bool{}
 	personal := 0

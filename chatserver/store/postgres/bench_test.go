@@ -3,6 +3,9 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +18,11 @@ import (
 )
 
 // BenchmarkAppend measures committed appends: one channel (every append
-// waits for the channel row's lock) or many channels, one writer or many.
+// waits for the channel row's lock) or many channels, one writer or many,
+// each committed alone ("lone", store.appendBatch 1) or grouped with the
+// appends that arrive while a commit is in flight ("group", the default).
+// Besides time it reports the WAL and the PostgreSQL server CPU per append
+// and the appends one commit carried.
 func BenchmarkAppend(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
@@ -27,35 +34,83 @@ func BenchmarkAppend(b *testing.B) {
 		{"one-channel-idempotent", 1, true},
 	} {
 		for _, par := range []int{1, 8} {
-			b.Run(fmt.Sprintf("%s/writers-%d", tc.name, par*2), func(b *testing.B) {
-				s := open(b, db.URL, postgres.Options{MaxConns: 16})
-				defer s.Close()
-				prefix := fmt.Sprintf("bench:%s:%d:%d:", tc.name, par, time.Now().UnixNano())
-				pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
-				var n atomic.Int64
-				b.SetParallelism(par)
-				wal0 := walBytes(b)
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						i := n.Add(1)
-						opts := store.AppendOptions{HistorySize: 1000, HistoryTTL: time.Hour}
-						if tc.key {
-							opts.IdempotencyKey = fmt.Sprint(i)
-						}
-						if _, err := s.Append(context.Background(), fmt.Sprintf("%s%d", prefix, i%int64(tc.channels)), pub, opts); err != nil {
-							b.Error(err)
-							return
-						}
-					}
+			for _, commit := range []string{"lone", "group"} {
+				if tc.key && commit == "group" {
+					continue // idempotent appends take their own transaction
+				}
+				b.Run(fmt.Sprintf("%s/writers-%d/%s", tc.name, par*2, commit), func(b *testing.B) {
+					benchAppend(b, tc.channels, tc.key, par, commit == "lone")
 				})
-				b.StopTimer()
-				// WAL written per committed append (the whole server's WAL:
-				// run it alone for a clean figure; docs/scaling.md uses it).
-				b.ReportMetric(float64(walBytes(b)-wal0)/float64(b.N), "wal-B/op")
-			})
+			}
 		}
 	}
+}
+
+func benchAppend(b *testing.B, channels int, key bool, par int, lone bool) {
+	opts := postgres.Options{MaxConns: 16}
+	if lone {
+		opts.AppendBatch = 1
+	}
+	s := open(b, db.URL, opts)
+	defer s.Close()
+	prefix := fmt.Sprintf("bench:%d:%v:%d:%d:", channels, key, par, time.Now().UnixNano())
+	pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
+	var n atomic.Int64
+	b.SetParallelism(par)
+	wal0, cpu0 := walBytes(b), postgresCPU()
+	c0, a0 := s.GroupCommitStats()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			opts := store.AppendOptions{HistorySize: 1000, HistoryTTL: time.Hour}
+			if key {
+				opts.IdempotencyKey = fmt.Sprint(i)
+			}
+			if _, err := s.Append(context.Background(), fmt.Sprintf("%s%d", prefix, i%int64(channels)), pub, opts); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	// WAL written and server CPU used per committed append (the whole
+	// server's: run it alone for a clean figure; docs/scaling.md uses it).
+	b.ReportMetric(float64(walBytes(b)-wal0)/float64(b.N), "wal-B/op")
+	b.ReportMetric((postgresCPU()-cpu0).Seconds()*1e6/float64(b.N), "pg-cpu-µs/op")
+	if c1, a1 := s.GroupCommitStats(); c1 > c0 {
+		b.ReportMetric(float64(a1-a0)/float64(c1-c0), "appends/commit")
+	}
+}
+
+// postgresCPU is the user+system CPU time of every process named postgres
+// (the server and its backends) that this user may read.
+func postgresCPU() time.Duration {
+	var ticks int64
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ... utime stime: fields 14 and 15, counted after the ")".
+		s := string(stat)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || s[open+1:end] != "postgres" {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
 
 // walBytes is the server's WAL insert position in bytes.

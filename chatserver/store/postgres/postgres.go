@@ -54,6 +54,12 @@ type Options struct {
 	// OpTimeout bounds an operation whose context has no deadline, so callers
 	// fail fast with store.ErrUnavailable instead of hanging on a lost database.
 	OpTimeout time.Duration
+	// AppendBatch caps the appends one group commit carries (groupcommit.go);
+	// 1 commits every append alone, zero takes DefaultAppendBatch.
+	AppendBatch int
+	// CommitWorkers is how many group commits may be in flight at once; zero
+	// takes DefaultCommitWorkers.
+	CommitWorkers int
 }
 
 func (o *Options) defaults() {
@@ -69,6 +75,12 @@ func (o *Options) defaults() {
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = DefaultOpTimeout
 	}
+	if o.AppendBatch <= 0 {
+		o.AppendBatch = DefaultAppendBatch
+	}
+	if o.CommitWorkers <= 0 {
+		o.CommitWorkers = DefaultCommitWorkers
+	}
 }
 
 // Store is the PostgreSQL store.
@@ -77,6 +89,8 @@ type Store struct {
 	opts Options
 	// seed derives the epoch of channels without a row (store.InitialEpoch).
 	seed string
+	// commit groups appends into shared commits; nil when AppendBatch is 1.
+	commit *committer
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -111,7 +125,7 @@ func Open(ctx context.Context, cfg config.Store, presenceTTL time.Duration) (*St
 	if err != nil {
 		return nil, err
 	}
-	return New(ctx, url, Options{MaxConns: cfg.MaxConns, PresenceTTL: presenceTTL, RetentionInterval: cfg.RetentionInterval.D()})
+	return New(ctx, url, Options{MaxConns: cfg.MaxConns, PresenceTTL: presenceTTL, RetentionInterval: cfg.RetentionInterval.D(), AppendBatch: cfg.AppendBatch})
 }
 
 // New connects to the database at url, migrates the schema and starts the
@@ -144,6 +158,9 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, wrapErr("read epoch seed", err)
 	}
+	if opts.AppendBatch > 1 {
+		s.commit = newCommitter(s, opts.CommitWorkers, opts.AppendBatch)
+	}
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -161,6 +178,9 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stop()
 		s.wg.Wait()
+		if s.commit != nil {
+			s.commit.stop()
+		}
 		s.pool.Close()
 	})
 	return nil
@@ -300,9 +320,12 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 	var res store.AppendResult
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		if opts.IdempotencyKey != "" {
+		switch {
+		case opts.IdempotencyKey != "":
 			res, err = s.appendIdempotent(ctx, channel, pub, opts)
-		} else {
+		case s.commit != nil:
+			res, err = s.commit.append(ctx, channel, pub, opts)
+		default:
 			res, err = s.appendOnce(ctx, s.pool, channel, pub, opts)
 		}
 		if !retryable(err) {
