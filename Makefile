@@ -94,6 +94,10 @@ bench: ## Go benchmarks (builders, hub broadcast) and, when present, the side-by
 	cd chatserver && go test -run '^$$' -bench . -benchmem ./...
 	@if [ -x hack/bench.sh ]; then hack/bench.sh; fi
 
+.PHONY: bench-quick
+bench-quick: ## Two minutes: many small rooms, Parley 2 replicas vs Centrifugo 2 nodes, ratios printed (BENCH_BASE=<rev> adds a baseline build).
+	BENCH_QUICK=1 hack/bench.sh
+
 ##@ Build
 
 .PHONY: build

@@ -14,6 +14,12 @@
 # first and its results join the same report.
 #
 # Environment:
+#   BENCH_QUICK=1 the 2-minute quick mode (`make bench-quick`): only the
+#                 many-rooms scenario, 500 rooms of 10 at 500 to 2000 pub/s,
+#                 Parley 2 replicas against Centrifugo 2 nodes; prints its
+#                 tables and leaves docs/ alone
+#   BENCH_BASE    a git revision: also run Parley built from it (target
+#                 parley-2r-base), for before/after figures in the same run
 #   BENCH_FLAGS   extra `chatbench suite` flags, e.g. "-scale 0.2 -quick" for a
 #                 smoke run or "-targets parley-1,centrifugo-1 -scenarios fanout"
 #   BENCH_DOC     report path (default docs/benchmarks.md; empty string: no report)
@@ -42,6 +48,26 @@ fi
 log "building Parley's chat server and chatbench"
 (cd chatserver && CGO_ENABLED=0 go build -o "../$BIN/chatserver-bench" ./cmd/chatserver \
   && CGO_ENABLED=0 go build -o "../$BIN/chatbench" ./cmd/chatbench)
+
+targets=parley-2r,centrifugo-2n,parley-1,centrifugo-1
+mode_flags=()
+if [[ -n ${BENCH_QUICK:-} ]]; then
+  targets=parley-2r,centrifugo-2n
+  mode_flags=(-scenarios chat -chat-rooms 500 -chat-rates 500,1000,1500,2000 -chat-warmup 2s -chat-window 6s)
+  BENCH_SKIP_SCALE=1
+  BENCH_DOC=${BENCH_DOC-}
+fi
+if [[ -n ${BENCH_BASE:-} ]]; then
+  log "building the baseline chat server from $BENCH_BASE"
+  rev=$(git rev-parse --verify "$BENCH_BASE^{commit}")
+  tmp=$(mktemp -d)
+  git worktree add -q --detach "$tmp/src" "$rev"
+  (cd "$tmp/src/chatserver" && CGO_ENABLED=0 go build -o "$ROOT/$BIN/chatserver-base" ./cmd/chatserver) || { git worktree remove --force "$tmp/src"; exit 1; }
+  git worktree remove --force "$tmp/src"
+  rmdir "$tmp"
+  targets=$targets,parley-2r-base
+  mode_flags+=(-parley-base "$BIN/chatserver-base")
+fi
 
 hack/services.sh
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
@@ -76,7 +102,11 @@ plot=""
 # shellcheck disable=SC2086
 "$BIN/chatbench" suite -parley "$BIN/chatserver-bench" -centrifugo "$CENTRIFUGO" -out "$out" \
   -doc "$doc" -plot "$plot" -revision "$(git describe --always --dirty 2>/dev/null || echo unknown)" \
-  "${op_flags[@]}" ${BENCH_FLAGS:-} \
+  -targets "$targets" "${mode_flags[@]}" "${op_flags[@]}" ${BENCH_FLAGS:-} \
   > "$out/report.md" 2> >(tee "$out/chatbench.log" >&2) || rc=$?
+if [[ -n ${BENCH_QUICK:-} ]]; then
+  # The many-rooms section, up to the next top-level section.
+  awk '/^## Many small rooms/{on=1} on && /^## / && !/^## Many small rooms/{exit} on' "$out/report.md"
+fi
 log "report: ${doc:-$out/report.md}; results: $out/results.json"
 exit "${rc:-0}"

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -114,6 +116,11 @@ type Window struct {
 	// AuxCPUSec is the backing services' CPU over the window (shared, noisy).
 	AuxCPUSec   float64 `json:"auxCpuSec"`
 	AuxPerMsgUs float64 `json:"auxCpuPerMsgUs"`
+	// AuxPerPubUs is the backing services' CPU per publication, and
+	// AuxPerPubUsByName the same per service (process name: beam.smp is
+	// RabbitMQ, postgres PostgreSQL, redis-server Redis).
+	AuxPerPubUs       float64            `json:"auxCpuPerPubUs"`
+	AuxPerPubUsByName map[string]float64 `json:"auxCpuPerPubUsByName,omitempty"`
 	ServerRSS   int64   `json:"serverRssBytes"`
 	// ClientCPUSec is the load generator's CPU over the window (its worker
 	// processes): on a small machine it competes with the server.
@@ -135,6 +142,8 @@ type measurer struct {
 	procs   ProcTotals
 	aux     ProcTotals
 	auxPIDs []int
+	// auxName names each aux process (its comm).
+	auxName map[int]string
 	client  ProcTotals
 	at      time.Time
 }
@@ -147,6 +156,12 @@ func newMeasurer(t Target, f *Fleet) (*measurer, error) {
 			return nil, err
 		}
 		m.auxPIDs = pids
+		m.auxName = map[int]string{}
+		for _, pid := range pids {
+			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
+				m.auxName[pid] = strings.TrimSpace(string(comm))
+			}
+		}
 	}
 	return m, m.mark()
 }
@@ -189,6 +204,19 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 		w.CPUPerMsgUs = w.ServerCPUSec * 1e6 / float64(w.Delivered)
 		w.SysPerMsgUs = SysDelta(prevProcs, m.procs).Seconds() * 1e6 / float64(w.Delivered)
 		w.AuxPerMsgUs = w.AuxCPUSec * 1e6 / float64(w.Delivered)
+	}
+	if w.Published > 0 {
+		w.AuxPerPubUs = w.AuxCPUSec * 1e6 / float64(w.Published)
+		for pid, a := range m.aux.ByPID {
+			name := m.auxName[pid]
+			if name == "" {
+				continue
+			}
+			if w.AuxPerPubUsByName == nil {
+				w.AuxPerPubUsByName = map[string]float64{}
+			}
+			w.AuxPerPubUsByName[name] += (a.CPU - prevAux.ByPID[pid].CPU).Seconds() * 1e6 / float64(w.Published)
+		}
 	}
 	return w, nil
 }
@@ -498,65 +526,6 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 		o.logf("%s fanout: lost %d, gaps %d, duplicates %d; disconnects %v; %d recoveries, %d recovered", t.Name, res.Lost, res.Gaps, res.Dups, res.Disconnects, res.WasRecovering, res.Recovered)
 	}
 	return res, nil
-}
-
-// ChatResult is the many-small-rooms scenario's outcome.
-type ChatResult struct {
-	Rooms       int           `json:"rooms"`
-	Subscribers int           `json:"subscribers"`
-	Connect     ConnectResult `json:"connect"`
-	Window      Window        `json:"window"`
-	Lost        int64         `json:"lost"`
-	Gaps        int64         `json:"gaps"`
-	Dups        int64         `json:"duplicates"`
-}
-
-// Chat runs rooms of usersPerRoom users, each publishing to their own room,
-// at rate publications per second in all.
-func Chat(ctx context.Context, o Options, t Target, rooms, usersPerRoom int, rate float64, window time.Duration) (*ChatResult, error) {
-	rooms = o.scaled(rooms)
-	subs := rooms * usersPerRoom
-	rate *= o.scale()
-	res := &ChatResult{Rooms: rooms, Subscribers: subs}
-	f, err := o.fleet(Layout{Endpoints: t.Endpoints, ChannelPrefix: channelPrefix(o, "chat"), Rooms: rooms, Subscribers: subs,
-		PublishFromSubscribers: true, PublishConcurrency: 512})
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if res.Connect, err = connectFleet(f); err != nil {
-		return nil, err
-	}
-	if res.Connect.Failed > 0 {
-		return nil, fmt.Errorf("%s chat: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
-	}
-	o.logf("%s chat: %d users in %d rooms subscribed in %.1fs (%.0f/s)", t.Name, subs, rooms, res.Connect.Seconds, res.Connect.PerSec)
-	weights := PublisherWeights(f.Jobs)
-	m, err := newMeasurer(t, f)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.SetRate(rate, weights); err != nil {
-		return nil, err
-	}
-	time.Sleep(o.window(3 * time.Second))
-	if err := m.mark(); err != nil {
-		return nil, err
-	}
-	time.Sleep(o.window(window))
-	if res.Window, err = m.window(rate, float64(usersPerRoom)); err != nil {
-		return nil, err
-	}
-	res.Window.Sustained, res.Window.Why = sustained(res.Window, time.Second)
-	_ = f.SetRate(0, weights)
-	s, missing, err := drain(f, subs, o.window(20*time.Second))
-	if err != nil {
-		return nil, err
-	}
-	res.Lost, res.Gaps, res.Dups = missing, s.Gaps, s.Duplicates
-	w := res.Window
-	o.logf("%s chat: %.0f msg/s delivered, p50 %.2fms p99 %.2fms, %.2f µs/msg server cpu, lost %d", t.Name, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.CPUPerMsgUs, res.Lost)
-	return res, t.alive()
 }
 
 // ReconnectResult is the reconnect-storm scenario's outcome.

@@ -24,7 +24,10 @@ import (
 // Env is what the servers under test need: binaries, a work directory for
 // configs and logs, the shared services' addresses, and the HS256 key.
 type Env struct {
-	ParleyBin     string
+	ParleyBin string
+	// ParleyBaseBin is the baseline Parley (an earlier revision) the
+	// parley-2r-base target runs, for before/after figures in one run.
+	ParleyBaseBin string
 	CentrifugoBin string
 	Dir           string
 	Secret        string
@@ -132,8 +135,11 @@ func (e *Env) startNode(name, logName string, args []string, extraEnv []string) 
 		return nil, err
 	}
 	bin := e.ParleyBin
-	if strings.HasPrefix(name, "centrifugo") {
+	switch {
+	case strings.HasPrefix(name, "centrifugo"):
 		bin = e.CentrifugoBin
+	case name == "parley-base":
+		bin = e.ParleyBaseBin
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
@@ -258,7 +264,11 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 			return nil, err
 		}
 		daddr := "127.0.0.1:" + strconv.Itoa(dport)
-		node, err := e.startNode("parley", fmt.Sprintf("%s-%d", name, i), []string{"--config", cfgPath, "--debug-address", daddr}, nil)
+		kind := "parley"
+		if strings.HasSuffix(name, "-base") {
+			kind = "parley-base"
+		}
+		node, err := e.startNode(kind, fmt.Sprintf("%s-%d", name, i), []string{"--config", cfgPath, "--debug-address", daddr}, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,11 @@ import (
 // (interleaved: every scenario runs against all before the next scenario).
 var AllTargets = []string{"parley-2r", "centrifugo-2n", "parley-1", "centrifugo-1"}
 
+// BaseTarget is Parley with 2 replicas built from a baseline revision
+// (Env.ParleyBaseBin): run beside parley-2r it gives before/after figures
+// measured in the same run.
+const BaseTarget = "parley-2r-base"
+
 // AllScenarios in the order the suite runs them.
 var AllScenarios = []string{"headline", "fanout", "chat", "idle", "reconnect"}
 
@@ -31,9 +36,7 @@ type SuiteConfig struct {
 	Fanout               FanoutConfig
 	// HeadlineRounds alternate windows per pair at Fanout.FixedRate.
 	HeadlineRounds       int
-	ChatRooms, ChatUsers int
-	ChatRate             float64
-	ChatWindow           time.Duration
+	Chat                 ChatConfig
 	ReconnectClients     int
 	ReconnectRate        float64
 
@@ -53,7 +56,11 @@ func DefaultSuite() SuiteConfig {
 			Rates:  []float64{5, 10, 15, 20, 30, 40, 60, 80, 120},
 			Warmup: 2 * time.Second, Window: 6 * time.Second, MaxP50: 500 * time.Millisecond,
 		},
-		ChatRooms: 1000, ChatUsers: 10, ChatRate: 1000, ChatWindow: 15 * time.Second,
+		Chat: ChatConfig{
+			Rooms: 1000, UsersPerRoom: 10, Reference: 1000,
+			Rates:  []float64{500, 1000, 1500, 2000, 3000, 4000},
+			Warmup: 3 * time.Second, Window: 10 * time.Second,
+		},
 		ReconnectClients: 5000, ReconnectRate: 200,
 	}
 }
@@ -99,6 +106,8 @@ type SuiteConfigSummary struct {
 	ChatRooms        int       `json:"chatRooms"`
 	ChatUsers        int       `json:"chatUsersPerRoom"`
 	ChatRate         float64   `json:"chatRatePubsPerSec"`
+	ChatRates        []float64 `json:"chatRatesPubsPerSec,omitempty"`
+	ChatStepSeconds  float64   `json:"chatStepWindowSec,omitempty"`
 	ReconnectClients int       `json:"reconnectClients"`
 	ReconnectRate    float64   `json:"reconnectRatePubsPerSec"`
 	Scale            float64   `json:"scale"`
@@ -159,7 +168,7 @@ func loadAvg() string {
 
 func (c SuiteConfig) start(ctx context.Context, name string) (*Server, error) {
 	switch name {
-	case "parley-2r":
+	case "parley-2r", BaseTarget:
 		return c.Env.StartParley(ctx, name, 2, true)
 	case "parley-1":
 		return c.Env.StartParley(ctx, name, 1, false)
@@ -183,8 +192,8 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 		Config: SuiteConfigSummary{
 			IdleConns: o.scaled(c.IdleConns), IdleRooms: c.IdleRooms, FanoutSubs: o.scaled(c.Fanout.Subscribers),
 			FanoutPublishers: c.Fanout.Publishers, FixedRate: c.Fanout.FixedRate, Rates: c.Fanout.Rates,
-			StepSeconds: o.window(c.Fanout.Window).Seconds(), ChatRooms: o.scaled(c.ChatRooms), ChatUsers: c.ChatUsers,
-			ChatRate: c.ChatRate * o.scale(), ReconnectClients: o.scaled(c.ReconnectClients), ReconnectRate: c.ReconnectRate, Scale: o.scale(),
+			StepSeconds: o.window(c.Fanout.Window).Seconds(), ChatRooms: o.scaled(c.Chat.Rooms), ChatUsers: c.Chat.UsersPerRoom,
+			ChatRate: c.Chat.Reference * o.scale(), ChatRates: c.Chat.Rates, ChatStepSeconds: o.window(c.Chat.Window).Seconds(), ReconnectClients: o.scaled(c.ReconnectClients), ReconnectRate: c.ReconnectRate, Scale: o.scale(),
 		},
 	}
 	res.Machine.FileLimit, _ = RaiseFileLimit()
@@ -193,11 +202,14 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 		switch {
 		case strings.HasPrefix(name, "parley"):
 			info.Kind, info.Version = "parley", binaryVersion(c.Env.ParleyBin)
+			if name == BaseTarget {
+				info.Version = binaryVersion(c.Env.ParleyBaseBin)
+			}
 		default:
 			info.Kind, info.Version = "centrifugo", binaryVersion(c.Env.CentrifugoBin, "version")
 		}
 		info.Nodes, info.Backend = 1, "memory"
-		if strings.HasSuffix(name, "-2r") || strings.HasSuffix(name, "-2n") {
+		if strings.HasSuffix(name, "-2r") || strings.HasSuffix(name, "-2n") || name == BaseTarget {
 			info.Nodes = 2
 			info.Backend = map[string]string{"parley": "RabbitMQ + PostgreSQL", "centrifugo": "Redis"}[info.Kind]
 		}
@@ -236,7 +248,7 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 				}
 			case "chat":
 				var r *ChatResult
-				if r, err = Chat(ctx, o, t, c.ChatRooms, c.ChatUsers, c.ChatRate, c.ChatWindow); err == nil {
+				if r, err = Chat(ctx, o, t, c.Chat); err == nil {
 					res.Chat[name] = r
 				}
 			case "reconnect":
@@ -347,6 +359,11 @@ func (r *SuiteResult) ProfileTops(parleyBin string, nodeCount int) map[string]st
 		}
 		if f := r.Fanout[t.Name]; f != nil {
 			for _, p := range f.Profiles {
+				top(p)
+			}
+		}
+		if c := r.Chat[t.Name]; c != nil {
+			for _, p := range c.Profiles {
 				top(p)
 			}
 		}

@@ -34,21 +34,12 @@ func (n *Node) AdmitConnection(ctx context.Context, info message.ClientInfo) (bo
 		return true, nil
 	}
 	entry := message.ClientInfo{User: info.User, Client: info.Client}
-	ch := userConnsChannel(info.User)
-	if err := n.store.AddPresence(ctx, ch, entry); err != nil {
-		return true, fmt.Errorf("count connections of %q: %w", info.User, err)
-	}
-	count, _, err := n.store.PresenceStats(ctx, ch)
+	// One round trip: the store adds, counts and takes back in one step.
+	admitted, err := n.store.AdmitPresence(ctx, userConnsChannel(info.User), entry, limit)
 	if err != nil {
 		return true, fmt.Errorf("count connections of %q: %w", info.User, err)
 	}
-	if count <= limit {
-		return true, nil
-	}
-	if err := n.store.RemovePresence(ctx, ch, info.Client); err != nil {
-		return false, fmt.Errorf("release refused connection of %q: %w", info.User, err)
-	}
-	return false, nil
+	return admitted, nil
 }
 
 // RefreshConnection keeps an admitted connection counted (batched like

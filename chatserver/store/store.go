@@ -165,4 +165,10 @@ type Presence interface {
 	Presence(ctx context.Context, channel string) (map[string]message.ClientInfo, error)
 	// PresenceStats counts connections and distinct users.
 	PresenceStats(ctx context.Context, channel string) (clients, users int, err error)
+	// AdmitPresence adds (or refreshes) entry unless the channel would then
+	// hold more than limit live entries, and reports whether it did. Calls
+	// for one channel are serialised across every store instance sharing the
+	// data, so concurrent admissions never overshoot the limit (connection
+	// limits count with it, on the connect path: one round trip).
+	AdmitPresence(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error)
 }

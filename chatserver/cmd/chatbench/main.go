@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,7 +110,12 @@ func suite(args []string) error {
 	fixed := fs.Float64("fixed-rate", d.Fanout.FixedRate, "publications/s of the headline window in the one-room scenario")
 	rates := fs.String("rates", joinFloats(d.Fanout.Rates), "rising publication rates of the one-room scenario")
 	step := fs.Duration("step", d.Fanout.Window, "measured window per rate step")
-	chatRate := fs.Float64("chat-rate", d.ChatRate, "publications/s in the many-rooms scenario")
+	chatRate := fs.Float64("chat-rate", d.Chat.Reference, "publications/s of the many-rooms step the summary compares")
+	chatRates := fs.String("chat-rates", joinFloats(d.Chat.Rates), "rising publication rates (in all) of the many-rooms scenario")
+	chatRooms := fs.Int("chat-rooms", d.Chat.Rooms, "rooms of 10 users in the many-rooms scenario")
+	chatWindow := fs.Duration("chat-window", d.Chat.Window, "measured window per many-rooms step")
+	chatWarmup := fs.Duration("chat-warmup", d.Chat.Warmup, "warm-up before each many-rooms window")
+	parleyBase := fs.String("parley-base", "", "baseline Parley binary (an earlier revision) for the "+bench.BaseTarget+" target")
 	opScale := fs.String("operator-scale", "", "operator-scale.json from test/scale to include in the report")
 	revision := fs.String("revision", "", "source revision of the servers under test, for the report")
 	_ = fs.Parse(args)
@@ -133,18 +139,30 @@ func suite(args []string) error {
 	if _, err := bench.RaiseFileLimit(); err != nil {
 		return fmt.Errorf("raise open-files limit: %w", err)
 	}
-	for _, b := range []string{*parley, *centrifugo} {
+	cfg := d
+	cfg.Targets, cfg.Scenarios = splitList(*targets), splitList(*scenarios)
+	bins := []string{*parley, *centrifugo}
+	if slices.Contains(cfg.Targets, bench.BaseTarget) {
+		if *parleyBase == "" {
+			return fmt.Errorf("target %s needs -parley-base", bench.BaseTarget)
+		}
+		bins = append(bins, *parleyBase)
+	}
+	for _, b := range bins {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("server binary: %w", err)
 		}
 	}
-	cfg := d
-	cfg.Targets, cfg.Scenarios = splitList(*targets), splitList(*scenarios)
-	cfg.IdleConns, cfg.ChatRate = *idle, *chatRate
+	cfg.IdleConns = *idle
+	crs, err := floats(*chatRates)
+	if err != nil {
+		return err
+	}
+	cfg.Chat.Reference, cfg.Chat.Rates, cfg.Chat.Rooms, cfg.Chat.Window, cfg.Chat.Warmup = *chatRate, crs, *chatRooms, *chatWindow, *chatWarmup
 	cfg.Fanout.FixedRate, cfg.Fanout.Rates, cfg.Fanout.Window = *fixed, rs, *step
 	cfg.Command = "chatbench suite " + strings.Join(args, " ")
 	cfg.Revision = *revision
-	cfg.Env = bench.Env{ParleyBin: abs(*parley), CentrifugoBin: abs(*centrifugo), Dir: outAbs, Secret: randomHex(32),
+	cfg.Env = bench.Env{ParleyBin: abs(*parley), ParleyBaseBin: abs(*parleyBase), CentrifugoBin: abs(*centrifugo), Dir: outAbs, Secret: randomHex(32),
 		AMQPURL: *amqpURL, PostgresURL: *pgURL, RedisAddr: *redis, RunID: runID, Log: os.Stderr}
 	cfg.Options = bench.Options{WorkerExe: exe, WorkerArgs: []string{"worker"}, Secret: cfg.Env.Secret, RunID: runID, OutDir: outAbs,
 		PayloadBytes: *payload, SourceAddrs: *sources, ConnsPerWorker: *perWorker, Log: os.Stderr, Scale: *scale, Quick: *quick}
@@ -294,7 +312,7 @@ func run(args []string) error {
 		res, err = bench.Fanout(ctx, o, t, bench.FanoutConfig{Subscribers: *conns, Publishers: *pubs, FixedRate: rs[0], Rates: rs[1:],
 			Warmup: 2 * time.Second, Window: *duration, MaxP50: 500 * time.Millisecond})
 	case "chat":
-		res, err = bench.Chat(ctx, o, t, *rooms, max(1, *conns / *rooms), rs[0], *duration)
+		res, err = bench.Chat(ctx, o, t, bench.ChatConfig{Rooms: *rooms, UsersPerRoom: max(1, *conns / *rooms), Rates: rs, Reference: rs[0], Warmup: 3 * time.Second, Window: *duration})
 	case "reconnect":
 		res, err = bench.Reconnect(ctx, o, t, *conns, rs[0])
 	default:

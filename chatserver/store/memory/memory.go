@@ -373,6 +373,31 @@ func (s *Store) AddPresence(ctx context.Context, channel string, entry message.C
 	return nil
 }
 
+// AdmitPresence implements store.Presence under the channel's shard lock.
+func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error) {
+	if err := s.check(ctx, channel); err != nil {
+		return false, err
+	}
+	if entry.Client == "" {
+		return false, errors.New("memory store: presence entry without client id")
+	}
+	sh := s.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	m := sh.livePresenceLocked(channel, time.Now())
+	if m == nil {
+		m = map[string]presenceEntry{}
+		sh.presence[channel] = m
+	}
+	// As PostgreSQL does: add, count, and take it back when over.
+	m[entry.Client] = presenceEntry{info: entry.Clone(), expires: time.Now().Add(s.presenceTTL)}
+	if len(m) > limit {
+		delete(m, entry.Client)
+		return false, nil
+	}
+	return true, nil
+}
+
 // AddPresences implements store.Presence.
 func (s *Store) AddPresences(ctx context.Context, entries []store.PresenceEntry) error {
 	for _, e := range entries {

@@ -6,7 +6,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -677,153 +675,6 @@ func (s *Store) Receipts(ctx context.Context, channel string, limit int) ([]mess
 		out = []message.Receipt{}
 	}
 	return out, wrapErr("receipts", err)
-}
-
-// AddPresence implements store.Presence; calling it again refreshes the entry.
-func (s *Store) AddPresence(ctx context.Context, channel string, entry message.ClientInfo) error {
-	if err := validChannel(channel); err != nil {
-		return err
-	}
-	if entry.Client == "" {
-		return errors.New("postgres store: presence entry without client id")
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		_, err = s.pool.Exec(ctx, `
-			INSERT INTO parley_presence (channel, client, user_id, conn_info, chan_info, expires_at)
-			VALUES ($1, $2, $3, $4, $5, now() + $6)
-			ON CONFLICT (channel, client) DO UPDATE
-			SET user_id = EXCLUDED.user_id, conn_info = EXCLUDED.conn_info, chan_info = EXCLUDED.chan_info, expires_at = EXCLUDED.expires_at`,
-			channel, entry.Client, entry.User, entry.ConnInfo, entry.ChanInfo, s.opts.PresenceTTL)
-		if !retryable(err) {
-			break
-		}
-	}
-	return wrapErr("add presence", err)
-}
-
-// presenceBatchRows bounds one AddPresences statement.
-const presenceBatchRows = 1000
-
-// AddPresences implements store.Presence: one upsert per 1,000 entries,
-// the rows sorted by key so two nodes' batches never lock in opposite orders
-// (and deduplicated, the last entry of a key winning: one statement may not
-// update a row twice).
-func (s *Store) AddPresences(ctx context.Context, entries []store.PresenceEntry) error {
-	for _, e := range entries {
-		if err := validChannel(e.Channel); err != nil {
-			return err
-		}
-		if e.Info.Client == "" {
-			return errors.New("postgres store: presence entry without client id")
-		}
-	}
-	byKey := func(a, b store.PresenceEntry) int {
-		return cmp.Or(cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.Info.Client, b.Info.Client))
-	}
-	sorted := slices.Clone(entries)
-	slices.SortStableFunc(sorted, byKey)
-	w := 0
-	for i := range sorted {
-		if w > 0 && byKey(sorted[w-1], sorted[i]) == 0 {
-			w-- // a later entry of the same key replaces the earlier one
-		}
-		sorted[w] = sorted[i]
-		w++
-	}
-	sorted = sorted[:w]
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	for len(sorted) > 0 {
-		chunk := sorted[:min(len(sorted), presenceBatchRows)]
-		sorted = sorted[len(chunk):]
-		channels, clients, users := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
-		connInfo, chanInfo := make([][]byte, len(chunk)), make([][]byte, len(chunk))
-		for i, e := range chunk {
-			channels[i], clients[i], users[i] = e.Channel, e.Info.Client, e.Info.User
-			connInfo[i], chanInfo[i] = e.Info.ConnInfo, e.Info.ChanInfo
-		}
-		var err error
-		for attempt := 0; attempt < 2; attempt++ {
-			_, err = s.pool.Exec(ctx, `
-				INSERT INTO parley_presence (channel, client, user_id, conn_info, chan_info, expires_at)
-				SELECT channel, client, user_id, conn_info, chan_info, now() + $6
-				FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS t(channel, client, user_id, conn_info, chan_info)
-				ON CONFLICT (channel, client) DO UPDATE
-				SET user_id = EXCLUDED.user_id, conn_info = EXCLUDED.conn_info, chan_info = EXCLUDED.chan_info, expires_at = EXCLUDED.expires_at`,
-				channels, clients, users, connInfo, chanInfo, s.opts.PresenceTTL)
-			if !retryable(err) {
-				break
-			}
-		}
-		if err != nil {
-			return wrapErr("add presences", err)
-		}
-	}
-	return nil
-}
-
-// RemovePresence implements store.Presence.
-func (s *Store) RemovePresence(ctx context.Context, channel, client string) error {
-	if err := validChannel(channel); err != nil {
-		return err
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		_, err = s.pool.Exec(ctx, `DELETE FROM parley_presence WHERE channel = $1 AND client = $2`, channel, client)
-		if !retryable(err) {
-			break
-		}
-	}
-	return wrapErr("remove presence", err)
-}
-
-// Presence implements store.Presence.
-func (s *Store) Presence(ctx context.Context, channel string) (map[string]message.ClientInfo, error) {
-	if err := validChannel(channel); err != nil {
-		return nil, err
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	var out map[string]message.ClientInfo
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		var rows pgx.Rows
-		rows, err = s.pool.Query(ctx, `SELECT client, user_id, conn_info, chan_info FROM parley_presence WHERE channel = $1 AND expires_at > now()`, channel)
-		if err == nil {
-			out = map[string]message.ClientInfo{}
-			var ci message.ClientInfo
-			_, err = pgx.ForEachRow(rows, []any{&ci.Client, &ci.User, &ci.ConnInfo, &ci.ChanInfo}, func() error {
-				out[ci.Client] = ci
-				ci = message.ClientInfo{}
-				return nil
-			})
-		}
-		if !retryable(err) {
-			break
-		}
-	}
-	return out, wrapErr("presence", err)
-}
-
-// PresenceStats implements store.Presence.
-func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, users int, err error) {
-	if err := validChannel(channel); err != nil {
-		return 0, 0, err
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	for attempt := 0; attempt < 2; attempt++ {
-		err = s.pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT user_id) FROM parley_presence WHERE channel = $1 AND expires_at > now()`, channel).Scan(&clients, &users)
-		if !retryable(err) {
-			break
-		}
-	}
-	return clients, users, wrapErr("presence stats", err)
 }
 
 // MarkUnsent implements store.Outbox.

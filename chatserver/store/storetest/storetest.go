@@ -115,6 +115,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, h) })
 	t.Run("PresenceExpiresWithoutRefresh", func(t *testing.T) { t.Parallel(); testPresenceTTL(t, h) })
 	t.Run("PresenceInBatches", func(t *testing.T) { t.Parallel(); testPresenceBatch(t, h) })
+	t.Run("AdmitPresenceNeverOvershoots", func(t *testing.T) { t.Parallel(); testAdmitPresence(t, h) })
 	t.Run("OutboxKeepsTheNewest", func(t *testing.T) { t.Parallel(); testOutbox(t, h) })
 	t.Run("BadInput", func(t *testing.T) { t.Parallel(); testBadInput(t, h) })
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); testCanceled(t, h) })
@@ -684,6 +685,73 @@ func testPresence(t *testing.T, h Harness) {
 	empty, err := s.Presence(ctx, Channel(t))
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("presence of an empty channel: %v, %v", empty, err)
+	}
+}
+
+// testAdmitPresence admits up to the limit, refreshes without counting
+// twice, refuses past it, and, with many admissions racing on two stores
+// sharing one backend (two replicas), admits exactly the limit.
+func testAdmitPresence(t *testing.T, h Harness) {
+	s := newStore(t, h, Options{})
+	ctx := ctxT(t)
+	ch := Channel(t)
+	for i := range 3 {
+		ok, err := s.AdmitPresence(ctx, ch, message.ClientInfo{User: "u", Client: fmt.Sprint("c", i)}, 3)
+		if err != nil || !ok {
+			t.Fatalf("admission %d of 3: %v, %v", i+1, ok, err)
+		}
+	}
+	if ok, err := s.AdmitPresence(ctx, ch, message.ClientInfo{User: "u", Client: "c0"}, 3); err != nil || !ok {
+		t.Fatalf("a refresh of an admitted entry was refused: %v, %v", ok, err)
+	}
+	if ok, err := s.AdmitPresence(ctx, ch, message.ClientInfo{User: "u", Client: "c3"}, 3); err != nil || ok {
+		t.Fatalf("a fourth admission under limit 3: %v, %v", ok, err)
+	}
+	if n, _, err := s.PresenceStats(ctx, ch); err != nil || n != 3 {
+		t.Fatalf("after a refused admission %d entries (%v), want 3: the refused one must not stay", n, err)
+	}
+	if err := s.RemovePresence(ctx, ch, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AdmitPresence(ctx, ch, message.ClientInfo{User: "u", Client: "c3"}, 3); err != nil || !ok {
+		t.Fatalf("admission after a release: %v, %v", ok, err)
+	}
+
+	stores := []store.Store{s}
+	if h.Peer != nil {
+		p := h.Peer(t, s)
+		t.Cleanup(func() { _ = p.Close() })
+		stores = append(stores, p)
+	}
+	race := Channel(t) + "-race"
+	const limit, tries = 5, 24
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, tries)
+	for i := range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := stores[i%len(stores)].AdmitPresence(ctx, race, message.ClientInfo{User: "u", Client: fmt.Sprint("r", i)}, limit)
+			if err != nil {
+				errs <- err
+			}
+			if ok {
+				admitted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n, _, err := s.PresenceStats(ctx, race)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if admitted.Load() != limit || n != limit {
+		t.Fatalf("%d racing admissions under limit %d: %d admitted, %d entries stayed; want exactly %d", tries, limit, admitted.Load(), n, limit)
 	}
 }
 
