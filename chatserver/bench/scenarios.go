@@ -121,7 +121,7 @@ type Window struct {
 	// RabbitMQ, postgres PostgreSQL, redis-server Redis).
 	AuxPerPubUs       float64            `json:"auxCpuPerPubUs"`
 	AuxPerPubUsByName map[string]float64 `json:"auxCpuPerPubUsByName,omitempty"`
-	ServerRSS   int64   `json:"serverRssBytes"`
+	ServerRSS         int64              `json:"serverRssBytes"`
 	// ClientCPUSec is the load generator's CPU over the window (its worker
 	// processes): on a small machine it competes with the server.
 	ClientCPUSec  float64 `json:"clientCpuSec"`

@@ -35,10 +35,10 @@ type SuiteConfig struct {
 	IdleConns, IdleRooms int
 	Fanout               FanoutConfig
 	// HeadlineRounds alternate windows per pair at Fanout.FixedRate.
-	HeadlineRounds       int
-	Chat                 ChatConfig
-	ReconnectClients     int
-	ReconnectRate        float64
+	HeadlineRounds   int
+	Chat             ChatConfig
+	ReconnectClients int
+	ReconnectRate    float64
 
 	// Command is the command line that produced the run, for the report.
 	Command string

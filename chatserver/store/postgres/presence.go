@@ -164,7 +164,6 @@ func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, use
 	return clients, users, wrapErr("presence stats", err)
 }
 
-
 // admitLockSQL serialises admissions to one channel for the rest of the
 // transaction (a transaction-level advisory lock keyed by the channel name's
 // hash; another channel sharing the hash only waits a little longer).
