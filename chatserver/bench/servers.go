@@ -214,7 +214,13 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 		srv.Backend = "RabbitMQ + PostgreSQL"
 		id := strings.ReplaceAll(e.RunID+"_"+name, "-", "_")
 		b := &ParleyBackends{Exchange: "parleybench." + id, ControlExchange: "parleybench." + id + ".control"}
-		if err := declareExchanges(ctx, e.AMQPURL, b.Exchange, b.ControlExchange); err != nil {
+		// As the operator declares it; the baseline build gets the topic
+		// exchange operators declared before.
+		kind := "direct"
+		if strings.HasSuffix(name, "-base") {
+			kind = "topic"
+		}
+		if err := declareExchanges(ctx, e.AMQPURL, kind, b.Exchange, b.ControlExchange); err != nil {
 			return nil, err
 		}
 		srv.cleanup = append(srv.cleanup, func() {
@@ -358,7 +364,7 @@ func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis boo
 	return srv, nil
 }
 
-func declareExchanges(ctx context.Context, uri, topic, control string) error {
+func declareExchanges(ctx context.Context, uri, kind, topic, control string) error {
 	conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(10 * time.Second)})
 	if err != nil {
 		return fmt.Errorf("rabbitmq: %w", err)
@@ -368,7 +374,7 @@ func declareExchanges(ctx context.Context, uri, topic, control string) error {
 	if err != nil {
 		return fmt.Errorf("rabbitmq: %w", err)
 	}
-	if err := ch.ExchangeDeclare(topic, "topic", true, false, false, false, nil); err != nil {
+	if err := ch.ExchangeDeclare(topic, kind, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %q: %w", topic, err)
 	}
 	if err := ch.ExchangeDeclare(control, "fanout", true, false, false, false, nil); err != nil {

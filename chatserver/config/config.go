@@ -150,7 +150,8 @@ type Broker struct {
 	Type string `json:"type"`
 	// URLFile holds the AMQP URI; the PARLEY_BROKER_URL environment variable overrides it.
 	URLFile string `json:"urlFile,omitempty"`
-	// Exchange is the durable topic exchange the operator declared.
+	// Exchange is the durable direct exchange the operator declared (a topic
+	// exchange an earlier operator declared routes the same keys alike).
 	Exchange string `json:"exchange,omitempty"`
 	// ControlExchange is the durable fanout exchange for node-to-node commands.
 	ControlExchange string `json:"controlExchange,omitempty"`

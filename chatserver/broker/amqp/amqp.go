@@ -1,6 +1,6 @@
 // Package amqp is the Broker that connects chat server replicas through
 // RabbitMQ (amqp091-go). Each node owns an exclusive, auto-delete queue bound
-// to the operator's durable topic exchange with one routing key per channel
+// to the operator's durable direct exchange with one routing key per channel
 // its local clients subscribe to, and to the operator's fanout exchange for
 // node-to-node commands. Publishes wait for publisher confirms, which many
 // goroutines may have outstanding at once. When the connection drops, the
@@ -59,7 +59,7 @@ const (
 	TypeControl     = "control"
 	TypeProbe       = "probe"
 	// TypeNode is a control message for one node (PublishNode), routed on the
-	// topic exchange by the node's key.
+	// publication exchange by the node's key.
 	TypeNode = "node"
 )
 
@@ -75,7 +75,7 @@ const (
 type Options struct {
 	// URL is the AMQP URI (it may hold a password: it never appears in errors or logs).
 	URL string
-	// Exchange is the durable topic exchange for publications (config broker.exchange).
+	// Exchange is the durable direct exchange for publications (config broker.exchange).
 	Exchange string
 	// ControlExchange is the durable fanout exchange for commands (config broker.controlExchange).
 	ControlExchange string
@@ -463,7 +463,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	}()
 	// Passive checks, each on its own channel: a missing exchange closes the channel.
 	exchanges := []struct{ key, name, kind string }{
-		{"broker.exchange", b.opts.Exchange, "topic"},
+		{"broker.exchange", b.opts.Exchange, "direct"},
 		{"broker.controlExchange", b.opts.ControlExchange, "fanout"},
 	}
 	if b.opts.DeadLetterExchange != "" {
@@ -1007,7 +1007,7 @@ func (b *Broker) PublishControl(ctx context.Context, data []byte) error {
 }
 
 // PublishNode implements broker.NodePublisher: the message goes to the
-// topic exchange with the node's key, which only that node's queue binds.
+// publication exchange with the node's key, which only that node's queue binds.
 // Nothing is delivered when no such node is connected.
 func (b *Broker) PublishNode(ctx context.Context, nodeID string, data []byte) error {
 	if nodeID == "" {
@@ -1024,7 +1024,7 @@ func (b *Broker) PublishNode(ctx context.Context, nodeID string, data []byte) er
 
 var _ broker.NodePublisher = (*Broker)(nil)
 
-// Ready implements broker.Broker: it publishes a probe to the topic exchange
+// Ready implements broker.Broker: it publishes a probe to the publication exchange
 // with this node's probe key and waits for it to come back through the
 // node's queue, proving publishing, routing and consuming all work.
 func (b *Broker) Ready(ctx context.Context) error {

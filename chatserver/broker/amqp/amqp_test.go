@@ -94,8 +94,8 @@ func TestMissingTopologyIsNotReady(t *testing.T) {
 		t.Fatalf("Publish without the exchanges: %v, want ErrUnavailable", err)
 	}
 
-	// The topic exchange alone is not enough: the control exchange is named next.
-	if err := testenv.DeclareExchange(top.Exchange, "topic"); err != nil {
+	// The publication exchange alone is not enough: the control exchange is named next.
+	if err := testenv.DeclareExchange(top.Exchange, "direct"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = top.Delete() })
@@ -108,7 +108,7 @@ func TestMissingTopologyIsNotReady(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err == nil || !strings.Contains(err.Error(), "broker.controlExchange") {
-		t.Fatalf("Ready with only the topic exchange: %v; want an error naming broker.controlExchange", err)
+		t.Fatalf("Ready with only the publication exchange: %v; want an error naming broker.controlExchange", err)
 	}
 
 	if err := top.Declare(); err != nil {
@@ -608,7 +608,7 @@ func TestPiledUpPublicationsAreHandedOverTogether(t *testing.T) {
 }
 
 // PublishNode reaches the addressed node only, through its own binding on
-// the topic exchange; a node that is not connected gets nothing and the
+// the publication exchange; a node that is not connected gets nothing and the
 // publish still succeeds (RabbitMQ drops what no queue binds).
 func TestPublishNodeReachesOnlyThatNode(t *testing.T) {
 	top := testenv.NewTopology(t)

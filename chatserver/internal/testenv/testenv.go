@@ -151,7 +151,7 @@ func withChannel(fn func(ch *amqp.Channel) error) error {
 // Declare declares the exchanges exactly as the operator does.
 func (top Topology) Declare() error {
 	return withChannel(func(ch *amqp.Channel) error {
-		if err := ch.ExchangeDeclare(top.Exchange, "topic", true, false, false, false, nil); err != nil {
+		if err := ch.ExchangeDeclare(top.Exchange, "direct", true, false, false, false, nil); err != nil {
 			return fmt.Errorf("declare %s: %w", top.Exchange, err)
 		}
 		if err := ch.ExchangeDeclare(top.ControlExchange, "fanout", true, false, false, false, nil); err != nil {

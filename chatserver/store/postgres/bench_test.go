@@ -3,15 +3,13 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/parley-chat/parley/chatserver/internal/procstat"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
 	"github.com/parley-chat/parley/chatserver/store/postgres"
@@ -57,7 +55,7 @@ func benchAppend(b *testing.B, channels int, key bool, par int, lone bool) {
 	pub := &message.Publication{Data: []byte(`{"text":"a chat message of a typical size, around a hundred bytes long"}`), Info: &message.ClientInfo{User: "alice", Client: "c1"}}
 	var n atomic.Int64
 	b.SetParallelism(par)
-	wal0, cpu0 := walBytes(b), postgresCPU()
+	wal0, cpu0 := walBytes(b), procstat.CPU("postgres")
 	c0, a0 := s.GroupCommitStats()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -77,40 +75,10 @@ func benchAppend(b *testing.B, channels int, key bool, par int, lone bool) {
 	// WAL written and server CPU used per committed append (the whole
 	// server's: run it alone for a clean figure; docs/scaling.md uses it).
 	b.ReportMetric(float64(walBytes(b)-wal0)/float64(b.N), "wal-B/op")
-	b.ReportMetric((postgresCPU()-cpu0).Seconds()*1e6/float64(b.N), "pg-cpu-µs/op")
+	b.ReportMetric((procstat.CPU("postgres")-cpu0).Seconds()*1e6/float64(b.N), "pg-cpu-µs/op")
 	if c1, a1 := s.GroupCommitStats(); c1 > c0 {
 		b.ReportMetric(float64(a1-a0)/float64(c1-c0), "appends/commit")
 	}
-}
-
-// postgresCPU is the user+system CPU time of every process named postgres
-// (the server and its backends) that this user may read.
-func postgresCPU() time.Duration {
-	var ticks int64
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ... utime stime: fields 14 and 15, counted after the ")".
-		s := string(stat)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open || s[open+1:end] != "postgres" {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + st
-	}
-	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
 
 // walBytes is the server's WAL insert position in bytes.

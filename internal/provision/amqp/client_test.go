@@ -219,6 +219,35 @@ func TestDeleteRemovesTopologyAndTreatsNotFoundAsDone(t *testing.T) {
 	}
 }
 
+// TestDeclareKeepsALegacyTopicExchange: clusters provisioned before the
+// publication exchange became direct keep their topic exchange (it routes
+// the same literal keys); everything else is declared around it.
+func TestDeclareKeepsALegacyTopicExchange(t *testing.T) {
+	top := newTopology(t)
+	_, channel := rawChannel(t)
+	if err := channel().ExchangeDeclare(top.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&Client{}).Declare(ctxT(t), testenv.AMQPURL(), top); err != nil {
+		t.Fatalf("Declare over the legacy topic exchange: %v", err)
+	}
+	// Still a topic exchange: declaring it as topic again is accepted, as
+	// direct refused.
+	if err := channel().ExchangeDeclare(top.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatalf("the legacy exchange was replaced: %v", err)
+	}
+	if !exists(t, channel, top.ControlExchange, "fanout") || !exists(t, channel, top.DeadLetterQueue, "") {
+		t.Error("the rest of the topology was not declared")
+	}
+	fresh := newTopology(t)
+	if _, err := (&Client{}).Declare(ctxT(t), testenv.AMQPURL(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := channel().ExchangeDeclare(fresh.Exchange, "direct", true, false, false, false, nil); err != nil {
+		t.Fatalf("a new publication exchange is not direct: %v", err)
+	}
+}
+
 func TestDeclareConflictIsClassified(t *testing.T) {
 	top := newTopology(t)
 	_, channel := rawChannel(t)
