@@ -20,18 +20,29 @@ import (
 // exchange kind (topic, what Parley declared so far, against direct) and the
 // message shape (Parley's header table against the same fields in the body).
 func BenchmarkRabbitMQCost(b *testing.B) {
-	for _, kind := range []string{"topic", "direct"} {
-		for _, headers := range []bool{true, false} {
-			name := kind + "/body-only"
-			if headers {
-				name = kind + "/headers"
-			}
-			b.Run(name, func(b *testing.B) { benchRabbitCost(b, kind, headers) })
-		}
+	for _, c := range []rabbitCostCase{
+		{"topic/headers", "topic", true, 2, true},
+		{"topic/body-only", "topic", false, 2, true},
+		{"direct/headers", "direct", true, 2, true},
+		{"direct/body-only", "direct", false, 2, true},
+		// Where the rest goes: one queue instead of two, no confirms.
+		{"direct/headers/one-queue", "direct", true, 1, true},
+		{"direct/headers/no-confirms", "direct", true, 2, false},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchRabbitCost(b, c) })
 	}
 }
 
-func benchRabbitCost(b *testing.B, kind string, headers bool) {
+type rabbitCostCase struct {
+	name    string
+	kind    string
+	headers bool
+	queues  int
+	confirm bool
+}
+
+func benchRabbitCost(b *testing.B, c rabbitCostCase) {
+	kind, headers, queues := c.kind, c.headers, c.queues
 	conn, err := amqp091.Dial(testenv.AMQPURL())
 	if err != nil {
 		b.Fatal(err)
@@ -45,7 +56,7 @@ func benchRabbitCost(b *testing.B, kind string, headers bool) {
 	if err := ch.ExchangeDeclare(ex, kind, false, true, false, false, nil); err != nil {
 		b.Fatal(err)
 	}
-	const rooms, queues = 1000, 2
+	const rooms = 1000
 	keys := make([]string, rooms)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("c.%032x", i)
@@ -98,8 +109,10 @@ func benchRabbitCost(b *testing.B, kind string, headers bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := pch.Confirm(false); err != nil {
-		b.Fatal(err)
+	if c.confirm {
+		if err := pch.Confirm(false); err != nil {
+			b.Fatal(err)
+		}
 	}
 	body := make([]byte, 160)
 	msg := func(i int) amqp091.Publishing {
@@ -118,6 +131,9 @@ func benchRabbitCost(b *testing.B, kind string, headers bool) {
 		dc, err := pch.PublishWithDeferredConfirmWithContext(ctx, ex, keys[rng.IntN(rooms)], false, false, msg(i))
 		if err != nil {
 			b.Fatal(err)
+		}
+		if !c.confirm {
+			continue
 		}
 		if inflight = append(inflight, dc); len(inflight) == 64 {
 			for _, dc := range inflight {
