@@ -88,3 +88,35 @@ func TestNoGapDetectionWithoutHistory(t *testing.T) {
 		t.Fatalf("delivered %v, want %v", rec.offsets, want)
 	}
 }
+
+// The publishing node's own subscribers get a publication with history when
+// it is committed, not after a round trip through the broker; the copy the
+// broker brings back is a duplicate and is not delivered again.
+func TestPublisherNodeDeliversLocallyOnce(t *testing.T) {
+	ctx := context.Background()
+	const ch = "room:local"
+	n, _, rec := subscribedNode(t, ch) // the node is not running: the broker brings nothing back
+	var results []store.AppendResult
+	for range 3 {
+		res, err := n.Publish(ctx, ch, []byte(`{"text":"hi"}`), nil, node.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, res)
+	}
+	rec.mu.Lock()
+	got := slices.Clone(rec.offsets)
+	rec.mu.Unlock()
+	if want := []uint64{1, 2, 3}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v before the broker brought anything back, want %v", got, want)
+	}
+	for _, res := range results { // the broker's copies, late
+		n.HandlePublication(ch, res.Publication, res.Position)
+	}
+	n.WaitGapFills()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := []uint64{1, 2, 3}; !slices.Equal(rec.offsets, want) {
+		t.Fatalf("delivered %v after the broker's copies, want %v once each", rec.offsets, want)
+	}
+}

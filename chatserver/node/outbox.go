@@ -66,19 +66,29 @@ func (n *Node) sweepUnsent(ctx context.Context) {
 	}
 }
 
-// fanOut hands a committed publication to the broker. When the broker does
-// not take it, this node's subscribers get it now and, in a namespace with
-// history, the store's outbox keeps it for whichever replica can re-publish
-// it first (rebroadcastLoop); the publisher is told it was sent only once it
-// is in one or the other. Without history delivery is at most once.
+// fanOut hands a committed publication to this node's subscribers and to
+// the broker. In a channel with history this node's subscribers get it at
+// once, without the round trip through RabbitMQ: the copy the broker brings
+// back is a duplicate that delivery drops by offset, and a publication of
+// another replica that overtakes it is a gap filled from the store (offsets
+// are committed in order under the channel row's lock, so the gap is
+// there). When the broker does not take it, in a namespace with history the
+// store's outbox keeps it for whichever replica can re-publish it first
+// (rebroadcastLoop); the publisher is told it was sent only once it is in
+// one or the other. Without history delivery is at most once and goes
+// through the broker only, so nobody gets it twice.
 func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResult) error {
+	ordered := n.ordered(channel)
+	if ordered {
+		n.HandlePublication(channel, res.Publication, res.Position)
+	}
 	err := n.broker.Publish(ctx, channel, res.Publication, res.Position)
 	if err == nil {
 		return nil
 	}
 	n.metrics.BrokerPublishFailures.Inc()
-	n.HandlePublication(channel, res.Publication, res.Position)
-	if !n.ordered(channel) {
+	if !ordered {
+		n.HandlePublication(channel, res.Publication, res.Position)
 		n.log.Warn("broker publish failed; other replicas miss this publication", "channel", channel, "error", err)
 		return nil
 	}
