@@ -82,34 +82,6 @@ func TestMergedSnapshotsEqualOneHistogramOfAllValues(t *testing.T) {
 	}
 }
 
-func TestParseStatCountsFieldsAfterTheLastParenthesis(t *testing.T) {
-	// comm "(weird) name)" has spaces and parentheses; utime=250 stime=50 ticks.
-	stat := "4242 ((weird) name)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 123456789 2048 18446744073709551615\n"
-	got, err := ParseStat([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != 3*time.Second {
-		t.Fatalf("cpu %v, want 3s (300 ticks)", got)
-	}
-	for _, bad := range []string{"", "12 (x) S 1 2", "12 (x) S 1 2 3 4 5 6 7 8 9 10 x 5 0"} {
-		if _, err := ParseStat([]byte(bad)); err == nil {
-			t.Errorf("ParseStat(%q) gave no error", bad)
-		}
-	}
-}
-
-func TestParseStatusRSS(t *testing.T) {
-	status := "Name:\tchatserver\nVmPeak:\t  99999 kB\nVmRSS:\t   51200 kB\nThreads:\t8\n"
-	got, err := ParseStatusRSS([]byte(status))
-	if err != nil || got != 51200*1024 {
-		t.Fatalf("rss %d, %v; want %d", got, err, 51200*1024)
-	}
-	if _, err := ParseStatusRSS([]byte("Name:\tkthreadd\n")); err == nil {
-		t.Fatal("no VmRSS line gave no error")
-	}
-}
-
 func TestReadProcOfThisProcess(t *testing.T) {
 	s, err := ReadProc(pidSelf())
 	if err != nil {
