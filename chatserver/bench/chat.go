@@ -69,77 +69,36 @@ func Chat(ctx context.Context, o Options, t Target, c ChatConfig) (*ChatResult, 
 		return nil, fmt.Errorf("%s chat: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
 	}
 	o.logf("%s chat: %d users in %d rooms subscribed in %.1fs (%.0f/s)", t.Name, subs, rooms, res.Connect.Seconds, res.Connect.PerSec)
-	weights := PublisherWeights(f.Jobs)
-	m, err := newMeasurer(t, f)
+	st, err := newStepper(ctx, o, t, f, subs, float64(c.UsersPerRoom), c.Warmup, c.Window, time.Second)
 	if err != nil {
 		return nil, err
 	}
-	run := func(rate float64, profile string) (Window, error) {
-		if err := f.SetRate(rate, weights); err != nil {
-			return Window{}, err
-		}
-		time.Sleep(o.window(c.Warmup))
-		if err := m.mark(); err != nil {
-			return Window{}, err
-		}
-		win := o.window(c.Window)
-		var profErr chan error
-		if profile != "" && win >= time.Second {
-			profErr = make(chan error, len(t.PprofURLs))
-			for i, u := range t.PprofURLs {
-				p := fmt.Sprintf("%s-node%d.pprof", profile, i)
-				res.Profiles = append(res.Profiles, p)
-				go func() { profErr <- FetchProfile(ctx, u, int(win.Seconds()), p) }()
-			}
-		}
-		time.Sleep(win)
-		w, err := m.window(rate, float64(c.UsersPerRoom))
-		if err != nil {
-			return Window{}, err
-		}
-		for range cap(profErr) {
-			if err := <-profErr; err != nil {
-				o.logf("%s: profile: %v", t.Name, err)
-			}
-		}
-		w.Sustained, w.Why = sustained(w, time.Second)
+	st.logStep = func(rate float64, w Window) {
 		o.logf("%s chat %5.0f pub/s: %7.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, publish p99 %7.2fms, server %.2f µs/msg, backing %.2f µs/pub %v %s",
 			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, w.AuxPerPubUsByName, w.Why)
-		return w, t.alive()
 	}
-	pause := func() {
-		_ = f.SetRate(0, weights)
-		_, _, _ = drain(f, subs, o.window(10*time.Second))
+	reference := c.Reference * o.scale()
+	rates := make([]float64, len(c.Rates))
+	for i, r := range c.Rates {
+		rates[i] = r * o.scale()
 	}
-	for _, rate := range c.Rates {
-		rate *= o.scale()
-		profile := ""
-		if o.OutDir != "" && rate == c.Reference*o.scale() {
-			profile = filepath.Join(o.OutDir, "profile-"+t.Name+"-chat")
+	profileAt := func(rate float64) string {
+		if o.OutDir == "" || rate != reference {
+			return ""
 		}
-		w, err := run(rate, profile)
-		if err != nil {
-			return nil, err
-		}
-		res.Steps = append(res.Steps, w)
-		if !w.Sustained {
-			// One more try: on a shared machine a single window can be unlucky.
-			pause()
-			if w, err = run(rate, ""); err != nil {
-				return nil, err
-			}
-			w.Retry = true
-			res.Steps = append(res.Steps, w)
-			if !w.Sustained {
-				break
-			}
-		}
-		if rate <= c.Reference*o.scale() {
+		return filepath.Join(o.OutDir, "profile-"+t.Name+"-chat")
+	}
+	res.Steps, err = st.climb(rates, profileAt, func(rate float64, w Window) {
+		if rate <= reference {
 			res.Window = w
 		}
 		res.MaxSustainedPubs = max(res.MaxSustainedPubs, rate)
+	})
+	res.Profiles = st.profiles
+	if err != nil {
+		return nil, err
 	}
-	_ = f.SetRate(0, weights)
+	_ = f.SetRate(0, st.weights)
 	s, missing, err := drain(f, subs, o.window(20*time.Second))
 	if err != nil {
 		return nil, err

@@ -199,14 +199,7 @@ func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[st
 			continue
 		}
 		for _, w := range f.Steps {
-			s := "yes"
-			if !w.Sustained {
-				s = "no: " + w.Why
-			}
-			if w.Retry {
-				s += " (second try)"
-			}
-			p("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %s |\n", t.Name, w.OfferedPubs, w.OfferedMsgs, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.Latency.P999Ms, w.CPUPerMsgUs, s)
+			p("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %s |\n", t.Name, w.OfferedPubs, w.OfferedMsgs, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.Latency.P999Ms, w.CPUPerMsgUs, w.verdict())
 		}
 	}
 

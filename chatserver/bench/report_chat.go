@@ -129,15 +129,8 @@ func (r *SuiteResult) chatMarkdown() string {
 			continue
 		}
 		for _, w := range c.Steps {
-			ok := "yes"
-			if !w.Sustained {
-				ok = "no: " + w.Why
-			}
-			if w.Retry {
-				ok += " (second try)"
-			}
 			p("| %s | %.0f | %.0f | %s | %.2f / %.2f | %.2f | %.2f | %s | %s |\n", t.Name, w.OfferedPubs, w.DeliveredPerSec, lat3(w.Latency),
-				w.PublishRTT.P50Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, byProcess(w.AuxPerPubUsByName), ok)
+				w.PublishRTT.P50Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, byProcess(w.AuxPerPubUsByName), w.verdict())
 		}
 	}
 	p("\n| system | connect/s | connect p99 ms | max sustained pub/s | lost / gaps / dups |\n|---|---|---|---|---|\n")

@@ -435,87 +435,40 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 	if res.Connect.Failed > 0 {
 		return nil, fmt.Errorf("%s fanout: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
 	}
-	weights := PublisherWeights(f.Jobs)
-	m, err := newMeasurer(t, f)
+	st, err := newStepper(ctx, o, t, f, subs, float64(subs), c.Warmup, c.Window, c.MaxP50)
 	if err != nil {
 		return nil, err
 	}
-	warm, win := o.window(c.Warmup), o.window(c.Window)
-	run := func(rate float64, profile string) (Window, error) {
-		if err := f.SetRate(rate, weights); err != nil {
-			return Window{}, err
-		}
-		time.Sleep(warm)
-		if err := m.mark(); err != nil {
-			return Window{}, err
-		}
-		var profErr chan error
-		if profile != "" && win >= time.Second {
-			profErr = make(chan error, len(t.PprofURLs))
-			for i, u := range t.PprofURLs {
-				p := fmt.Sprintf("%s-node%d.pprof", profile, i)
-				res.Profiles = append(res.Profiles, p)
-				go func() { profErr <- FetchProfile(ctx, u, int(win.Seconds()), p) }()
-			}
-		}
-		time.Sleep(win)
-		w, err := m.window(rate, float64(subs))
-		if err != nil {
-			return Window{}, err
-		}
-		for range cap(profErr) {
-			if err := <-profErr; err != nil {
-				o.logf("%s: profile: %v", t.Name, err)
-			}
-		}
-		w.Sustained, w.Why = sustained(w, c.MaxP50)
+	st.logStep = func(rate float64, w Window) {
 		o.logf("%s fanout %5.0f pub/s: %8.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, server cpu %.2fs (%.2f µs/msg) %s",
 			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.ServerCPUSec, w.CPUPerMsgUs, w.Why)
-		return w, t.alive()
 	}
-	pause := func() {
-		_ = f.SetRate(0, weights)
-		_, _, _ = drain(f, subs, o.window(10*time.Second))
-	}
-	if res.Fixed, err = run(c.FixedRate, ""); err != nil {
+	if res.Fixed, err = st.run(c.FixedRate, ""); err != nil {
 		return nil, err
 	}
-	pause()
-	for _, rate := range c.Rates {
-		w, err := run(rate, "")
-		if err != nil {
-			return nil, err
-		}
-		res.Steps = append(res.Steps, w)
-		if !w.Sustained {
-			// One more try: on a shared machine a single window can be unlucky.
-			pause()
-			if w, err = run(rate, ""); err != nil {
-				return nil, err
-			}
-			w.Retry = true
-			res.Steps = append(res.Steps, w)
-			if !w.Sustained {
-				break
-			}
-		}
+	st.pause()
+	res.Steps, err = st.climb(c.Rates, func(float64) string { return "" }, func(rate float64, w Window) {
 		if w.DeliveredPerSec > res.MaxSustained {
 			res.MaxSustained, res.MaxSustainedPubs = w.DeliveredPerSec, rate
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	pause()
+	st.pause()
 	if res.MaxSustainedPubs > 0 {
-		if res.Half, err = run(res.MaxSustainedPubs/2, ""); err != nil {
+		if res.Half, err = st.run(res.MaxSustainedPubs/2, ""); err != nil {
 			return nil, err
 		}
 		if o.OutDir != "" {
-			pause()
-			if _, err := run(res.MaxSustainedPubs, filepath.Join(o.OutDir, "profile-"+t.Name+"-fanout")); err != nil {
+			st.pause()
+			if _, err := st.run(res.MaxSustainedPubs, filepath.Join(o.OutDir, "profile-"+t.Name+"-fanout")); err != nil {
 				return nil, err
 			}
 		}
 	}
-	_ = f.SetRate(0, weights)
+	res.Profiles = st.profiles
+	_ = f.SetRate(0, st.weights)
 	s, missing, err := drain(f, subs, o.window(20*time.Second))
 	if err != nil {
 		return nil, err
