@@ -203,17 +203,14 @@ func (c *committer) send(live []*appendReq) (results []store.AppendResult, missi
 	defer cancel()
 	b := &pgx.Batch{}
 	for _, r := range live {
-		data, user, client, connInfo, chanInfo, tags := pubArgs(r.pub)
-		b.Queue(appendSQL, r.channel, r.opts.HistorySize, ttlArg(r.opts.HistoryTTL), data, user, client, connInfo, chanInfo, tags)
+		b.Queue(appendSQL, appendArgs(r.channel, r.pub, r.opts)...)
 	}
 	br := c.s.pool.SendBatch(ctx, b)
 	results = make([]store.AppendResult, len(live))
 	missing = make([]bool, len(live))
 	var firstErr error
 	for i, r := range live {
-		var id, offset, ms int64
-		var epoch string
-		err := br.QueryRow().Scan(&id, &offset, &epoch, &ms)
+		res, err := scanAppended(br.QueryRow(), r.pub)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			missing[i] = true
@@ -222,9 +219,7 @@ func (c *committer) send(live []*appendReq) (results []store.AppendResult, missi
 				firstErr = err
 			}
 		default:
-			stored := r.pub.Clone()
-			stored.Offset, stored.Time = uint64(offset), ms
-			results[i] = store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}}
+			results[i] = res
 		}
 	}
 	if err := br.Close(); err != nil && firstErr == nil {

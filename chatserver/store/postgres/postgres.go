@@ -334,29 +334,37 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 }
 
 func (s *Store) appendOnce(ctx context.Context, q querier, channel string, pub *message.Publication, opts store.AppendOptions) (store.AppendResult, error) {
-	data, user, client, connInfo, chanInfo, tags := pubArgs(pub)
+	args := appendArgs(channel, pub, opts)
 	for try := 0; try < 2; try++ {
-		var id int64
-		var offset int64
-		var epoch string
-		var ms int64
-		err := q.QueryRow(ctx, appendSQL, channel, opts.HistorySize, ttlArg(opts.HistoryTTL), data, user, client, connInfo, chanInfo, tags).
-			Scan(&id, &offset, &epoch, &ms)
+		res, err := scanAppended(q.QueryRow(ctx, appendSQL, args...), pub)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := s.ensureChannel(ctx, q, channel); err != nil {
 				return store.AppendResult{}, err
 			}
 			continue
 		}
-		if err != nil {
-			return store.AppendResult{}, err
-		}
-		stored := pub.Clone()
-		stored.Offset = uint64(offset)
-		stored.Time = ms
-		return store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}}, nil
+		return res, err
 	}
 	return store.AppendResult{}, fmt.Errorf("channel %q vanished while appending", channel)
+}
+
+// appendArgs are appendSQL's parameters.
+func appendArgs(channel string, pub *message.Publication, opts store.AppendOptions) []any {
+	data, user, client, connInfo, chanInfo, tags := pubArgs(pub)
+	return []any{channel, opts.HistorySize, ttlArg(opts.HistoryTTL), data, user, client, connInfo, chanInfo, tags}
+}
+
+// scanAppended reads appendSQL's row into the stored publication. No row
+// (pgx.ErrNoRows) means the channel has no row yet.
+func scanAppended(row pgx.Row, pub *message.Publication) (store.AppendResult, error) {
+	var id, offset, ms int64
+	var epoch string
+	if err := row.Scan(&id, &offset, &epoch, &ms); err != nil {
+		return store.AppendResult{}, err
+	}
+	stored := pub.Clone()
+	stored.Offset, stored.Time = uint64(offset), ms
+	return store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}}, nil
 }
 
 // appendIdempotent runs the key check and the append in one transaction that
