@@ -20,6 +20,9 @@
 #                 tables and leaves docs/ alone
 #   BENCH_BASE    a git revision: also run Parley built from it (target
 #                 parley-2r-base), for before/after figures in the same run
+#   BENCH_BASE_EXCHANGE  the baseline's publication exchange kind: topic (the
+#                 default, as operators declared it before the direct exchange)
+#                 or direct (a baseline of the current topology)
 #   BENCH_FLAGS   extra `chatbench suite` flags, e.g. "-scale 0.2 -quick" for a
 #                 smoke run or "-targets parley-1,centrifugo-1 -scenarios fanout"
 #   BENCH_DOC     report path (default docs/benchmarks.md; empty string: no report)
@@ -66,7 +69,7 @@ if [[ -n ${BENCH_BASE:-} ]]; then
   git worktree remove --force "$tmp/src"
   rmdir "$tmp"
   targets=$targets,parley-2r-base
-  mode_flags+=(-parley-base "$BIN/chatserver-base")
+  mode_flags+=(-parley-base "$BIN/chatserver-base" -parley-base-exchange "${BENCH_BASE_EXCHANGE:-topic}")
 fi
 
 hack/services.sh

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,12 +29,16 @@ type Env struct {
 	// ParleyBaseBin is the baseline Parley (an earlier revision) the
 	// parley-2r-base target runs, for before/after figures in one run.
 	ParleyBaseBin string
-	CentrifugoBin string
-	Dir           string
-	Secret        string
-	AMQPURL       string
-	PostgresURL   string
-	RedisAddr     string
+	// ParleyBaseExchange is the publication exchange's kind for the baseline:
+	// "topic" (the default: what operators declared before the direct
+	// exchange) or "direct" (a baseline of the current topology).
+	ParleyBaseExchange string
+	CentrifugoBin      string
+	Dir                string
+	Secret             string
+	AMQPURL            string
+	PostgresURL        string
+	RedisAddr          string
 	// RunID makes the names of exchanges, databases and Redis keys unique.
 	RunID string
 	Log   io.Writer
@@ -218,7 +223,7 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 		// exchange operators declared before.
 		kind := "direct"
 		if strings.HasSuffix(name, "-base") {
-			kind = "topic"
+			kind = cmp.Or(e.ParleyBaseExchange, "topic")
 		}
 		if err := declareExchanges(ctx, e.AMQPURL, kind, b.Exchange, b.ControlExchange); err != nil {
 			return nil, err

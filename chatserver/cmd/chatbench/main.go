@@ -116,6 +116,7 @@ func suite(args []string) error {
 	chatWindow := fs.Duration("chat-window", d.Chat.Window, "measured window per many-rooms step")
 	chatWarmup := fs.Duration("chat-warmup", d.Chat.Warmup, "warm-up before each many-rooms window")
 	parleyBase := fs.String("parley-base", "", "baseline Parley binary (an earlier revision) for the "+bench.BaseTarget+" target")
+	parleyBaseExchange := fs.String("parley-base-exchange", "topic", "the baseline's publication exchange kind: topic (as declared before the direct exchange) or direct")
 	opScale := fs.String("operator-scale", "", "operator-scale.json from test/scale to include in the report")
 	revision := fs.String("revision", "", "source revision of the servers under test, for the report")
 	_ = fs.Parse(args)
@@ -146,6 +147,9 @@ func suite(args []string) error {
 		if *parleyBase == "" {
 			return fmt.Errorf("target %s needs -parley-base", bench.BaseTarget)
 		}
+		if *parleyBaseExchange != "topic" && *parleyBaseExchange != "direct" {
+			return fmt.Errorf("-parley-base-exchange %q: want topic or direct", *parleyBaseExchange)
+		}
 		bins = append(bins, *parleyBase)
 	}
 	for _, b := range bins {
@@ -162,7 +166,7 @@ func suite(args []string) error {
 	cfg.Fanout.FixedRate, cfg.Fanout.Rates, cfg.Fanout.Window = *fixed, rs, *step
 	cfg.Command = "chatbench suite " + strings.Join(args, " ")
 	cfg.Revision = *revision
-	cfg.Env = bench.Env{ParleyBin: abs(*parley), ParleyBaseBin: abs(*parleyBase), CentrifugoBin: abs(*centrifugo), Dir: outAbs, Secret: randomHex(32),
+	cfg.Env = bench.Env{ParleyBin: abs(*parley), ParleyBaseBin: abs(*parleyBase), ParleyBaseExchange: *parleyBaseExchange, CentrifugoBin: abs(*centrifugo), Dir: outAbs, Secret: randomHex(32),
 		AMQPURL: *amqpURL, PostgresURL: *pgURL, RedisAddr: *redis, RunID: runID, Log: os.Stderr}
 	cfg.Options = bench.Options{WorkerExe: exe, WorkerArgs: []string{"worker"}, Secret: cfg.Env.Secret, RunID: runID, OutDir: outAbs,
 		PayloadBytes: *payload, SourceAddrs: *sources, ConnsPerWorker: *perWorker, Log: os.Stderr, Scale: *scale, Quick: *quick}
