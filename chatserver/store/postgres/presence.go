@@ -2,6 +2,15 @@ package postgres
 
 // Presence: who is connected where, across replicas, with a TTL; and the
 // admission check of connection limits (AdmitPresence).
+//
+// Presence is soft state: every entry expires unless its connection
+// refreshes it, and a replica rewrites all of its entries within one refresh
+// period. So its writes commit without waiting for the WAL flush
+// (synchronous_commit off for that transaction only, set by softCommit).
+// Other sessions see such a commit at once, exactly as a durable one; only
+// a PostgreSQL crash can lose the last fraction of a second of them, which
+// the next refresh writes again. That takes a disk flush off every connect
+// and disconnect. Publications, receipts and everything else stay durable.
 
 import (
 	"cmp"
@@ -14,6 +23,19 @@ import (
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
 )
+
+// softCommitSQL, queued first in a batch (one implicit transaction), makes
+// that transaction's commit asynchronous; the setting ends with it.
+const softCommitSQL = `SELECT set_config('synchronous_commit', 'off', true)`
+
+// softExec runs one statement in a transaction that commits without waiting
+// for the WAL flush (see the top of this file).
+func (s *Store) softExec(ctx context.Context, sql string, args ...any) error {
+	b := &pgx.Batch{}
+	b.Queue(softCommitSQL)
+	b.Queue(sql, args...)
+	return s.pool.SendBatch(ctx, b).Close()
+}
 
 // addPresenceSQL adds or refreshes one entry.
 const addPresenceSQL = `
@@ -34,7 +56,7 @@ func (s *Store) AddPresence(ctx context.Context, channel string, entry message.C
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		_, err = s.pool.Exec(ctx, addPresenceSQL, channel, entry.Client, entry.User, entry.ConnInfo, entry.ChanInfo, s.opts.PresenceTTL)
+		err = s.softExec(ctx, addPresenceSQL, channel, entry.Client, entry.User, entry.ConnInfo, entry.ChanInfo, s.opts.PresenceTTL)
 		if !retryable(err) {
 			break
 		}
@@ -85,7 +107,7 @@ func (s *Store) AddPresences(ctx context.Context, entries []store.PresenceEntry)
 		}
 		var err error
 		for attempt := 0; attempt < 2; attempt++ {
-			_, err = s.pool.Exec(ctx, `
+			err = s.softExec(ctx, `
 				INSERT INTO parley_presence (channel, client, user_id, conn_info, chan_info, expires_at)
 				SELECT channel, client, user_id, conn_info, chan_info, now() + $6
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS t(channel, client, user_id, conn_info, chan_info)
@@ -112,7 +134,7 @@ func (s *Store) RemovePresence(ctx context.Context, channel, client string) erro
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		_, err = s.pool.Exec(ctx, `DELETE FROM parley_presence WHERE channel = $1 AND client = $2`, channel, client)
+		err = s.softExec(ctx, `DELETE FROM parley_presence WHERE channel = $1 AND client = $2`, channel, client)
 		if !retryable(err) {
 			break
 		}
@@ -177,9 +199,9 @@ WHERE channel = $1 AND client = $2
   AND (SELECT count(*) FROM parley_presence WHERE channel = $1 AND expires_at > now()) > $3
 RETURNING 1`
 
-// AdmitPresence implements store.Presence in one round trip and one commit:
-// lock, upsert and the conditional undo are pipelined as one implicit
-// transaction. The lock makes the count exact: admissions to the channel
+// AdmitPresence implements store.Presence in one round trip and one
+// (asynchronous) commit: lock, upsert and the conditional undo are pipelined
+// as one implicit transaction. The lock makes the count exact: admissions to the channel
 // run one after another, each seeing the entries the earlier ones committed.
 func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error) {
 	if err := validChannel(channel); err != nil {
@@ -203,13 +225,16 @@ func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message
 
 func (s *Store) admitOnce(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error) {
 	b := &pgx.Batch{}
+	b.Queue(softCommitSQL)
 	b.Queue(admitLockSQL, channel)
 	b.Queue(addPresenceSQL, channel, entry.Client, entry.User, entry.ConnInfo, entry.ChanInfo, s.opts.PresenceTTL)
 	b.Queue(admitUndoSQL, channel, entry.Client, limit)
 	br := s.pool.SendBatch(ctx, b)
-	_, err := br.Exec()
-	if err == nil {
-		_, err = br.Exec()
+	var err error
+	for range 3 { // soft commit, lock, upsert
+		if _, err = br.Exec(); err != nil {
+			break
+		}
 	}
 	undone := false
 	if err == nil {
