@@ -50,16 +50,24 @@ prepare_kubernetes() {
   sed -i -e '/^replace (/,/^)/d' -e "s#^\(\s*k8s.io/[a-z0-9-]*\) v0.0.0\$#\1 v0.${K8S_VERSION#1.}#" "$WORK/go.mod"
 }
 
-build_k8s_binary() {
-  local name=$1
-  [[ -x "$DIR/$name" ]] && return 0
+# Builds the missing Kubernetes programs of "$@" in one `go build`: their
+# shared packages compile once and one program links while others compile.
+build_k8s_binaries() {
+  local missing=() pkgs=() name
+  for name in "$@"; do [[ -x "$DIR/$name" ]] || missing+=("$name"); done
+  [[ ${#missing[@]} -gt 0 ]] || return 0
   [[ -n "${WORK:-}" ]] || prepare_kubernetes
-  log "building $name v$K8S_VERSION from source (several minutes, once per machine)"
+  log "building ${missing[*]} v$K8S_VERSION from source (several minutes, once per machine)"
   local minor=${K8S_VERSION#1.}; minor=${minor%%.*}
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (cd "$WORK" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -ldflags "$ld" -o "$DIR/$name.tmp" "./cmd/$name")
-  mv "$DIR/$name.tmp" "$DIR/$name"
+  for name in "${missing[@]}"; do pkgs+=("./cmd/$name"); done
+  OUT=$(mktemp -d "$DIR/.out.XXXXXX")
+  local out=$OUT
+  (cd "$WORK" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -ldflags "$ld" -o "$out/" "${pkgs[@]}")
+  for name in "${missing[@]}"; do mv "$out/$name" "$DIR/$name"; done
+  rmdir "$out"; OUT=
+  log "built ${missing[*]}"
 }
 
 build_etcd() {
@@ -122,16 +130,29 @@ build_metrics_server() {
   rmdir "$DIR/.gobin"
 }
 
-cleanup() { [[ -n "${WORK:-}" ]] && rm -rf "$WORK"; true; }
+cleanup() {
+  [[ -n "${WORK:-}" ]] && rm -rf "$WORK"
+  [[ -n "${OUT:-}" ]] && rm -rf "$OUT"
+  true
+}
 trap cleanup EXIT
 
-build_etcd
-build_k8s_binary kube-apiserver
-if [[ $WITH_KCM == 1 ]]; then build_k8s_binary kube-controller-manager; fi
-if [[ $WITH_KUBECTL == 1 ]]; then build_k8s_binary kubectl; fi
-if [[ $WITH_NODE == 1 ]]; then
-  for b in kubelet kube-proxy kube-scheduler; do build_k8s_binary $b; done
-  build_coredns
-  build_metrics_server
-fi
+programs=(kube-apiserver)
+if [[ $WITH_KCM == 1 ]]; then programs+=(kube-controller-manager); fi
+if [[ $WITH_KUBECTL == 1 ]]; then programs+=(kubectl); fi
+if [[ $WITH_NODE == 1 ]]; then programs+=(kubelet kube-proxy kube-scheduler); fi
+
+# etcd and the add-ons are separate modules with their own dependency
+# versions: they build beside the Kubernetes programs, so their downloads and
+# links overlap its compiles.
+others() {
+  build_etcd
+  if [[ $WITH_NODE == 1 ]]; then build_coredns; build_metrics_server; fi
+}
+others &
+others_pid=$!
+# On any failure below (set -e), let the other builds stop first.
+trap 'wait; cleanup' EXIT
+build_k8s_binaries "${programs[@]}"
+wait "$others_pid" || { log "building etcd or the add-ons failed"; exit 1; }
 echo "$DIR"
