@@ -77,21 +77,9 @@ web: ## Rebuild the web client bundle (chatserver/web/static/app.js) from src/ a
 envtest: ## Build (once, cached) kube-apiserver, etcd and kubectl from source; print their directory.
 	@hack/control-plane.sh --with-kubectl
 
-# What `make test` prepares before the tests, in this order. The control plane
-# (hack/control-plane.sh: Kubernetes, etcd and the node's add-ons, built from
-# source once per machine) builds beside them, in the background, so its
-# compiles fill the time these spend downloading and linking.
-TEST_PREREQS := manifests generate fmt vet services helm promtool browser-deps node-deps build
-
 .PHONY: test
-test: ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
-	@mkdir -p $(LOCALBIN); \
-	 setsid hack/control-plane.sh --with-kcm --with-kubectl --with-node > $(LOCALBIN)/.control-plane-dir & cp=$$!; \
-	 trap 'kill -- -$$cp 2>/dev/null || true' EXIT; trap 'exit 130' INT TERM; \
-	 $(MAKE) --no-print-directory $(TEST_PREREQS); \
-	 if ! wait $$cp; then echo "FAIL: building the control plane (hack/control-plane.sh, see its lines above)"; exit 1; fi; \
-	 trap - EXIT; \
-	 assets=$$(cat $(LOCALBIN)/.control-plane-dir); echo "KUBEBUILDER_ASSETS=$$assets"; \
+test: manifests generate fmt vet services helm promtool browser-deps node-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
+	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl --with-node); echo "KUBEBUILDER_ASSETS=$$assets"; \
 	 echo "== operator module"; \
 	 rc1=0; rc2=0; \
 	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... || rc1=$$?; \
