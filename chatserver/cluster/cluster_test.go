@@ -638,3 +638,57 @@ func TestDroppedAndReorderedDeliveries(t *testing.T) {
 	}
 	report(t, tl, append(subs, pub)...)
 }
+
+// Subscribers joining a channel while two replicas publish into it get a
+// subscribe reply whose offset is exactly where their live stream starts: the
+// first publication after it is offset+1, then no gap, no duplicate. The
+// replicas answer later subscribers from what they delivered (no store read),
+// so this is what proves that position is never behind what the hub already
+// handed out, nor ahead of what the subscriber will get.
+func TestSubscribeWhilePublishing(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	// A subscriber on each replica first: those after it take the path
+	// that answers from the replica's own position.
+	anchors := []*collector{
+		subscribe(t, client(t, c.nodes[0].srv.WS, "json", "anchor0"), "anchor@node0", ch),
+		subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "anchor1"), "anchor@node1", ch),
+	}
+	tl := newTally()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tl.run(anchors[0].sub, "a", time.Millisecond, stop, &wg)
+	tl.run(anchors[1].sub, "b", time.Millisecond, stop, &wg)
+	anchors[0].waitFor(t, "the stream to flow", func() bool { return len(anchors[0].publications()) >= 5 })
+	var late []*collector
+	for i := 0; i < 16; i++ {
+		nd := c.nodes[i%2]
+		name := fmt.Sprintf("late%d@node%d", i, i%2)
+		late = append(late, subscribe(t, client(t, nd.srv.WS, servertest.Protocols[i%2], fmt.Sprintf("late%d", i)), name, ch))
+		time.Sleep(15 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if tl.failed.Load() > 0 {
+		t.Fatalf("%d publishes failed: %v", tl.failed.Load(), tl.errs)
+	}
+	fence(t, tl, anchors[0].sub, append(late, anchors...)...)
+	for _, col := range late {
+		evs := col.subscribedEvents()
+		if len(evs) != 1 || evs[0].StreamPosition == nil {
+			t.Fatalf("%s: subscribed %d times, position %+v", col.name, len(evs), evs)
+		}
+		start := evs[0].StreamPosition.Offset
+		pubs := col.publications()
+		for i, p := range pubs {
+			if p.Offset != start+uint64(i)+1 {
+				t.Fatalf("%s: subscribed at offset %d, publication %d has offset %d (want %d)", col.name, start, i, p.Offset, start+uint64(i)+1)
+			}
+		}
+		t.Logf("%s: subscribed at offset %d, then %d publications in order", col.name, start, len(pubs))
+	}
+	if started := late[0].subscribedEvents()[0].StreamPosition.Offset; started == 0 {
+		t.Fatal("the first late subscriber came before any publication: the test raced nothing")
+	}
+	report(t, tl, anchors...)
+}

@@ -361,6 +361,30 @@ func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte
 	return n.broker.Publish(ctx, channel, pub, message.StreamPosition{})
 }
 
+// SubscribedPosition is the position a new subscription's reply carries in a
+// channel this node is subscribed to (Subscribe returned): what the node has
+// delivered in it so far, with no store round trip. That is exact enough:
+// the subscriber is in the hub before this is read under the channel's lock,
+// and delivery updates the position and hands to the hub under the same
+// lock, so every publication past the returned offset still reaches the
+// subscriber, and none at or before it is owed. One committed but still in
+// flight is delivered live rather than counted in the reply. When the node
+// knows no position (the read at the channel's first subscription failed,
+// or the channel is not ordered), it asks the store.
+func (n *Node) SubscribedPosition(ctx context.Context, channel string) (message.StreamPosition, error) {
+	if n.ordered(channel) {
+		if st := n.state(channel); st != nil {
+			st.mu.Lock()
+			pos, known := message.StreamPosition{Epoch: st.epoch, Offset: st.last}, st.known
+			st.mu.Unlock()
+			if known {
+				return pos, nil
+			}
+		}
+	}
+	return n.store.Position(ctx, channel)
+}
+
 // History reads a channel's history. A Since position with an empty epoch
 // (what the SDKs send for a position the app built itself) matches the
 // stream's current epoch, as in Centrifugo: the epoch check is skipped.

@@ -198,7 +198,7 @@ func (s *Session) streamResult(ctx context.Context, channel string, ns config.Na
 		}
 	} else {
 		var err error
-		if _, pos, err = s.n.History(ctx, channel, store.HistoryOptions{Limit: 0}); err != nil { // position only
+		if pos, err = s.n.SubscribedPosition(ctx, channel); err != nil {
 			return nil, err
 		}
 	}
