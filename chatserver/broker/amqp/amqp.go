@@ -163,6 +163,9 @@ type Broker struct {
 	// lingering are keys still bound on the current session although no
 	// channel uses them any more, with when their last channel left.
 	lingering map[string]time.Time
+	// toBind are keys a Subscribe counted but nobody has bound yet: the
+	// next goroutine to hold subMu binds them all (see Subscribe).
+	toBind map[string]struct{}
 	sess      *session // nil while disconnected
 	lastErr   error    // why the broker is not connected
 	running   bool
@@ -274,6 +277,7 @@ func New(opts Options) (*Broker, error) {
 		subs:      map[string]struct{}{},
 		keys:      map[string]int{},
 		lingering: map[string]time.Time{},
+		toBind:    map[string]struct{}{},
 		probes:    map[string]chan struct{}{},
 		done:      make(chan struct{}),
 	}, nil
@@ -542,8 +546,10 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	for k := range b.keys {
 		keys = append(keys, k)
 	}
-	// The new queue starts without bindings: nothing lingers on it.
+	// The new queue starts without bindings: nothing lingers on it, and
+	// what waited to be bound is in keys.
 	clear(b.lingering)
+	clear(b.toBind)
 	b.mu.Unlock()
 	if err := b.bind(sess, keys); err != nil {
 		return nil, err
@@ -841,10 +847,8 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 	if err := broker.ValidateChannels(channels); err != nil {
 		return err
 	}
-	b.subMu.Lock()
-	defer b.subMu.Unlock()
-	var newKeys []string
 	b.mu.Lock()
+	queued := false
 	for _, ch := range channels {
 		if _, ok := b.subs[ch]; ok {
 			continue
@@ -855,17 +859,36 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 			if _, ok := b.lingering[k]; ok {
 				delete(b.lingering, k) // still bound
 			} else {
-				newKeys = append(newKeys, k)
+				b.toBind[k] = struct{}{}
+				queued = true
 			}
 		}
 		b.keys[k]++
 	}
-	sess := b.sess
 	b.mu.Unlock()
-	if sess == nil || len(newKeys) == 0 {
+	if !queued {
 		return nil
 	}
-	if err := b.bind(sess, newKeys); err != nil {
+	// Group binding: one goroutine at a time binds every key queued so far,
+	// all but the last without waiting for RabbitMQ's reply, so first
+	// subscriptions arriving together (a connect storm) share one round trip
+	// instead of queueing for one each. When this goroutine gets subMu, a
+	// binder before it may have bound this key already: it held subMu until
+	// its binds were answered, so the key is bound either way on return.
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	b.mu.Lock()
+	keys := make([]string, 0, len(b.toBind))
+	for k := range b.toBind {
+		keys = append(keys, k)
+	}
+	clear(b.toBind)
+	sess := b.sess
+	b.mu.Unlock()
+	if sess == nil || len(keys) == 0 {
+		return nil // not connected: the reconnect binds every subscribed key
+	}
+	if err := b.bind(sess, keys); err != nil {
 		// The subscription stays recorded; the reconnect binds it and calls
 		// Resubscribed, so the node recovers from history.
 		b.log.Warn("bind failed; will rebind after reconnecting", "error", err)
@@ -894,6 +917,10 @@ func (b *Broker) Unsubscribe(ctx context.Context, channels ...string) error {
 		b.keys[k]--
 		if b.keys[k] <= 0 {
 			delete(b.keys, k)
+			if _, queued := b.toBind[k]; queued {
+				delete(b.toBind, k) // never bound: nothing to undo
+				continue
+			}
 			if b.sess != nil && b.opts.UnbindLinger > 0 {
 				b.lingering[k] = time.Now()
 			} else {

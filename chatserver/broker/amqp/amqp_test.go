@@ -652,3 +652,54 @@ func TestPublishNodeReachesOnlyThatNode(t *testing.T) {
 		t.Error("PublishNode without a node id: no error")
 	}
 }
+
+// Many first subscriptions at once (a connect storm) are bound in groups;
+// each Subscribe still returns only once its own binding is in place: a
+// publication sent the moment it returns reaches the node. Half the
+// channels are unsubscribed again while others subscribe, so a key queued
+// for binding and dropped before its turn is exercised too.
+func TestConcurrentSubscribesAreBoundOnReturn(t *testing.T) {
+	top := testenv.NewTopology(t)
+	// No lingering: an unsubscribed key is unbound (or never bound) at once.
+	sub := brokertest.Start(t, newBroker(t, top, "", amqp.Options{UnbindLinger: -1}))
+	pub := brokertest.Start(t, newBroker(t, top, "", amqp.Options{}))
+	ctx := ctxFor(t, 30*time.Second)
+	const n = 200
+	chans := make([]string, n)
+	for i := range chans {
+		chans[i] = brokertest.Channel(fmt.Sprintf("storm%d", i))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sub.B.Subscribe(ctx, ch); err != nil {
+				errs <- err
+				return
+			}
+			if i%2 == 1 {
+				errs <- sub.B.Unsubscribe(ctx, ch)
+				return
+			}
+			errs <- pub.B.Publish(ctx, ch, brokertest.Pub(1, ch), message.StreamPosition{Offset: 1, Epoch: "e"})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ch := range chans {
+		if i%2 == 1 {
+			continue
+		}
+		sub.Rec.WaitFor(t, "the publication in "+ch, func() bool { return len(sub.Rec.Events("pub", ch)) == 1 })
+	}
+	if got := sub.B.(*amqp.Broker).Bindings(); got != n/2 {
+		t.Errorf("%d routing keys bound, want %d", got, n/2)
+	}
+}
