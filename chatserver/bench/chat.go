@@ -62,13 +62,14 @@ func Chat(ctx context.Context, o Options, t Target, c ChatConfig) (*ChatResult, 
 		return nil, err
 	}
 	defer f.Close()
-	if res.Connect, err = connectFleet(f); err != nil {
+	if res.Connect, err = connectFleet(t, f); err != nil {
 		return nil, err
 	}
 	if res.Connect.Failed > 0 {
 		return nil, fmt.Errorf("%s chat: %d connections failed: %s", t.Name, res.Connect.Failed, res.Connect.FirstError)
 	}
-	o.logf("%s chat: %d users in %d rooms subscribed in %.1fs (%.0f/s)", t.Name, subs, rooms, res.Connect.Seconds, res.Connect.PerSec)
+	o.logf("%s chat: %d users in %d rooms subscribed in %.1fs (%.0f/s); CPU µs per connection: server %.0f, backing %.0f %v, clients %.0f", t.Name, subs, rooms,
+		res.Connect.Seconds, res.Connect.PerSec, res.Connect.ServerCPUPerConnUs, res.Connect.AuxCPUPerConnUs, res.Connect.AuxPerConnUsByName, res.Connect.ClientCPUPerConnUs)
 	st, err := newStepper(ctx, o, t, f, subs, float64(c.UsersPerRoom), c.Warmup, c.Window, time.Second)
 	if err != nil {
 		return nil, err

@@ -133,10 +133,12 @@ func (r *SuiteResult) chatMarkdown() string {
 				w.PublishRTT.P50Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, byProcess(w.AuxPerPubUsByName), w.verdict())
 		}
 	}
-	p("\n| system | connect/s | connect p99 ms | max sustained pub/s | lost / gaps / dups |\n|---|---|---|---|---|\n")
+	p("\n| system | connect/s | connect p99 ms | CPU µs/connection: server / backing / clients | backing by process | max sustained pub/s | lost / gaps / dups |\n|---|---|---|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		if c := r.Chat[t.Name]; c != nil {
-			p("| %s | %.0f | %.1f | %.0f | %d / %d / %d |\n", t.Name, c.Connect.PerSec, c.Connect.Latency.P99Ms, c.MaxSustainedPubs, c.Lost, c.Gaps, c.Dups)
+			cn := c.Connect
+			p("| %s | %.0f | %.1f | %.0f / %.0f / %.0f | %s | %.0f | %d / %d / %d |\n", t.Name, cn.PerSec, cn.Latency.P99Ms,
+				cn.ServerCPUPerConnUs, cn.AuxCPUPerConnUs, cn.ClientCPUPerConnUs, byProcess(cn.AuxPerConnUsByName), c.MaxSustainedPubs, c.Lost, c.Gaps, c.Dups)
 		}
 	}
 	return s.String()

@@ -207,18 +207,30 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 	}
 	if w.Published > 0 {
 		w.AuxPerPubUs = w.AuxCPUSec * 1e6 / float64(w.Published)
-		for pid, a := range m.aux.ByPID {
-			name := m.auxName[pid]
-			if name == "" {
-				continue
-			}
-			if w.AuxPerPubUsByName == nil {
-				w.AuxPerPubUsByName = map[string]float64{}
-			}
-			w.AuxPerPubUsByName[name] += (a.CPU - prevAux.ByPID[pid].CPU).Seconds() * 1e6 / float64(w.Published)
-		}
+		w.AuxPerPubUsByName = m.byNameSince(prevAux, m.aux, float64(w.Published))
 	}
 	return w, nil
+}
+
+// byName is the backing services' CPU from the last mark to now (aux), in
+// µs per unit (n units), by process name.
+func (m *measurer) byName(now ProcTotals, n float64) map[string]float64 {
+	return m.byNameSince(m.aux, now, n)
+}
+
+func (m *measurer) byNameSince(before, after ProcTotals, n float64) map[string]float64 {
+	var out map[string]float64
+	for pid, a := range after.ByPID {
+		name := m.auxName[pid]
+		if name == "" {
+			continue
+		}
+		if out == nil {
+			out = map[string]float64{}
+		}
+		out[name] += (a.CPU - before.ByPID[pid].CPU).Seconds() * 1e6 / n
+	}
+	return out
 }
 
 func (o Options) fleet(l Layout) (*Fleet, error) {
@@ -240,15 +252,29 @@ type ConnectResult struct {
 	Seconds     float64 `json:"seconds"`
 	PerSec      float64 `json:"perSec"`
 	Latency     Summary `json:"latency"`
+	// CPU per subscribed connection over the connect phase: the servers',
+	// the backing services' (in all and by process name) and the
+	// benchmark clients'. It says where a slower connect rate goes when the
+	// machine's cores are the limit (connects run 100 at a time per worker).
+	ServerCPUPerConnUs float64            `json:"serverCpuPerConnUs,omitempty"`
+	AuxCPUPerConnUs    float64            `json:"auxCpuPerConnUs,omitempty"`
+	AuxPerConnUsByName map[string]float64 `json:"auxCpuPerConnUsByName,omitempty"`
+	ClientCPUPerConnUs float64            `json:"clientCpuPerConnUs,omitempty"`
 }
 
-func connectFleet(f *Fleet) (ConnectResult, error) {
+// connectFleet connects f's clients to t and measures the phase.
+func connectFleet(t Target, f *Fleet) (ConnectResult, error) {
+	m, err := newMeasurer(t, f)
+	if err != nil {
+		return ConnectResult{}, err
+	}
 	start := time.Now()
 	reps, err := f.Do(Command{Op: "connect"})
 	if err != nil {
 		return ConnectResult{}, err
 	}
 	r := ConnectResult{Seconds: time.Since(start).Seconds()}
+	procs, aux, client := ReadProcsLenient(t.PIDs), ReadProcsLenient(m.auxPIDs), ReadProcsLenient(f.PIDs())
 	var lat HistSnapshot
 	for _, rep := range reps {
 		c := rep.Connect
@@ -262,6 +288,12 @@ func connectFleet(f *Fleet) (ConnectResult, error) {
 	}
 	r.Latency = lat.Summary()
 	r.PerSec = float64(r.Subscribed) / r.Seconds
+	if n := float64(r.Subscribed); n > 0 {
+		r.ServerCPUPerConnUs = CPUDelta(m.procs, procs).Seconds() * 1e6 / n
+		r.ClientCPUPerConnUs = CPUDelta(m.client, client).Seconds() * 1e6 / n
+		r.AuxCPUPerConnUs = CPUDelta(m.aux, aux).Seconds() * 1e6 / n
+		r.AuxPerConnUsByName = m.byName(aux, n)
+	}
 	return r, nil
 }
 
@@ -322,7 +354,7 @@ func Idle(ctx context.Context, o Options, t Target, n, rooms int) (*IdleResult, 
 		return nil, err
 	}
 	defer f.Close()
-	if res.Connect, err = connectFleet(f); err != nil {
+	if res.Connect, err = connectFleet(t, f); err != nil {
 		return nil, err
 	}
 	o.logf("%s idle: %d/%d subscribed in %.1fs (%.0f/s)", t.Name, res.Connect.Subscribed, n, res.Connect.Seconds, res.Connect.PerSec)
@@ -429,7 +461,7 @@ func Fanout(ctx context.Context, o Options, t Target, c FanoutConfig) (*FanoutRe
 		return nil, err
 	}
 	defer f.Close()
-	if res.Connect, err = connectFleet(f); err != nil {
+	if res.Connect, err = connectFleet(t, f); err != nil {
 		return nil, err
 	}
 	if res.Connect.Failed > 0 {
@@ -517,7 +549,7 @@ func Reconnect(ctx context.Context, o Options, t Target, clients int, rate float
 		return nil, err
 	}
 	defer f.Close()
-	if res.Connect, err = connectFleet(f); err != nil {
+	if res.Connect, err = connectFleet(t, f); err != nil {
 		return nil, err
 	}
 	if res.Connect.Failed > 0 {
@@ -622,7 +654,7 @@ func Headline(ctx context.Context, o Options, targets []Target, subscribers, pub
 			return nil, err
 		}
 		sides = append(sides, &side{t: t, f: f, weights: PublisherWeights(f.Jobs)})
-		c, err := connectFleet(f)
+		c, err := connectFleet(t, f)
 		if err != nil {
 			return nil, err
 		}
