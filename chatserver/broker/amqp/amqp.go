@@ -165,11 +165,11 @@ type Broker struct {
 	lingering map[string]time.Time
 	// toBind are keys a Subscribe counted but nobody has bound yet: the
 	// next goroutine to hold subMu binds them all (see Subscribe).
-	toBind map[string]struct{}
-	sess      *session // nil while disconnected
-	lastErr   error    // why the broker is not connected
-	running   bool
-	closed    bool
+	toBind  map[string]struct{}
+	sess    *session // nil while disconnected
+	lastErr error    // why the broker is not connected
+	running bool
+	closed  bool
 
 	probeMu sync.Mutex
 	probes  map[string]chan struct{}
