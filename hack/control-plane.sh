@@ -61,19 +61,7 @@ build_k8s_binaries() {
   local minor=${K8S_VERSION#1.}; minor=${minor%%.*}
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  for name in "${missing[@]}"; do
-    if [[ $name == metrics-server ]]; then
-      # metrics-server pins an older k8s.io/* (v0.33 for v0.8.0); required
-      # here it compiles against this release's libraries, which the
-      # programs beside it compile anyway (≈ 4 min less on a fresh machine
-      # than building it in a module of its own).
-      (cd "$WORK" && GOFLAGS=-mod=mod go get "sigs.k8s.io/metrics-server@v$METRICS_SERVER_VERSION" >&2) \
-        || { log "cannot add sigs.k8s.io/metrics-server@v$METRICS_SERVER_VERSION to the Kubernetes module"; exit 1; }
-      pkgs+=("sigs.k8s.io/metrics-server/cmd/metrics-server")
-    else
-      pkgs+=("./cmd/$name")
-    fi
-  done
+  for name in "${missing[@]}"; do pkgs+=("./cmd/$name"); done
   OUT=$(mktemp -d "$DIR/.out.XXXXXX")
   local out=$OUT
   (cd "$WORK" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -ldflags "$ld" -o "$out/" "${pkgs[@]}")
@@ -133,6 +121,15 @@ build_coredns() {
   rm -rf "$w"
 }
 
+build_metrics_server() {
+  [[ -x "$DIR/metrics-server" ]] && return 0
+  log "building metrics-server v$METRICS_SERVER_VERSION"
+  GOBIN="$DIR/.gobin" CGO_ENABLED=0 GOFLAGS=-mod=mod go install -ldflags "-s -w" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@v$METRICS_SERVER_VERSION"
+  mv "$DIR/.gobin/metrics-server" "$DIR/metrics-server"
+  rmdir "$DIR/.gobin"
+}
+
 cleanup() {
   [[ -n "${WORK:-}" ]] && rm -rf "$WORK"
   [[ -n "${OUT:-}" ]] && rm -rf "$OUT"
@@ -143,14 +140,14 @@ trap cleanup EXIT
 programs=(kube-apiserver)
 if [[ $WITH_KCM == 1 ]]; then programs+=(kube-controller-manager); fi
 if [[ $WITH_KUBECTL == 1 ]]; then programs+=(kubectl); fi
-if [[ $WITH_NODE == 1 ]]; then programs+=(kubelet kube-proxy kube-scheduler metrics-server); fi
+if [[ $WITH_NODE == 1 ]]; then programs+=(kubelet kube-proxy kube-scheduler); fi
 
-# etcd and CoreDNS are separate modules with their own dependency versions:
-# they build beside the Kubernetes programs, so their downloads and links
-# overlap its compiles.
+# etcd and the add-ons are separate modules with their own dependency
+# versions: they build beside the Kubernetes programs, so their downloads and
+# links overlap its compiles.
 others() {
   build_etcd
-  if [[ $WITH_NODE == 1 ]]; then build_coredns; fi
+  if [[ $WITH_NODE == 1 ]]; then build_coredns; build_metrics_server; fi
 }
 others &
 others_pid=$!
