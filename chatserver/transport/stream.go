@@ -173,7 +173,14 @@ func (c *streamConn) deliver(ctx context.Context, data []byte) error {
 	case <-in.done:
 		return nil // a disconnect it caused reaches the client on the stream
 	case <-c.gone:
-		return errStreamGone
+		// The read loop answers a frame before a disconnect it caused
+		// closes the stream: a frame that was handled counts as delivered.
+		select {
+		case <-in.done:
+			return nil
+		default:
+			return errStreamGone
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -256,8 +263,15 @@ func (c *streamConn) finish() {
 // readLoop is the stream's read pump: it hands the connect frame, then
 // every emulated frame, to the session, one at a time and in arrival order.
 func (h *Handler) readLoop(c *streamConn, sess *session.Session, first []byte) {
-	handle := func(data []byte) error {
-		if err := sess.HandleFrame(data); err != nil {
+	// handle runs a frame; answered (when set) is called before a
+	// disconnect the frame caused closes the stream, so the emulation
+	// request that carried it gets its answer rather than "session gone".
+	handle := func(data []byte, answered func(error)) error {
+		err := sess.HandleFrame(data)
+		if answered != nil {
+			answered(err)
+		}
+		if err != nil {
 			var d codes.Disconnect
 			if !errors.As(err, &d) {
 				d = codes.DisconnectServerError
@@ -268,15 +282,13 @@ func (h *Handler) readLoop(c *streamConn, sess *session.Session, first []byte) {
 		}
 		return nil
 	}
-	if handle(first) != nil {
+	if handle(first, nil) != nil {
 		return
 	}
 	for {
 		select {
 		case in := <-c.in:
-			err := handle(in.data)
-			in.done <- err
-			if err != nil {
+			if handle(in.data, func(err error) { in.done <- err }) != nil {
 				return
 			}
 		case <-c.gone:
