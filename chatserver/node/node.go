@@ -39,7 +39,13 @@ import (
 // IdempotencyTTL is how long a publish key deduplicates retries.
 const IdempotencyTTL = 5 * time.Minute
 
-const numLocks = 64
+// numLocks shards the per-channel subscribe locks and channel state. A
+// channel's first local subscriber holds its shard's lock through a broker
+// bind and a store read; every other subscribe in the shard waits that long,
+// so in a connect storm the shards must outnumber the channels being bound
+// at once (with 64, a storm into 500 rooms queued subscribers of bound rooms
+// behind binds of others).
+const numLocks = 1024
 
 // Node is one replica. It is safe for concurrent use.
 type Node struct {
