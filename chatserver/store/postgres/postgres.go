@@ -89,6 +89,8 @@ type Store struct {
 	seed string
 	// commit groups appends into shared commits; nil when AppendBatch is 1.
 	commit *committer
+	// admits groups concurrent connection admissions (admit.go).
+	admits admissions
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup

@@ -200,9 +200,11 @@ WHERE channel = $1 AND client = $2
 RETURNING 1`
 
 // AdmitPresence implements store.Presence in one round trip and one
-// (asynchronous) commit: lock, upsert and the conditional undo are pipelined
-// as one implicit transaction. The lock makes the count exact: admissions to the channel
-// run one after another, each seeing the entries the earlier ones committed.
+// (asynchronous) commit, shared with the admissions arriving at the same time
+// (admit.go): lock, upsert and the conditional undo are pipelined as one
+// implicit transaction. The lock makes the count exact: admissions to the
+// channel run one after another, each seeing the entries the earlier ones
+// committed (or, in the same group, wrote before it).
 func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error) {
 	if err := validChannel(channel); err != nil {
 		return false, err
@@ -212,14 +214,7 @@ func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	var admitted bool
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		admitted, err = s.admitOnce(ctx, channel, entry, limit)
-		if !retryable(err) {
-			break
-		}
-	}
+	admitted, err := s.admitGrouped(ctx, channel, entry, limit) // admit.go
 	return admitted, wrapErr("admit presence", err)
 }
 
