@@ -102,8 +102,8 @@ func (s *Store) admitGroup(group []*admitRequest) {
 	undone, err := s.admitBatch(ctx, group)
 	if err != nil {
 		for _, r := range group {
-			admitted, err := s.admitOnce(ctx, r.channel, r.entry, r.limit)
-			r.done <- admitResult{admitted, err}
+			undone, err := s.admitBatch(ctx, []*admitRequest{r})
+			r.done <- admitResult{admitted: err == nil && !undone[0], err: err}
 		}
 		return
 	}

@@ -217,35 +217,3 @@ func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message
 	admitted, err := s.admitGrouped(ctx, channel, entry, limit) // admit.go
 	return admitted, wrapErr("admit presence", err)
 }
-
-func (s *Store) admitOnce(ctx context.Context, channel string, entry message.ClientInfo, limit int) (bool, error) {
-	b := &pgx.Batch{}
-	b.Queue(softCommitSQL)
-	b.Queue(admitLockSQL, channel)
-	b.Queue(addPresenceSQL, channel, entry.Client, entry.User, entry.ConnInfo, entry.ChanInfo, s.opts.PresenceTTL)
-	b.Queue(admitUndoSQL, channel, entry.Client, limit)
-	br := s.pool.SendBatch(ctx, b)
-	var err error
-	for range 3 { // soft commit, lock, upsert
-		if _, err = br.Exec(); err != nil {
-			break
-		}
-	}
-	undone := false
-	if err == nil {
-		var one int
-		switch err = br.QueryRow().Scan(&one); {
-		case err == nil:
-			undone = true
-		case errors.Is(err, pgx.ErrNoRows):
-			err = nil
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, err
-	}
-	return !undone, nil
-}
