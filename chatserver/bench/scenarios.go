@@ -212,12 +212,8 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 	return w, nil
 }
 
-// byName is the backing services' CPU from the last mark to now (aux), in
-// µs per unit (n units), by process name.
-func (m *measurer) byName(now ProcTotals, n float64) map[string]float64 {
-	return m.byNameSince(m.aux, now, n)
-}
-
+// byNameSince is the backing services' CPU from before to after, in µs per
+// unit (n units), by process name.
 func (m *measurer) byNameSince(before, after ProcTotals, n float64) map[string]float64 {
 	var out map[string]float64
 	for pid, a := range after.ByPID {
@@ -292,7 +288,7 @@ func connectFleet(t Target, f *Fleet) (ConnectResult, error) {
 		r.ServerCPUPerConnUs = CPUDelta(m.procs, procs).Seconds() * 1e6 / n
 		r.ClientCPUPerConnUs = CPUDelta(m.client, client).Seconds() * 1e6 / n
 		r.AuxCPUPerConnUs = CPUDelta(m.aux, aux).Seconds() * 1e6 / n
-		r.AuxPerConnUsByName = m.byName(aux, n)
+		r.AuxPerConnUsByName = m.byNameSince(m.aux, aux, n)
 	}
 	return r, nil
 }
