@@ -1,28 +1,21 @@
 package postgres
 
 // Group commit: appends that arrive while earlier ones are being committed
-// are written together in one transaction, so one WAL flush and one round
-// trip acknowledge many publications. Each Append still returns only after
-// the transaction holding its publication committed; nothing is acknowledged
-// early. A commit worker that finds the queue empty commits a lone append at
-// once, so a quiet channel pays no added wait: batches form only from
-// appends that would otherwise queue for a pool connection.
+// are written together in one transaction (batcher.go), so one WAL flush and
+// one round trip acknowledge many publications. Each Append still returns
+// only after the transaction holding its publication committed; nothing is
+// acknowledged early.
 //
-// Order and density: every append in a batch is the same single statement
+// Order and density: every append in a group is the same single statement
 // as a lone append (appendSQL: bump the channel row's top offset under its
 // lock, insert the publication), so offsets stay dense and distinct across
-// replicas. A batch locks channel rows in name order, and appends to one
-// channel keep their arrival order (a stable sort), so two batches, on this
-// replica or another, never wait on each other in a cycle.
+// replicas. The batcher sorts a group by channel, stably, so channel rows
+// are locked in name order and appends to one channel keep their arrival
+// order.
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -47,124 +40,30 @@ const (
 
 // appendReq is one Append waiting for a commit.
 type appendReq struct {
-	ctx     context.Context
 	channel string
 	pub     *message.Publication
 	opts    store.AppendOptions
-	done    chan appendResp // buffered: the worker never blocks on it
 }
 
-type appendResp struct {
-	res store.AppendResult
-	err error
-}
+type committer = batcher[appendReq, store.AppendResult]
 
-// committer owns the queue and the commit workers.
-type committer struct {
-	s        *Store
-	queue    chan *appendReq
-	maxBatch int
-	quit     chan struct{}
-	wg       sync.WaitGroup
-
-	// commits and appends count what the workers wrote (for tests and the
-	// batch-size figure in benchmarks).
-	commits, appends atomic.Int64
-}
+type pendingAppend = pending[appendReq, store.AppendResult]
 
 func newCommitter(s *Store, workers, maxBatch int) *committer {
-	c := &committer{s: s, queue: make(chan *appendReq, 4*maxBatch*workers), maxBatch: maxBatch, quit: make(chan struct{})}
-	for range workers {
-		c.wg.Add(1)
-		go c.work()
-	}
-	return c
+	return newBatcher(workers, maxBatch, func(r appendReq) string { return r.channel }, s.commitGroup)
 }
 
-// stop ends the workers; appends still queued fail as unavailable.
-func (c *committer) stop() {
-	close(c.quit)
-	c.wg.Wait()
-	for {
-		select {
-		case r := <-c.queue:
-			r.done <- appendResp{err: fmt.Errorf("%w: postgres store closed", store.ErrUnavailable)}
-		default:
-			return
-		}
-	}
-}
-
-// append queues one append and waits for its commit (or ctx).
-func (c *committer) append(ctx context.Context, channel string, pub *message.Publication, opts store.AppendOptions) (store.AppendResult, error) {
-	r := &appendReq{ctx: ctx, channel: channel, pub: pub, opts: opts, done: make(chan appendResp, 1)}
-	select {
-	case c.queue <- r:
-	case <-c.quit:
-		return store.AppendResult{}, fmt.Errorf("%w: postgres store closed", store.ErrUnavailable)
-	case <-ctx.Done():
-		return store.AppendResult{}, ctx.Err()
-	}
-	select {
-	case resp := <-r.done:
-		return resp.res, resp.err
-	case <-ctx.Done():
-		// Sent or about to be: it may still commit. Like a lost reply to a
-		// lone append, the publisher was not told it was sent.
-		return store.AppendResult{}, ctx.Err()
-	}
-}
-
-func (c *committer) work() {
-	defer c.wg.Done()
-	batch := make([]*appendReq, 0, c.maxBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case <-c.quit:
-			return
-		case r := <-c.queue:
-			batch = append(batch, r)
-		}
-	drain:
-		for len(batch) < c.maxBatch {
-			select {
-			case r := <-c.queue:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		c.commit(batch)
-	}
-}
-
-// commit writes a batch and answers every request in it.
-func (c *committer) commit(batch []*appendReq) {
-	live := batch[:0:0]
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.done <- appendResp{err: err} // gave up while queued: never sent
-			continue
-		}
-		live = append(live, r)
-	}
-	if len(live) == 0 {
-		return
-	}
-	c.commits.Add(1)
-	c.appends.Add(int64(len(live)))
+// commitGroup writes a group of appends (sorted by channel) and answers each.
+func (s *Store) commitGroup(live []*pendingAppend) {
 	if len(live) == 1 {
 		r := live[0]
-		res, err := c.s.appendOnce(r.ctx, c.s.pool, r.channel, r.pub, r.opts)
-		r.done <- appendResp{res, err}
+		r.answer(s.appendOnce(r.ctx, s.pool, r.q.channel, r.q.pub, r.q.opts))
 		return
 	}
-	slices.SortStableFunc(live, func(a, b *appendReq) int { return cmp.Compare(a.channel, b.channel) })
-	results, missing, err := c.send(live)
+	results, missing, err := s.sendAppends(live)
 	if retryable(err) {
 		// Nothing reached the server (a dead pooled connection): send again.
-		results, missing, err = c.send(live)
+		results, missing, err = s.sendAppends(live)
 	}
 	var pgErr *pgconn.PgError
 	switch {
@@ -174,15 +73,14 @@ func (c *committer) commit(batch []*appendReq) {
 		// back and nothing in it was stored: each append is tried alone and
 		// gets its own answer.
 		for _, r := range live {
-			res, err := c.s.appendOnce(r.ctx, c.s.pool, r.channel, r.pub, r.opts)
-			r.done <- appendResp{res, err}
+			r.answer(s.appendOnce(r.ctx, s.pool, r.q.channel, r.q.pub, r.q.opts))
 		}
 		return
 	default:
 		// The connection failed: whether the commit happened is unknown, as
 		// for a lone append whose reply is lost. Nobody is acknowledged.
 		for _, r := range live {
-			r.done <- appendResp{err: err}
+			r.answer(store.AppendResult{}, err)
 		}
 		return
 	}
@@ -190,31 +88,30 @@ func (c *committer) commit(batch []*appendReq) {
 		if missing[i] {
 			// The channel had no row yet: create it and append alone (once
 			// per channel's life).
-			res, err := c.s.appendOnce(r.ctx, c.s.pool, r.channel, r.pub, r.opts)
-			r.done <- appendResp{res, err}
+			r.answer(s.appendOnce(r.ctx, s.pool, r.q.channel, r.q.pub, r.q.opts))
 			continue
 		}
-		r.done <- appendResp{res: results[i]}
+		r.answer(results[i], nil)
 	}
 }
 
-// send runs the batch's appends as one pipelined implicit transaction: pgx
+// sendAppends runs the group's appends as one pipelined implicit transaction: pgx
 // sends every statement and a single Sync, and PostgreSQL commits them
 // together at the Sync (or none of them). Results are valid only when err is
 // nil, that is after the commit.
-func (c *committer) send(live []*appendReq) (results []store.AppendResult, missing []bool, err error) {
-	ctx, cancel := c.s.opCtx(context.Background())
+func (s *Store) sendAppends(live []*pendingAppend) (results []store.AppendResult, missing []bool, err error) {
+	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
 	b := &pgx.Batch{}
 	for _, r := range live {
-		b.Queue(appendSQL, appendArgs(r.channel, r.pub, r.opts)...)
+		b.Queue(appendSQL, appendArgs(r.q.channel, r.q.pub, r.q.opts)...)
 	}
-	br := c.s.pool.SendBatch(ctx, b)
+	br := s.pool.SendBatch(ctx, b)
 	results = make([]store.AppendResult, len(live))
 	missing = make([]bool, len(live))
 	var firstErr error
 	for i, r := range live {
-		res, err := scanAppended(br.QueryRow(), r.pub)
+		res, err := scanAppended(br.QueryRow(), r.q.pub)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			missing[i] = true
@@ -241,5 +138,5 @@ func (s *Store) GroupCommitStats() (commits, appends int64) {
 	if s.commit == nil {
 		return 0, 0
 	}
-	return s.commit.commits.Load(), s.commit.appends.Load()
+	return s.commit.groups.Load(), s.commit.items.Load()
 }

@@ -90,7 +90,7 @@ type Store struct {
 	// commit groups appends into shared commits; nil when AppendBatch is 1.
 	commit *committer
 	// admits groups concurrent connection admissions (admit.go).
-	admits admissions
+	admits *admitter
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -161,6 +161,7 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.AppendBatch > 1 {
 		s.commit = newCommitter(s, opts.CommitWorkers, opts.AppendBatch)
 	}
+	s.admits = newAdmitter(s)
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -173,7 +174,7 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 // Pool exposes the connection pool (for health checks and tests).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close stops the retention job and closes the pool.
+// Close stops the retention job and the group workers, then closes the pool.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stop()
@@ -181,6 +182,7 @@ func (s *Store) Close() error {
 		if s.commit != nil {
 			s.commit.stop()
 		}
+		s.admits.stop()
 		s.pool.Close()
 	})
 	return nil
@@ -324,7 +326,7 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 		case opts.IdempotencyKey != "":
 			res, err = s.appendIdempotent(ctx, channel, pub, opts)
 		case s.commit != nil:
-			res, err = s.commit.append(ctx, channel, pub, opts)
+			res, err = s.commit.do(ctx, appendReq{channel: channel, pub: pub, opts: opts})
 		default:
 			res, err = s.appendOnce(ctx, s.pool, channel, pub, opts)
 		}

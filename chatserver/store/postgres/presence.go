@@ -214,6 +214,6 @@ func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	admitted, err := s.admitGrouped(ctx, channel, entry, limit) // admit.go
+	admitted, err := s.admits.do(ctx, admitRequest{channel: channel, entry: entry, limit: limit}) // admit.go
 	return admitted, wrapErr("admit presence", err)
 }
