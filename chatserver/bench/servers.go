@@ -20,6 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/parley-chat/parley/chatserver/config"
 )
 
 // Env is what the servers under test need: binaries, a work directory for
@@ -297,13 +299,18 @@ func (e *Env) StartParley(ctx context.Context, name string, n int, distributed b
 
 // CentrifugoConfig is the Centrifugo v6 config the benchmarks run: defaults
 // but for the same namespace rules as Parley's (history 1,000 for ten
-// minutes, recovery, publishing by any client), Prometheus metrics and pprof.
+// minutes, recovery, publishing by any client, Parley's connections-per-user
+// limit), Prometheus metrics and pprof.
 func CentrifugoConfig(port int, secret, redisAddr, redisPrefix string) map[string]any {
 	cfg := map[string]any{
 		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 		"client": map[string]any{
 			"token":           map[string]any{"hmac_secret_key": secret},
 			"allowed_origins": []string{"*"},
+			// Connections per user, as Parley's default limit: both pay for
+			// the check as deployed. Centrifugo's counts one node's
+			// connections (in memory); Parley's counts the cluster's.
+			"user_connection_limit": config.Default().Limits.ConnectionsPerUser,
 		},
 		"channel": map[string]any{
 			// Stream metadata would otherwise stay in the shared Redis for 30 days.
