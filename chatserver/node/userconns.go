@@ -9,9 +9,10 @@ import (
 
 // limits.connectionsPerUser holds across the cluster: every connection of a
 // signed-in user has a presence entry in the user's connections channel, in
-// the store all replicas share. A connection adds its entry, then counts:
-// past the limit it takes its entry back and is refused. Two connections
-// racing on two replicas may then both be refused, never both admitted.
+// the store all replicas share. A connection is admitted, and its entry
+// added, only while the user's other entries number fewer than the limit;
+// the store serialises admissions of one user across replicas, so racing
+// connections on two replicas never both take the last place.
 // Entries are refreshed with the connection's other presence (every ping, batched)
 // and expire with the store's presence TTL, so a replica that dies without
 // cleaning up blocks nobody for longer than that.
@@ -34,7 +35,7 @@ func (n *Node) AdmitConnection(ctx context.Context, info message.ClientInfo) (bo
 		return true, nil
 	}
 	entry := message.ClientInfo{User: info.User, Client: info.Client}
-	// One round trip: the store adds, counts and takes back in one step.
+	// One round trip: the store counts and adds in one step.
 	admitted, err := n.store.AdmitPresence(ctx, userConnsChannel(info.User), entry, limit)
 	if err != nil {
 		return true, fmt.Errorf("count connections of %q: %w", info.User, err)

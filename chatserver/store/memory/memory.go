@@ -389,12 +389,15 @@ func (s *Store) AdmitPresence(ctx context.Context, channel string, entry message
 		m = map[string]presenceEntry{}
 		sh.presence[channel] = m
 	}
-	// As PostgreSQL does: add, count, and take it back when over.
-	m[entry.Client] = presenceEntry{info: entry.Clone(), expires: time.Now().Add(s.presenceTTL)}
-	if len(m) > limit {
-		delete(m, entry.Client)
+	// As PostgreSQL does: count the others; add only below the limit.
+	others := len(m)
+	if _, ok := m[entry.Client]; ok {
+		others--
+	}
+	if others >= limit {
 		return false, nil
 	}
+	m[entry.Client] = presenceEntry{info: entry.Clone(), expires: time.Now().Add(s.presenceTTL)}
 	return true, nil
 }
 

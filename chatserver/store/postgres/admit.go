@@ -6,8 +6,8 @@ package postgres
 // benchmark, the admission was ≈ 170 µs of the replica's CPU and ≈ 60 µs of
 // PostgreSQL's per connection, most of the connect path's cost. Admissions
 // arriving together now go in one pipelined transaction: each still takes
-// its user's lock, adds its entry and takes it back past the limit, in that
-// order, so the count stays exact. The queue and the groups are the
+// its user's lock, then adds its entry only while the others number fewer
+// than the limit, so the count stays exact. The queue and the groups are the
 // batcher's (batcher.go), shared with group commit.
 
 import (
@@ -48,50 +48,46 @@ func newAdmitter(s *Store) *admitter {
 func (s *Store) admitGroup(group []*pendingAdmit) {
 	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
-	undone, err := s.admitBatch(ctx, group)
+	admitted, err := s.admitBatch(ctx, group)
 	if err != nil {
 		for _, r := range group {
-			undone, err := s.admitBatch(ctx, []*pendingAdmit{r})
-			r.answer(err == nil && !undone[0], err)
+			admitted, err := s.admitBatch(ctx, []*pendingAdmit{r})
+			r.answer(err == nil && admitted[0], err)
 		}
 		return
 	}
 	for i, r := range group {
-		r.answer(!undone[i], nil)
+		r.answer(admitted[i], nil)
 	}
 }
 
-// admitBatch queues lock, upsert and conditional undo for every request
-// after the soft-commit setting, and reports which were undone.
+// admitBatch queues the lock and the conditional upsert of every request
+// after the soft-commit setting, and reports which were admitted.
 func (s *Store) admitBatch(ctx context.Context, group []*pendingAdmit) ([]bool, error) {
 	b := &pgx.Batch{}
 	b.Queue(softCommitSQL)
 	for _, p := range group {
 		r := p.q
 		b.Queue(admitLockSQL, r.channel)
-		b.Queue(addPresenceSQL, r.channel, r.entry.Client, r.entry.User, r.entry.ConnInfo, r.entry.ChanInfo, s.opts.PresenceTTL)
-		b.Queue(admitUndoSQL, r.channel, r.entry.Client, r.limit)
+		b.Queue(admitSQL, r.channel, r.entry.Client, r.entry.User, r.entry.ConnInfo, r.entry.ChanInfo, s.opts.PresenceTTL, r.limit)
 	}
 	br := s.pool.SendBatch(ctx, b)
-	undone := make([]bool, len(group))
+	admitted := make([]bool, len(group))
 	_, err := br.Exec()
 	for i := 0; err == nil && i < len(group); i++ {
 		if _, err = br.Exec(); err != nil { // lock
 			break
 		}
-		if _, err = br.Exec(); err != nil { // upsert
-			break
-		}
 		var one int
 		switch err = br.QueryRow().Scan(&one); {
 		case err == nil:
-			undone[i] = true
+			admitted[i] = true
 		case errors.Is(err, pgx.ErrNoRows):
-			err = nil
+			err = nil // refused: the channel holds the limit already
 		}
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return undone, err
+	return admitted, err
 }

@@ -191,17 +191,21 @@ func (s *Store) PresenceStats(ctx context.Context, channel string) (clients, use
 // hash; another channel sharing the hash only waits a little longer).
 const admitLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 7262))`
 
-// admitUndoSQL takes the entry back when the channel now holds more live
-// entries than the limit; it returns a row only when it did.
-const admitUndoSQL = `
-DELETE FROM parley_presence
-WHERE channel = $1 AND client = $2
-  AND (SELECT count(*) FROM parley_presence WHERE channel = $1 AND expires_at > now()) > $3
+// admitSQL adds or refreshes the entry only when fewer than the limit other
+// live entries are in the channel, and returns a row only when it did. Run
+// after admitLockSQL in the same transaction: its snapshot is taken once the
+// lock is held, so it counts every entry the earlier lock holders committed.
+const admitSQL = `
+INSERT INTO parley_presence (channel, client, user_id, conn_info, chan_info, expires_at)
+SELECT $1, $2, $3, $4, $5, now() + $6
+WHERE (SELECT count(*) FROM parley_presence WHERE channel = $1 AND client <> $2 AND expires_at > now()) < $7
+ON CONFLICT (channel, client) DO UPDATE
+SET user_id = EXCLUDED.user_id, conn_info = EXCLUDED.conn_info, chan_info = EXCLUDED.chan_info, expires_at = EXCLUDED.expires_at
 RETURNING 1`
 
 // AdmitPresence implements store.Presence in one round trip and one
 // (asynchronous) commit, shared with the admissions arriving at the same time
-// (admit.go): lock, upsert and the conditional undo are pipelined as one
+// (admit.go): the lock and the conditional upsert are pipelined as one
 // implicit transaction. The lock makes the count exact: admissions to the
 // channel run one after another, each seeing the entries the earlier ones
 // committed (or, in the same group, wrote before it).
