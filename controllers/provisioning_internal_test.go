@@ -59,7 +59,12 @@ type harness struct {
 	rec    *events.FakeRecorder
 	calls  *calls
 	broker struct{ declareErr, deleteErr error }
-	db     struct{ ensureErr, dropErr error }
+	db     struct {
+		ensureErr, dropErr error
+		// duringEnsure, when set, runs inside Ensure (what else happens
+		// while the role is being changed).
+		duringEnsure func()
+	}
 }
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
@@ -106,6 +111,9 @@ func newHarness(t *testing.T, objs ...client.Object) *harness {
 					h.calls.mu.Lock()
 					defer h.calls.mu.Unlock()
 					h.calls.ensures = append(h.calls.ensures, password)
+					if h.db.duringEnsure != nil {
+						h.db.duringEnsure()
+					}
 					if h.db.ensureErr != nil {
 						return pgprov.Result{}, h.db.ensureErr
 					}
@@ -534,5 +542,50 @@ func TestCleanupSuccessReleasesTheCluster(t *testing.T) {
 	}
 	if err := h.c.Get(context.Background(), client.ObjectKeyFromObject(cc), &v1alpha1.ChatCluster{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the cluster is still there (%v)", err)
+	}
+}
+
+// The user changes their chosen password while the operator is applying the
+// previous one: the operator must not write the previous one back over
+// theirs (nor count it as in sync), and its next pass applies theirs.
+func TestAPasswordChangedDuringEnsureIsNotOverwritten(t *testing.T) {
+	mine := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-db", Namespace: testNS,
+		Annotations: map[string]string{AnnotationSecretFor: "team"}}, Data: map[string][]byte{DatabasePasswordKey: []byte("first")}}
+	h := newHarness(t, append(adminSecrets(), teamCluster(v1alpha1.DeletionPolicyRetain, v1alpha1.DeletionPolicyRetain), mine)...)
+	changed := false
+	h.db.duringEnsure = func() {
+		if changed {
+			return
+		}
+		changed = true
+		s := &corev1.Secret{}
+		if err := h.c.Get(context.Background(), client.ObjectKeyFromObject(mine), s); err != nil {
+			t.Error(err)
+			return
+		}
+		s.Data[DatabasePasswordKey] = []byte("second")
+		if err := h.c.Update(context.Background(), s); err != nil {
+			t.Error(err)
+		}
+	}
+	p, err := h.runSteps(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(h.secret(t, "team-db").Data[DatabasePasswordKey]); got != "second" {
+		t.Fatalf("the Secret's password is %q after the pass: the user's change was overwritten", got)
+	}
+	if p.requeueAfter <= 0 || p.requeueAfter > time.Second {
+		t.Errorf("requeue after %v: the user's password should be applied at once", p.requeueAfter)
+	}
+	if _, err := h.runSteps(t); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"first", "second"}; strings.Join(h.calls.ensures, ",") != strings.Join(want, ",") {
+		t.Fatalf("Ensure was called with %q, want %q", h.calls.ensures, want)
+	}
+	sec := h.secret(t, "team-db")
+	if string(sec.Data[DatabasePasswordKey]) != "second" || !strings.Contains(string(sec.Data[naming.DatabaseURIKey]), "second") {
+		t.Fatalf("after the next pass the Secret holds password %q, uri %q", sec.Data[DatabasePasswordKey], sec.Data[naming.DatabaseURIKey])
 	}
 }

@@ -121,7 +121,15 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	for k, v := range res.Credentials.Map() {
 		written[k] = []byte(v)
 	}
+	raced := false
 	if err := r.writeSecret(ctx, p, secretName, func(s *corev1.Secret) {
+		if cur := s.Data[DatabasePasswordKey]; len(cur) > 0 && string(cur) != password {
+			// The user changed the password while the one read above was
+			// applied: writing it back would undo their change (and record
+			// it as in sync). Leave the Secret; the next pass applies theirs.
+			raced = true
+			return
+		}
 		if _, ok := written[naming.CAKey]; !ok {
 			delete(s.Data, naming.CAKey)
 		}
@@ -141,6 +149,10 @@ func (r *ChatClusterReconciler) reconcileDatabase(ctx context.Context, p *pass) 
 	cond := status.DatabaseReady(p.cc.Generation, nil,
 		fmt.Sprintf("%sdatabase %q owned by role %q; credentials in Secret %s", source, names.Name, names.Role, secretName))
 	p.setCondition(cond)
+	if raced {
+		p.requeue(staleRetry)
+		return nil
+	}
 	r.provisioned.synced.record(p.cc, stepDatabase, inputs(written), now, cond)
 	return nil
 }
