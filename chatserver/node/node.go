@@ -336,6 +336,7 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 		// here: data a JSON client cannot carry never enters a JSON room.
 		return store.AppendResult{}, ErrDataNotJSON
 	}
+	start := time.Now()
 	res, err := n.store.Append(ctx, channel, &message.Publication{Data: data, Info: info, Tags: opts.Tags}, store.AppendOptions{
 		HistorySize: ns.History.Size, HistoryTTL: ns.History.TTL.D(),
 		IdempotencyKey: opts.IdempotencyKey, IdempotencyTTL: IdempotencyTTL,
@@ -343,6 +344,7 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 	if err != nil {
 		return store.AppendResult{}, fmt.Errorf("append to %q: %w", channel, err)
 	}
+	n.metrics.AppendSeconds.Observe(time.Since(start).Seconds())
 	if res.Duplicate && !n.ordered(channel) {
 		return res, nil
 	}

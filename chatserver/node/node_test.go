@@ -175,3 +175,39 @@ func TestBrokerSubscriptionFollowsLocalSubscribers(t *testing.T) {
 		t.Fatal("subscriber left behind")
 	}
 }
+
+// Each stored publication is timed in both stages before its publisher is
+// answered (parley_publish_stage_seconds): the store's append and the
+// broker's publish. An ephemeral one (never stored) is in neither.
+func TestPublishStagesAreTimed(t *testing.T) {
+	n, _, _ := subscribedNode(t, "room:stages")
+	ctx := context.Background()
+	for range 3 {
+		if _, err := n.Publish(ctx, "room:stages", []byte(`{}`), nil, node.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.PublishEphemeral(ctx, "room:stages", []byte(`{}`), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	families, err := n.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, f := range families {
+		if f.GetName() != "parley_publish_stage_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					got[l.GetValue()] = m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	if got["append"] != 3 || got["broker"] != 3 {
+		t.Fatalf("stage samples %v, want 3 appends and 3 broker publishes", got)
+	}
+}

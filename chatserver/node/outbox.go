@@ -82,8 +82,10 @@ func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResul
 	if ordered {
 		n.HandlePublication(channel, res.Publication, res.Position)
 	}
+	start := time.Now()
 	err := n.broker.Publish(ctx, channel, res.Publication, res.Position)
 	if err == nil {
+		n.metrics.BrokerPublishSeconds.Observe(time.Since(start).Seconds())
 		return nil
 	}
 	n.metrics.BrokerPublishFailures.Inc()
