@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/message"
-	"github.com/parley-chat/parley/chatserver/store/postgres"
 )
 
 // A connect storm on two replicas: many users, several connections each,
@@ -17,14 +15,7 @@ import (
 // user share groups on both replicas. Each user ends with exactly the limit
 // admitted and stored, and the groups never deadlock one another.
 func TestGroupedAdmissionsStayExact(t *testing.T) {
-	d := testenv.NewDatabase(t, "parley_admit")
-	replicas := []*postgres.Store{
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-	}
-	for _, s := range replicas {
-		defer s.Close()
-	}
+	replicas := twoReplicas(t, "parley_admit")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const users, each, limit = 40, 9, 4

@@ -21,14 +21,7 @@ import (
 // dense and distinct, history must hold exactly what was acknowledged, and each
 // publisher's acknowledged appends must be in its own order.
 func TestGroupCommitAcrossReplicas(t *testing.T) {
-	d := testenv.NewDatabase(t, "parley_groupcommit")
-	replicas := []*postgres.Store{
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-	}
-	for _, s := range replicas {
-		defer s.Close()
-	}
+	replicas := twoReplicas(t, "parley_groupcommit")
 	const channels, publishers, each = 6, 24, 30
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

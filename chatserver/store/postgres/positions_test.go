@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/store"
-	"github.com/parley-chat/parley/chatserver/store/postgres"
 )
 
 // Position reads racing appends on two replicas: each must see every
@@ -22,14 +20,7 @@ import (
 // to group position reads (measured slower twice, dropped): whatever
 // replaces the lone read must pass it.
 func TestPositionsSeeEarlierAppends(t *testing.T) {
-	d := testenv.NewDatabase(t, "parley_positions")
-	replicas := []*postgres.Store{
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-		open(t, d.URL, postgres.Options{MaxConns: 4}),
-	}
-	for _, s := range replicas {
-		defer s.Close()
-	}
+	replicas := twoReplicas(t, "parley_positions")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const channels, appends, readers = 16, 30, 24

@@ -65,6 +65,18 @@ func open(t testing.TB, dsn string, opts postgres.Options) *postgres.Store {
 	return s
 }
 
+// twoReplicas opens two stores on one new database, as two replicas of a
+// cluster would, closed when the test ends.
+func twoReplicas(t *testing.T, database string) []*postgres.Store {
+	t.Helper()
+	d := testenv.NewDatabase(t, database)
+	replicas := []*postgres.Store{open(t, d.URL, postgres.Options{}), open(t, d.URL, postgres.Options{})}
+	for _, s := range replicas {
+		t.Cleanup(func() { _ = s.Close() })
+	}
+	return replicas
+}
+
 func TestContract(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		New: func(t *testing.T, opts storetest.Options) store.Store {
