@@ -9,7 +9,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -215,10 +217,7 @@ func (b *Broker) connect(ctx context.Context) (*session, error) {
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
 	b.mu.Lock()
-	keys := make([]string, 0, len(b.keys))
-	for k := range b.keys {
-		keys = append(keys, k)
-	}
+	keys := slices.Collect(maps.Keys(b.keys))
 	// The new queue starts without bindings: nothing lingers on it, and
 	// what waited to be bound is in keys.
 	clear(b.lingering)

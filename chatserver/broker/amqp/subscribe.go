@@ -5,6 +5,7 @@ package amqp
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -60,12 +61,7 @@ func (b *Broker) Bindings() int {
 func (b *Broker) channels() []string {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	out := make([]string, 0, len(b.subs))
-	for ch := range b.subs {
-		out = append(out, ch)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(b.subs))
 }
 
 func (b *Broker) subscribed(channel string) bool {
@@ -116,10 +112,7 @@ func (b *Broker) Subscribe(ctx context.Context, channels ...string) error {
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
 	b.mu.Lock()
-	keys := make([]string, 0, len(b.toBind))
-	for k := range b.toBind {
-		keys = append(keys, k)
-	}
+	keys := slices.Collect(maps.Keys(b.toBind))
 	clear(b.toBind)
 	sess := b.sess
 	b.mu.Unlock()
