@@ -80,11 +80,10 @@ envtest: ## Build (once, cached) kube-apiserver, etcd and kubectl from source; p
 .PHONY: test
 test: manifests generate fmt vet services helm promtool browser-deps node-deps build ## Unit, envtest, integration and end-to-end tests (chat server with -race; e2e: Parley's image on a real local node).
 	@assets=$$(hack/control-plane.sh --with-kcm --with-kubectl --with-node); echo "KUBEBUILDER_ASSETS=$$assets"; \
-	 echo "== operator module"; \
-	 rc1=0; rc2=0; \
-	 KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... || rc1=$$?; \
-	 echo "== chat server module (-race)"; \
-	 (cd chatserver && go test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...) || rc2=$$?; \
+	 echo "== both modules at once, each line marked: [operator], [chatserver] (-race)"; \
+	 ( KUBEBUILDER_ASSETS=$$assets PARLEY_BIN=$(LOCALBIN) go test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... 2>&1 | sed -u 's/^/[operator] /' ) & op=$$!; \
+	 ( cd chatserver && go test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./... 2>&1 | sed -u 's/^/[chatserver] /' ) & cs=$$!; \
+	 rc1=0; rc2=0; wait $$op || rc1=$$?; wait $$cs || rc2=$$?; \
 	 if [ $$rc1 -ne 0 ] || [ $$rc2 -ne 0 ]; then echo "FAIL: operator module rc=$$rc1, chat server module rc=$$rc2"; exit 1; fi; \
 	 echo "PASS: all packages in both modules"
 
