@@ -112,6 +112,9 @@ func (r *SuiteResult) chatMarkdown() string {
 	if t := r.chatPairTable("parley-2r", "centrifugo-2n", true); t != "" {
 		p("### Parley, 2 replicas (RabbitMQ + PostgreSQL) / Centrifugo, 2 nodes (Redis)\n\n%s\n", t)
 	}
+	if t := r.chatPairTable("parley-2r", DurableCentrifugoTarget, true); t != "" {
+		p("### Parley, 2 replicas / Centrifugo, 2 nodes on a Redis that fsyncs every write (appendfsync always)\n\nBoth acknowledge a publication only once it is on disk; the machine's Redis (above) keeps nothing on disk.\n\n%s\n", t)
+	}
 	if t := r.chatPairTable(BaseTarget, "centrifugo-2n", true); t != "" {
 		p("### Before: the baseline build of Parley / Centrifugo, 2 nodes\n\n%s\n", t)
 	}

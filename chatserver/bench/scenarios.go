@@ -38,7 +38,7 @@ func TargetOf(s *Server) Target {
 	switch s.Backend {
 	case "RabbitMQ + PostgreSQL":
 		t.AuxNames = []string{"beam.smp", "postgres"}
-	case "Redis":
+	case backendRedis, backendDurableRedis:
 		t.AuxNames = []string{"redis-server"}
 	}
 	return t

@@ -143,6 +143,8 @@ func (e *Env) startNode(name, logName string, args []string, extraEnv []string) 
 	}
 	bin := e.ParleyBin
 	switch {
+	case name == "redis-server":
+		bin = "redis-server"
 	case strings.HasPrefix(name, "centrifugo"):
 		bin = e.CentrifugoBin
 	case name == "parley-base":
@@ -331,11 +333,33 @@ func CentrifugoConfig(port int, secret, redisAddr, redisPrefix string) map[strin
 	return cfg
 }
 
+// RedisMode is where a Centrifugo target keeps its history and routes
+// between nodes.
+type RedisMode int
+
+const (
+	// NoRedis: Centrifugo's memory engine (one node).
+	NoRedis RedisMode = iota
+	// SharedRedis: the machine's Redis, as installed here (it keeps nothing
+	// on disk: a restart loses every stream).
+	SharedRedis
+	// DurableRedis: a Redis of the target's own with the append-only file
+	// fsynced before every reply (appendfsync always), so an acknowledged
+	// publication is on disk, as Parley's PostgreSQL commit makes it.
+	DurableRedis
+)
+
+// Backends, as reported and as TargetOf picks the shared services' processes by.
+const (
+	backendRedis        = "Redis"
+	backendDurableRedis = "Redis, appendfsync always"
+)
+
 // StartCentrifugo starts Centrifugo with n nodes: with its Redis engine (keys
 // under a per-run prefix; they expire with the history TTL, metadata within
 // the hour), or a single node
 // with its memory engine.
-func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis bool) (_ *Server, err error) {
+func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, mode RedisMode) (_ *Server, err error) {
 	srv := &Server{Name: name, Kind: "centrifugo", Backend: "memory"}
 	defer func() {
 		if err != nil {
@@ -343,9 +367,15 @@ func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis boo
 		}
 	}()
 	redisAddr := ""
-	if redis {
-		srv.Backend = "Redis"
+	switch mode {
+	case SharedRedis:
+		srv.Backend = backendRedis
 		redisAddr = e.RedisAddr
+	case DurableRedis:
+		srv.Backend = backendDurableRedis
+		if redisAddr, err = e.startDurableRedis(ctx, srv); err != nil {
+			return nil, err
+		}
 	}
 	for i := 0; i < n; i++ {
 		port, err := freePort()
@@ -374,6 +404,72 @@ func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, redis boo
 		}
 	}
 	return srv, nil
+}
+
+// startDurableRedis starts the Redis a DurableRedis target uses, on a free
+// port with its files under the run's directory, and has srv stop it and
+// remove them. Only that target's Centrifugo nodes use it, so its CPU in the
+// backing services' column is theirs (the machine's Redis idles meanwhile).
+func (e *Env) startDurableRedis(ctx context.Context, srv *Server) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(e.Dir, srv.Name+"-redis")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	node, err := e.startNode("redis-server", srv.Name+"-redis", []string{
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--daemonize", "no",
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+	}, nil)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", err
+	}
+	srv.cleanup = append(srv.cleanup, func() {
+		_ = node.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-node.exited:
+		case <-time.After(20 * time.Second):
+			_ = node.cmd.Process.Kill()
+			<-node.exited
+		}
+		_ = os.RemoveAll(dir)
+	})
+	if err := waitRedis(ctx, node, addr, 30*time.Second); err != nil {
+		return "", fmt.Errorf("durable redis: %w", err)
+	}
+	return addr, nil
+}
+
+// waitRedis polls addr with PING until Redis answers PONG, the process exits
+// or the timeout passes.
+func waitRedis(ctx context.Context, n *Node, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-n.exited:
+			tail, _ := os.ReadFile(n.LogPath)
+			return fmt.Errorf("redis-server exited: %s", lastLines(string(tail), 15))
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			buf := make([]byte, 7)
+			_, werr := c.Write([]byte("PING\r\n"))
+			k, rerr := io.ReadFull(c, buf)
+			c.Close()
+			if werr == nil && rerr == nil && string(buf[:k]) == "+PONG\r\n" {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no PONG from %s within %s", addr, timeout)
 }
 
 func declareExchanges(ctx context.Context, uri, kind, topic, control string) error {

@@ -22,6 +22,13 @@ var AllTargets = []string{"parley-2r", "centrifugo-2n", "parley-1", "centrifugo-
 // measured in the same run.
 const BaseTarget = "parley-2r-base"
 
+// DurableCentrifugoTarget is Centrifugo with 2 nodes on a Redis that fsyncs
+// its append-only file before every reply: history as durable as Parley's,
+// which commits to PostgreSQL before it acknowledges. The machine's Redis
+// (centrifugo-2n) keeps nothing on disk. Not in AllTargets: name it in
+// -targets.
+const DurableCentrifugoTarget = "centrifugo-2n-aof"
+
 // AllScenarios in the order the suite runs them.
 var AllScenarios = []string{"headline", "fanout", "chat", "idle", "reconnect"}
 
@@ -173,11 +180,13 @@ func (c SuiteConfig) start(ctx context.Context, name string) (*Server, error) {
 	case "parley-1":
 		return c.Env.StartParley(ctx, name, 1, false)
 	case "centrifugo-2n":
-		return c.Env.StartCentrifugo(ctx, name, 2, true)
+		return c.Env.StartCentrifugo(ctx, name, 2, SharedRedis)
+	case DurableCentrifugoTarget:
+		return c.Env.StartCentrifugo(ctx, name, 2, DurableRedis)
 	case "centrifugo-1":
-		return c.Env.StartCentrifugo(ctx, name, 1, false)
+		return c.Env.StartCentrifugo(ctx, name, 1, NoRedis)
 	}
-	return nil, fmt.Errorf("unknown target %q (want one of %s)", name, strings.Join(AllTargets, ", "))
+	return nil, fmt.Errorf("unknown target %q (want one of %s, %s, %s)", name, strings.Join(AllTargets, ", "), BaseTarget, DurableCentrifugoTarget)
 }
 
 // RunSuite runs every scenario against every target, a fresh server per
@@ -211,7 +220,10 @@ func RunSuite(ctx context.Context, c SuiteConfig) *SuiteResult {
 		info.Nodes, info.Backend = 1, "memory"
 		if strings.HasSuffix(name, "-2r") || strings.HasSuffix(name, "-2n") || name == BaseTarget {
 			info.Nodes = 2
-			info.Backend = map[string]string{"parley": "RabbitMQ + PostgreSQL", "centrifugo": "Redis"}[info.Kind]
+			info.Backend = map[string]string{"parley": "RabbitMQ + PostgreSQL", "centrifugo": backendRedis}[info.Kind]
+		}
+		if name == DurableCentrifugoTarget {
+			info.Nodes, info.Backend = 2, backendDurableRedis
 		}
 		res.Targets = append(res.Targets, info)
 	}
