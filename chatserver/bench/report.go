@@ -453,10 +453,25 @@ type OperatorScale struct {
 	ResyncReconciles   float64        `json:"resyncReconciles"`
 	ResyncWrites       float64        `json:"resyncWrites"`
 	ResyncWritesByKind map[string]int `json:"resyncWritesByKind,omitempty"`
+	ResyncReads        float64        `json:"resyncReads"`
+	ResyncReadsByKind  map[string]int `json:"resyncReadsByKind,omitempty"`
+	CreateWrites       float64        `json:"createWrites"`
+	CreateWritesByKind map[string]int `json:"createWritesByKind,omitempty"`
+	CreateGets         float64        `json:"createGets"`
+	CreateGetsByKind   map[string]int `json:"createGetsByKind,omitempty"`
 	ResyncP50Ms        float64        `json:"resyncReconcileP50Ms"`
 	ResyncP99Ms        float64        `json:"resyncReconcileP99Ms"`
 	OperatorRSSMB      float64        `json:"operatorRssMB"`
 	OperatorCPUSec     float64        `json:"operatorCpuSec"`
+}
+
+// byKind renders counts by kind as " kind=n ..." in name order.
+func byKind(m map[string]int) string {
+	out := ""
+	for _, k := range sortedStrings(m) {
+		out += fmt.Sprintf(" %s=%d", k, m[k])
+	}
+	return out
 }
 
 // OperatorMarkdown renders the operator-at-scale section.
@@ -472,12 +487,10 @@ func (s *OperatorScale) OperatorMarkdown() string {
 	p("| creating the %d ChatClusters took | %.1f s |\n", s.Clusters, s.CreateSec)
 	p("| until every child of every cluster existed | **%.1f s** |\n", s.AllChildrenSec)
 	p("| reconciles while creating; p50 / p99 | %.0f; %.1f / %.1f ms |\n", s.ReconcileCount, s.ReconcileP50Ms, s.ReconcileP99Ms)
+	p("| API writes / GETs while creating | %.0f%s / %.0f%s |\n", s.CreateWrites, byKind(s.CreateWritesByKind), s.CreateGets, byKind(s.CreateGetsByKind))
 	p("| idle resync window; reconciles in it; p50 / p99 | %.0f s; %.0f; %.1f / %.1f ms |\n", s.ResyncSec, s.ResyncReconciles, s.ResyncP50Ms, s.ResyncP99Ms)
-	kinds := ""
-	for _, k := range sortedStrings(s.ResyncWritesByKind) {
-		kinds += fmt.Sprintf(" %s=%d", k, s.ResyncWritesByKind[k])
-	}
-	p("| API writes during the idle resync (goal 0) | **%.0f**%s |\n", s.ResyncWrites, kinds)
+	p("| API writes during the idle resync (goal 0) | **%.0f**%s |\n", s.ResyncWrites, byKind(s.ResyncWritesByKind))
+	p("| API reads (GET, LIST: cache misses) during the idle resync | %.0f%s |\n", s.ResyncReads, byKind(s.ResyncReadsByKind))
 	p("| operator RSS after the resync | %.1f MB |\n", s.OperatorRSSMB)
 	p("| operator CPU during the resync window | %.2f s |\n\n", s.OperatorCPUSec)
 	return b.String()

@@ -39,4 +39,12 @@ apiserver_request_total{code="200",component="apiserver",group="coordination.k8s
 	if len(got) != 2 || got["deployments"] != 7 || got["chatclusters/status"] != 3 {
 		t.Fatalf("write counts %v", got)
 	}
+	reads := readCounts(fams)
+	if len(reads) != 1 || reads["LIST deployments"] != 99 {
+		t.Fatalf("read counts %v", reads)
+	}
+	total, by := delta(map[string]float64{"GET secrets": 5, "LIST deployments": 1}, map[string]float64{"GET secrets": 9, "LIST deployments": 4, "GET services": 2}, "GET ")
+	if total != 6 || len(by) != 2 || by["GET secrets"] != 4 || by["GET services"] != 2 {
+		t.Fatalf("delta of GETs = %v %v", total, by)
+	}
 }

@@ -139,16 +139,32 @@ func reconcileErrors(b *testing.B, url string) float64 {
 // writeVerbs are the API verbs that change state.
 var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "DELETECOLLECTION": true, "APPLY": true, "CREATE": true, "UPDATE": true}
 
+// readVerbs are the API verbs that read (a WATCH is long-running: counted
+// once when it starts, so left out).
+var readVerbs = map[string]bool{"GET": true, "LIST": true}
+
 // writeCounts sums apiserver_request_total over write verbs by
 // resource[/subresource], leaving out the API server's own lease renewals.
 func writeCounts(fams map[string]*dto.MetricFamily) map[string]float64 {
+	return requestCounts(fams, writeVerbs)
+}
+
+// readCounts is writeCounts for GET and LIST, keyed "VERB resource": the
+// operator's GETs are reads that miss its cache (uncached Secrets, the API
+// reader), each paying the client's rate limit as a write does.
+func readCounts(fams map[string]*dto.MetricFamily) map[string]float64 {
+	return requestCounts(fams, readVerbs)
+}
+
+func requestCounts(fams map[string]*dto.MetricFamily, verbs map[string]bool) map[string]float64 {
+	_, reads := verbs["GET"]
 	out := map[string]float64{}
 	f := fams["apiserver_request_total"]
 	if f == nil {
 		return out
 	}
 	for _, m := range f.GetMetric() {
-		if !writeVerbs[strings.ToUpper(label(m, "verb"))] {
+		if !verbs[strings.ToUpper(label(m, "verb"))] {
 			continue
 		}
 		res := label(m, "resource")
@@ -158,13 +174,23 @@ func writeCounts(fams map[string]*dto.MetricFamily) map[string]float64 {
 		if sub := label(m, "subresource"); sub != "" {
 			res += "/" + sub
 		}
+		if reads {
+			res = strings.ToUpper(label(m, "verb")) + " " + res
+		}
 		out[res] += m.GetCounter().GetValue()
 	}
 	return out
 }
 
-// apiWrites scrapes the API server's request counters as an administrator.
+// apiWrites scrapes the API server's write counters as an administrator.
 func apiWrites(b *testing.B, cfg *rest.Config) map[string]float64 {
+	b.Helper()
+	w, _ := apiRequests(b, cfg)
+	return w
+}
+
+// apiRequests scrapes the API server's write and read counters.
+func apiRequests(b *testing.B, cfg *rest.Config) (writes, reads map[string]float64) {
 	b.Helper()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -178,7 +204,7 @@ func apiWrites(b *testing.B, cfg *rest.Config) map[string]float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return writeCounts(fams)
+	return writeCounts(fams), readCounts(fams)
 }
 
 func procRSS(b *testing.B, pid int) int64 {

@@ -71,6 +71,16 @@ type Result struct {
 	ResyncReconciles   float64        `json:"resyncReconciles"`
 	ResyncWrites       float64        `json:"resyncWrites"`
 	ResyncWritesByKind map[string]int `json:"resyncWritesByKind,omitempty"`
+	// Reads that reached the API server (GET, LIST) in the same window: each
+	// waits for the operator's client rate limit as a write does.
+	ResyncReads       float64        `json:"resyncReads"`
+	ResyncReadsByKind map[string]int `json:"resyncReadsByKind,omitempty"`
+	// API requests from the first ChatCluster created until every child
+	// existed. GETs only: the benchmark's own polling LISTs.
+	CreateWrites       float64        `json:"createWrites"`
+	CreateWritesByKind map[string]int `json:"createWritesByKind,omitempty"`
+	CreateGets         float64        `json:"createGets"`
+	CreateGetsByKind   map[string]int `json:"createGetsByKind,omitempty"`
 	ResyncP50Ms        float64        `json:"resyncReconcileP50Ms"`
 	ResyncP99Ms        float64        `json:"resyncReconcileP99Ms"`
 	OperatorRSSMB      float64        `json:"operatorRssMB"`
@@ -193,6 +203,7 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 	}
 	res.Children = len(wanted)
 
+	createWritesBefore, createReadsBefore := apiRequests(b, cfg)
 	start := time.Now()
 	parallel(b, names, func(t types2) error {
 		return c.Create(ctx, &v1alpha1.ChatCluster{ObjectMeta: metav1.ObjectMeta{Name: t.name, Namespace: t.ns}})
@@ -217,6 +228,9 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 		time.Sleep(500 * time.Millisecond)
 	}
 	res.AllChildrenSec = time.Since(start).Seconds()
+	createWritesAfter, createReadsAfter := apiRequests(b, cfg)
+	res.CreateWrites, res.CreateWritesByKind = delta(createWritesBefore, createWritesAfter, "")
+	res.CreateGets, res.CreateGetsByKind = delta(createReadsBefore, createReadsAfter, "GET ")
 	created := scrape(b, metricsURL)
 	res.ReconcileCount = created.count
 	res.ReconcileP50Ms = created.quantile(0.5) * 1000
@@ -228,21 +242,16 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 	// settle, then watch one full resync period with nothing changing.
 	settleUntilQuiet(b, cfg, 15*time.Second, 5*time.Minute)
 	before := scrape(b, metricsURL)
-	writesBefore := apiWrites(b, cfg)
+	writesBefore, readsBefore := apiRequests(b, cfg)
 	cpuBefore := procCPU(cmd.Process.Pid)
 	window := resync + 20*time.Second
 	time.Sleep(window)
 	after := scrape(b, metricsURL)
-	writesAfter := apiWrites(b, cfg)
+	writesAfter, readsAfter := apiRequests(b, cfg)
 	res.ResyncSec = window.Seconds()
 	res.ResyncReconciles = after.count - before.count
-	res.ResyncWritesByKind = map[string]int{}
-	for k, v := range writesAfter {
-		if d := v - writesBefore[k]; d > 0 {
-			res.ResyncWritesByKind[k] = int(d)
-			res.ResyncWrites += d
-		}
-	}
+	res.ResyncWrites, res.ResyncWritesByKind = delta(writesBefore, writesAfter, "")
+	res.ResyncReads, res.ResyncReadsByKind = delta(readsBefore, readsAfter, "")
 	idle := after.minus(before)
 	res.ResyncP50Ms, res.ResyncP99Ms = idle.quantile(0.5)*1000, idle.quantile(0.99)*1000
 	res.OperatorCPUSec = procCPU(cmd.Process.Pid) - cpuBefore
@@ -251,6 +260,21 @@ func run(b *testing.B, n, namespaces int, resync time.Duration) Result {
 		b.Errorf("only %.0f reconciles in the %v resync window for %d clusters", res.ResyncReconciles, window, n)
 	}
 	return res
+}
+
+// delta is after - before per key (only keys with the prefix), and its total.
+func delta(before, after map[string]float64, prefix string) (float64, map[string]int) {
+	total, by := 0.0, map[string]int{}
+	for k, v := range after {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		if d := v - before[k]; d > 0 {
+			by[k] = int(d)
+			total += d
+		}
+	}
+	return total, by
 }
 
 // startControlPlane is testenv.StartControlPlane with a Service IP range
