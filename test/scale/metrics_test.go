@@ -171,6 +171,9 @@ func requestCounts(fams map[string]*dto.MetricFamily, verbs map[string]bool) map
 		if res == "leases" {
 			continue
 		}
+		if res == "" {
+			res = "(non-resource: discovery, /metrics)"
+		}
 		if sub := label(m, "subresource"); sub != "" {
 			res += "/" + sub
 		}
