@@ -261,7 +261,7 @@ func (r *SuiteResult) MarkdownWith(plotFile, analysis string, profileTops map[st
 	}
 	p("%s\n", strings.Join(sys, "; "))
 
-	p("\n## How to reproduce\n\n```sh\nmake bench            # Go benchmarks, then hack/bench.sh: everything below\nmake bench-quick      # 2 minutes: the many-rooms tables only (BENCH_BASE=<git rev> adds that build as parley-2r-base)\n")
+	p("\n## How to reproduce\n\n```sh\nmake bench            # Go benchmarks, then hack/bench.sh: everything below\nmake bench-quick      # 2 minutes: the many-rooms tables only (BENCH_BASE=<git rev> adds that build as parley-2r-base)\n# beside a Centrifugo as durable as Parley (a Redis of its own, appendfsync always):\nBENCH_FLAGS=\"-targets parley-2r,centrifugo-2n,centrifugo-2n-aof\" make bench-quick\n")
 	p("# the operator at scale (PARLEY_SCALE_CLUSTERS=1000 by default):\n")
 	p("KUBEBUILDER_ASSETS=$(hack/control-plane.sh) PARLEY_SCALE_OUT=$PWD/artifacts go test -run '^$' -bench . -benchtime 1x ./test/scale/\n")
 	p("# the chat scenarios, exactly as this run:\nbin/%s\n", r.Command)
