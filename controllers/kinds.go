@@ -76,6 +76,15 @@ func (k *optionalKinds) available(gvk schema.GroupVersionKind) bool {
 	return k.present[gvk]
 }
 
+// absent reports whether gvk is one of the tracked kinds and did not exist at
+// the last check: then no object of it can exist either.
+func (k *optionalKinds) absent(gvk schema.GroupVersionKind) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	present, tracked := k.present[gvk]
+	return tracked && !present
+}
+
 // check asks discovery about every kind and returns those that appeared
 // since the last check. A failed discovery keeps the last answer.
 func (k *optionalKinds) check(ctx context.Context) (appeared []schema.GroupVersionKind) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sync"
 	"time"
 
@@ -191,6 +192,14 @@ func (r *ChatClusterReconciler) updateUncached(ctx context.Context, obj client.O
 // deleteChild removes an optional child the spec no longer asks for, if this
 // ChatCluster controls it.
 func (r *ChatClusterReconciler) deleteChild(ctx context.Context, p *pass, obj client.Object) error {
+	if u, ok := obj.(*unstructured.Unstructured); ok && r.optional.absent(u.GroupVersionKind()) {
+		// The kind's CRD is not installed, so there is nothing to delete.
+		// Asking anyway costs every pass a live read whose REST mapping
+		// miss goes to discovery under the client's lock, serialising all
+		// workers: with 1,000 clusters that made every reconcile wait
+		// ~800 ms (test/scale, 2026-12-04).
+		return nil
+	}
 	err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 	switch {
 	case meta.IsNoMatchError(err), apierrors.IsNotFound(err):
