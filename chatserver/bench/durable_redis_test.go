@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"net"
 	"os"
 	"os/exec"
@@ -20,9 +19,7 @@ func TestDurableRedisFsyncsEveryWriteAndStops(t *testing.T) {
 	e := &Env{Dir: t.TempDir()}
 	srv := &Server{Name: "centrifugo-2n-aof-test"}
 	defer srv.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	addr, err := e.startDurableRedis(ctx, srv)
+	addr, err := e.startDurableRedis(srv)
 	if err != nil {
 		t.Fatal(err)
 	}

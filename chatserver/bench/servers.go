@@ -106,12 +106,7 @@ func (s *Server) Stop() {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, n := range s.Nodes {
-		select {
-		case <-n.exited:
-		case <-time.After(20 * time.Second):
-			_ = n.cmd.Process.Kill()
-			<-n.exited
-		}
+		n.awaitExit(20 * time.Second)
 	}
 	for i := len(s.cleanup) - 1; i >= 0; i-- {
 		s.cleanup[i]()
@@ -167,8 +162,19 @@ func (e *Env) startNode(name, logName string, args []string, extraEnv []string) 
 	return n, nil
 }
 
-// waitHTTP polls url until it answers 200, the node exits or the timeout passes.
-func waitHTTP(n *Node, url string, timeout time.Duration) error {
+// awaitExit waits for a signalled node to exit, killing it after grace.
+func (n *Node) awaitExit(grace time.Duration) {
+	select {
+	case <-n.exited:
+	case <-time.After(grace):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+}
+
+// waitReady polls ready every 100 ms until it holds, the node exits or the
+// timeout passes; the errors end with the node's log.
+func waitReady(n *Node, what string, timeout time.Duration, ready func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
@@ -177,18 +183,26 @@ func waitHTTP(n *Node, url string, timeout time.Duration) error {
 			return fmt.Errorf("server exited: %s", lastLines(string(tail), 15))
 		default:
 		}
-		resp, err := http.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if ready() {
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	tail, _ := os.ReadFile(n.LogPath)
-	return fmt.Errorf("%s not ready within %v: %s", url, timeout, lastLines(string(tail), 15))
+	return fmt.Errorf("%s not ready within %v: %s", what, timeout, lastLines(string(tail), 15))
+}
+
+// waitHTTP waits until url answers 200.
+func waitHTTP(n *Node, url string, timeout time.Duration) error {
+	return waitReady(n, url, timeout, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 func lastLines(s string, n int) string {
@@ -373,7 +387,7 @@ func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, mode Redi
 		redisAddr = e.RedisAddr
 	case DurableRedis:
 		srv.Backend = backendDurableRedis
-		if redisAddr, err = e.startDurableRedis(ctx, srv); err != nil {
+		if redisAddr, err = e.startDurableRedis(srv); err != nil {
 			return nil, err
 		}
 	}
@@ -410,7 +424,7 @@ func (e *Env) StartCentrifugo(ctx context.Context, name string, n int, mode Redi
 // port with its files under the run's directory, and has srv stop it and
 // remove them. Only that target's Centrifugo nodes use it, so its CPU in the
 // backing services' column is theirs (the machine's Redis idles meanwhile).
-func (e *Env) startDurableRedis(ctx context.Context, srv *Server) (string, error) {
+func (e *Env) startDurableRedis(srv *Server) (string, error) {
 	port, err := freePort()
 	if err != nil {
 		return "", err
@@ -430,46 +444,31 @@ func (e *Env) startDurableRedis(ctx context.Context, srv *Server) (string, error
 	}
 	srv.cleanup = append(srv.cleanup, func() {
 		_ = node.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-node.exited:
-		case <-time.After(20 * time.Second):
-			_ = node.cmd.Process.Kill()
-			<-node.exited
-		}
+		node.awaitExit(20 * time.Second)
 		_ = os.RemoveAll(dir)
 	})
-	if err := waitRedis(ctx, node, addr, 30*time.Second); err != nil {
+	if err := waitRedis(node, addr, 30*time.Second); err != nil {
 		return "", fmt.Errorf("durable redis: %w", err)
 	}
 	return addr, nil
 }
 
-// waitRedis polls addr with PING until Redis answers PONG, the process exits
-// or the timeout passes.
-func waitRedis(ctx context.Context, n *Node, addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-n.exited:
-			tail, _ := os.ReadFile(n.LogPath)
-			return fmt.Errorf("redis-server exited: %s", lastLines(string(tail), 15))
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
+// waitRedis waits until Redis at addr answers PING with PONG.
+func waitRedis(n *Node, addr string, timeout time.Duration) error {
+	return waitReady(n, "redis-server at "+addr, timeout, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			buf := make([]byte, 7)
-			_, werr := c.Write([]byte("PING\r\n"))
-			k, rerr := io.ReadFull(c, buf)
-			c.Close()
-			if werr == nil && rerr == nil && string(buf[:k]) == "+PONG\r\n" {
-				return nil
-			}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 7)
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("no PONG from %s within %s", addr, timeout)
+		_, err = io.ReadFull(c, buf)
+		return err == nil && string(buf) == "+PONG\r\n"
+	})
 }
 
 func declareExchanges(ctx context.Context, uri, kind, topic, control string) error {
