@@ -14,15 +14,15 @@ import (
 
 	"github.com/centrifugal/centrifuge-go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/broker"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/servertest"
 	"github.com/parley-chat/parley/chatserver/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+func TestMain(m *testing.M) { leakcheck.Main(m, servertest.LeakOptions()...) }
 
 var channelSeq int
 

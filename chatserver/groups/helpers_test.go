@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/centrifugal/protocol"
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+func TestMain(m *testing.M) { leakcheck.Main(m, servertest.LeakOptions()...) }
 
 // conn is a raw JSON connection of one user ("" for anonymous).
 type conn struct {

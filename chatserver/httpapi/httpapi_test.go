@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/centrifugal/centrifuge-go"
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+func TestMain(m *testing.M) { leakcheck.Main(m, servertest.LeakOptions()...) }
 
 func call(t *testing.T, method, url, key, body string) (int, string) {
 	t.Helper()

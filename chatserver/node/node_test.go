@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/centrifugal/protocol"
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	brokermemory "github.com/parley-chat/parley/chatserver/broker/memory"
@@ -19,7 +19,7 @@ import (
 	storememory "github.com/parley-chat/parley/chatserver/store/memory"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // recorder is a local subscriber that decodes what the hub hands it.
 type recorder struct {

@@ -16,13 +16,13 @@ import (
 	"time"
 
 	"github.com/centrifugal/centrifuge-go"
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/config"
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+func TestMain(m *testing.M) { leakcheck.Main(m, servertest.LeakOptions()...) }
 
 // SIGTERM (context cancel): clients are told to reconnect (3001 shutdown),
 // spread over time, the server drains and every goroutine ends (goleak).

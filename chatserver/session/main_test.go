@@ -3,9 +3,9 @@ package session_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, servertest.LeakOptions()...) }
+func TestMain(m *testing.M) { leakcheck.Main(m, servertest.LeakOptions()...) }

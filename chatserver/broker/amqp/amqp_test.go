@@ -12,17 +12,17 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/broker/amqp"
 	"github.com/parley-chat/parley/chatserver/broker/brokertest"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
 	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/message"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestContract(t *testing.T) {
 	brokertest.Run(t, brokertest.Harness{

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/broker/brokertest"
@@ -12,7 +12,7 @@ import (
 	"github.com/parley-chat/parley/chatserver/message"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestContract(t *testing.T) {
 	brokertest.Run(t, brokertest.Harness{

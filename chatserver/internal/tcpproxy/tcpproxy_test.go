@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // echoServer echoes lines back until the listener closes.
 func echoServer(t *testing.T) string { return prefixServer(t, "") }

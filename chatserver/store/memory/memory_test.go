@@ -3,14 +3,14 @@ package memory_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 
 	"github.com/parley-chat/parley/chatserver/store"
 	"github.com/parley-chat/parley/chatserver/store/memory"
 	"github.com/parley-chat/parley/chatserver/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestContract(t *testing.T) {
 	t.Parallel()

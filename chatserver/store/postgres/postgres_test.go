@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/parley-chat/parley/chatserver/internal/leakcheck"
 	"github.com/parley-chat/parley/chatserver/internal/tcpproxy"
 	"github.com/parley-chat/parley/chatserver/internal/testenv"
 	"github.com/parley-chat/parley/chatserver/message"
@@ -40,8 +39,8 @@ func TestMain(m *testing.M) {
 	}
 	cancel()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
+		if err := leakcheck.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "leakcheck:", err)
 			code = 1
 		}
 	}
