@@ -136,14 +136,21 @@ func PIDsByName(names ...string) ([]int, error) {
 // only long-lived processes exactly: enough for a server's connection
 // processes during a benchmark, which live as long as its pool.
 func CPU(name string) time.Duration {
+	cpu, _ := Times(name)
+	return cpu
+}
+
+// Times is CPU with its system (kernel) part: for PostgreSQL that part is
+// mostly writing and flushing WAL, which no change to the SQL can shrink.
+func Times(name string) (cpu, sys time.Duration) {
 	pids, _ := PIDsByName(name)
-	var total time.Duration
 	for _, pid := range pids {
 		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			if cpu, err := ParseStat(stat); err == nil {
-				total += cpu
+			if u, s, err := ParseStatSplit(stat); err == nil {
+				cpu += u + s
+				sys += s
 			}
 		}
 	}
-	return total
+	return cpu, sys
 }
