@@ -140,20 +140,32 @@ helm-lint: helm ## Lint the Helm chart.
 
 ##@ Tools
 
+# The tools are go.mod's tool directives, built in this module's dependency
+# graph with cgo off like everything else here, so the Kubernetes libraries
+# they share with the operator compile once. With an empty build cache,
+# controller-gen + vet + helm + promtool + the manager took 470 CPU-seconds
+# this way against 672 with each tool in its own graph (go install tool@version).
+# tool-version fails when go.mod requires another version than the pin.
+define tool-version
+@v=$$(go list -m -f '{{.Version}}' $(1)); if [ "$$v" != "$(2)" ]; then \
+	  echo "go.mod requires $(1) $$v but the Makefile pins $(2): run go get -tool <its command>@$(2), or change the pin"; exit 1; fi
+endef
+
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen into bin/.
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
-	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
-	mv $(LOCALBIN)/controller-gen $@
+	$(call tool-version,sigs.k8s.io/controller-tools,$(CONTROLLER_TOOLS_VERSION))
+	CGO_ENABLED=0 go build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: promtool
 promtool: $(PROMTOOL) ## Build promtool (Prometheus's rule tester) into bin/.
 $(PROMTOOL):
 	@mkdir -p $(LOCALBIN)
+	$(call tool-version,github.com/prometheus/prometheus,$(PROMTOOL_VERSION))
 	# remove_all_sd leaves out the service discovery plugins (cloud SDKs): rule tests need none.
-	GOBIN=$(LOCALBIN) go install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
-	mv $(LOCALBIN)/promtool $@
+	CGO_ENABLED=0 go build -tags remove_all_sd -o $@ -ldflags "-X github.com/prometheus/common/version.Version=$(PROMTOOL_VERSION)" \
+	  github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: helm
 helm: $(HELM) ## Build helm into bin/.
@@ -161,8 +173,8 @@ $(HELM):
 	@mkdir -p $(LOCALBIN)
 	# Stamped as helm's own Makefile does, so `helm template` assumes Kubernetes 1.37 (the
 	# version helm v3.22.0 is built against) instead of falling back to 1.20.
-	GOBIN=$(LOCALBIN) go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(call tool-version,helm.sh/helm/v3,$(HELM_VERSION))
+	CGO_ENABLED=0 go build -o $@ -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
 	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" \
-	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
-	mv $(LOCALBIN)/helm $@
+	  helm.sh/helm/v3/cmd/helm
