@@ -30,13 +30,8 @@ type Sample struct {
 	RSS int64
 }
 
-// ParseStat extracts utime+stime from the contents of /proc/<pid>/stat.
-func ParseStat(data []byte) (time.Duration, error) {
-	u, s, err := ParseStatSplit(data)
-	return u + s, err
-}
-
-// ParseStatSplit extracts utime and stime separately. The command name
+// ParseStatSplit extracts utime and stime from the contents of
+// /proc/<pid>/stat. The command name
 // (field 2) is parenthesised and may contain spaces and parentheses, so
 // fields are counted from the last ')'.
 func ParseStatSplit(data []byte) (user, sys time.Duration, err error) {

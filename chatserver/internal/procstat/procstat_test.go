@@ -9,16 +9,16 @@ import (
 func TestParseStatCountsFieldsAfterTheLastParenthesis(t *testing.T) {
 	// comm "(weird) name)" has spaces and parentheses; utime=250 stime=50 ticks.
 	stat := "4242 ((weird) name)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 123456789 2048 18446744073709551615\n"
-	got, err := ParseStat([]byte(stat))
+	user, sys, err := ParseStatSplit([]byte(stat))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != 3*time.Second {
-		t.Fatalf("cpu %v, want 3s (300 ticks)", got)
+	if got := user + sys; got != 3*time.Second || sys != 500*time.Millisecond {
+		t.Fatalf("cpu %v (sys %v), want 3s (300 ticks, 50 of them sys)", got, sys)
 	}
 	for _, bad := range []string{"", "12 (x) S 1 2", "12 (x) S 1 2 3 4 5 6 7 8 9 10 x 5 0"} {
-		if _, err := ParseStat([]byte(bad)); err == nil {
-			t.Errorf("ParseStat(%q) gave no error", bad)
+		if _, _, err := ParseStatSplit([]byte(bad)); err == nil {
+			t.Errorf("ParseStatSplit(%q) gave no error", bad)
 		}
 	}
 }
