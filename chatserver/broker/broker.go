@@ -96,6 +96,28 @@ type NodePublisher interface {
 	PublishNode(ctx context.Context, nodeID string, data []byte) error
 }
 
+// Directed is optionally implemented by brokers that can send a channel's
+// messages to chosen nodes, so that a node routes from a subscription
+// directory (store.Directory) instead of a broker subscription per channel.
+//
+// Track records channels as subscribed without routing them by name: they
+// pass the broker's filter and are listed to ResubscribeHandler after a
+// reconnect until Untrack, but their messages reach this node only when a
+// publisher addresses it. A channel may be both tracked and subscribed
+// (bound by name too); Unsubscribe then unbinds it and it stays tracked. The *To methods deliver to every
+// node listed (this one included when listed) that is subscribed to or
+// tracks the channel, and to every node subscribed to it by name (nodes of
+// an older release, during a rolling update); an empty list still reaches
+// the latter. Delivery is at most once per node, as for Publish.
+type Directed interface {
+	NodePublisher
+	Track(ctx context.Context, channels ...string) error
+	Untrack(ctx context.Context, channels ...string) error
+	PublishTo(ctx context.Context, nodes []string, channel string, pub *message.Publication, sp message.StreamPosition) error
+	PublishJoinTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
+	PublishLeaveTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
+}
+
 // ResubscribeHandler is optionally implemented by a Handler: the broker calls
 // Resubscribed after it re-established subscriptions following a connection
 // loss, so the node can recover channels from history.

@@ -520,6 +520,28 @@ func (l *lossy) Run(ctx context.Context, h broker.Handler) error {
 	return l.Broker.Run(ctx, &lossyHandler{Handler: h, l: l})
 }
 
+// The wrapped broker routes by the directory as the replica's own would.
+func (l *lossy) directed() broker.Directed { return l.Broker.(broker.Directed) }
+func (l *lossy) NodeID() string            { return l.directed().NodeID() }
+func (l *lossy) PublishNode(ctx context.Context, node string, data []byte) error {
+	return l.directed().PublishNode(ctx, node, data)
+}
+func (l *lossy) Track(ctx context.Context, channels ...string) error {
+	return l.directed().Track(ctx, channels...)
+}
+func (l *lossy) Untrack(ctx context.Context, channels ...string) error {
+	return l.directed().Untrack(ctx, channels...)
+}
+func (l *lossy) PublishTo(ctx context.Context, nodes []string, ch string, pub *message.Publication, sp message.StreamPosition) error {
+	return l.directed().PublishTo(ctx, nodes, ch, pub, sp)
+}
+func (l *lossy) PublishJoinTo(ctx context.Context, nodes []string, ch string, info *message.ClientInfo) error {
+	return l.directed().PublishJoinTo(ctx, nodes, ch, info)
+}
+func (l *lossy) PublishLeaveTo(ctx context.Context, nodes []string, ch string, info *message.ClientInfo) error {
+	return l.directed().PublishLeaveTo(ctx, nodes, ch, info)
+}
+
 type lossyHandler struct {
 	broker.Handler
 	l    *lossy

@@ -46,6 +46,9 @@ type cluster struct {
 	nodes []*node
 	// readinessGrace, when set, is the replicas' broker.readinessGrace.
 	readinessGrace time.Duration
+	// unbindLinger is the amqp broker's UnbindLinger for replicas started
+	// from now on (0: its default).
+	unbindLinger time.Duration
 }
 
 func logger() *slog.Logger {
@@ -100,6 +103,12 @@ func (c *cluster) startNode(i int) *node { return c.startNodeWith(i, nil) }
 
 // startNodeWith starts replica i; wrap, when set, wraps its broker.
 func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *node {
+	return c.startNodeConfigured(i, wrap, nil)
+}
+
+// startNodeConfigured is startNodeWith whose edit, when set, changes the
+// replica's config last.
+func (c *cluster) startNodeConfigured(i int, wrap func(broker.Broker) broker.Broker, edit func(*config.Config)) *node {
 	t := c.t
 	nd := &node{amqpLink: newProxy(t, testenv.AMQPURL()), pgLink: newProxy(t, c.db.URL)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -113,6 +122,7 @@ func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *
 	nd.broker, err = amqp.New(amqp.Options{
 		URL: via(t, testenv.AMQPURL(), nd.amqpLink), Exchange: c.top.Exchange, ControlExchange: c.top.ControlExchange,
 		NodeID: id, ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond, Logger: logger(),
+		UnbindLinger: c.unbindLinger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +139,9 @@ func (c *cluster) startNodeWith(i int, wrap func(broker.Broker) broker.Broker) *
 			// everything a test publishes during an outage.
 			cfg.Namespaces[i].History.Size = 10000
 		}
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	var b broker.Broker = nd.broker
 	if wrap != nil {

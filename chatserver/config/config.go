@@ -169,7 +169,22 @@ type Broker struct {
 	// broker outage is shared by every replica, so turning them all unready
 	// would only empty the Service (docs/guarantees.md).
 	ReadinessGrace Duration `json:"readinessGrace,omitempty"`
+	// Routing says how publications of channels with history find the
+	// replicas that have subscribers: "directory" (the default) sends each
+	// to the replicas registered for its channel in the store, with no
+	// RabbitMQ binding per channel; "bindings" also binds a routing key per
+	// channel, as releases before the directory did, so that replicas of
+	// such a release, running beside this one in a rolling update, are
+	// heard (docs/upgrading.md). Channels without history always use
+	// bindings.
+	Routing string `json:"routing,omitempty"`
 }
+
+// Broker routing modes (broker.routing).
+const (
+	RoutingDirectory = "directory"
+	RoutingBindings  = "bindings"
+)
 
 // DefaultBrokerReadinessGrace is broker.readinessGrace when unset.
 const DefaultBrokerReadinessGrace = 5 * time.Minute
@@ -405,6 +420,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("broker.type", "must be memory or amqp, got %q", c.Broker.Type)
+	}
+	switch c.Broker.Routing {
+	case "", RoutingDirectory, RoutingBindings:
+	default:
+		bad("broker.routing", "must be directory or bindings, got %q", c.Broker.Routing)
 	}
 	if c.Broker.ReadinessGrace < 0 {
 		bad("broker.readinessGrace", "must not be negative")

@@ -36,6 +36,9 @@ type Metrics struct {
 	// BrokerPublishFailures counts committed publications the broker did not
 	// take (kept in the outbox in a namespace with history).
 	BrokerPublishFailures prometheus.Counter
+	// DirectedSkipped counts committed publications no other replica was
+	// registered for (directory routing): nothing went to the broker.
+	DirectedSkipped prometheus.Counter
 	// OutboxUnsent is how many committed publications await re-sending, as
 	// this node last read the store's outbox (at most one sweep's batch).
 	OutboxUnsent prometheus.Gauge
@@ -101,6 +104,9 @@ func New() *Metrics {
 	m.BrokerPublishFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_broker_publish_failures_total", Help: "Committed publications the broker did not take (re-sent from the outbox where the namespace keeps history).",
 	})
+	m.DirectedSkipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_directed_local_only_total", Help: "Committed publications of channels routed by the directory that no other replica had subscribers for: delivered here, nothing sent to the broker.",
+	})
 	m.OutboxUnsent = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "parley_outbox_unsent", Help: "Committed publications not yet fanned out through the broker, as last read from the store's outbox (capped at one sweep's batch).",
 	})
@@ -118,7 +124,7 @@ func New() *Metrics {
 	m.OutPing = m.MessagesOut.WithLabelValues("ping")
 	r.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.BytesOut, m.Errors,
 		m.Disconnects, m.MalformedFrames, m.PublishLatency, m.GapFills, m.BroadcastReceivers,
-		m.Ready, m.BrokerUp, m.StoreUp, m.BrokerPublishFailures, m.OutboxUnsent, m.PublishStage,
+		m.Ready, m.BrokerUp, m.StoreUp, m.BrokerPublishFailures, m.DirectedSkipped, m.OutboxUnsent, m.PublishStage,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -88,6 +88,12 @@ type Node struct {
 	now func() time.Time
 	// groups are the rules of group namespaces, inboxes and search (groups.go).
 	groups *groups.Service
+	// dir routes channels with history by the store's directory
+	// (directory.go); nil when the store or broker cannot.
+	dir *directory
+	// dirAlive: the directory has seen this node alive; dirLost: it had
+	// swept the node's registrations, which are being made again.
+	dirAlive, dirLost atomic.Bool
 }
 
 // Option customises a Node.
@@ -129,6 +135,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 		n.id = np.NodeID()
 	}
 	n.log = logger.With("node", n.id)
+	n.dir = newDirectory(cfg, b, s, n.id)
 	n.groups = groups.New(cfg, n.authz, s, groupEffects{n}, n.log)
 	n.reads = newReceiptBatcher(ReceiptInterval, n.publishReceipts)
 	refreshDelay := MaxPresenceRefreshDelay
@@ -159,7 +166,14 @@ func (n *Node) Run(ctx context.Context) error {
 	retried := make(chan struct{})
 	go func() {
 		defer close(retried)
+		if n.dir == nil {
+			n.rebroadcastLoop(retryCtx)
+			return
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { n.directoryLoop(retryCtx) })
 		n.rebroadcastLoop(retryCtx)
+		wg.Wait()
 	}()
 	defer func() {
 		stop()
@@ -220,6 +234,15 @@ func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) 
 		n.metrics.Subscriptions.Inc()
 		return nil
 	}
+	if n.directed(channel) {
+		if err := n.register(ctx, channel, st); err != nil {
+			n.hub.RemoveSub(channel, s)
+			n.dropState(channel)
+			return err
+		}
+		n.metrics.Subscriptions.Inc()
+		return nil
+	}
 	if err := n.broker.Subscribe(ctx, channel); err != nil {
 		n.hub.RemoveSub(channel, s)
 		n.dropState(channel)
@@ -271,6 +294,10 @@ func (n *Node) Unsubscribe(ctx context.Context, channel string, s hub.Subscriber
 		return
 	}
 	n.dropState(channel)
+	if n.directed(channel) {
+		n.unregister(ctx, channel)
+		return
+	}
 	if err := n.broker.Unsubscribe(ctx, channel); err != nil {
 		n.log.Warn("broker unsubscribe", "channel", channel, "error", err)
 	}
@@ -366,6 +393,11 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 // such as a typing indicator.
 func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte, info *message.ClientInfo, tags map[string]string) error {
 	pub := &message.Publication{Data: data, Info: info, Tags: tags, Time: time.Now().UnixMilli()}
+	if n.directed(channel) {
+		return n.sendDirected(ctx, channel, func(nodes []string) error {
+			return n.dir.broker.PublishTo(ctx, nodes, channel, pub, message.StreamPosition{})
+		})
+	}
 	return n.broker.Publish(ctx, channel, pub, message.StreamPosition{})
 }
 
@@ -425,6 +457,11 @@ func (n *Node) Join(ctx context.Context, channel string, ns config.Namespace, in
 	if others, err := n.userConnections(ctx, channel, info.User, info.Client); err != nil || others > 0 {
 		return err
 	}
+	if n.directed(channel) {
+		return n.sendDirected(ctx, channel, func(nodes []string) error {
+			return n.dir.broker.PublishJoinTo(ctx, nodes, channel, &info)
+		})
+	}
 	return n.broker.PublishJoin(ctx, channel, &info)
 }
 
@@ -451,6 +488,11 @@ func (n *Node) Leave(ctx context.Context, channel string, ns config.Namespace, i
 	}
 	if others, err := n.userConnections(ctx, channel, info.User, info.Client); err != nil || others > 0 {
 		return err
+	}
+	if n.directed(channel) {
+		return n.sendDirected(ctx, channel, func(nodes []string) error {
+			return n.dir.broker.PublishLeaveTo(ctx, nodes, channel, &info)
+		})
 	}
 	return n.broker.PublishLeave(ctx, channel, &info)
 }

@@ -56,7 +56,7 @@ func (n *Node) sweepUnsent(ctx context.Context) {
 		case err != nil:
 			return // the store is failing: next tick
 		default:
-			if err := n.broker.Publish(sctx, u.Channel, pubs[0], u.Position); err != nil {
+			if err := n.republish(sctx, u.Channel, pubs[0], u.Position); err != nil {
 				return // the broker is still down for this replica: next tick
 			}
 		}
@@ -83,7 +83,12 @@ func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResul
 		n.HandlePublication(channel, res.Publication, res.Position)
 	}
 	start := time.Now()
-	err := n.broker.Publish(ctx, channel, res.Publication, res.Position)
+	var err error
+	if n.directed(channel) {
+		err = n.publishDirected(ctx, channel, res)
+	} else {
+		err = n.broker.Publish(ctx, channel, res.Publication, res.Position)
+	}
 	if err == nil {
 		n.metrics.BrokerPublishSeconds.Observe(time.Since(start).Seconds())
 		return nil

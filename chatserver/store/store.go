@@ -44,6 +44,11 @@ type AppendResult struct {
 	// Duplicate is true when IdempotencyKey matched an earlier publication; that
 	// earlier publication is returned and nothing new was stored or should be broadcast.
 	Duplicate bool
+	// Nodes, when Routed, are the nodes registered in the Directory for the
+	// channel as the publication committed: exactly those owed it (see
+	// Directory). A store without a Directory leaves Routed false.
+	Nodes  []string
+	Routed bool
 }
 
 // HistoryOptions selects a page of history.
@@ -120,6 +125,33 @@ type Store interface {
 	Presence
 	Groups
 	Close() error
+}
+
+// Directory is optionally implemented by stores that also keep which nodes
+// have subscribers in which channels, so a node can send a publication to
+// exactly those nodes (broker.Directed) instead of routing it through a
+// RabbitMQ binding per channel and node. It lives beside the offsets because
+// it must be ordered with them:
+//   - Register returns the channel's position, and every publication
+//     appended after it (a higher offset) has the node in its
+//     AppendResult.Nodes; publications at or below it are in history.
+//   - Nodes read after a publication committed include every node owed it.
+//   - Registrations of a node not seen (NodeAlive) for the implementation's
+//     TTL are removed, so a dead node is not addressed for ever.
+type Directory interface {
+	Register(ctx context.Context, channel, node string) (message.StreamPosition, error)
+	Unregister(ctx context.Context, channel, node string) error
+	// Nodes lists the nodes registered for channel now.
+	Nodes(ctx context.Context, channel string) ([]string, error)
+	// NodeAlive records that node is alive and removes the registrations
+	// of nodes not seen for the TTL. It reports false when node was not
+	// known alive (first call, or it was taken for dead and its
+	// registrations removed): the node then registers its channels again.
+	NodeAlive(ctx context.Context, node string) (known bool, err error)
+	// LegacyClients counts the store's other clients that do not say they
+	// read the directory (replicas of an older release, during a rolling
+	// update): while there are any, nodes also bind channels by name.
+	LegacyClients(ctx context.Context) (int, error)
 }
 
 // Unsent is a channel's newest publication that was committed but not

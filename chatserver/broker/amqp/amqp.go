@@ -155,7 +155,10 @@ type Broker struct {
 
 	mu   sync.RWMutex
 	subs map[string]struct{} // channels the node asked for
-	keys map[string]int      // routing key → subscribed channels using it
+	// tracked are channels subscribed without a binding (Track): routed to
+	// this node by its key, by publishers that read a directory.
+	tracked map[string]struct{}
+	keys    map[string]int // routing key → subscribed channels using it
 	// lingering are keys still bound on the current session although no
 	// channel uses them any more, with when their last channel left.
 	lingering map[string]time.Time
@@ -271,6 +274,7 @@ func New(opts Options) (*Broker, error) {
 		opts:      opts,
 		log:       opts.Logger.With("component", "amqp-broker", "node", opts.NodeID),
 		subs:      map[string]struct{}{},
+		tracked:   map[string]struct{}{},
 		keys:      map[string]int{},
 		lingering: map[string]time.Time{},
 		toBind:    map[string]struct{}{},

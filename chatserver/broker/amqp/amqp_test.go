@@ -703,3 +703,78 @@ func TestConcurrentSubscribesAreBoundOnReturn(t *testing.T) {
 		t.Errorf("%d routing keys bound, want %d", got, n/2)
 	}
 }
+
+// TestPublishToReachesListedNodes: a message addressed to nodes (the
+// directory's routing) reaches each listed node that tracks the channel,
+// once, with no binding for it; a listed node that does not track the
+// channel drops it; a node subscribed by name (an older release) gets it
+// whether listed or not; nodes neither listed nor subscribed get nothing.
+func TestPublishToReachesListedNodes(t *testing.T) {
+	top := testenv.NewTopology(t)
+	ids := []string{"pub", "tracks", "tracks-too", "untracked", "binds", "bystander"}
+	nodes := map[string]*brokertest.Node{}
+	for _, id := range ids {
+		nodes[id] = brokertest.Start(t, newBroker(t, top, "", amqp.Options{NodeID: id}))
+	}
+	ctx := ctxFor(t, 10*time.Second)
+	const ch = "room:1"
+	for _, id := range []string{"tracks", "tracks-too", "bystander"} {
+		if err := nodes[id].B.(*amqp.Broker).Track(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes["binds"].B.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodes["tracks"].B.(*amqp.Broker).Bindings(); got != 0 {
+		t.Fatalf("tracking bound %d keys", got)
+	}
+	pub := nodes["pub"].B.(*amqp.Broker)
+	to := []string{"tracks", "tracks-too", "untracked", "binds", "gone"}
+	if err := pub.PublishTo(ctx, to, ch, &message.Publication{Data: []byte(`1`), Offset: 1}, message.StreamPosition{Offset: 1, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishJoinTo(ctx, to[:1], ch, &message.ClientInfo{User: "u", Client: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	// Empty list: only nodes subscribed by name.
+	if err := pub.PublishTo(ctx, nil, ch, &message.Publication{Data: []byte(`2`), Offset: 2}, message.StreamPosition{Offset: 2, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	// A control fanout after them: once a node has it, what was addressed
+	// to it before has arrived too.
+	if err := pub.PublishControl(ctx, []byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]uint64{"tracks": {1}, "tracks-too": {1}, "binds": {1, 2}}
+	for _, id := range ids {
+		n := nodes[id]
+		n.Rec.WaitFor(t, "the fanout on "+id, func() bool { return len(n.Rec.Events("control", "")) > 0 })
+		var got []uint64
+		for _, e := range n.Rec.Events("pub", ch) {
+			got = append(got, e.Pub.Offset)
+		}
+		if !slices.Equal(got, want[id]) {
+			t.Errorf("%s received offsets %v, want %v", id, got, want[id])
+		}
+		joins := len(n.Rec.Events("join", ch))
+		if wantJoin := map[string]int{"tracks": 1, "binds": 1}[id]; joins != wantJoin {
+			t.Errorf("%s received %d joins, want %d", id, joins, wantJoin)
+		}
+	}
+	// Untrack forgets a tracked channel.
+	tr := nodes["tracks"]
+	if err := tr.B.(*amqp.Broker).Untrack(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishTo(ctx, []string{"tracks"}, ch, &message.Publication{Data: []byte(`3`), Offset: 3}, message.StreamPosition{Offset: 3, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishNode(ctx, "tracks", []byte("end2")); err != nil {
+		t.Fatal(err)
+	}
+	tr.Rec.WaitFor(t, "the second marker", func() bool { return len(tr.Rec.Events("control", "")) > 1 })
+	if n := len(tr.Rec.Events("pub", ch)); n != 1 {
+		t.Errorf("after Untrack the node received %d publications in all, want still 1", n)
+	}
+}

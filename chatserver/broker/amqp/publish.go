@@ -73,6 +73,56 @@ func (b *Broker) Publish(ctx context.Context, channel string, pub *message.Publi
 	return b.publish(ctx, routingKey(channel, b.opts.Partitions), msg)
 }
 
+// PublishTo implements broker.Directed: one message routed by the
+// channel's key (nodes subscribed by name, if any) and by each listed
+// node's key, carried in the CC header (RabbitMQ's sender-selected
+// distribution: one publish, one copy per queue however many keys match).
+func (b *Broker) PublishTo(ctx context.Context, nodes []string, channel string, pub *message.Publication, sp message.StreamPosition) error {
+	if channel == "" || pub == nil {
+		return errors.New("amqp broker: publish needs a channel and a publication")
+	}
+	msg, err := encodePublication(channel, pub, sp)
+	if err != nil {
+		return err
+	}
+	return b.publishTo(ctx, nodes, channel, msg)
+}
+
+// PublishJoinTo implements broker.Directed.
+func (b *Broker) PublishJoinTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error {
+	return b.publishInfoTo(ctx, nodes, TypeJoin, channel, info)
+}
+
+// PublishLeaveTo implements broker.Directed.
+func (b *Broker) PublishLeaveTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error {
+	return b.publishInfoTo(ctx, nodes, TypeLeave, channel, info)
+}
+
+func (b *Broker) publishInfoTo(ctx context.Context, nodes []string, typ, channel string, info *message.ClientInfo) error {
+	if channel == "" || info == nil {
+		return errors.New("amqp broker: join/leave needs a channel and client info")
+	}
+	msg, err := encodeInfo(typ, channel, info)
+	if err != nil {
+		return err
+	}
+	return b.publishTo(ctx, nodes, channel, msg)
+}
+
+func (b *Broker) publishTo(ctx context.Context, nodes []string, channel string, msg amqp.Publishing) error {
+	msg.Headers[HeaderNode] = b.opts.NodeID
+	if len(nodes) > 0 {
+		cc := make([]any, len(nodes))
+		for i, n := range nodes {
+			cc[i] = nodeKey(n)
+		}
+		msg.Headers["CC"] = cc
+	}
+	return b.publish(ctx, routingKey(channel, b.opts.Partitions), msg)
+}
+
+var _ broker.Directed = (*Broker)(nil)
+
 // PublishJoin implements broker.Broker.
 func (b *Broker) PublishJoin(ctx context.Context, channel string, info *message.ClientInfo) error {
 	return b.publishInfo(ctx, TypeJoin, channel, info)

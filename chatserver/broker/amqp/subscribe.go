@@ -61,14 +61,58 @@ func (b *Broker) Bindings() int {
 func (b *Broker) channels() []string {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return slices.Sorted(maps.Keys(b.subs))
+	return slices.Sorted(func(yield func(string) bool) {
+		for ch := range b.subs {
+			if !yield(ch) {
+				return
+			}
+		}
+		for ch := range b.tracked {
+			if _, bound := b.subs[ch]; !bound && !yield(ch) {
+				return
+			}
+		}
+	})
 }
 
 func (b *Broker) subscribed(channel string) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	_, ok := b.subs[channel]
+	if !ok {
+		_, ok = b.tracked[channel]
+	}
 	return ok
+}
+
+// Track implements broker.Directed: the channels pass the delivery filter
+// and are reported after a reconnect, but nothing is bound for them.
+func (b *Broker) Track(ctx context.Context, channels ...string) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	if err := broker.ValidateChannels(channels); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	for _, ch := range channels {
+		b.tracked[ch] = struct{}{}
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// Untrack implements broker.Directed.
+func (b *Broker) Untrack(ctx context.Context, channels ...string) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	for _, ch := range channels {
+		delete(b.tracked, ch)
+	}
+	b.mu.Unlock()
+	return nil
 }
 
 // Subscribe implements broker.Broker. When connected it returns once the

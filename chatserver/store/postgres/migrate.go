@@ -189,6 +189,22 @@ CREATE INDEX parley_search_tsv ON parley_search USING gin (tsv);
 ALTER TABLE parley_publications DROP CONSTRAINT IF EXISTS parley_publications_channel_id_fkey;
 ALTER TABLE parley_channels SET (fillfactor = 50);
 `,
+	// 6: the subscription directory (directory.go): which replica has
+	// subscribers in which channel, so publications go to those replicas
+	// only, without a RabbitMQ binding per channel and replica. Keyed by
+	// channel name: a replica registers before anything is published.
+	`
+CREATE TABLE parley_channel_nodes (
+	channel text NOT NULL,
+	node    text NOT NULL,
+	PRIMARY KEY (channel, node)
+);
+CREATE INDEX parley_channel_nodes_node ON parley_channel_nodes (node);
+CREATE TABLE parley_nodes (
+	node    text        PRIMARY KEY,
+	seen_at timestamptz NOT NULL
+);
+`,
 }
 
 // SchemaVersion is the schema version this code expects.

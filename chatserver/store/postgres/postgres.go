@@ -44,6 +44,9 @@ type Options struct {
 	MaxConns int
 	// PresenceTTL is how long a presence entry lives without a refresh.
 	PresenceTTL time.Duration
+	// NodeTTL is how long a node's directory registrations outlive its last
+	// NodeAlive (DefaultNodeTTL when zero).
+	NodeTTL time.Duration
 	// RetentionInterval is how often the background retention job runs;
 	// negative disables the job (tests call Retain directly).
 	RetentionInterval time.Duration
@@ -61,6 +64,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = DefaultNodeTTL
+	}
 	if o.PresenceTTL <= 0 {
 		o.PresenceTTL = DefaultPresenceTTL
 	}
@@ -140,6 +146,9 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		pcfg.MaxConns = int32(opts.MaxConns)
 	}
+	// Replicas that read the directory say so: LegacyClients counts the
+	// others (directory.go).
+	pcfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -266,6 +275,7 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // appendSQL bumps the channel's top offset under its row lock and stores the
@@ -340,14 +350,31 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 func (s *Store) appendOnce(ctx context.Context, q querier, channel string, pub *message.Publication, opts store.AppendOptions) (store.AppendResult, error) {
 	args := appendArgs(channel, pub, opts)
 	for try := 0; try < 2; try++ {
-		res, err := scanAppended(q.QueryRow(ctx, appendSQL, args...), pub)
+		// The directory is read in a statement of its own after the append
+		// took the channel row's lock (one round trip, one implicit
+		// transaction): see directory.go for why that orders it.
+		b := &pgx.Batch{}
+		b.Queue(appendSQL, args...)
+		b.Queue(nodesSQL, channel)
+		br := q.SendBatch(ctx, b)
+		res, err := scanAppended(br.QueryRow(), pub)
+		if err == nil {
+			res.Nodes, err = scanNodes(br)
+			res.Routed = err == nil
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := s.ensureChannel(ctx, q, channel); err != nil {
 				return store.AppendResult{}, err
 			}
 			continue
 		}
-		return res, err
+		if err != nil {
+			return store.AppendResult{}, err
+		}
+		return res, nil
 	}
 	return store.AppendResult{}, fmt.Errorf("channel %q vanished while appending", channel)
 }
@@ -397,7 +424,15 @@ func (s *Store) appendIdempotent(ctx context.Context, channel string, pub *messa
 				return fmt.Errorf("decode stored publication: %w", err)
 			}
 			res = store.AppendResult{Publication: &p, Position: message.StreamPosition{Offset: p.Offset, Epoch: epoch}, Duplicate: true}
-			return nil
+			// Fanned out again (node.Publish): to the nodes registered now,
+			// read under the row lock as for an append.
+			rows, err := tx.Query(ctx, nodesSQL, channel)
+			if err != nil {
+				return err
+			}
+			res.Nodes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			res.Routed = err == nil
+			return err
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}

@@ -1,0 +1,138 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/parley-chat/parley/chatserver/broker"
+	"github.com/parley-chat/parley/chatserver/config"
+)
+
+// legacy hides its broker's directed routing, so its replica routes as
+// releases before the subscription directory did: a binding per channel,
+// publications sent by channel key only.
+type legacy struct{ broker.Broker }
+
+// TestRollingUpgradeFromBindings: a replica of an older release (legacy)
+// and one of this release, in one channel, hear each other live, whether
+// the new one is told so (broker.routing: bindings) or finds out (a client
+// of the database that does not name itself as this release's replicas
+// do, as an older release's pool would not). Each side publishes alone and
+// the other side's subscriber must get every publication without
+// publishing anything itself, so no gap fill can hide a publication that
+// was never routed to it. Once the old client is gone, the new replica
+// unbinds its channels.
+func TestRollingUpgradeFromBindings(t *testing.T) {
+	for _, forced := range []bool{true, false} {
+		t.Run(map[bool]string{true: "bindings", false: "detected"}[forced], func(t *testing.T) {
+			c := startCluster(t, 2)
+			var oldClient *pgx.Conn
+			if !forced {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				var err error
+				if oldClient, err = pgx.Connect(ctx, c.db.URL); err != nil {
+					t.Fatal(err)
+				}
+				defer oldClient.Close(context.Background())
+			}
+			c.nodes[0].srv.Stop(t)
+			c.nodes[0] = c.startNodeWith(0, func(b broker.Broker) broker.Broker { return legacy{b} })
+			c.nodes[1].srv.Stop(t)
+			c.unbindLinger = -1 // Bindings counts what is bound, not what lingers
+			c.nodes[1] = c.startNodeConfigured(1, nil, func(cfg *config.Config) {
+				if forced {
+					cfg.Broker.Routing = config.RoutingBindings
+				}
+			})
+			c.waitReady(0)
+			c.waitReady(1)
+			ch := channel(t)
+			old := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "old"), "sub@legacy", ch)
+			cur := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "new"), "sub@new", ch)
+			tl := newTally()
+			for i := range 20 {
+				if !tl.publish(old.sub, fmt.Sprint("from-legacy-", i)) {
+					t.Fatalf("publish on the legacy replica: %v", tl.errs)
+				}
+			}
+			cur.waitFor(t, "the legacy replica's publications", func() bool { return len(cur.publications()) == 20 })
+			for i := range 20 {
+				if !tl.publish(cur.sub, fmt.Sprint("from-new-", i)) {
+					t.Fatalf("publish on the new replica: %v", tl.errs)
+				}
+			}
+			old.waitFor(t, "the new replica's publications", func() bool { return len(old.publications()) == 40 })
+			report(t, tl, old, cur)
+			if forced {
+				return
+			}
+			// The old client leaves: after two clean heartbeats the new
+			// replica routes by the directory alone.
+			if err := oldClient.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			nd := c.nodes[1]
+			if nd.broker.Bindings() == 0 {
+				t.Fatal("the new replica bound nothing while the old client was connected")
+			}
+			deadline := time.Now().Add(wait)
+			t0 := time.Now()
+			defer func() { t.Logf("unbound after %v", time.Since(t0)) }()
+			for nd.broker.Bindings() > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("still %d bindings after the old client left", nd.broker.Bindings())
+				}
+				nd.srv.Node.DirectoryHeartbeat(context.Background())
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Unbound but still tracked: a third replica's publications
+			// reach it through the directory alone.
+			c.nodes = append(c.nodes, c.startNode(2))
+			c.waitReady(2)
+			third := subscribe(t, client(t, c.nodes[2].srv.WS, "json", "third"), "sub@third", ch)
+			for i := range 5 {
+				if !tl.publish(third.sub, fmt.Sprint("from-third-", i)) {
+					t.Fatalf("publish on the third replica: %v", tl.errs)
+				}
+			}
+			cur.waitFor(t, "the third replica's publications", func() bool { return len(cur.publications()) == 45 })
+			check(t, tl, cur)
+		})
+	}
+}
+
+// TestDirectoryRoutesOnlyToOtherReplicas: with the default routing a
+// publication goes through RabbitMQ only when another replica has
+// subscribers in its channel; the publisher's own subscribers get it at
+// commit either way.
+func TestDirectoryRoutesOnlyToOtherReplicas(t *testing.T) {
+	c := startCluster(t, 2)
+	alone, shared := channel(t), channel(t)
+	local := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "local"), "alone@node0", alone)
+	pubs := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "pub"), "shared@node0", shared)
+	remote := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "remote"), "shared@node1", shared)
+	skipped := func() float64 { return testutil.ToFloat64(c.nodes[0].srv.Node.Metrics().DirectedSkipped) }
+	before := skipped()
+	tlAlone, tlShared := newTally(), newTally()
+	for i := range 10 {
+		if !tlAlone.publish(local.sub, fmt.Sprint("alone-", i)) || !tlShared.publish(pubs.sub, fmt.Sprint("shared-", i)) {
+			t.Fatalf("publish: %v %v", tlAlone.errs, tlShared.errs)
+		}
+	}
+	remote.waitFor(t, "the shared channel's publications", func() bool { return len(remote.publications()) == 10 })
+	local.waitFor(t, "its own publications", func() bool { return len(local.publications()) == 10 })
+	if got := skipped() - before; got != 10 {
+		t.Errorf("%v publications went out to nobody through the broker, want the 10 of the channel only node 0 holds", got)
+	}
+	check(t, tlAlone, local)
+	for _, col := range []*collector{pubs, remote} {
+		check(t, tlShared, col)
+	}
+}

@@ -1,0 +1,202 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/chatserver/internal/testenv"
+	"github.com/parley-chat/parley/chatserver/message"
+	"github.com/parley-chat/parley/chatserver/store"
+	"github.com/parley-chat/parley/chatserver/store/postgres"
+)
+
+// TestDirectoryOrderedWithAppends is the directory's promise: a node that
+// registered at position p is in the Nodes of every publication appended
+// after p, by any replica, alone, grouped or with an idempotency key.
+// Appends race registrations into the same channels from two stores.
+func TestDirectoryOrderedWithAppends(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory")
+	grouped := open(t, d.URL, postgres.Options{MaxConns: 6})
+	lone := open(t, d.URL, postgres.Options{MaxConns: 6, AppendBatch: 1})
+	t.Cleanup(func() { _ = grouped.Close(); _ = lone.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	channels := []string{"room:a", "room:b", "room:c", "room:d"}
+	type registration struct {
+		channel, node string
+		pos           message.StreamPosition
+	}
+	var (
+		mu       sync.Mutex
+		appended []store.AppendResult
+		chanOf   []string
+		regs     []registration
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 8 {
+		s := grouped
+		if w%2 == 1 {
+			s = lone
+		}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ch := channels[rng.IntN(len(channels))]
+				opts := store.AppendOptions{HistorySize: 100}
+				if i%5 == 0 {
+					opts.IdempotencyKey = fmt.Sprintf("k-%d-%d", w, i)
+				}
+				res, err := s.Append(ctx, ch, &message.Publication{Data: []byte(`{}`)}, opts)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !res.Routed {
+					errs <- fmt.Errorf("append to %s: no directory answer", ch)
+					return
+				}
+				mu.Lock()
+				appended, chanOf = append(appended, res), append(chanOf, ch)
+				mu.Unlock()
+			}
+		})
+	}
+	for r := range 2 {
+		s := []*postgres.Store{grouped, lone}[r]
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 9))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ch, node := channels[rng.IntN(len(channels))], fmt.Sprintf("n%d-%d", r, i)
+				pos, err := s.Register(ctx, ch, node)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				regs = append(regs, registration{ch, node, pos})
+				mu.Unlock()
+				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(regs) < 50 || len(appended) < 500 {
+		t.Fatalf("only %d registrations and %d appends: the race was not exercised", len(regs), len(appended))
+	}
+	checked := 0
+	for i, res := range appended {
+		for _, r := range regs {
+			if r.channel != chanOf[i] || r.pos.Epoch != res.Position.Epoch || res.Position.Offset <= r.pos.Offset {
+				continue
+			}
+			checked++
+			if !slices.Contains(res.Nodes, r.node) {
+				t.Fatalf("%s offset %d (duplicate %v) was sent to %d nodes without %s, which registered at offset %d",
+					chanOf[i], res.Position.Offset, res.Duplicate, len(res.Nodes), r.node, r.pos.Offset)
+			}
+		}
+	}
+	t.Logf("%d appends, %d registrations, %d (append, later registration) pairs checked", len(appended), len(regs), checked)
+
+	// Nodes read after the fact agree, and Unregister takes a node out.
+	for _, r := range regs[:10] {
+		if err := grouped.Unregister(ctx, r.channel, r.node); err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := lone.Nodes(ctx, r.channel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(nodes, r.node) {
+			t.Fatalf("%s still lists %s after Unregister", r.channel, r.node)
+		}
+		res, err := lone.Append(ctx, r.channel, &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{HistorySize: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sorted(res.Nodes), sorted(nodes)) {
+			t.Fatalf("append to %s went to %v, the directory lists %v", r.channel, res.Nodes, nodes)
+		}
+	}
+}
+
+func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+// TestDirectorySweepsDeadNodes: a node not seen for the TTL loses its
+// registrations, and is told so (NodeAlive false) when it comes back.
+func TestDirectorySweepsDeadNodes(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory_sweep")
+	s := open(t, d.URL, postgres.Options{NodeTTL: 300 * time.Millisecond})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alive := func(node string) bool {
+		t.Helper()
+		known, err := s.NodeAlive(ctx, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return known
+	}
+	if alive("dead") || alive("live") {
+		t.Fatal("a node never seen is known")
+	}
+	if !alive("dead") {
+		t.Fatal("a node just seen is not known")
+	}
+	pos, err := s.Register(ctx, "room:x", "dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Offset != 0 || pos.Epoch == "" {
+		t.Fatalf("a channel nobody published to registers at %+v", pos)
+	}
+	if p, err := s.Position(ctx, "room:x"); err != nil || p != pos {
+		t.Fatalf("Position %+v, %v; Register said %+v", p, err, pos)
+	}
+	if _, err := s.Register(ctx, "room:x", "live"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(100 * time.Millisecond)
+		alive("live") // sweeps
+		nodes, err := s.Nodes(ctx, "room:x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(nodes, []string{"live"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("room:x lists %v, want only the live node", nodes)
+		}
+	}
+	if alive("dead") {
+		t.Fatal("a swept node is told it was known")
+	}
+}
