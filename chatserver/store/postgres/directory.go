@@ -84,7 +84,7 @@ func (s *Store) Register(ctx context.Context, channel, node string) (message.Str
 	defer cancel()
 	var pos message.StreamPosition
 	var err error
-	for attempt := 0; attempt < 2; attempt++ {
+	for attempt := 0; attempt < 5; attempt++ {
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO parley_channels (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, channel, store.InitialEpoch(s.seed, channel))
 		b.Queue(`INSERT INTO parley_channel_nodes (channel, node) VALUES ($1, $2) ON CONFLICT DO NOTHING`, channel, node)
@@ -102,19 +102,28 @@ func (s *Store) Register(ctx context.Context, channel, node string) (message.Str
 			err = cerr
 		}
 		pos.Offset = uint64(offset)
-		if !retryable(err) {
+		// No row: an Unregister elsewhere removed the empty channel between
+		// the insert and the lock (it could not see this registration yet).
+		if !retryable(err) && !errors.Is(err, pgx.ErrNoRows) {
 			break
 		}
 	}
 	return pos, wrapErr("register", err)
 }
 
-// Unregister implements store.Directory.
+// Unregister implements store.Directory. A channel row that Register
+// created and nobody published into goes with its last registration, so
+// subscribing to names nobody publishes to leaves nothing behind (the
+// Store contract: only appends create streams). Its position was the
+// initial one, which a new row gives again.
 func (s *Store) Unregister(ctx context.Context, channel, node string) error {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	_, err := s.pool.Exec(ctx, `DELETE FROM parley_channel_nodes WHERE channel = $1 AND node = $2`, channel, node)
-	return wrapErr("unregister", err)
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM parley_channel_nodes WHERE channel = $1 AND node = $2`, channel, node)
+	b.Queue(`DELETE FROM parley_channels c WHERE c.name = $1 AND c.top_offset = 0 AND c.epoch = $2
+		AND NOT EXISTS (SELECT 1 FROM parley_channel_nodes d WHERE d.channel = $1)`, channel, store.InitialEpoch(s.seed, channel))
+	return wrapErr("unregister", s.pool.SendBatch(ctx, b).Close())
 }
 
 // Nodes implements store.Directory.

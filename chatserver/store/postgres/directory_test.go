@@ -200,3 +200,90 @@ func TestDirectorySweepsDeadNodes(t *testing.T) {
 		t.Fatal("a swept node is told it was known")
 	}
 }
+
+// TestUnregisterLeavesNothingForUnusedChannels: subscribing to a channel
+// nobody publishes to stores nothing once the subscription is gone (the
+// Store contract); a channel with publications keeps its row.
+func TestUnregisterLeavesNothingForUnusedChannels(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory_empty")
+	s := open(t, d.URL, postgres.Options{})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows := func(ch string) int {
+		t.Helper()
+		var n int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM parley_channels WHERE name = $1`, ch).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before, err := s.Position(ctx, "room:quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"a", "b"} {
+		if pos, err := s.Register(ctx, "room:quiet", node); err != nil || pos != before {
+			t.Fatalf("Register: %+v, %v; want %+v", pos, err, before)
+		}
+	}
+	if err := s.Unregister(ctx, "room:quiet", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if rows("room:quiet") != 1 {
+		t.Fatal("the channel row went while a node was still registered")
+	}
+	if err := s.Unregister(ctx, "room:quiet", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows("room:quiet"); n != 0 {
+		t.Fatalf("%d rows left for a channel nobody published to", n)
+	}
+	if after, err := s.Position(ctx, "room:quiet"); err != nil || after != before {
+		t.Fatalf("position after: %+v, %v; want %+v", after, err, before)
+	}
+	if _, err := s.Register(ctx, "room:busy", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "room:busy", &message.Publication{Data: []byte(`{}`)}, store.AppendOptions{HistorySize: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unregister(ctx, "room:busy", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if rows("room:busy") != 1 {
+		t.Fatal("a channel with a publication lost its row")
+	}
+}
+
+// TestRegisterRacesUnregisterOfEmptyChannel: an Unregister removing an
+// unused channel's row never makes a concurrent Register fail.
+func TestRegisterRacesUnregisterOfEmptyChannel(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory_race")
+	s := open(t, d.URL, postgres.Options{MaxConns: 8})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				node := fmt.Sprintf("n%d", w)
+				if _, err := s.Register(ctx, fmt.Sprint("room:r", i%3), node); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.Unregister(ctx, fmt.Sprint("room:r", i%3), node); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
