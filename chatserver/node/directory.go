@@ -147,20 +147,20 @@ func (n *Node) unsubscribeBroker(ctx context.Context, channel string) {
 // registered for its channel: those its append read (res), or, when the
 // store could not say, those registered now (as exact: a registration
 // after the commit reads a position that counts the publication).
-func (n *Node) publishDirected(ctx context.Context, channel string, res store.AppendResult) error {
+// It reports whether anything went to the broker.
+func (n *Node) publishDirected(ctx context.Context, channel string, res store.AppendResult) (sent bool, err error) {
 	nodes := res.Nodes
 	if !res.Routed {
-		var err error
 		if nodes, err = n.dir.store.Nodes(ctx, channel); err != nil {
-			return err
+			return false, err
 		}
 	}
 	others := slices.DeleteFunc(slices.Clone(nodes), func(id string) bool { return id == n.id })
 	if len(others) == 0 && !n.dir.compat.Load() {
 		n.metrics.DirectedSkipped.Inc()
-		return nil
+		return false, nil
 	}
-	return n.dir.broker.PublishTo(ctx, others, channel, res.Publication, res.Position)
+	return true, n.dir.broker.PublishTo(ctx, others, channel, res.Publication, res.Position)
 }
 
 // sendDirected hands an ephemeral publication, a join or a leave of a

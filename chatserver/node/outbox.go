@@ -84,13 +84,16 @@ func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResul
 	}
 	start := time.Now()
 	var err error
+	sent := true
 	if n.directed(channel) {
-		err = n.publishDirected(ctx, channel, res)
+		sent, err = n.publishDirected(ctx, channel, res)
 	} else {
 		err = n.broker.Publish(ctx, channel, res.Publication, res.Position)
 	}
 	if err == nil {
-		n.metrics.BrokerPublishSeconds.Observe(time.Since(start).Seconds())
+		if sent {
+			n.metrics.BrokerPublishSeconds.Observe(time.Since(start).Seconds())
+		}
 		return nil
 	}
 	n.metrics.BrokerPublishFailures.Inc()
