@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -178,5 +179,27 @@ parley_connections 5
 	}
 	if _, err := ParseGoMemory(strings.NewReader("parley_connections 5\n")); err == nil {
 		t.Fatal("metrics without the Go collector gave no error")
+	}
+}
+
+// TestEndpointSpreadsRoomsOverNodes: every room's members are spread over
+// the nodes as evenly as their number allows, whatever the room count.
+func TestEndpointSpreadsRoomsOverNodes(t *testing.T) {
+	for _, c := range []struct{ rooms, perRoom, nodes int }{{500, 10, 2}, {1000, 10, 2}, {7, 10, 3}, {1, 100, 2}, {500, 10, 1}} {
+		j := Job{Rooms: c.rooms}
+		for n := range c.nodes {
+			j.Endpoints = append(j.Endpoints, fmt.Sprint("ws://node", n))
+		}
+		for r := range c.rooms {
+			count := map[string]int{}
+			for k := range c.perRoom {
+				count[j.Endpoint(r+k*c.rooms)]++
+			}
+			for _, e := range j.Endpoints {
+				if lo := c.perRoom / c.nodes; count[e] < lo || count[e] > lo+1 {
+					t.Fatalf("%+v: room %d has %d members on %s: %v", c, r, count[e], e, count)
+				}
+			}
+		}
 	}
 }

@@ -19,8 +19,8 @@ import (
 
 // Job is one load-generating worker's share of a scenario. Subscriber
 // connection i (First <= i < First+Count) belongs to user "u<i>", connects to
-// Endpoints[i%len(Endpoints)] from source address 127.0.0.(SourceBase +
-// i%SourceAddrs), and subscribes to room i%Rooms.
+// Endpoint(i) from source address 127.0.0.(SourceBase + i%SourceAddrs), and
+// subscribes to room i%Rooms.
 type Job struct {
 	Worker    int      `json:"worker"`
 	Endpoints []string `json:"endpoints"`
@@ -259,6 +259,18 @@ func setBindNoPort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
+// Endpoint is the node connection i dials: a room's members go round the
+// nodes in turn, as a load balancer that knows nothing of rooms spreads
+// them (with i%len(Endpoints) and an even room count, every member of a
+// room would sit on one node, and no publication would cross between
+// nodes).
+func (j Job) Endpoint(i int) string {
+	if j.Rooms <= 0 {
+		return j.Endpoints[i%len(j.Endpoints)]
+	}
+	return j.Endpoints[(i%j.Rooms+i/j.Rooms)%len(j.Endpoints)]
+}
+
 // SourceAddr is the loopback address connection i dials from.
 func (j Job) SourceAddr(i int) net.IP {
 	return net.IPv4(127, 0, 0, byte(j.SourceBase+i%j.SourceAddrs))
@@ -287,7 +299,7 @@ func (w *Worker) newConn(index int, user string, subscribe bool) (*conn, error) 
 			return nc, err
 		},
 	}
-	c.client = centrifuge.NewJsonClient(w.job.Endpoints[index%len(w.job.Endpoints)], cfg)
+	c.client = centrifuge.NewJsonClient(w.job.Endpoint(index), cfg)
 	c.client.OnConnected(func(centrifuge.ConnectedEvent) {
 		w.connected.Add(1)
 		c.mu.Lock()

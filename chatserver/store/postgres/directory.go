@@ -56,6 +56,10 @@ func scanGroupNodes(br pgx.BatchResults) (map[string][]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return collectGroupNodes(rows)
+}
+
+func collectGroupNodes(rows pgx.Rows) (map[string][]string, error) {
 	defer rows.Close()
 	nodes := map[string][]string{}
 	for rows.Next() {
@@ -126,16 +130,45 @@ func (s *Store) Unregister(ctx context.Context, channel, node string) error {
 	return wrapErr("unregister", s.pool.SendBatch(ctx, b).Close())
 }
 
-// Nodes implements store.Directory.
+// Nodes implements store.Directory. Reads that arrive while one is in
+// flight go together in the next (one statement for all their channels):
+// a group message tells each member's personal channel at once, and each
+// of those reads the directory.
 func (s *Store) Nodes(ctx context.Context, channel string) ([]string, error) {
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, nodesSQL, channel)
-	if err != nil {
-		return nil, wrapErr("directory", err)
+	if err := validChannel(channel); err != nil {
+		return nil, err
 	}
-	nodes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	nodes, err := s.lookups.do(ctx, channel)
 	return nodes, wrapErr("directory", err)
+}
+
+type lookuper = batcher[string, []string]
+
+func newLookuper(s *Store) *lookuper {
+	return newBatcher(2, 64, func(ch string) string { return ch }, s.lookupGroup)
+}
+
+func (s *Store) lookupGroup(group []*pending[string, []string]) {
+	ctx, cancel := s.opCtx(context.Background())
+	defer cancel()
+	channels := make([]string, len(group))
+	for i, p := range group {
+		channels[i] = p.q
+	}
+	var nodes map[string][]string
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var rows pgx.Rows
+		if rows, err = s.pool.Query(ctx, groupNodesSQL, channels); err == nil {
+			nodes, err = collectGroupNodes(rows)
+		}
+		if !retryable(err) {
+			break
+		}
+	}
+	for _, p := range group {
+		p.answer(nodes[p.q], err)
+	}
 }
 
 // NodeAlive implements store.Directory. Every replica sweeps: the nodes

@@ -287,3 +287,45 @@ func TestRegisterRacesUnregisterOfEmptyChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNodesGrouped: concurrent directory reads (grouped into one
+// statement) each get their own channel's nodes.
+func TestNodesGrouped(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory_nodes")
+	s := open(t, d.URL, postgres.Options{})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := map[string][]string{}
+	for i := range 40 {
+		ch := fmt.Sprint("personal:u", i)
+		for j := range i % 4 {
+			node := fmt.Sprintf("n%d", j)
+			if _, err := s.Register(ctx, ch, node); err != nil {
+				t.Fatal(err)
+			}
+			want[ch] = append(want[ch], node)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40*5)
+	for range 5 {
+		for i := range 40 {
+			wg.Go(func() {
+				ch := fmt.Sprint("personal:u", i)
+				got, err := s.Nodes(ctx, ch)
+				if err == nil && !slices.Equal(sorted(got), sorted(want[ch])) {
+					err = fmt.Errorf("%s: nodes %v, want %v", ch, got, want[ch])
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

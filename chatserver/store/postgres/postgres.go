@@ -97,6 +97,8 @@ type Store struct {
 	commit *committer
 	// admits groups concurrent connection admissions (admit.go).
 	admits *admitter
+	// lookups groups concurrent directory reads (directory.go).
+	lookups *lookuper
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -171,6 +173,7 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 		s.commit = newCommitter(s, opts.CommitWorkers, opts.AppendBatch)
 	}
 	s.admits = newAdmitter(s)
+	s.lookups = newLookuper(s)
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -192,6 +195,7 @@ func (s *Store) Close() error {
 			s.commit.stop()
 		}
 		s.admits.stop()
+		s.lookups.stop()
 		s.pool.Close()
 	})
 	return nil
