@@ -40,8 +40,9 @@ import (
 const IdempotencyTTL = 5 * time.Minute
 
 // numLocks shards the per-channel subscribe locks and channel state. A
-// channel's first local subscriber holds its shard's lock through a broker
-// bind and a store read; every other subscribe in the shard waits that long,
+// channel's first local subscriber holds its shard's lock through its
+// registration (directory.go: one store round trip) or, in channels without
+// history, a broker bind; every other subscribe in the shard waits that long,
 // so in a connect storm the shards must outnumber the channels being bound
 // at once (with 64, a storm into 500 rooms queued subscribers of bound rooms
 // behind binds of others).

@@ -1,23 +1,23 @@
 package postgres
 
 // The subscription directory (store.Directory): which replicas have local
-// subscribers in which channel, kept beside the offsets so that a publisher
-// learns, with the commit that gives its publication an offset, exactly the
-// replicas owed it.
+// subscribers in which channel, kept in the channel's row (nodes, an array
+// of node ids) beside its offsets, so that a publisher learns, from the
+// statement that gives its publication an offset, exactly the replicas owed
+// it.
 //
-// Why it is exact. Register takes the channel row's lock (FOR SHARE) in the
-// transaction that inserts the registration, and reads the position under
-// it; an append holds the same row's lock from its UPDATE to its commit and
-// reads the directory in a later statement of its transaction (each
-// statement of a READ COMMITTED transaction sees what committed before it
-// started). Whichever takes the lock first:
-//   - the append: Register waits for its commit, so the position it returns
-//     counts the publication; the registering node reads it from history if
-//     it needs it;
-//   - Register: the append waits for the registration to commit, and its
-//     directory read, which starts after that, sees the node.
-// A directory read in the append's first statement would not do: its
-// snapshot could predate a registration it then waited for.
+// Why it is exact. A registration changes the row's nodes, under the row's
+// lock, and reads the row's position in the same statement; an append
+// bumps the row's offset under the same lock and returns the nodes of the
+// row version it wrote (an UPDATE that waited for a lock works on the
+// newest version, whatever its snapshot). Whichever goes first:
+//   - the append: the registration waits for its commit and returns a
+//     position that counts the publication, which the registering node
+//     reads from history if it needs it;
+//   - the registration: the append waits, and returns the nodes with the
+//     new one.
+// A separate table of (channel, node) read by the append would not do: the
+// append's snapshot could predate a registration it then waited for.
 
 import (
 	"context"
@@ -37,46 +37,25 @@ import (
 // by RabbitMQ as unroutable anyway).
 const DefaultNodeTTL = time.Minute
 
-// nodesSQL reads one channel's registered nodes.
-const nodesSQL = `SELECT node FROM parley_channel_nodes WHERE channel = $1`
-
-// groupNodesSQL reads the registered nodes of a group's channels.
-const groupNodesSQL = `SELECT channel, node FROM parley_channel_nodes WHERE channel = ANY($1)`
-
-func scanNodes(br pgx.BatchResults) ([]string, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
-func scanGroupNodes(br pgx.BatchResults) (map[string][]string, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, err
-	}
-	return collectGroupNodes(rows)
-}
-
 func collectGroupNodes(rows pgx.Rows) (map[string][]string, error) {
 	defer rows.Close()
 	nodes := map[string][]string{}
 	for rows.Next() {
-		var ch, node string
-		if err := rows.Scan(&ch, &node); err != nil {
+		var ch string
+		var ns []string
+		if err := rows.Scan(&ch, &ns); err != nil {
 			return nil, err
 		}
-		nodes[ch] = append(nodes[ch], node)
+		nodes[ch] = ns
 	}
 	return nodes, rows.Err()
 }
 
-// Register implements store.Directory: one round trip (an implicit
-// transaction of three statements). It creates the channel's row when
-// nobody has published yet: the row is the lock appends and registrations
-// meet on. Such a row is the channel's initial position, which a first
-// Append would have created anyway.
+// Register implements store.Directory: one statement, which creates the
+// channel's row when nobody has published yet (the row is the lock appends
+// and registrations meet on, and holds the directory). Such a row is the
+// channel's initial position, which a first Append would create anyway,
+// and goes again with its last registration (Unregister).
 func (s *Store) Register(ctx context.Context, channel, node string) (message.StreamPosition, error) {
 	if err := validChannel(channel); err != nil {
 		return message.StreamPosition{}, err
@@ -88,27 +67,14 @@ func (s *Store) Register(ctx context.Context, channel, node string) (message.Str
 	defer cancel()
 	var pos message.StreamPosition
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO parley_channels (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, channel, store.InitialEpoch(s.seed, channel))
-		b.Queue(`INSERT INTO parley_channel_nodes (channel, node) VALUES ($1, $2) ON CONFLICT DO NOTHING`, channel, node)
-		b.Queue(`SELECT top_offset, epoch FROM parley_channels WHERE name = $1 FOR SHARE`, channel)
-		br := s.pool.SendBatch(ctx, b)
+	for attempt := 0; attempt < 2; attempt++ {
 		var offset int64
-		_, err = br.Exec()
-		if err == nil {
-			_, err = br.Exec()
-		}
-		if err == nil {
-			err = br.QueryRow().Scan(&offset, &pos.Epoch)
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
+		err = s.pool.QueryRow(ctx, `
+			INSERT INTO parley_channels AS c (name, epoch, nodes) VALUES ($1, $2, ARRAY[$3::text])
+			ON CONFLICT (name) DO UPDATE SET nodes = CASE WHEN $3 = ANY(c.nodes) THEN c.nodes ELSE array_append(c.nodes, $3) END
+			RETURNING top_offset, epoch`, channel, store.InitialEpoch(s.seed, channel), node).Scan(&offset, &pos.Epoch)
 		pos.Offset = uint64(offset)
-		// No row: an Unregister elsewhere removed the empty channel between
-		// the insert and the lock (it could not see this registration yet).
-		if !retryable(err) && !errors.Is(err, pgx.ErrNoRows) {
+		if !retryable(err) {
 			break
 		}
 	}
@@ -124,9 +90,9 @@ func (s *Store) Unregister(ctx context.Context, channel, node string) error {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	b := &pgx.Batch{}
-	b.Queue(`DELETE FROM parley_channel_nodes WHERE channel = $1 AND node = $2`, channel, node)
-	b.Queue(`DELETE FROM parley_channels c WHERE c.name = $1 AND c.top_offset = 0 AND c.epoch = $2
-		AND NOT EXISTS (SELECT 1 FROM parley_channel_nodes d WHERE d.channel = $1)`, channel, store.InitialEpoch(s.seed, channel))
+	b.Queue(`UPDATE parley_channels SET nodes = array_remove(nodes, $2) WHERE name = $1 AND $2 = ANY(nodes)`, channel, node)
+	b.Queue(`DELETE FROM parley_channels WHERE name = $1 AND top_offset = 0 AND epoch = $2 AND nodes = '{}'`,
+		channel, store.InitialEpoch(s.seed, channel))
 	return wrapErr("unregister", s.pool.SendBatch(ctx, b).Close())
 }
 
@@ -159,7 +125,7 @@ func (s *Store) lookupGroup(group []*pending[string, []string]) {
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		var rows pgx.Rows
-		if rows, err = s.pool.Query(ctx, groupNodesSQL, channels); err == nil {
+		if rows, err = s.pool.Query(ctx, `SELECT name, nodes FROM parley_channels WHERE name = ANY($1)`, channels); err == nil {
 			nodes, err = collectGroupNodes(rows)
 		}
 		if !retryable(err) {
@@ -183,22 +149,12 @@ func (s *Store) NodeAlive(ctx context.Context, node string) (bool, error) {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	ttl := s.opts.NodeTTL
-	b := &pgx.Batch{}
-	// xmax is 0 on a row this statement inserted, not on one it updated.
-	b.Queue(`INSERT INTO parley_nodes (node, seen_at) VALUES ($1, now())
-		ON CONFLICT (node) DO UPDATE SET seen_at = now() RETURNING xmax = 0`, node)
-	b.Queue(`DELETE FROM parley_channel_nodes d USING parley_nodes n
-		WHERE d.node = n.node AND n.seen_at < now() - $1::interval`, ttl)
-	b.Queue(`DELETE FROM parley_nodes WHERE seen_at < now() - $1::interval`, ttl)
-	br := s.pool.SendBatch(ctx, b)
 	var inserted bool
-	err := br.QueryRow().Scan(&inserted)
-	for i := 0; i < 2 && err == nil; i++ {
-		_, err = br.Exec()
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	// xmax is 0 on a row this statement inserted, not on one it updated.
+	err := s.pool.QueryRow(ctx, `INSERT INTO parley_nodes (node, seen_at) VALUES ($1, now())
+		ON CONFLICT (node) DO UPDATE SET seen_at = now() RETURNING xmax = 0`, node).Scan(&inserted)
+	if err == nil {
+		err = s.sweepDeadNodes(ctx)
 	}
 	if err != nil {
 		return false, wrapErr("node alive", err)
@@ -223,6 +179,37 @@ func (s *Store) LegacyClients(ctx context.Context) (int, error) {
 		WHERE datname = current_database() AND usename = current_user AND backend_type = 'client backend'
 		AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM $1`, ApplicationName).Scan(&n)
 	return n, wrapErr("legacy clients", err)
+}
+
+// sweepDeadNodes takes the nodes not seen for the TTL out of every
+// channel's directory (through the GIN index on nodes), then forgets them.
+// Dead nodes are few: one statement each.
+func (s *Store) sweepDeadNodes(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, `SELECT node FROM parley_nodes WHERE seen_at < now() - $1::interval`, s.opts.NodeTTL)
+	if err != nil {
+		return err
+	}
+	dead, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, node := range dead {
+		// One transaction: a node coming back meanwhile waits on the row
+		// being deleted, then finds itself unknown and registers again,
+		// after its old registrations are gone, not before.
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM parley_nodes WHERE node = $1 AND seen_at < now() - $2::interval`, node, s.opts.NodeTTL)
+			if err != nil || tag.RowsAffected() == 0 {
+				return err
+			}
+			_, err = tx.Exec(ctx, `UPDATE parley_channels SET nodes = array_remove(nodes, $1) WHERE nodes @> ARRAY[$1::text]`, node)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var _ store.Directory = (*Store)(nil)

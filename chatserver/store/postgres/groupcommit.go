@@ -103,15 +103,9 @@ func (s *Store) sendAppends(live []*pendingAppend) (results []store.AppendResult
 	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
 	b := &pgx.Batch{}
-	channels := make([]string, 0, len(live))
 	for _, r := range live {
 		b.Queue(appendSQL, appendArgs(r.q.channel, r.q.pub, r.q.opts)...)
-		if len(channels) == 0 || channels[len(channels)-1] != r.q.channel {
-			channels = append(channels, r.q.channel) // live is sorted by channel
-		}
 	}
-	// After every append took its channel row's lock: directory.go.
-	b.Queue(groupNodesSQL, channels)
 	br := s.pool.SendBatch(ctx, b)
 	results = make([]store.AppendResult, len(live))
 	missing = make([]bool, len(live))
@@ -127,15 +121,6 @@ func (s *Store) sendAppends(live []*pendingAppend) (results []store.AppendResult
 			}
 		default:
 			results[i] = res
-		}
-	}
-	if firstErr == nil {
-		nodes, err := scanGroupNodes(br)
-		if err != nil {
-			firstErr = err
-		}
-		for i, r := range live {
-			results[i].Nodes, results[i].Routed = nodes[r.q.channel], true
 		}
 	}
 	if err := br.Close(); err != nil && firstErr == nil {

@@ -189,17 +189,15 @@ CREATE INDEX parley_search_tsv ON parley_search USING gin (tsv);
 ALTER TABLE parley_publications DROP CONSTRAINT IF EXISTS parley_publications_channel_id_fkey;
 ALTER TABLE parley_channels SET (fillfactor = 50);
 `,
-	// 6: the subscription directory (directory.go): which replica has
-	// subscribers in which channel, so publications go to those replicas
-	// only, without a RabbitMQ binding per channel and replica. Keyed by
-	// channel name: a replica registers before anything is published.
+	// 6: the subscription directory (directory.go): which replicas have
+	// subscribers in a channel, in the channel's row, so publications go to
+	// those replicas only, without a RabbitMQ binding per channel and
+	// replica. Adding a column with a constant default rewrites nothing; the
+	// GIN index finds a dead replica's channels; appends do not change
+	// nodes, so their updates stay HOT.
 	`
-CREATE TABLE parley_channel_nodes (
-	channel text NOT NULL,
-	node    text NOT NULL,
-	PRIMARY KEY (channel, node)
-);
-CREATE INDEX parley_channel_nodes_node ON parley_channel_nodes (node);
+ALTER TABLE parley_channels ADD COLUMN nodes text[] NOT NULL DEFAULT '{}';
+CREATE INDEX parley_channels_nodes ON parley_channels USING gin (nodes);
 CREATE TABLE parley_nodes (
 	node    text        PRIMARY KEY,
 	seen_at timestamptz NOT NULL

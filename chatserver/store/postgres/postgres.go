@@ -279,24 +279,25 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // appendSQL bumps the channel's top offset under its row lock and stores the
 // publication when the channel keeps history, in one statement: it commits
-// (autocommit) or fails as a whole.
+// (autocommit) or fails as a whole. It returns the row's directory
+// (directory.go) as the update left it: the newest version, read under the
+// lock.
 const appendSQL = `
 WITH c AS (
 	UPDATE parley_channels
 	SET top_offset = top_offset + 1, history_size = $2, history_ttl = $3
 	WHERE name = $1
-	RETURNING id, top_offset, epoch
+	RETURNING id, top_offset, epoch, nodes
 ), p AS (
 	INSERT INTO parley_publications (channel_id, "offset", data, info_user, info_client, conn_info, chan_info, tags, created_at, expires_at)
 	SELECT c.id, c.top_offset, $4, $5, $6, $7, $8, $9, now(), now() + $3
 	FROM c WHERE $2 > 0
 )
-SELECT c.id, c.top_offset, c.epoch, (extract(epoch FROM now()) * 1000)::bigint FROM c`
+SELECT c.id, c.top_offset, c.epoch, (extract(epoch FROM now()) * 1000)::bigint, c.nodes FROM c`
 
 func ttlArg(d time.Duration) any {
 	if d <= 0 {
@@ -354,31 +355,14 @@ func (s *Store) Append(ctx context.Context, channel string, pub *message.Publica
 func (s *Store) appendOnce(ctx context.Context, q querier, channel string, pub *message.Publication, opts store.AppendOptions) (store.AppendResult, error) {
 	args := appendArgs(channel, pub, opts)
 	for try := 0; try < 2; try++ {
-		// The directory is read in a statement of its own after the append
-		// took the channel row's lock (one round trip, one implicit
-		// transaction): see directory.go for why that orders it.
-		b := &pgx.Batch{}
-		b.Queue(appendSQL, args...)
-		b.Queue(nodesSQL, channel)
-		br := q.SendBatch(ctx, b)
-		res, err := scanAppended(br.QueryRow(), pub)
-		if err == nil {
-			res.Nodes, err = scanNodes(br)
-			res.Routed = err == nil
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
+		res, err := scanAppended(q.QueryRow(ctx, appendSQL, args...), pub)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := s.ensureChannel(ctx, q, channel); err != nil {
 				return store.AppendResult{}, err
 			}
 			continue
 		}
-		if err != nil {
-			return store.AppendResult{}, err
-		}
-		return res, nil
+		return res, err
 	}
 	return store.AppendResult{}, fmt.Errorf("channel %q vanished while appending", channel)
 }
@@ -394,12 +378,13 @@ func appendArgs(channel string, pub *message.Publication, opts store.AppendOptio
 func scanAppended(row pgx.Row, pub *message.Publication) (store.AppendResult, error) {
 	var id, offset, ms int64
 	var epoch string
-	if err := row.Scan(&id, &offset, &epoch, &ms); err != nil {
+	var nodes []string
+	if err := row.Scan(&id, &offset, &epoch, &ms, &nodes); err != nil {
 		return store.AppendResult{}, err
 	}
 	stored := pub.Clone()
 	stored.Offset, stored.Time = uint64(offset), ms
-	return store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}}, nil
+	return store.AppendResult{Publication: stored, Position: message.StreamPosition{Offset: uint64(offset), Epoch: epoch}, Nodes: nodes, Routed: true}, nil
 }
 
 // appendIdempotent runs the key check and the append in one transaction that
@@ -416,7 +401,8 @@ func (s *Store) appendIdempotent(ctx context.Context, channel string, pub *messa
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var id int64
 		var epoch string
-		if err := tx.QueryRow(ctx, `SELECT id, epoch FROM parley_channels WHERE name = $1 FOR UPDATE`, channel).Scan(&id, &epoch); err != nil {
+		var nodes []string
+		if err := tx.QueryRow(ctx, `SELECT id, epoch, nodes FROM parley_channels WHERE name = $1 FOR UPDATE`, channel).Scan(&id, &epoch, &nodes); err != nil {
 			return err
 		}
 		var prev []byte
@@ -430,13 +416,8 @@ func (s *Store) appendIdempotent(ctx context.Context, channel string, pub *messa
 			res = store.AppendResult{Publication: &p, Position: message.StreamPosition{Offset: p.Offset, Epoch: epoch}, Duplicate: true}
 			// Fanned out again (node.Publish): to the nodes registered now,
 			// read under the row lock as for an append.
-			rows, err := tx.Query(ctx, nodesSQL, channel)
-			if err != nil {
-				return err
-			}
-			res.Nodes, err = pgx.CollectRows(rows, pgx.RowTo[string])
-			res.Routed = err == nil
-			return err
+			res.Nodes, res.Routed = nodes, true
+			return nil
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
