@@ -136,3 +136,54 @@ func TestDirectoryRoutesOnlyToOtherReplicas(t *testing.T) {
 		check(t, tlShared, col)
 	}
 }
+
+// TestSweptReplicaRegistersAgain: a replica the directory took for dead
+// (its heartbeats lost for longer than the TTL, here removed by hand) is
+// sent nothing; at its next heartbeat it registers its channels again and
+// delivers from history what it was not sent.
+func TestSweptReplicaRegistersAgain(t *testing.T) {
+	c := startCluster(t, 2)
+	ch := channel(t)
+	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "pub"), "pub@node0", ch)
+	sub := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "sub"), "sub@node1", ch)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The node's first heartbeat, so that it knows it was alive.
+	c.nodes[1].srv.Node.DirectoryHeartbeat(ctx)
+	conn, err := pgx.Connect(ctx, c.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := c.nodes[1].srv.Node.ID()
+	_, err = conn.Exec(ctx, `DELETE FROM parley_nodes WHERE node = $1`, id)
+	if err == nil {
+		_, err = conn.Exec(ctx, `UPDATE parley_channels SET nodes = array_remove(nodes, $1)`, id)
+	}
+	// Closed before the heartbeat: its connection would count as a client
+	// of an older release.
+	if cerr := conn.Close(ctx); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := newTally()
+	for i := range 5 {
+		if !tl.publish(pub.sub, fmt.Sprint("unsent-", i)) {
+			t.Fatalf("publish: %v", tl.errs)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(sub.publications()); n != 0 {
+		t.Fatalf("a swept replica got %d publications", n)
+	}
+	c.nodes[1].srv.Node.DirectoryHeartbeat(ctx)
+	sub.waitFor(t, "what it was not sent, from history", func() bool { return len(sub.publications()) == 5 })
+	for i := range 5 {
+		if !tl.publish(pub.sub, fmt.Sprint("live-", i)) {
+			t.Fatalf("publish: %v", tl.errs)
+		}
+	}
+	sub.waitFor(t, "live publications", func() bool { return len(sub.publications()) == 10 })
+	report(t, tl, pub, sub)
+}
