@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -39,8 +40,16 @@ func startParley(t *testing.T, secret string) string {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			// Every wait has a bound: say where it hangs instead of
+			// running into the test binary's timeout.
+			buf := make([]byte, 1<<20)
+			t.Errorf("the server did not stop within 30s; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 		}
 	})
 	return "ws://" + ln.Addr().String() + "/connection/websocket"

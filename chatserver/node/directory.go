@@ -163,9 +163,9 @@ func (n *Node) publishDirected(ctx context.Context, channel string, res store.Ap
 	return true, n.dir.broker.PublishTo(ctx, others, channel, res.Publication, res.Position)
 }
 
-// sendDirected hands an ephemeral publication, a join or a leave of a
-// directed channel to every replica registered for it, this one included
-// (its subscribers get it back through the broker, as with bindings).
+// sendDirected hands a message of a directed channel to every replica
+// registered for it, this one included (its subscribers get it back
+// through the broker).
 func (n *Node) sendDirected(ctx context.Context, channel string, send func(nodes []string) error) error {
 	nodes, err := n.dir.store.Nodes(ctx, channel)
 	if err != nil {
@@ -175,6 +175,28 @@ func (n *Node) sendDirected(ctx context.Context, channel string, send func(nodes
 		return nil
 	}
 	return send(nodes)
+}
+
+// sendEphemeral hands an ephemeral publication, a join or a leave of a
+// directed channel to this replica's subscribers (local) and to the other
+// replicas registered for it (send), as fanOut does with publications.
+// While channels are also bound by name (compat), this replica's own
+// copy comes back through its binding, and nothing without an offset could
+// tell it from the first: it goes through the broker then, as before.
+func (n *Node) sendEphemeral(ctx context.Context, channel string, local func(), send func(nodes []string) error) error {
+	if n.dir.compat.Load() {
+		return n.sendDirected(ctx, channel, send)
+	}
+	nodes, err := n.dir.store.Nodes(ctx, channel)
+	if err != nil {
+		return fmt.Errorf("directory: %w", err)
+	}
+	local()
+	others := slices.DeleteFunc(slices.Clone(nodes), func(id string) bool { return id == n.id })
+	if len(others) == 0 {
+		return nil
+	}
+	return send(others)
 }
 
 // directoryLoop keeps the node alive in the directory and follows the

@@ -395,7 +395,7 @@ func (n *Node) Publish(ctx context.Context, channel string, data []byte, info *m
 func (n *Node) PublishEphemeral(ctx context.Context, channel string, data []byte, info *message.ClientInfo, tags map[string]string) error {
 	pub := &message.Publication{Data: data, Info: info, Tags: tags, Time: time.Now().UnixMilli()}
 	if n.directed(channel) {
-		return n.sendDirected(ctx, channel, func(nodes []string) error {
+		return n.sendEphemeral(ctx, channel, func() { n.HandlePublication(channel, pub, message.StreamPosition{}) }, func(nodes []string) error {
 			return n.dir.broker.PublishTo(ctx, nodes, channel, pub, message.StreamPosition{})
 		})
 	}
@@ -459,7 +459,7 @@ func (n *Node) Join(ctx context.Context, channel string, ns config.Namespace, in
 		return err
 	}
 	if n.directed(channel) {
-		return n.sendDirected(ctx, channel, func(nodes []string) error {
+		return n.sendEphemeral(ctx, channel, func() { n.HandleJoin(channel, &info) }, func(nodes []string) error {
 			return n.dir.broker.PublishJoinTo(ctx, nodes, channel, &info)
 		})
 	}
@@ -491,7 +491,7 @@ func (n *Node) Leave(ctx context.Context, channel string, ns config.Namespace, i
 		return err
 	}
 	if n.directed(channel) {
-		return n.sendDirected(ctx, channel, func(nodes []string) error {
+		return n.sendEphemeral(ctx, channel, func() { n.HandleLeave(channel, &info) }, func(nodes []string) error {
 			return n.dir.broker.PublishLeaveTo(ctx, nodes, channel, &info)
 		})
 	}

@@ -22,6 +22,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -133,7 +134,8 @@ func (s *Store) lookupGroup(group []*pending[string, []string]) {
 		}
 	}
 	for _, p := range group {
-		p.answer(nodes[p.q], err)
+		// Each caller owns its slice: one channel may be asked for twice.
+		p.answer(slices.Clone(nodes[p.q]), err)
 	}
 }
 
