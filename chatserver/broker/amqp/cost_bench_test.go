@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ func BenchmarkRabbitMQCost(b *testing.B) {
 		// Where the rest goes: one queue instead of two, no confirms.
 		{"direct/headers/one-queue", "direct", true, 1, true},
 		{"direct/headers/no-confirms", "direct", true, 2, false},
+		// Directory routing with two replicas: the room key is bound
+		// nowhere, the message names the other replica's queue in CC.
+		{"direct/headers/directory-cc", "direct", true, 2, true},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchRabbitCost(b, c) })
 	}
@@ -64,12 +68,25 @@ func benchRabbitCost(b *testing.B, c rabbitCostCase) {
 	done := make(chan struct{})
 	defer close(done)
 	received := make(chan struct{}, 1<<16)
+	directory := strings.HasSuffix(c.name, "directory-cc")
 	for q := range queues {
 		qn, err := ch.QueueDeclare("", false, true, true, false, amqp091.Table{"x-queue-type": "classic"})
 		if err != nil {
 			b.Fatal(err)
 		}
+		if directory {
+			// Only the other replica's queue receives: the publisher's own
+			// subscribers got the publication at commit.
+			if q == 1 {
+				if err := ch.QueueBind(qn.Name, "node.other", ex, false, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
 		for i, k := range keys {
+			if directory {
+				break
+			}
 			// Pipelined; the last waits, so every bind is in place before a
 			// publish on another channel.
 			if err := ch.QueueBind(qn.Name, k, ex, i < len(keys)-1, nil); err != nil {
@@ -120,6 +137,9 @@ func benchRabbitCost(b *testing.B, c rabbitCostCase) {
 		if headers {
 			m.Headers = amqp091.Table{"parley-channel": "bench:room-" + fmt.Sprint(i%rooms), "parley-epoch": "abcdef", "parley-offset": int64(i)}
 		}
+		if directory {
+			m.Headers["CC"] = []any{"node.other"}
+		}
 		return m
 	}
 	ctx := context.Background()
@@ -149,8 +169,12 @@ func benchRabbitCost(b *testing.B, c rabbitCostCase) {
 			b.Fatal("not confirmed", err)
 		}
 	}
+	deliveries := queues * b.N
+	if directory {
+		deliveries = b.N
+	}
 	deadline := time.After(30 * time.Second)
-	for range queues * b.N {
+	for range deliveries {
 		select {
 		case <-received:
 		case <-deadline:
