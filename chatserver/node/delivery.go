@@ -33,6 +33,20 @@ type chanState struct {
 	fillTo, catchUp uint64
 }
 
+// startAt records pos, read when the node subscribed to the channel, as
+// where gap detection starts (never moving back past what was delivered).
+func (st *chanState) startAt(pos message.StreamPosition) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if pos.Offset > st.last {
+		st.last = pos.Offset
+	}
+	st.known = true
+	if st.epoch == "" {
+		st.epoch = pos.Epoch
+	}
+}
+
 // arrival is a publication as the broker handed it over.
 type arrival struct {
 	pub *message.Publication

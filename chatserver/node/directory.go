@@ -45,6 +45,9 @@ type directory struct {
 	// serialises heartbeats (the loop's and tests').
 	clean       int
 	heartbeatMu sync.Mutex
+	// alive: the directory has seen this node alive; lost: it had swept
+	// the node's registrations, which are being made again.
+	alive, lost atomic.Bool
 	// aliveMu serialises the first NodeAlive and legacy check (ensureAlive).
 	aliveMu sync.Mutex
 }
@@ -70,12 +73,12 @@ func (n *Node) directed(channel string) bool {
 // whether channels must also be bound by name. Registrations wait for it,
 // so none is made under a mode it then changes.
 func (n *Node) ensureAlive(ctx context.Context) error {
-	if n.dirAlive.Load() {
+	if n.dir.alive.Load() {
 		return nil
 	}
 	n.dir.aliveMu.Lock()
 	defer n.dir.aliveMu.Unlock()
-	if n.dirAlive.Load() {
+	if n.dir.alive.Load() {
 		return nil
 	}
 	if _, err := n.dir.store.NodeAlive(ctx, n.id); err != nil {
@@ -86,7 +89,7 @@ func (n *Node) ensureAlive(ctx context.Context) error {
 		return err
 	}
 	n.dir.compat.Store(n.dir.forced || legacy > 0)
-	n.dirAlive.Store(true)
+	n.dir.alive.Store(true)
 	return nil
 }
 
@@ -111,15 +114,7 @@ func (n *Node) register(ctx context.Context, channel string, st *chanState) erro
 		n.unsubscribeBroker(ctx, channel)
 		return fmt.Errorf("register %q in the directory: %w", channel, err)
 	}
-	st.mu.Lock()
-	if pos.Offset > st.last {
-		st.last = pos.Offset
-	}
-	st.known = true
-	if st.epoch == "" {
-		st.epoch = pos.Epoch
-	}
-	st.mu.Unlock()
+	st.startAt(pos)
 	return nil
 }
 
@@ -238,19 +233,19 @@ func (n *Node) DirectoryHeartbeat(ctx context.Context) {
 	}
 	n.dir.heartbeatMu.Lock()
 	defer n.dir.heartbeatMu.Unlock()
-	if !known && n.dirAlive.Load() {
+	if !known && n.dir.alive.Load() {
 		n.log.Warn("the directory had taken this node for dead; registering its channels again")
-		n.dirLost.Store(true)
+		n.dir.lost.Store(true)
 	}
 	n.dir.aliveMu.Lock()
-	if !n.dirAlive.Swap(true) {
+	if !n.dir.alive.Swap(true) {
 		// No registration yet (they wait for aliveMu): nothing is
 		// bound, whatever compat said.
 		n.dir.compat.Store(n.dir.forced || legacy > 0)
 	}
 	n.dir.aliveMu.Unlock()
-	if n.dirLost.Load() && n.reregister(ctx) {
-		n.dirLost.Store(false)
+	if n.dir.lost.Load() && n.reregister(ctx) {
+		n.dir.lost.Store(false)
 	}
 	if legacy > 0 {
 		n.dir.clean = 0

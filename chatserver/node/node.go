@@ -92,9 +92,6 @@ type Node struct {
 	// dir routes channels with history by the store's directory
 	// (directory.go); nil when the store or broker cannot.
 	dir *directory
-	// dirAlive: the directory has seen this node alive; dirLost: it had
-	// swept the node's registrations, which are being made again.
-	dirAlive, dirLost atomic.Bool
 }
 
 // Option customises a Node.
@@ -258,15 +255,7 @@ func (n *Node) Subscribe(ctx context.Context, channel string, s hub.Subscriber) 
 		n.log.Warn("read position for gap detection", "channel", channel, "error", err)
 		return nil
 	}
-	st.mu.Lock()
-	if pos.Offset > st.last {
-		st.last = pos.Offset
-	}
-	st.known = true
-	if st.epoch == "" {
-		st.epoch = pos.Epoch
-	}
-	st.mu.Unlock()
+	st.startAt(pos)
 	return nil
 }
 

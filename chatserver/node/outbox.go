@@ -85,7 +85,7 @@ func (n *Node) fanOut(ctx context.Context, channel string, res store.AppendResul
 	start := time.Now()
 	var err error
 	sent := true
-	if n.directed(channel) {
+	if ordered && n.dir != nil { // n.directed, without a second namespace lookup
 		sent, err = n.publishDirected(ctx, channel, res)
 	} else {
 		err = n.broker.Publish(ctx, channel, res.Publication, res.Position)
