@@ -272,7 +272,10 @@ func (s *Stream) Emulate(t testing.TB, base string, cmds ...*protocol.Command) (
 		}
 		ids = append(ids, c.Id)
 	}
-	code, _ := PostEmulation(t, s.Client, base, s.Proto, s.Node, s.Session, EncodeCommands(t, s.Proto, cmds...))
+	code, body := PostEmulation(t, s.Client, base, s.Proto, s.Node, s.Session, EncodeCommands(t, s.Proto, cmds...))
+	if code >= 500 {
+		t.Logf("emulation answered %d: %s", code, body)
+	}
 	return code, ids
 }
 

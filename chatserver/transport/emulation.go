@@ -80,7 +80,8 @@ func (h *Handler) ServeEmulation(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("emulation: node %q did not answer within %s", req.Node, wait), http.StatusGatewayTimeout)
 	default:
 		h.log.Warn("emulation request failed", "node", req.Node, "error", err)
-		http.Error(w, "emulation: could not reach the session's node", http.StatusServiceUnavailable)
+		// The error names the broker or the node's answer, never a credential.
+		http.Error(w, fmt.Sprintf("emulation: could not reach the session's node: %v", err), http.StatusServiceUnavailable)
 	}
 }
 
