@@ -109,11 +109,19 @@ type NodePublisher interface {
 // tracks the channel, and to every node subscribed to it by name (nodes of
 // an older release, during a rolling update); an empty list still reaches
 // the latter. Delivery is at most once per node, as for Publish.
+//
+// SendTo is PublishTo for the listed nodes alone: nodes subscribed by name
+// only do not get it, and the broker may carry it together with other
+// SendTo calls to the same nodes, in a form an older release cannot read
+// (so a node uses it only while none runs). A call may wait for the
+// message to those nodes before it; it returns nil once the broker took the
+// message that carries it, and does nothing for an empty list.
 type Directed interface {
 	NodePublisher
 	Track(ctx context.Context, channels ...string) error
 	Untrack(ctx context.Context, channels ...string) error
 	PublishTo(ctx context.Context, nodes []string, channel string, pub *message.Publication, sp message.StreamPosition) error
+	SendTo(ctx context.Context, nodes []string, channel string, pub *message.Publication, sp message.StreamPosition) error
 	PublishJoinTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
 	PublishLeaveTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
 }

@@ -535,6 +535,9 @@ func (l *lossy) Untrack(ctx context.Context, channels ...string) error {
 func (l *lossy) PublishTo(ctx context.Context, nodes []string, ch string, pub *message.Publication, sp message.StreamPosition) error {
 	return l.directed().PublishTo(ctx, nodes, ch, pub, sp)
 }
+func (l *lossy) SendTo(ctx context.Context, nodes []string, ch string, pub *message.Publication, sp message.StreamPosition) error {
+	return l.directed().SendTo(ctx, nodes, ch, pub, sp)
+}
 func (l *lossy) PublishJoinTo(ctx context.Context, nodes []string, ch string, info *message.ClientInfo) error {
 	return l.directed().PublishJoinTo(ctx, nodes, ch, info)
 }

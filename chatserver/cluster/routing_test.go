@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/config"
+	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
 // legacy hides its broker's directed routing, so its replica routes as
@@ -186,4 +188,71 @@ func TestSweptReplicaRegistersAgain(t *testing.T) {
 	}
 	sub.waitFor(t, "live publications", func() bool { return len(sub.publications()) == 10 })
 	report(t, tl, pub, sub)
+}
+
+// TestPackedFanOutManyRooms: many small rooms spread over two replicas,
+// every member publishing at once, as the many-rooms benchmark does. The
+// replicas pack what piles up for each other (broker.Directed.SendTo),
+// and every subscriber still gets every publication of its room once, in
+// the room's one order.
+func TestPackedFanOutManyRooms(t *testing.T) {
+	c := startCluster(t, 2)
+	const rooms, each = 8, 15
+	type room struct {
+		members []*collector
+		tl      *tally
+	}
+	var all []room
+	for r := range rooms {
+		ch := channel(t)
+		rm := room{tl: newTally()}
+		for i, nd := range c.nodes {
+			for j := range 2 {
+				name := fmt.Sprintf("r%d-n%d-%d", r, i, j)
+				rm.members = append(rm.members, subscribe(t, client(t, nd.srv.WS, servertest.Protocols[j], name), name, ch))
+			}
+		}
+		all = append(all, rm)
+	}
+	var wg sync.WaitGroup
+	for r, rm := range all {
+		for _, m := range rm.members {
+			wg.Go(func() {
+				for i := range each {
+					rm.tl.publish(m.sub, fmt.Sprintf("%d/%s/%d", r, m.name, i))
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, rm := range all {
+		if n := rm.tl.acked.Load(); n != int64(len(rm.members)*each) {
+			t.Fatalf("%d of %d publishes acknowledged: %v", n, len(rm.members)*each, rm.tl.errs)
+		}
+		for _, m := range rm.members {
+			m.waitFor(t, "its room's publications", func() bool { return len(m.publications()) == len(rm.members)*each })
+			check(t, rm.tl, m)
+		}
+		want := rm.members[0].publications()
+		for _, m := range rm.members[1:] {
+			got := m.publications()
+			if len(got) != len(want) {
+				t.Fatalf("%s saw %d publications, %s %d", m.name, len(got), rm.members[0].name, len(want))
+			}
+			for i := range got {
+				if got[i].Offset != want[i].Offset || string(got[i].Data) != string(want[i].Data) {
+					t.Fatalf("%s saw another order than %s", m.name, rm.members[0].name)
+				}
+			}
+		}
+	}
+	var packs, packed int64
+	for _, nd := range c.nodes {
+		p, n := nd.broker.Packed()
+		packs, packed = packs+p, packed+n
+	}
+	t.Logf("%d publications; the replicas sent %d of them to each other in %d packs", rooms*4*each, packed, packs)
+	if packs == 0 {
+		t.Error("no pack: the replicas sent each publication alone")
+	}
 }

@@ -151,11 +151,16 @@ func (n *Node) publishDirected(ctx context.Context, channel string, res store.Ap
 		}
 	}
 	others := slices.DeleteFunc(slices.Clone(nodes), func(id string) bool { return id == n.id })
-	if len(others) == 0 && !n.dir.compat.Load() {
+	if n.dir.compat.Load() {
+		return true, n.dir.broker.PublishTo(ctx, others, channel, res.Publication, res.Position)
+	}
+	if len(others) == 0 {
 		n.metrics.DirectedSkipped.Inc()
 		return false, nil
 	}
-	return true, n.dir.broker.PublishTo(ctx, others, channel, res.Publication, res.Position)
+	// Only this release's replicas listen: under load the broker packs
+	// publications for the same replicas into one message.
+	return true, n.dir.broker.SendTo(ctx, others, channel, res.Publication, res.Position)
 }
 
 // sendDirected hands a message of a directed channel to every replica

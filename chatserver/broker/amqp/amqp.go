@@ -173,6 +173,8 @@ type Broker struct {
 	probeMu sync.Mutex
 	probes  map[string]chan struct{}
 
+	packs packer // SendTo's queues (pack.go)
+
 	done      chan struct{}
 	closeOnce sync.Once
 	sessions  atomic.Uint64
@@ -279,6 +281,7 @@ func New(opts Options) (*Broker, error) {
 		lingering: map[string]time.Time{},
 		toBind:    map[string]struct{}{},
 		probes:    map[string]chan struct{}{},
+		packs:     packer{queues: map[string]*packQueue{}},
 		done:      make(chan struct{}),
 	}, nil
 }
@@ -372,6 +375,8 @@ func (b *Broker) Close() error {
 		if sess != nil {
 			closeConn(sess.conn)
 		}
+		// Their publishes fail now; each waiting caller hears why.
+		b.packs.drains.Wait()
 	})
 	return nil
 }

@@ -435,6 +435,8 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 		{Type: amqp.TypeJoin, Headers: amqp091.Table{amqp.HeaderChannel: ch}, Body: []byte{0x0a, 0xff}},
 		{Type: amqp.TypePublication, Body: []byte("no channel header")},
 		{Type: "unknown", Headers: amqp091.Table{amqp.HeaderChannel: ch}},
+		// A pack cut short in its first channel name.
+		{Type: amqp.TypePack, Body: []byte{1, 9, 'r', 'o'}},
 	} {
 		if err := raw.PublishWithContext(context.Background(), top.Exchange, key, false, false, msg); err != nil {
 			t.Fatal(err)
@@ -456,11 +458,11 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 			n = q.Messages
 			return err
 		})
-		if n == 5 {
+		if n == 6 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d messages dead-lettered, want the 5 malformed ones", n)
+			t.Fatalf("%d messages dead-lettered, want the 6 malformed ones", n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -776,5 +778,108 @@ func TestPublishToReachesListedNodes(t *testing.T) {
 	tr.Rec.WaitFor(t, "the second marker", func() bool { return len(tr.Rec.Events("control", "")) > 1 })
 	if n := len(tr.Rec.Events("pub", ch)); n != 1 {
 		t.Errorf("after Untrack the node received %d publications in all, want still 1", n)
+	}
+}
+
+// TestSendToPacksWhatPilesUp: publications sent to the same nodes while a
+// message to them awaits its confirm travel together; each listed node
+// that tracks the channel gets every one once, each channel's in the order
+// sent, and a node bound to the channel by name (an older release) gets
+// none: packs are addressed, never routed by a channel's key.
+func TestSendToPacksWhatPilesUp(t *testing.T) {
+	top := testenv.NewTopology(t)
+	nodes := map[string]*brokertest.Node{}
+	for _, id := range []string{"pub", "a", "b", "binds"} {
+		nodes[id] = brokertest.Start(t, newBroker(t, top, "", amqp.Options{NodeID: id}))
+	}
+	ctx := ctxFor(t, 30*time.Second)
+	const channels, each = 8, 60
+	for c := range channels {
+		ch := fmt.Sprint("room:", c)
+		for _, id := range []string{"a", "b"} {
+			if err := nodes[id].B.(*amqp.Broker).Track(ctx, ch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nodes["binds"].B.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := nodes["pub"].B.(*amqp.Broker)
+	var wg sync.WaitGroup
+	errs := make(chan error, channels*each)
+	for c := range channels {
+		wg.Go(func() {
+			ch := fmt.Sprint("room:", c)
+			for i := 1; i <= each; i++ {
+				p := &message.Publication{Data: []byte(fmt.Sprint(i)), Offset: uint64(i)}
+				// The list in another order each time: the same nodes.
+				to := []string{"a", "b"}
+				if i%2 == 0 {
+					to = []string{"b", "a", "b"}
+				}
+				if err := pub.SendTo(ctx, to, ch, p, message.StreamPosition{Offset: uint64(i), Epoch: "e"}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := pub.PublishControl(ctx, []byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "binds"} {
+		n := nodes[id]
+		n.Rec.WaitFor(t, "the fanout on "+id, func() bool { return len(n.Rec.Events("control", "")) > 0 })
+		for c := range channels {
+			ch := fmt.Sprint("room:", c)
+			var got []uint64
+			for _, e := range n.Rec.Events("pub", ch) {
+				got = append(got, e.Pub.Offset)
+			}
+			var want []uint64
+			if id != "binds" {
+				for i := 1; i <= each; i++ {
+					want = append(want, uint64(i))
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s received offsets %v in %s, want %v", id, got, ch, want)
+			}
+		}
+	}
+	packs, packed := pub.Packed()
+	t.Logf("%d publications: %d went in %d packs", channels*each, packed, packs)
+	if packs == 0 || packed < 2*packs {
+		t.Errorf("%d packs carrying %d publications: %d concurrent senders packed nothing", packs, packed, channels)
+	}
+	// Nothing for a listed node is also nothing at all.
+	if err := pub.SendTo(ctx, nil, "room:0", brokertest.Pub(99, "x"), message.StreamPosition{Offset: 99}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSendToAfterClose: a closed broker refuses at once, and Close waits
+// for no pack forever.
+func TestSendToAfterClose(t *testing.T) {
+	top := testenv.NewTopology(t)
+	n := brokertest.Start(t, newBroker(t, top, "", amqp.Options{NodeID: "pub"}))
+	b := n.B.(*amqp.Broker)
+	ctx := ctxFor(t, 10*time.Second)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_ = b.SendTo(ctx, []string{"gone"}, "room", brokertest.Pub(uint64(i+1), "x"), message.StreamPosition{Offset: uint64(i + 1)})
+		})
+	}
+	_ = b.Close()
+	wg.Wait()
+	if err := b.SendTo(ctx, []string{"gone"}, "room", brokertest.Pub(1, "x"), message.StreamPosition{}); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("SendTo after Close: %v, want ErrClosed", err)
 	}
 }

@@ -31,6 +31,14 @@ func fromProtoInfo(i *protocol.ClientInfo) *message.ClientInfo {
 }
 
 func encodePublication(channel string, pub *message.Publication, sp message.StreamPosition) (amqp.Publishing, error) {
+	body, err := marshalPublication(pub)
+	if err != nil {
+		return amqp.Publishing{}, err
+	}
+	return publicationMessage(channel, sp, body), nil
+}
+
+func marshalPublication(pub *message.Publication) ([]byte, error) {
 	body, err := (&protocol.Publication{
 		Data:   pub.Data,
 		Info:   toProtoInfo(pub.Info),
@@ -39,8 +47,13 @@ func encodePublication(channel string, pub *message.Publication, sp message.Stre
 		Time:   pub.Time,
 	}).MarshalCF()
 	if err != nil {
-		return amqp.Publishing{}, fmt.Errorf("amqp broker: encode publication: %w", err)
+		return nil, fmt.Errorf("amqp broker: encode publication: %w", err)
 	}
+	return body, nil
+}
+
+// publicationMessage wraps an encoded publication (marshalPublication).
+func publicationMessage(channel string, sp message.StreamPosition, body []byte) amqp.Publishing {
 	return amqp.Publishing{
 		Type:         TypePublication,
 		ContentType:  contentTypeProtobuf,
@@ -51,14 +64,14 @@ func encodePublication(channel string, pub *message.Publication, sp message.Stre
 			HeaderOffset:  int64(sp.Offset),
 		},
 		Body: body,
-	}, nil
+	}
 }
 
 func decodePublication(d *amqp.Delivery) (*message.Publication, message.StreamPosition, error) {
 	var sp message.StreamPosition
-	var p protocol.Publication
-	if err := p.UnmarshalCF(d.Body); err != nil {
-		return nil, sp, fmt.Errorf("decode body: %w", err)
+	pub, err := unmarshalPublication(d.Body)
+	if err != nil {
+		return nil, sp, err
 	}
 	sp.Epoch, _ = d.Headers[HeaderEpoch].(string)
 	switch off := d.Headers[HeaderOffset].(type) {
@@ -71,13 +84,21 @@ func decodePublication(d *amqp.Delivery) (*message.Publication, message.StreamPo
 	default:
 		return nil, sp, fmt.Errorf("offset header of type %T", off)
 	}
+	return pub, sp, nil
+}
+
+func unmarshalPublication(body []byte) (*message.Publication, error) {
+	var p protocol.Publication
+	if err := p.UnmarshalCF(body); err != nil {
+		return nil, fmt.Errorf("decode body: %w", err)
+	}
 	return &message.Publication{
 		Offset: p.Offset,
 		Data:   p.Data,
 		Info:   fromProtoInfo(p.Info),
 		Tags:   p.Tags,
 		Time:   p.Time,
-	}, sp, nil
+	}, nil
 }
 
 func encodeInfo(typ, channel string, info *message.ClientInfo) (amqp.Publishing, error) {

@@ -151,6 +151,8 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) bool {
 		b.probeMu.Unlock()
 	case TypeControl, TypeNode:
 		h.HandleControl(d.Body)
+	case TypePack:
+		return b.dispatchPack(h, d)
 	case TypePublication, TypeJoin, TypeLeave:
 		channel, _ := d.Headers[HeaderChannel].(string)
 		if channel == "" {
@@ -185,6 +187,43 @@ func (b *Broker) dispatch(h broker.Handler, d *amqp.Delivery) bool {
 	default:
 		b.log.Warn("rejecting a message of unknown type", "type", d.Type)
 		return false
+	}
+	return true
+}
+
+// dispatchPack hands a pack's publications (SendTo) to the handler, each
+// run of one subscribed channel together; false when the pack is
+// malformed (nothing of it is delivered then).
+func (b *Broker) dispatchPack(h broker.Handler, d *amqp.Delivery) bool {
+	entries, err := decodePack(d.Body)
+	if err != nil {
+		b.log.Warn("rejecting a malformed pack", "error", err)
+		return false
+	}
+	bh, _ := h.(broker.BatchHandler)
+	for i := 0; i < len(entries); {
+		channel := entries[i].channel
+		j := i + 1
+		for j < len(entries) && entries[j].channel == channel {
+			j++
+		}
+		run := entries[i:j]
+		i = j
+		if !b.subscribed(channel) {
+			continue
+		}
+		if len(run) == 1 || bh == nil {
+			for _, e := range run {
+				h.HandlePublication(channel, e.pub, e.sp)
+			}
+			continue
+		}
+		pubs := make([]*message.Publication, len(run))
+		sps := make([]message.StreamPosition, len(run))
+		for k, e := range run {
+			pubs[k], sps[k] = e.pub, e.sp
+		}
+		bh.HandlePublications(channel, pubs, sps)
 	}
 	return true
 }

@@ -164,9 +164,13 @@ func (s *Store) NodeAlive(ctx context.Context, node string) (bool, error) {
 	return !inserted, nil
 }
 
-// ApplicationName is the application_name of the store's connections.
-// Releases before the directory set none.
-const ApplicationName = "parley-chatserver"
+// ApplicationName is the application_name of the store's connections; it
+// names what replicas of this release send each other, so that a replica
+// sees one of another release as a legacy client and both fall back to
+// bindings for the rolling update. Releases before the directory set none;
+// "parley-chatserver" sent publications one per message; "/2" packs them
+// (broker.Directed.SendTo). Change the suffix with the wire.
+const ApplicationName = "parley-chatserver/2"
 
 // LegacyClients implements store.Directory: sessions of the same role in the
 // same database with another application_name. A role sees its own
