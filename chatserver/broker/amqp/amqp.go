@@ -376,7 +376,7 @@ func (b *Broker) Close() error {
 			closeConn(sess.conn)
 		}
 		// Their publishes fail now; each waiting caller hears why.
-		b.packs.drains.Wait()
+		b.packs.close()
 	})
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/message"
 )
 
@@ -59,8 +60,10 @@ type packQueue struct {
 type packer struct {
 	mu     sync.Mutex
 	queues map[string]*packQueue // by packKey
-	// drains are the goroutines sending what piled up; Close waits for them.
+	// drains are the goroutines sending what piled up; Close waits for
+	// them, after setting closed (under mu), from when on none starts.
 	drains sync.WaitGroup
+	closed bool
 	// packs and packed count the packs confirmed and the publications in them.
 	packs, packed atomic.Int64
 }
@@ -131,7 +134,11 @@ func (b *Broker) packDone(key string, q *packQueue) {
 	p := &b.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(q.items) == 0 {
+	if len(q.items) == 0 || p.closed {
+		for _, it := range q.items {
+			it.done <- broker.ErrClosed
+		}
+		q.items = nil
 		q.busy = false
 		delete(p.queues, key)
 		return
@@ -141,6 +148,14 @@ func (b *Broker) packDone(key string, q *packQueue) {
 		defer p.drains.Done()
 		b.drainPacks(key, q)
 	}()
+}
+
+// close fails what waits from now on and waits for the drains under way.
+func (p *packer) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.drains.Wait()
 }
 
 // drainPacks sends q's waiting calls, as many as a pack holds at a time,
