@@ -30,16 +30,28 @@ type legacy struct{ broker.Broker }
 // publishing anything itself, so no gap fill can hide a publication that
 // was never routed to it. Once the old client is gone, the new replica
 // unbinds its channels.
+//
+// The old client comes in two kinds: one that sets no application_name
+// (releases before the directory) and one calling itself
+// "parley-chatserver", as the first directory release did, which cannot
+// read packs and must get none either.
 func TestRollingUpgradeFromBindings(t *testing.T) {
-	for _, forced := range []bool{true, false} {
-		t.Run(map[bool]string{true: "bindings", false: "detected"}[forced], func(t *testing.T) {
+	for _, variant := range []string{"bindings", "detected", "detected-directory-release"} {
+		forced := variant == "bindings"
+		t.Run(variant, func(t *testing.T) {
 			c := startCluster(t, 2)
 			var oldClient *pgx.Conn
 			if !forced {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				var err error
-				if oldClient, err = pgx.Connect(ctx, c.db.URL); err != nil {
+				cfg, err := pgx.ParseConfig(c.db.URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if variant == "detected-directory-release" {
+					cfg.RuntimeParams["application_name"] = "parley-chatserver"
+				}
+				if oldClient, err = pgx.ConnectConfig(ctx, cfg); err != nil {
 					t.Fatal(err)
 				}
 				defer oldClient.Close(context.Background())
