@@ -66,20 +66,92 @@ func (s *Store) Register(ctx context.Context, channel, node string) (message.Str
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	var pos message.StreamPosition
+	pos, err := s.registers.do(ctx, registerRequest{channel: channel, node: node})
+	return pos, wrapErr("register", err)
+}
+
+// registerSQL adds node to the channel row (made if missing) and returns
+// the position under the row's lock, so that every append after it lists
+// the node.
+const registerSQL = `
+	INSERT INTO parley_channels AS c (name, epoch, nodes) VALUES ($1, $2, ARRAY[$3::text])
+	ON CONFLICT (name) DO UPDATE SET nodes = CASE WHEN $3 = ANY(c.nodes) THEN c.nodes ELSE array_append(c.nodes, $3) END
+	RETURNING top_offset, epoch`
+
+type registerRequest struct{ channel, node string }
+
+type registrar = batcher[registerRequest, message.StreamPosition]
+
+// newRegistrar groups registrations: a connect storm brings a first
+// subscriber for hundreds of rooms at once, each a commit, while the
+// room's later subscribers wait for it. A group is one pipelined
+// transaction, one commit (durable: a registration lost to a crash would
+// leave the node unsent). Its rows are locked in the batcher's order, the
+// order group commit locks them in, so the two never wait in a cycle.
+func newRegistrar(s *Store) *registrar {
+	return newBatcher(2, 64, func(r registerRequest) string { return r.channel }, s.registerGroup)
+}
+
+// RegisterStats reports how many transactions carried how many
+// registrations since the store opened (for tests and benchmarks).
+func (s *Store) RegisterStats() (groups, registrations int64) {
+	return s.registers.groups.Load(), s.registers.items.Load()
+}
+
+func (s *Store) registerGroup(group []*pending[registerRequest, message.StreamPosition]) {
+	ctx, cancel := s.opCtx(context.Background())
+	defer cancel()
+	var positions []message.StreamPosition
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		var offset int64
-		err = s.pool.QueryRow(ctx, `
-			INSERT INTO parley_channels AS c (name, epoch, nodes) VALUES ($1, $2, ARRAY[$3::text])
-			ON CONFLICT (name) DO UPDATE SET nodes = CASE WHEN $3 = ANY(c.nodes) THEN c.nodes ELSE array_append(c.nodes, $3) END
-			RETURNING top_offset, epoch`, channel, store.InitialEpoch(s.seed, channel), node).Scan(&offset, &pos.Epoch)
-		pos.Offset = uint64(offset)
-		if !retryable(err) {
+		if positions, err = s.registerBatch(ctx, group); !retryable(err) {
 			break
 		}
 	}
-	return pos, wrapErr("register", err)
+	if err != nil && len(group) > 1 {
+		// Refused as a whole: each alone, with its own answer.
+		for _, r := range group {
+			pos, err := s.registerBatch(ctx, []*pending[registerRequest, message.StreamPosition]{r})
+			if err != nil {
+				r.answer(message.StreamPosition{}, err)
+				continue
+			}
+			r.answer(pos[0], nil)
+		}
+		return
+	}
+	for i, r := range group {
+		if err != nil {
+			r.answer(message.StreamPosition{}, err)
+			continue
+		}
+		r.answer(positions[i], nil)
+	}
+}
+
+// registerBatch runs registerSQL for each request in one implicit
+// transaction (a pipeline with one Sync); the positions are valid only
+// when it commits.
+func (s *Store) registerBatch(ctx context.Context, group []*pending[registerRequest, message.StreamPosition]) ([]message.StreamPosition, error) {
+	b := &pgx.Batch{}
+	for _, p := range group {
+		b.Queue(registerSQL, p.q.channel, store.InitialEpoch(s.seed, p.q.channel), p.q.node)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	positions := make([]message.StreamPosition, len(group))
+	var err error
+	for i := 0; err == nil && i < len(group); i++ {
+		var offset int64
+		err = br.QueryRow().Scan(&offset, &positions[i].Epoch)
+		positions[i].Offset = uint64(offset)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return positions, nil
 }
 
 // Unregister implements store.Directory. A channel row that Register

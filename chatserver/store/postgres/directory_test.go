@@ -329,3 +329,61 @@ func TestNodesGrouped(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRegistrationsGrouped: registrations arriving together (a connect
+// storm's first subscribers) share transactions, and each still gets its
+// own channel's position and lands in its own row.
+func TestRegistrationsGrouped(t *testing.T) {
+	d := testenv.NewDatabase(t, "parley_directory_register")
+	s := open(t, d.URL, postgres.Options{})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const channels, nodes = 30, 4
+	for i := range channels {
+		for range i % 5 {
+			if _, err := s.Append(ctx, fmt.Sprint("room:", i), &message.Publication{Data: []byte(`1`)}, store.AppendOptions{HistorySize: 10, HistoryTTL: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, channels*nodes)
+	for i := range channels {
+		for n := range nodes {
+			wg.Go(func() {
+				ch := fmt.Sprint("room:", i)
+				pos, err := s.Register(ctx, ch, fmt.Sprint("n", n))
+				if err == nil {
+					var want message.StreamPosition
+					if want, err = s.Position(ctx, ch); err == nil && pos != want {
+						err = fmt.Errorf("%s: registered at %+v, its position is %+v", ch, pos, want)
+					}
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range channels {
+		ch := fmt.Sprint("room:", i)
+		got, err := s.Nodes(ctx, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"n0", "n1", "n2", "n3"}; !slices.Equal(sorted(got), want) {
+			t.Errorf("%s: nodes %v, want %v", ch, got, want)
+		}
+	}
+	groups, regs := s.RegisterStats()
+	t.Logf("%d registrations in %d transactions", regs, groups)
+	if regs != channels*nodes || groups >= regs {
+		t.Errorf("%d registrations in %d transactions: none shared one", regs, groups)
+	}
+}

@@ -99,6 +99,8 @@ type Store struct {
 	admits *admitter
 	// lookups groups concurrent directory reads (directory.go).
 	lookups *lookuper
+	// registers groups concurrent directory registrations (directory.go).
+	registers *registrar
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -174,6 +176,7 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.admits = newAdmitter(s)
 	s.lookups = newLookuper(s)
+	s.registers = newRegistrar(s)
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -196,6 +199,7 @@ func (s *Store) Close() error {
 		}
 		s.admits.stop()
 		s.lookups.stop()
+		s.registers.stop()
 		s.pool.Close()
 	})
 	return nil
