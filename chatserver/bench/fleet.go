@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -163,9 +164,31 @@ func (f *Fleet) Do(cmds ...Command) ([]Reply, error) {
 			}
 		}()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(DoTimeout):
+		// A worker that never answers would hold the run (and a test) until
+		// its timeout with nothing said: say where every goroutine of this
+		// process is (in-process workers live here), then stop the worker
+		// processes, which ends the reads waiting for them.
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		fmt.Fprintf(os.Stderr, "bench: workers did not answer %q within %v; goroutines:\n%s\n", cmds[0].Op, DoTimeout, buf)
+		for _, r := range f.workers {
+			if r.cmd != nil && r.cmd.Process != nil {
+				_ = r.cmd.Process.Kill()
+			}
+		}
+		return replies, fmt.Errorf("workers did not answer %q within %v", cmds[0].Op, DoTimeout)
+	}
 	return replies, errors.Join(errs...)
 }
+
+// DoTimeout bounds one command to the workers; the longest, a connect
+// phase of tens of thousands of clients, takes well under a minute.
+var DoTimeout = 5 * time.Minute
 
 // Snapshot merges every worker's stats.
 func (f *Fleet) Snapshot(reset bool) (*Stats, error) {
