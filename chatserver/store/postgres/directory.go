@@ -92,10 +92,11 @@ func newRegistrar(s *Store) *registrar {
 	return newBatcher(2, 64, func(r registerRequest) string { return r.channel }, s.registerGroup)
 }
 
-// RegisterStats reports how many transactions carried how many
-// registrations since the store opened (for tests and benchmarks).
-func (s *Store) RegisterStats() (groups, registrations int64) {
-	return s.registers.groups.Load(), s.registers.items.Load()
+// DirectoryWriteStats reports how many transactions carried how many
+// registrations and unregistrations since the store opened (for tests and
+// benchmarks).
+func (s *Store) DirectoryWriteStats() (groups, writes int64) {
+	return s.registers.groups.Load() + s.unregisters.groups.Load(), s.registers.items.Load() + s.unregisters.items.Load()
 }
 
 func (s *Store) registerGroup(group []*pending[registerRequest, message.StreamPosition]) {
@@ -160,13 +161,52 @@ func (s *Store) registerBatch(ctx context.Context, group []*pending[registerRequ
 // Store contract: only appends create streams). Its position was the
 // initial one, which a new row gives again.
 func (s *Store) Unregister(ctx context.Context, channel, node string) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	b := &pgx.Batch{}
-	b.Queue(`UPDATE parley_channels SET nodes = array_remove(nodes, $2) WHERE name = $1 AND $2 = ANY(nodes)`, channel, node)
-	b.Queue(`DELETE FROM parley_channels WHERE name = $1 AND top_offset = 0 AND epoch = $2 AND nodes = '{}'`,
-		channel, store.InitialEpoch(s.seed, channel))
-	return wrapErr("unregister", s.pool.SendBatch(ctx, b).Close())
+	_, err := s.unregisters.do(ctx, registerRequest{channel: channel, node: node})
+	return wrapErr("unregister", err)
+}
+
+type unregistrar = batcher[registerRequest, struct{}]
+
+// newUnregistrar groups unregistrations as newRegistrar groups
+// registrations: a disconnect storm ends the last local subscription of
+// hundreds of rooms at once.
+func newUnregistrar(s *Store) *unregistrar {
+	return newBatcher(2, 64, func(r registerRequest) string { return r.channel }, s.unregisterGroup)
+}
+
+func (s *Store) unregisterGroup(group []*pending[registerRequest, struct{}]) {
+	ctx, cancel := s.opCtx(context.Background())
+	defer cancel()
+	run := func(group []*pending[registerRequest, struct{}]) error {
+		b := &pgx.Batch{}
+		for _, p := range group {
+			b.Queue(`UPDATE parley_channels SET nodes = array_remove(nodes, $2) WHERE name = $1 AND $2 = ANY(nodes)`, p.q.channel, p.q.node)
+			b.Queue(`DELETE FROM parley_channels WHERE name = $1 AND top_offset = 0 AND epoch = $2 AND nodes = '{}'`,
+				p.q.channel, store.InitialEpoch(s.seed, p.q.channel))
+		}
+		return s.pool.SendBatch(ctx, b).Close()
+	}
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if err = run(group); !retryable(err) {
+			break
+		}
+	}
+	if err != nil && len(group) > 1 {
+		// Refused as a whole: each alone, with its own answer.
+		for _, r := range group {
+			r.answer(struct{}{}, run([]*pending[registerRequest, struct{}]{r}))
+		}
+		return
+	}
+	for _, r := range group {
+		r.answer(struct{}{}, err)
+	}
 }
 
 // Nodes implements store.Directory. Reads that arrive while one is in

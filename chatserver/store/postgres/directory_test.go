@@ -381,9 +381,43 @@ func TestRegistrationsGrouped(t *testing.T) {
 			t.Errorf("%s: nodes %v, want %v", ch, got, want)
 		}
 	}
-	groups, regs := s.RegisterStats()
+	groups, regs := s.DirectoryWriteStats()
 	t.Logf("%d registrations in %d transactions", regs, groups)
 	if regs != channels*nodes || groups >= regs {
 		t.Errorf("%d registrations in %d transactions: none shared one", regs, groups)
+	}
+
+	// And all unregister at once: channels with history keep their row,
+	// with nobody in it; the others leave nothing.
+	errs = make(chan error, channels*nodes)
+	for i := range channels {
+		for n := range nodes {
+			wg.Go(func() {
+				if err := s.Unregister(ctx, fmt.Sprint("room:", i), fmt.Sprint("n", n)); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range channels {
+		ch := fmt.Sprint("room:", i)
+		var rows int
+		var left []string
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*), coalesce(max(nodes), '{}') FROM parley_channels WHERE name = $1`, ch).Scan(&rows, &left); err != nil {
+			t.Fatal(err)
+		}
+		if want := min(i%5, 1); rows != want || len(left) != 0 {
+			t.Errorf("%s: %d rows holding %v, want %d with nobody", ch, rows, left, want)
+		}
+	}
+	g2, w2 := s.DirectoryWriteStats()
+	t.Logf("%d unregistrations in %d transactions", w2-regs, g2-groups)
+	if w2-regs != channels*nodes || g2-groups >= w2-regs {
+		t.Errorf("%d unregistrations in %d transactions: none shared one", w2-regs, g2-groups)
 	}
 }

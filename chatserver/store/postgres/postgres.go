@@ -101,6 +101,8 @@ type Store struct {
 	lookups *lookuper
 	// registers groups concurrent directory registrations (directory.go).
 	registers *registrar
+	// unregisters groups concurrent unregistrations (directory.go).
+	unregisters *unregistrar
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -177,6 +179,7 @@ func New(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.admits = newAdmitter(s)
 	s.lookups = newLookuper(s)
 	s.registers = newRegistrar(s)
+	s.unregisters = newUnregistrar(s)
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	if opts.RetentionInterval > 0 {
@@ -200,6 +203,7 @@ func (s *Store) Close() error {
 		s.admits.stop()
 		s.lookups.stop()
 		s.registers.stop()
+		s.unregisters.stop()
 		s.pool.Close()
 	})
 	return nil
