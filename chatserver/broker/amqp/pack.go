@@ -1,14 +1,14 @@
 package amqp
 
 // Packing: publications a node sends to the same other nodes (SendTo)
-// while an earlier message to them awaits its confirm travel together, as
-// one AMQP message. RabbitMQ's cost is mostly per message, not per byte
+// while earlier messages to them await their confirms (maxInFlight) travel
+// together, as one AMQP message. RabbitMQ's cost is mostly per message, not per byte
 // (BenchmarkRabbitMQCost: ≈ 47 µs to take, route, confirm and deliver one
 // message at full speed, several times that at low rates), so under load a
 // pack of k publications costs it about what one did. Nothing waits for a
-// pack to fill: a call that finds no message in flight to its nodes sends
-// at once, alone; calls arriving while one is in flight go together, as
-// soon as it is confirmed (group commit, as the store's appends).
+// pack to fill: a call that finds room in flight to its nodes sends at
+// once, alone; calls arriving while there is none go together as soon as
+// a confirm makes room (group commit, as the store's appends).
 
 import (
 	"context"
@@ -49,12 +49,20 @@ type packItem struct {
 	done    chan error
 }
 
-// packQueue holds the calls waiting to go to one set of nodes; busy while
-// a message to them is in flight (then its sender sends what waits next).
+// maxInFlight is how many messages to one set of nodes may await their
+// confirms before calls wait and pack: with one, a call at a moderate rate
+// sometimes waited behind a lone message for a confirm round trip; two
+// let such neighbours pass and still pack under load.
+const maxInFlight = 2
+
+// packQueue holds the calls waiting to go to one set of nodes. inflight
+// counts its messages awaiting confirms (a drain's included); draining is
+// set while a goroutine sends the waiting calls, one pack at a time.
 type packQueue struct {
-	nodes []string
-	items []*packItem
-	busy  bool
+	nodes    []string
+	items    []*packItem
+	inflight int
+	draining bool
 }
 
 type packer struct {
@@ -107,7 +115,7 @@ func (b *Broker) SendTo(ctx context.Context, nodes []string, channel string, pub
 		q = &packQueue{nodes: sorted}
 		p.queues[key] = q
 	}
-	if q.busy {
+	if q.inflight >= maxInFlight || len(q.items) > 0 {
 		q.items = append(q.items, it)
 		p.mu.Unlock()
 		select {
@@ -119,35 +127,41 @@ func (b *Broker) SendTo(ctx context.Context, nodes []string, channel string, pub
 			return fmt.Errorf("waiting for the message to nodes before it: %w", ctx.Err())
 		}
 	}
-	q.busy = true
+	q.inflight++
 	p.mu.Unlock()
-	// Nothing was in flight: this call sends alone, at once, then hands
-	// what piled up meanwhile to a drain.
+	// Room in flight and nobody waiting: this call sends alone, at once,
+	// then hands what piled up meanwhile to a drain.
 	err = b.sendPack(ctx, sorted, []*packItem{it})
 	b.packDone(key, q)
 	return err
 }
 
-// packDone ends a send to q's nodes: a drain takes what piled up, or the
-// queue goes.
+// packDone ends a lone send to q's nodes: a drain takes what piled up,
+// or the queue goes once nothing is in flight.
 func (b *Broker) packDone(key string, q *packQueue) {
 	p := &b.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(q.items) == 0 || p.closed {
+	q.inflight--
+	if p.closed {
 		for _, it := range q.items {
 			it.done <- broker.ErrClosed
 		}
 		q.items = nil
-		q.busy = false
-		delete(p.queues, key)
+	}
+	if len(q.items) > 0 && !q.draining {
+		q.draining = true
+		q.inflight++
+		p.drains.Add(1)
+		go func() {
+			defer p.drains.Done()
+			b.drainPacks(key, q)
+		}()
 		return
 	}
-	p.drains.Add(1)
-	go func() {
-		defer p.drains.Done()
-		b.drainPacks(key, q)
-	}()
+	if q.inflight == 0 {
+		delete(p.queues, key)
+	}
 }
 
 // close fails what waits from now on and waits for the drains under way.
@@ -177,8 +191,10 @@ func (b *Broker) drainPacks(key string, q *packQueue) {
 		q.items = items[n:]
 		if len(batch) == 0 {
 			q.items = nil
-			q.busy = false
-			delete(p.queues, key)
+			q.draining = false
+			if q.inflight--; q.inflight == 0 {
+				delete(p.queues, key)
+			}
 			p.mu.Unlock()
 			return
 		}
