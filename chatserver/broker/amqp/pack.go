@@ -55,6 +55,11 @@ type packItem struct {
 // let such neighbours pass and still pack under load.
 const maxInFlight = 2
 
+// packedSize bounds the bytes an item takes in a pack's body (encodePack).
+func (it *packItem) packedSize() int {
+	return len(it.channel) + len(it.sp.Epoch) + len(it.pub) + 4*binary.MaxVarintLen64
+}
+
 // packQueue holds the calls waiting to go to one set of nodes. inflight
 // counts its messages awaiting confirms (a drain's included); draining is
 // set while a goroutine sends the waiting calls, one pack at a time.
@@ -103,16 +108,17 @@ func (b *Broker) SendTo(ctx context.Context, nodes []string, channel string, pub
 		return err
 	}
 	it := &packItem{channel: channel, sp: sp, pub: body, done: make(chan error, 1)}
-	sorted := slices.Clone(nodes)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
+	sorted := nodes // one node, the common case: nothing to order
+	if len(nodes) > 1 {
+		sorted = slices.Compact(slices.Sorted(slices.Values(nodes)))
+	}
 	key := packKey(sorted)
 
 	p := &b.packs
 	p.mu.Lock()
 	q := p.queues[key]
 	if q == nil {
-		q = &packQueue{nodes: sorted}
+		q = &packQueue{nodes: slices.Clone(sorted)} // outlives the caller's slice
 		p.queues[key] = q
 	}
 	if q.inflight >= maxInFlight || len(q.items) > 0 {
@@ -181,7 +187,7 @@ func (b *Broker) drainPacks(key string, q *packQueue) {
 		items, size := q.items, 0
 		n := 0
 		for n < len(items) && n < maxPackEntries {
-			size += len(items[n].channel) + len(items[n].sp.Epoch) + len(items[n].pub) + 3*binary.MaxVarintLen64
+			size += items[n].packedSize()
 			if n > 0 && size > maxPackBytes {
 				break
 			}
@@ -253,7 +259,7 @@ const contentTypePack = "application/x-parley-pack"
 func encodePack(items []*packItem) []byte {
 	size := 1
 	for _, it := range items {
-		size += len(it.channel) + len(it.sp.Epoch) + len(it.pub) + 4*binary.MaxVarintLen64
+		size += it.packedSize()
 	}
 	buf := make([]byte, 0, size)
 	buf = append(buf, packVersion)

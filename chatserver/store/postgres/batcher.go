@@ -166,3 +166,32 @@ func (b *batcher[Q, R]) runLive(group []*pending[Q, R]) {
 	slices.SortStableFunc(live, func(x, y *pending[Q, R]) int { return cmp.Compare(b.key(x.q), b.key(y.q)) })
 	b.run(live)
 }
+
+// answerGroup answers a group's requests from one batch call, which
+// returns a value per request or fails as a whole. A batch that never
+// reached the server (a dead pooled connection) is sent again once; one
+// the server refused is tried request by request, so each caller gets its
+// own answer and one bad request fails nobody else.
+func answerGroup[Q, R any](group []*pending[Q, R], batch func([]*pending[Q, R]) ([]R, error)) {
+	var vals []R
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if vals, err = batch(group); !retryable(err) {
+			break
+		}
+	}
+	if err != nil && len(group) > 1 {
+		for i := range group {
+			answerGroup(group[i:i+1], batch)
+		}
+		return
+	}
+	var zero R
+	for i, r := range group {
+		if err != nil {
+			r.answer(zero, err)
+			continue
+		}
+		r.answer(vals[i], nil)
+	}
+}

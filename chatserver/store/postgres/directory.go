@@ -102,32 +102,9 @@ func (s *Store) DirectoryWriteStats() (groups, writes int64) {
 func (s *Store) registerGroup(group []*pending[registerRequest, message.StreamPosition]) {
 	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
-	var positions []message.StreamPosition
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		if positions, err = s.registerBatch(ctx, group); !retryable(err) {
-			break
-		}
-	}
-	if err != nil && len(group) > 1 {
-		// Refused as a whole: each alone, with its own answer.
-		for _, r := range group {
-			pos, err := s.registerBatch(ctx, []*pending[registerRequest, message.StreamPosition]{r})
-			if err != nil {
-				r.answer(message.StreamPosition{}, err)
-				continue
-			}
-			r.answer(pos[0], nil)
-		}
-		return
-	}
-	for i, r := range group {
-		if err != nil {
-			r.answer(message.StreamPosition{}, err)
-			continue
-		}
-		r.answer(positions[i], nil)
-	}
+	answerGroup(group, func(g []*pending[registerRequest, message.StreamPosition]) ([]message.StreamPosition, error) {
+		return s.registerBatch(ctx, g)
+	})
 }
 
 // registerBatch runs registerSQL for each request in one implicit
@@ -182,31 +159,18 @@ func newUnregistrar(s *Store) *unregistrar {
 func (s *Store) unregisterGroup(group []*pending[registerRequest, struct{}]) {
 	ctx, cancel := s.opCtx(context.Background())
 	defer cancel()
-	run := func(group []*pending[registerRequest, struct{}]) error {
+	answerGroup(group, func(g []*pending[registerRequest, struct{}]) ([]struct{}, error) {
 		b := &pgx.Batch{}
-		for _, p := range group {
+		for _, p := range g {
 			b.Queue(`UPDATE parley_channels SET nodes = array_remove(nodes, $2) WHERE name = $1 AND $2 = ANY(nodes)`, p.q.channel, p.q.node)
 			b.Queue(`DELETE FROM parley_channels WHERE name = $1 AND top_offset = 0 AND epoch = $2 AND nodes = '{}'`,
 				p.q.channel, store.InitialEpoch(s.seed, p.q.channel))
 		}
-		return s.pool.SendBatch(ctx, b).Close()
-	}
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		if err = run(group); !retryable(err) {
-			break
+		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+			return nil, err
 		}
-	}
-	if err != nil && len(group) > 1 {
-		// Refused as a whole: each alone, with its own answer.
-		for _, r := range group {
-			r.answer(struct{}{}, run([]*pending[registerRequest, struct{}]{r}))
-		}
-		return
-	}
-	for _, r := range group {
-		r.answer(struct{}{}, err)
-	}
+		return make([]struct{}, len(g)), nil
+	})
 }
 
 // Nodes implements store.Directory. Reads that arrive while one is in
