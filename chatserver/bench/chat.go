@@ -75,8 +75,8 @@ func Chat(ctx context.Context, o Options, t Target, c ChatConfig) (*ChatResult, 
 		return nil, err
 	}
 	st.logStep = func(rate float64, w Window) {
-		o.logf("%s chat %5.0f pub/s: %7.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, publish p99 %7.2fms, server %.2f µs/msg, backing %.2f µs/pub %v %s",
-			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, w.AuxPerPubUsByName, w.Why)
+		o.logf("%s chat %5.0f pub/s: %7.0f msg/s delivered, p50 %6.2fms p99 %7.2fms, publish p99 %7.2fms, server %.2f µs/msg, backing %.2f µs/pub %v, stages %s %s",
+			t.Name, rate, w.DeliveredPerSec, w.Latency.P50Ms, w.Latency.P99Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, w.AuxPerPubUsByName, stagesCell(w.Stages), w.Why)
 	}
 	reference := c.Reference * o.scale()
 	rates := make([]float64, len(c.Rates))

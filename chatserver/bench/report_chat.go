@@ -125,15 +125,15 @@ func (r *SuiteResult) chatMarkdown() string {
 		p("### One node, in memory: Parley / Centrifugo\n\n%s\n", t)
 	}
 	p("### Every step\n\n")
-	p("| system | offered pub/s | delivered msg/s | p50 / p99 / p99.9 ms | publish RTT p50 / p99 ms | server CPU µs/msg | backing CPU µs/pub | of which, by process | sustained |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("| system | offered pub/s | delivered msg/s | p50 / p99 / p99.9 ms | publish RTT p50 / p99 ms | server CPU µs/msg | backing CPU µs/pub | of which, by process | server stages p50 / p99 ms | sustained |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		c := r.Chat[t.Name]
 		if c == nil {
 			continue
 		}
 		for _, w := range c.Steps {
-			p("| %s | %.0f | %.0f | %s | %.2f / %.2f | %.2f | %.2f | %s | %s |\n", t.Name, w.OfferedPubs, w.DeliveredPerSec, lat3(w.Latency),
-				w.PublishRTT.P50Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, byProcess(w.AuxPerPubUsByName), w.verdict())
+			p("| %s | %.0f | %.0f | %s | %.2f / %.2f | %.2f | %.2f | %s | %s | %s |\n", t.Name, w.OfferedPubs, w.DeliveredPerSec, lat3(w.Latency),
+				w.PublishRTT.P50Ms, w.PublishRTT.P99Ms, w.CPUPerMsgUs, w.AuxPerPubUs, byProcess(w.AuxPerPubUsByName), stagesCell(w.Stages), w.verdict())
 		}
 	}
 	p("\n| system | connect/s | connect p99 ms | CPU µs/connection: server / backing / clients | backing by process | max sustained pub/s | lost / gaps / dups |\n|---|---|---|---|---|---|---|\n")

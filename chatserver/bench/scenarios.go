@@ -132,6 +132,11 @@ type Window struct {
 	Retry         bool    `json:"retry,omitempty"` // the second try of a step
 	Why           string  `json:"why,omitempty"`
 	Profile       string  `json:"profile,omitempty"`
+	// Stages is where the server says its publications spent their time
+	// (parley_publish_stage_seconds over the window, all nodes: append is
+	// the store's commit, broker the confirmed publish). Bucket estimates;
+	// absent for servers without the histogram.
+	Stages map[string]Summary `json:"stages,omitempty"`
 }
 
 // measurer samples a target's processes and a fleet's counters together.
@@ -146,6 +151,9 @@ type measurer struct {
 	auxName map[int]string
 	client  ProcTotals
 	at      time.Time
+	// stages is the last scrape of the servers' stage histograms (nil when
+	// it failed: the window then reports none rather than a wrong delta).
+	stages map[string]promHist
 }
 
 func newMeasurer(t Target, f *Fleet) (*measurer, error) {
@@ -177,12 +185,15 @@ func (m *measurer) mark() error {
 		return fmt.Errorf("%s: %w", m.t.Name, err)
 	}
 	m.stats, m.procs, m.aux, m.client, m.at = s, p, ReadProcsLenient(m.auxPIDs), ReadProcsLenient(m.f.PIDs()), time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m.stages, _ = scrapeStages(ctx, m.t.MetricsURLs)
 	return nil
 }
 
 // window ends the current window (and starts the next).
 func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, error) {
-	prevStats, prevProcs, prevAux, prevClient, prevAt := m.stats, m.procs, m.aux, m.client, m.at
+	prevStats, prevProcs, prevAux, prevClient, prevAt, prevStages := m.stats, m.procs, m.aux, m.client, m.at, m.stages
 	if err := m.mark(); err != nil {
 		return Window{}, err
 	}
@@ -200,6 +211,9 @@ func (m *measurer) window(offeredPubs float64, subsPerPub float64) (Window, erro
 		Disconnects: s.DisconnectCount() - prevStats.DisconnectCount(),
 	}
 	w.DeliveredPerSec = float64(w.Delivered) / secs
+	if prevStages != nil && m.stages != nil {
+		w.Stages = stagesSince(prevStages, m.stages)
+	}
 	if w.Delivered > 0 {
 		w.CPUPerMsgUs = w.ServerCPUSec * 1e6 / float64(w.Delivered)
 		w.SysPerMsgUs = SysDelta(prevProcs, m.procs).Seconds() * 1e6 / float64(w.Delivered)
