@@ -126,6 +126,15 @@ type Directed interface {
 	PublishLeaveTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
 }
 
+// PackReporter is optionally implemented by brokers that carry several
+// publications in one message (the amqp broker's packs, under SendTo). The
+// node hands it a function to call once per pack the broker took, with the
+// number of publications it carried, for its metrics; a broker calls it
+// from its own goroutines, so it must be cheap and safe for concurrent use.
+type PackReporter interface {
+	ReportPacks(func(publications int))
+}
+
 // ResubscribeHandler is optionally implemented by a Handler: the broker calls
 // Resubscribed after it re-established subscriptions following a connection
 // loss, so the node can recover channels from history.

@@ -262,6 +262,11 @@ func TestPackedFanOutManyRooms(t *testing.T) {
 	for _, nd := range c.nodes {
 		p, n := nd.broker.Packed()
 		packs, packed = packs+p, packed+n
+		// The replica's metrics say the same as its broker.
+		m := nd.srv.Node.Metrics()
+		if mp, mn := testutil.ToFloat64(m.BrokerPacks), testutil.ToFloat64(m.BrokerPacked); mp != float64(p) || mn != float64(n) {
+			t.Errorf("metrics count %v packs of %v publications, the broker %d of %d", mp, mn, p, n)
+		}
 	}
 	t.Logf("%d publications; the replicas sent %d of them to each other in %d packs", rooms*4*each, packed, packs)
 	if packs == 0 {

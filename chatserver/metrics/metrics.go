@@ -39,6 +39,11 @@ type Metrics struct {
 	// DirectedSkipped counts committed publications no other replica was
 	// registered for (directory routing): nothing went to the broker.
 	DirectedSkipped prometheus.Counter
+	// BrokerPacks counts the broker messages that carried several
+	// publications to the same replicas (packs) and BrokerPacked the
+	// publications in them: their ratio is how many publications one
+	// broker message carries when publications pile up.
+	BrokerPacks, BrokerPacked prometheus.Counter
 	// OutboxUnsent is how many committed publications await re-sending, as
 	// this node last read the store's outbox (at most one sweep's batch).
 	OutboxUnsent prometheus.Gauge
@@ -107,6 +112,12 @@ func New() *Metrics {
 	m.DirectedSkipped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_directed_local_only_total", Help: "Committed publications of channels routed by the directory that no other replica had subscribers for: delivered here, nothing sent to the broker.",
 	})
+	m.BrokerPacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_broker_packs_total", Help: "Broker messages that carried several publications to the same replicas (packs), sent when publications to them piled up behind unconfirmed ones.",
+	})
+	m.BrokerPacked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_broker_packed_publications_total", Help: "Publications that went to other replicas inside packs (the rest went one per broker message).",
+	})
 	m.OutboxUnsent = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "parley_outbox_unsent", Help: "Committed publications not yet fanned out through the broker, as last read from the store's outbox (capped at one sweep's batch).",
 	})
@@ -124,7 +135,7 @@ func New() *Metrics {
 	m.OutPing = m.MessagesOut.WithLabelValues("ping")
 	r.MustRegister(m.Connections, m.Subscriptions, m.MessagesIn, m.MessagesOut, m.BytesOut, m.Errors,
 		m.Disconnects, m.MalformedFrames, m.PublishLatency, m.GapFills, m.BroadcastReceivers,
-		m.Ready, m.BrokerUp, m.StoreUp, m.BrokerPublishFailures, m.DirectedSkipped, m.OutboxUnsent, m.PublishStage,
+		m.Ready, m.BrokerUp, m.StoreUp, m.BrokerPublishFailures, m.DirectedSkipped, m.BrokerPacks, m.BrokerPacked, m.OutboxUnsent, m.PublishStage,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -132,6 +143,12 @@ func New() *Metrics {
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// Pack counts one pack the broker took, carrying publications.
+func (m *Metrics) Pack(publications int) {
+	m.BrokerPacks.Inc()
+	m.BrokerPacked.Add(float64(publications))
 }
 
 // Error counts a protocol error reply.

@@ -144,6 +144,9 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if n.metrics == nil {
 		n.metrics = metrics.New()
 	}
+	if pr, ok := b.(broker.PackReporter); ok {
+		pr.ReportPacks(n.metrics.Pack)
+	}
 	if n.verifier == nil {
 		v, err := auth.NewVerifier(cfg.Auth)
 		if err != nil {

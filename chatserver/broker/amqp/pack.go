@@ -77,9 +77,14 @@ type packer struct {
 	// them, after setting closed (under mu), from when on none starts.
 	drains sync.WaitGroup
 	closed bool
-	// packs and packed count the packs confirmed and the publications in them.
+	// packs and packed count the packs confirmed and the publications in
+	// them; report, when set, hears of each (ReportPacks).
 	packs, packed atomic.Int64
+	report        atomic.Pointer[func(int)]
 }
+
+// ReportPacks implements broker.PackReporter.
+func (b *Broker) ReportPacks(f func(publications int)) { b.packs.report.Store(&f) }
 
 // Packed reports how many packs RabbitMQ confirmed and how many
 // publications they carried (for tests and benchmarks).
@@ -246,6 +251,9 @@ func (b *Broker) sendPack(ctx context.Context, nodes []string, items []*packItem
 	if err == nil && len(items) > 1 {
 		b.packs.packs.Add(1)
 		b.packs.packed.Add(int64(len(items)))
+		if f := b.packs.report.Load(); f != nil {
+			(*f)(len(items))
+		}
 	}
 	return err
 }
