@@ -509,6 +509,11 @@ func (s *Store) history(ctx context.Context, channel string, opts store.HistoryO
 			low = max(low, int64(opts.Since.Offset))
 		}
 	}
+	if high-low <= 1 {
+		// Nothing lies between: a recovery that missed nothing (most of a
+		// reconnect storm's) needs no second round trip.
+		return nil, pos, nil
+	}
 	if opts.Reverse {
 		order = "DESC"
 	}
