@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/config"
-	"github.com/parley-chat/parley/chatserver/message"
 	"github.com/parley-chat/parley/chatserver/servertest"
 )
 
@@ -274,71 +272,4 @@ func TestPackedFanOutManyRooms(t *testing.T) {
 	if packs == 0 {
 		t.Error("no pack: the replicas sent each publication alone")
 	}
-}
-
-// gated holds its replica's sends to other replicas (SendTo) until the gate
-// opens, or refuses them while fail is set, as a RabbitMQ that is slow to
-// confirm or refuses would.
-type gated struct {
-	*lossy
-	gate chan struct{}
-	fail atomic.Bool
-	held atomic.Int64
-}
-
-func (g *gated) SendTo(ctx context.Context, nodes []string, ch string, pub *message.Publication, sp message.StreamPosition) error {
-	if g.fail.Load() {
-		return fmt.Errorf("%w: refused by the test", broker.ErrUnavailable)
-	}
-	g.held.Add(1)
-	select {
-	case <-g.gate:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return g.lossy.SendTo(ctx, nodes, ch, pub, sp)
-}
-
-// A publisher is answered once its publication is committed and delivered
-// on its own replica, without waiting for RabbitMQ to confirm the send to
-// the other replicas, which follows. A send RabbitMQ refuses after the
-// answer goes to the outbox, and another replica re-sends it.
-func TestAnsweredBeforeTheConfirm(t *testing.T) {
-	c := startCluster(t, 2)
-	ch := channel(t)
-	c.nodes[0].srv.Stop(t)
-	g := &gated{lossy: &lossy{}, gate: make(chan struct{})}
-	c.nodes[0] = c.startNodeWith(0, func(b broker.Broker) broker.Broker { g.Broker = b; return g })
-	c.waitReady(0)
-	pub := subscribe(t, client(t, c.nodes[0].srv.WS, "json", "publisher"), "publisher@node0", ch)
-	sub1 := subscribe(t, client(t, c.nodes[1].srv.WS, "protobuf", "s1"), "sub@node1", ch)
-	tl := newTally()
-	for i := range 3 {
-		if !tl.publish(pub.sub, fmt.Sprint("held-", i)) { // answered with every send held
-			t.Fatalf("publish %d: %v", i, tl.errs)
-		}
-	}
-	pub.waitFor(t, "the publications on their own replica", func() bool { return len(pub.publications()) == 3 })
-	if g.held.Load() != 3 {
-		t.Fatalf("%d sends held, want 3: the publications did not go the directed path", g.held.Load())
-	}
-	time.Sleep(100 * time.Millisecond)
-	if n := len(sub1.publications()); n != 0 {
-		t.Fatalf("the other replica delivered %d publications whose sends were all held", n)
-	}
-	close(g.gate)
-	sub1.waitFor(t, "the held publications", func() bool { return len(sub1.publications()) == 3 })
-
-	// Refused after the answer: the outbox has it, and a replica re-sends it.
-	g.fail.Store(true)
-	if !tl.publish(pub.sub, "refused") {
-		t.Fatalf("publish: %v", tl.errs)
-	}
-	sub1.waitFor(t, "the refused publication, from the outbox", func() bool { return len(sub1.publications()) == 4 })
-	g.fail.Store(false)
-	if v := testutil.ToFloat64(c.nodes[0].srv.Node.Metrics().BrokerPublishFailures); v != 1 {
-		t.Errorf("broker publish failures %v, want 1", v)
-	}
-	fence(t, tl, pub.sub, pub, sub1)
-	report(t, tl, pub, sub1)
 }

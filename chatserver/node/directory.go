@@ -159,12 +159,7 @@ func (n *Node) publishDirected(ctx context.Context, channel string, res store.Ap
 		return false, nil
 	}
 	// Only this release's replicas listen: under load the broker packs
-	// publications for the same replicas into one message. The publisher
-	// is answered without waiting for RabbitMQ's confirm (outbox.go,
-	// sendAfterReply) unless too many sends await theirs.
-	if n.sendAfterReply(channel, res, others) {
-		return false, nil
-	}
+	// publications for the same replicas into one message.
 	return true, n.dir.broker.SendTo(ctx, others, channel, res.Publication, res.Position)
 }
 

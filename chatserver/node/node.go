@@ -79,11 +79,6 @@ type Node struct {
 	// fills are the goroutines filling gaps from the store, off the
 	// broker's delivery path; Run waits for them.
 	fills sync.WaitGroup
-	// sends are the broker sends of publications already answered
-	// (sendAfterReply), at most MaxSendsAfterReply (afterReply's slots);
-	// Run waits for them.
-	sends      sync.WaitGroup
-	afterReply chan struct{}
 	// emu routes bidirectional-emulation requests (emulation.go).
 	emu emulation
 	// brokerDown is when the broker was first seen unreachable in the
@@ -124,8 +119,7 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), now: time.Now,
-		afterReply: make(chan struct{}, MaxSendsAfterReply)}
+	n := &Node{cfg: cfg, broker: b, store: s, hub: hub.New(), authz: auth.NewAuthorizer(cfg), seed: maphash.MakeSeed(), now: time.Now}
 	for i := range n.chans {
 		n.chans[i] = map[string]*chanState{}
 	}
@@ -186,7 +180,6 @@ func (n *Node) Run(ctx context.Context) error {
 		stop()
 		<-retried
 		n.fills.Wait()       // each bounded by its store timeout
-		n.sends.Wait()       // each bounded by sendAfterReplyTimeout
 		n.groups.Wait()      // inbox pushes, each bounded by its timeout
 		n.emu.running.Wait() // each bounded by emulationWait
 		n.reads.stop()

@@ -19,58 +19,6 @@ const RebroadcastInterval = 250 * time.Millisecond
 // UnsentBatch bounds the outbox entries one sweep re-publishes.
 const UnsentBatch = 100
 
-// MaxSendsAfterReply bounds the publications a replica has answered while
-// their broker send still awaits RabbitMQ's confirm (sendAfterReply). Past
-// it, a publisher waits for its own confirm again: a broker that stops
-// confirming slows publishers down instead of piling up goroutines.
-const MaxSendsAfterReply = 4096
-
-// sendAfterReplyTimeout bounds one such send and the outbox write after
-// it, whatever became of the publisher's request.
-const sendAfterReplyTimeout = 10 * time.Second
-
-// sendAfterReply sends a committed publication of a directed channel to the
-// other replicas in the background, so that its publisher is answered once
-// it is committed and delivered here, without also waiting for RabbitMQ's
-// confirm (half of a publish round trip at moderate rates, and what runs
-// the clients out of publish slots near the top rate). What the publisher
-// is told holds as before: the publication is committed (synchronous
-// commit) before the answer. If RabbitMQ refuses it, it goes to the outbox
-// as a synchronous send's would. The order of a channel's publications
-// does not depend on this: the broker queues sends to the same replicas in
-// the order they are called, and receivers fill any gap from history.
-// Reports false (nothing started) when MaxSendsAfterReply sends are
-// already waiting; the caller then sends and waits itself.
-func (n *Node) sendAfterReply(channel string, res store.AppendResult, others []string) bool {
-	select {
-	case n.afterReply <- struct{}{}:
-	default:
-		return false
-	}
-	n.sends.Go(func() {
-		defer func() { <-n.afterReply }()
-		ctx, cancel := context.WithTimeout(context.Background(), sendAfterReplyTimeout)
-		defer cancel()
-		start := time.Now()
-		err := n.dir.broker.SendTo(ctx, others, channel, res.Publication, res.Position)
-		if err == nil {
-			n.metrics.BrokerPublishSeconds.Observe(time.Since(start).Seconds())
-			return
-		}
-		n.metrics.BrokerPublishFailures.Inc()
-		if merr := n.store.MarkUnsent(ctx, channel, res.Position); merr != nil {
-			// Committed and answered: the other replicas' subscribers get it
-			// from history at the channel's next publication (a gap) or when
-			// they next recover, not live.
-			n.log.Error("committed publication reached neither the broker nor the outbox; other replicas recover it from history",
-				"channel", channel, "offset", res.Position.Offset, "broker_error", err, "outbox_error", merr)
-			return
-		}
-		n.log.Warn("broker publish failed; the outbox will re-send it", "channel", channel, "offset", res.Position.Offset, "error", err)
-	})
-	return true
-}
-
 // rebroadcastLoop sweeps the store's outbox (store.Outbox): publications
 // committed while their replica could not reach the broker, whichever
 // replica that was. Re-publishing a channel's newest one lets the other
