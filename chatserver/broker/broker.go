@@ -7,6 +7,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/parley-chat/parley/chatserver/message"
 )
@@ -126,13 +127,14 @@ type Directed interface {
 	PublishLeaveTo(ctx context.Context, nodes []string, channel string, info *message.ClientInfo) error
 }
 
-// PackReporter is optionally implemented by brokers that carry several
-// publications in one message (the amqp broker's packs, under SendTo). The
-// node hands it a function to call once per pack the broker took, with the
-// number of publications it carried, for its metrics; a broker calls it
-// from its own goroutines, so it must be cheap and safe for concurrent use.
-type PackReporter interface {
-	ReportPacks(func(publications int))
+// SendReporter is optionally implemented by brokers whose SendTo may carry
+// several publications in one message (the amqp broker's packs). The node
+// hands it a function to call for every message SendTo had confirmed, with
+// the number of publications it carried and the time from its publish to
+// its confirm, for its metrics; a broker calls it from its own goroutines,
+// so it must be cheap and safe for concurrent use.
+type SendReporter interface {
+	ReportSends(func(publications int, confirm time.Duration))
 }
 
 // ResubscribeHandler is optionally implemented by a Handler: the broker calls

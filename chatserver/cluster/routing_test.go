@@ -9,7 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parley-chat/parley/chatserver/broker"
 	"github.com/parley-chat/parley/chatserver/config"
@@ -267,9 +269,24 @@ func TestPackedFanOutManyRooms(t *testing.T) {
 		if mp, mn := testutil.ToFloat64(m.BrokerPacks), testutil.ToFloat64(m.BrokerPacked); mp != float64(p) || mn != float64(n) {
 			t.Errorf("metrics count %v packs of %v publications, the broker %d of %d", mp, mn, p, n)
 		}
+		// Every publication sent to the other replica has its confirm timed,
+		// as its whole send is (so the two stages count the same).
+		if sent, confirmed := observations(t, m.BrokerPublishSeconds), observations(t, m.ConfirmSeconds); confirmed == 0 || confirmed != sent {
+			t.Errorf("%d publications timed in the broker stage, %d in the confirm stage", sent, confirmed)
+		}
 	}
 	t.Logf("%d publications; the replicas sent %d of them to each other in %d packs", rooms*4*each, packed, packs)
 	if packs == 0 {
 		t.Error("no pack: the replicas sent each publication alone")
 	}
+}
+
+// observations is how many times a histogram child observed.
+func observations(t *testing.T, o prometheus.Observer) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }

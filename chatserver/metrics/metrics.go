@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -50,10 +51,14 @@ type Metrics struct {
 	// PublishStage times the two waits on a stored publication's path before
 	// its publisher is answered, so a latency gap can be split: "append" is
 	// the store's commit (with any wait for the group commit in flight),
-	// "broker" the broker's confirmed publish. AppendSeconds and
-	// BrokerPublishSeconds are its children, resolved once.
-	PublishStage                        *prometheus.HistogramVec
-	AppendSeconds, BrokerPublishSeconds prometheus.Observer
+	// "broker" the broker's confirmed publish. "confirm" is the part of
+	// "broker" from the publish of the message that carried it to RabbitMQ's
+	// confirm, for sends to chosen replicas (broker.SendReporter): broker
+	// minus confirm is the wait behind earlier messages to the same
+	// replicas. AppendSeconds, BrokerPublishSeconds and ConfirmSeconds are
+	// its children, resolved once.
+	PublishStage                                        *prometheus.HistogramVec
+	AppendSeconds, BrokerPublishSeconds, ConfirmSeconds prometheus.Observer
 }
 
 // New creates collectors registered in a fresh registry (with Go and process collectors).
@@ -123,13 +128,14 @@ func New() *Metrics {
 	})
 	m.PublishStage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "parley_publish_stage_seconds",
-		Help: "Time a stored publication spends in each stage before its publisher is answered: append (the store's commit), broker (the confirmed broker publish).",
+		Help: "Time a stored publication spends in each stage before its publisher is answered: append (the store's commit), broker (the confirmed broker publish); confirm is the part of broker from the publish of the message that carried it (alone or in a pack) to its confirm.",
 		// Sub-millisecond buckets: on a quiet system both stages are a few
 		// hundred microseconds.
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"stage"})
 	m.AppendSeconds = m.PublishStage.WithLabelValues("append")
 	m.BrokerPublishSeconds = m.PublishStage.WithLabelValues("broker")
+	m.ConfirmSeconds = m.PublishStage.WithLabelValues("confirm")
 	m.OutPush = m.MessagesOut.WithLabelValues("push")
 	m.OutReply = m.MessagesOut.WithLabelValues("reply")
 	m.OutPing = m.MessagesOut.WithLabelValues("ping")
@@ -145,10 +151,19 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
-// Pack counts one pack the broker took, carrying publications.
-func (m *Metrics) Pack(publications int) {
-	m.BrokerPacks.Inc()
-	m.BrokerPacked.Add(float64(publications))
+// Sent records one message the broker had confirmed for a send to chosen
+// replicas (broker.SendReporter): a pack when it carried several
+// publications, and its confirm time once per publication, so that the
+// confirm stage counts what the broker stage counts.
+func (m *Metrics) Sent(publications int, confirm time.Duration) {
+	if publications > 1 {
+		m.BrokerPacks.Inc()
+		m.BrokerPacked.Add(float64(publications))
+	}
+	s := confirm.Seconds()
+	for range publications {
+		m.ConfirmSeconds.Observe(s)
+	}
 }
 
 // Error counts a protocol error reply.

@@ -144,8 +144,8 @@ func New(cfg config.Config, b broker.Broker, s store.Store, logger *slog.Logger,
 	if n.metrics == nil {
 		n.metrics = metrics.New()
 	}
-	if pr, ok := b.(broker.PackReporter); ok {
-		pr.ReportPacks(n.metrics.Pack)
+	if sr, ok := b.(broker.SendReporter); ok {
+		sr.ReportSends(n.metrics.Sent)
 	}
 	if n.verifier == nil {
 		v, err := auth.NewVerifier(cfg.Auth)

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -78,13 +79,15 @@ type packer struct {
 	drains sync.WaitGroup
 	closed bool
 	// packs and packed count the packs confirmed and the publications in
-	// them; report, when set, hears of each (ReportPacks).
+	// them; report, when set, hears of every confirmed message (ReportSends).
 	packs, packed atomic.Int64
-	report        atomic.Pointer[func(int)]
+	report        atomic.Pointer[func(int, time.Duration)]
 }
 
-// ReportPacks implements broker.PackReporter.
-func (b *Broker) ReportPacks(f func(publications int)) { b.packs.report.Store(&f) }
+// ReportSends implements broker.SendReporter.
+func (b *Broker) ReportSends(f func(publications int, confirm time.Duration)) {
+	b.packs.report.Store(&f)
+}
 
 // Packed reports how many packs RabbitMQ confirmed and how many
 // publications they carried (for tests and benchmarks).
@@ -247,15 +250,19 @@ func (b *Broker) sendPack(ctx context.Context, nodes []string, items []*packItem
 		}
 		msg.Headers["CC"] = cc
 	}
+	start := time.Now()
 	err := b.publish(ctx, nodeKey(nodes[0]), msg)
-	if err == nil && len(items) > 1 {
+	if err != nil {
+		return err
+	}
+	if len(items) > 1 {
 		b.packs.packs.Add(1)
 		b.packs.packed.Add(int64(len(items)))
-		if f := b.packs.report.Load(); f != nil {
-			(*f)(len(items))
-		}
 	}
-	return err
+	if f := b.packs.report.Load(); f != nil {
+		(*f)(len(items), time.Since(start))
+	}
+	return nil
 }
 
 const contentTypePack = "application/x-parley-pack"
