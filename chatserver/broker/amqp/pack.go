@@ -187,10 +187,32 @@ func (p *packer) close() {
 }
 
 // drainPacks sends q's waiting calls, as many as a pack holds at a time,
-// until none is left.
+// until none is left. Up to maxInFlight of its packs await their confirms
+// at once (sent in order by this one goroutine): a pack waits for room, not
+// for the confirm of the pack before it, so one slow confirm holds the calls
+// in its own pack and not every call queued behind it.
 func (b *Broker) drainPacks(key string, q *packQueue) {
 	p := &b.packs
+	type unconfirmed struct {
+		items     []*packItem
+		confirmed func() error
+		cancel    context.CancelFunc
+	}
+	var window []unconfirmed
+	settleOldest := func() {
+		u := window[0]
+		window = window[1:]
+		err := u.confirmed()
+		u.cancel()
+		for _, it := range u.items {
+			it.done <- err
+		}
+	}
 	for {
+		if len(window) >= maxInFlight {
+			settleOldest()
+			continue
+		}
 		p.mu.Lock()
 		items, size := q.items, 0
 		n := 0
@@ -204,6 +226,11 @@ func (b *Broker) drainPacks(key string, q *packQueue) {
 		batch := items[:n:n]
 		q.items = items[n:]
 		if len(batch) == 0 {
+			if len(window) > 0 {
+				p.mu.Unlock()
+				settleOldest()
+				continue
+			}
 			q.items = nil
 			q.draining = false
 			if q.inflight--; q.inflight == 0 {
@@ -217,18 +244,23 @@ func (b *Broker) drainPacks(key string, q *packQueue) {
 		// own. After Close the publish fails at once (closed broker, lost
 		// connection), so a drain ends soon.
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
-		err := b.sendPack(ctx, q.nodes, batch)
-		cancel()
-		for _, it := range batch {
-			it.done <- err
+		confirmed, err := b.startPack(ctx, q.nodes, batch)
+		if err != nil {
+			cancel()
+			for _, it := range batch {
+				it.done <- err
+			}
+			continue
 		}
+		window = append(window, unconfirmed{items: batch, confirmed: confirmed, cancel: cancel})
 	}
 }
 
-// sendPack publishes items to nodes: routed by the first node's key with
+// startPack publishes items to nodes: routed by the first node's key with
 // the others in CC, so no binding of a channel's key (an older release's)
-// receives it. One item travels as an ordinary publication.
-func (b *Broker) sendPack(ctx context.Context, nodes []string, items []*packItem) error {
+// receives it. One item travels as an ordinary publication. It returns the
+// wait for RabbitMQ's confirm, which counts the pack once confirmed.
+func (b *Broker) startPack(ctx context.Context, nodes []string, items []*packItem) (confirmed func() error, err error) {
 	var msg amqp.Publishing
 	if len(items) == 1 {
 		it := items[0]
@@ -251,18 +283,32 @@ func (b *Broker) sendPack(ctx context.Context, nodes []string, items []*packItem
 		msg.Headers["CC"] = cc
 	}
 	start := time.Now()
-	err := b.publish(ctx, nodeKey(nodes[0]), msg)
+	sent, err := b.publishDeferred(ctx, nodeKey(nodes[0]), msg)
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		if err := sent(); err != nil {
+			return err
+		}
+		if len(items) > 1 {
+			b.packs.packs.Add(1)
+			b.packs.packed.Add(int64(len(items)))
+		}
+		if f := b.packs.report.Load(); f != nil {
+			(*f)(len(items), time.Since(start))
+		}
+		return nil
+	}, nil
+}
+
+// sendPack is startPack and the wait for its confirm.
+func (b *Broker) sendPack(ctx context.Context, nodes []string, items []*packItem) error {
+	confirmed, err := b.startPack(ctx, nodes, items)
 	if err != nil {
 		return err
 	}
-	if len(items) > 1 {
-		b.packs.packs.Add(1)
-		b.packs.packed.Add(int64(len(items)))
-	}
-	if f := b.packs.report.Load(); f != nil {
-		(*f)(len(items), time.Since(start))
-	}
-	return nil
+	return confirmed()
 }
 
 const contentTypePack = "application/x-parley-pack"

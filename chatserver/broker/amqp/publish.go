@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -17,8 +18,25 @@ import (
 // publish sends one message and waits for its confirm. Concurrent callers
 // share the confirm-mode channel, so their confirms are pipelined.
 func (b *Broker) publish(ctx context.Context, key string, msg amqp.Publishing) error {
-	if err := b.check(ctx); err != nil {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.opts.PublishTimeout)
+		defer cancel()
+	}
+	confirmed, err := b.publishDeferred(ctx, key, msg)
+	if err != nil {
 		return err
+	}
+	return confirmed()
+}
+
+// publishDeferred sends one message and returns the wait for its confirm,
+// so a sender can put the next message on the wire before this one is
+// confirmed. The wait ends with ctx, a lost connection or, at the latest,
+// PublishTimeout after the send.
+func (b *Broker) publishDeferred(ctx context.Context, key string, msg amqp.Publishing) (confirmed func() error, err error) {
+	if err := b.check(ctx); err != nil {
+		return nil, err
 	}
 	sess := b.session()
 	if sess == nil {
@@ -28,29 +46,31 @@ func (b *Broker) publish(ctx context.Context, key string, msg amqp.Publishing) e
 		if why == nil {
 			why = errors.New("not running")
 		}
-		return fmt.Errorf("%w: not connected: %v", broker.ErrUnavailable, why)
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.opts.PublishTimeout)
-		defer cancel()
+		return nil, fmt.Errorf("%w: not connected: %v", broker.ErrUnavailable, why)
 	}
 	msg.AppId = "parley"
 	dc, err := sess.pub.PublishWithDeferredConfirmWithContext(ctx, exchangeFor(b, msg.Type), key, false, false, msg)
 	if err != nil {
-		return fmt.Errorf("%w: publish: %v", broker.ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: publish: %v", broker.ErrUnavailable, err)
 	}
-	select {
-	case <-dc.Done():
-		if !dc.Acked() {
-			return fmt.Errorf("%w: RabbitMQ did not confirm the message", broker.ErrUnavailable)
+	sent := time.Now()
+	return func() error {
+		limit := time.NewTimer(b.opts.PublishTimeout - time.Since(sent))
+		defer limit.Stop()
+		select {
+		case <-dc.Done():
+			if !dc.Acked() {
+				return fmt.Errorf("%w: RabbitMQ did not confirm the message", broker.ErrUnavailable)
+			}
+			return nil
+		case <-sess.lost:
+			return fmt.Errorf("%w: connection lost before the confirm", broker.ErrUnavailable)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for the confirm: %v", broker.ErrUnavailable, ctx.Err())
+		case <-limit.C:
+			return fmt.Errorf("%w: no confirm within %s", broker.ErrUnavailable, b.opts.PublishTimeout)
 		}
-		return nil
-	case <-sess.lost:
-		return fmt.Errorf("%w: connection lost before the confirm", broker.ErrUnavailable)
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for the confirm: %v", broker.ErrUnavailable, ctx.Err())
-	}
+	}, nil
 }
 
 func exchangeFor(b *Broker, typ string) string {
