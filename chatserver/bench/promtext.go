@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -20,13 +21,43 @@ type GoMemory struct {
 	Goroutines float64 `json:"goroutines"`
 }
 
-// ParseGoMemory reads the Go collector's gauges from a Prometheus text exposition.
-func ParseGoMemory(r io.Reader) (GoMemory, error) {
+// parseFamilies reads a Prometheus text exposition.
+func parseFamilies(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
-		return GoMemory{}, fmt.Errorf("parse metrics: %w", err)
+		return nil, fmt.Errorf("parse metrics: %w", err)
 	}
+	return fams, nil
+}
+
+// fetchFamilies scrapes url (a /metrics endpoint).
+func fetchFamilies(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return parseFamilies(resp.Body)
+}
+
+// ParseGoMemory reads the Go collector's gauges from a Prometheus text exposition.
+func ParseGoMemory(r io.Reader) (GoMemory, error) {
+	fams, err := parseFamilies(r)
+	if err != nil {
+		return GoMemory{}, err
+	}
+	return goMemory(fams)
+}
+
+func goMemory(fams map[string]*dto.MetricFamily) (GoMemory, error) {
 	gauge := func(name string) float64 {
 		f := fams[name]
 		if f == nil || len(f.GetMetric()) == 0 {
@@ -53,17 +84,9 @@ func ParseGoMemory(r io.Reader) (GoMemory, error) {
 
 // FetchGoMemory scrapes url (a /metrics endpoint).
 func FetchGoMemory(ctx context.Context, url string) (GoMemory, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	fams, err := fetchFamilies(ctx, url)
 	if err != nil {
 		return GoMemory{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return GoMemory{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return GoMemory{}, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return ParseGoMemory(resp.Body)
+	return goMemory(fams)
 }

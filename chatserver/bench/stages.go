@@ -10,14 +10,11 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"sort"
 	"strings"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // stageMetric is the histogram the chat server keeps per publish stage.
@@ -32,19 +29,14 @@ type promHist struct {
 	sum    float64
 }
 
-// ParseStageHistograms reads the publish-stage histograms from a Prometheus
-// text exposition, by stage label. An exposition without them (Centrifugo,
-// an older Parley) gives an empty map, not an error.
-func ParseStageHistograms(r io.Reader) (map[string]promHist, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return nil, fmt.Errorf("parse metrics: %w", err)
-	}
+// stageHistograms picks the publish-stage histograms out of a scrape, by
+// stage label. A server without them (Centrifugo, an older Parley) gives an
+// empty map.
+func stageHistograms(fams map[string]*dto.MetricFamily) map[string]promHist {
 	out := map[string]promHist{}
 	f := fams[stageMetric]
 	if f == nil {
-		return out, nil
+		return out
 	}
 	for _, m := range f.GetMetric() {
 		h := m.GetHistogram()
@@ -70,7 +62,7 @@ func ParseStageHistograms(r io.Reader) (map[string]promHist, error) {
 		ph.count, ph.sum = h.GetSampleCount(), h.GetSampleSum()
 		out[stage] = ph
 	}
-	return out, nil
+	return out
 }
 
 // add sums b into h (the same metric on another node). Histograms with
@@ -172,19 +164,11 @@ func scrapeStages(ctx context.Context, urls []string) (map[string]promHist, erro
 		if u == "" {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		fams, err := fetchFamilies(ctx, u)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		hs, err := ParseStageHistograms(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", u, err)
-		}
+		hs := stageHistograms(fams)
 		for stage, h := range hs {
 			if total[stage], err = total[stage].add(h); err != nil {
 				return nil, err

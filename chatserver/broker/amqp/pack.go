@@ -51,9 +51,10 @@ type packItem struct {
 }
 
 // maxInFlight is how many messages to one set of nodes may await their
-// confirms before calls wait and pack: with one, a call at a moderate rate
-// sometimes waited behind a lone message for a confirm round trip; two
-// let such neighbours pass and still pack under load.
+// confirms before calls wait and pack (and how many packs a drain keeps
+// awaiting theirs): with one, a call at a moderate rate sometimes waited
+// behind a lone message for a confirm round trip; two let such neighbours
+// pass and still pack under load.
 const maxInFlight = 2
 
 // packedSize bounds the bytes an item takes in a pack's body (encodePack).

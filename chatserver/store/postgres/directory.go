@@ -80,6 +80,13 @@ const registerSQL = `
 
 type registerRequest struct{ channel, node string }
 
+// key orders a group's rows by channel, as group commit locks them.
+func (r registerRequest) key() string { return r.channel }
+
+// Directory writes in flight at once, and the most in one group (as long
+// as its row locks are held).
+const directoryGroups, directoryGroupMax = 2, 64
+
 type registrar = batcher[registerRequest, message.StreamPosition]
 
 // newRegistrar groups registrations: a connect storm brings a first
@@ -89,7 +96,7 @@ type registrar = batcher[registerRequest, message.StreamPosition]
 // leave the node unsent). Its rows are locked in the batcher's order, the
 // order group commit locks them in, so the two never wait in a cycle.
 func newRegistrar(s *Store) *registrar {
-	return newBatcher(2, 64, func(r registerRequest) string { return r.channel }, s.registerGroup)
+	return newBatcher(directoryGroups, directoryGroupMax, registerRequest.key, s.registerGroup)
 }
 
 // DirectoryWriteStats reports how many transactions carried how many
@@ -153,7 +160,7 @@ type unregistrar = batcher[registerRequest, struct{}]
 // registrations: a disconnect storm ends the last local subscription of
 // hundreds of rooms at once.
 func newUnregistrar(s *Store) *unregistrar {
-	return newBatcher(2, 64, func(r registerRequest) string { return r.channel }, s.unregisterGroup)
+	return newBatcher(directoryGroups, directoryGroupMax, registerRequest.key, s.unregisterGroup)
 }
 
 func (s *Store) unregisterGroup(group []*pending[registerRequest, struct{}]) {

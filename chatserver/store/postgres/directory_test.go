@@ -347,30 +347,36 @@ func TestRegistrationsGrouped(t *testing.T) {
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, channels*nodes)
-	for i := range channels {
-		for n := range nodes {
-			wg.Go(func() {
-				ch := fmt.Sprint("room:", i)
-				pos, err := s.Register(ctx, ch, fmt.Sprint("n", n))
-				if err == nil {
-					var want message.StreamPosition
-					if want, err = s.Position(ctx, ch); err == nil && pos != want {
-						err = fmt.Errorf("%s: registered at %+v, its position is %+v", ch, pos, want)
+	// everyPair runs f for every channel and node at once.
+	everyPair := func(f func(ch, node string) error) {
+		var wg sync.WaitGroup
+		errs := make(chan error, channels*nodes)
+		for i := range channels {
+			for n := range nodes {
+				wg.Go(func() {
+					if err := f(fmt.Sprint("room:", i), fmt.Sprint("n", n)); err != nil {
+						errs <- err
 					}
-				}
-				if err != nil {
-					errs <- err
-				}
-			})
+				})
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
 		}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	everyPair(func(ch, node string) error {
+		pos, err := s.Register(ctx, ch, node)
+		if err != nil {
+			return err
+		}
+		want, err := s.Position(ctx, ch)
+		if err == nil && pos != want {
+			err = fmt.Errorf("%s: registered at %+v, its position is %+v", ch, pos, want)
+		}
+		return err
+	})
 	for i := range channels {
 		ch := fmt.Sprint("room:", i)
 		got, err := s.Nodes(ctx, ch)
@@ -389,21 +395,7 @@ func TestRegistrationsGrouped(t *testing.T) {
 
 	// And all unregister at once: channels with history keep their row,
 	// with nobody in it; the others leave nothing.
-	errs = make(chan error, channels*nodes)
-	for i := range channels {
-		for n := range nodes {
-			wg.Go(func() {
-				if err := s.Unregister(ctx, fmt.Sprint("room:", i), fmt.Sprint("n", n)); err != nil {
-					errs <- err
-				}
-			})
-		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	everyPair(func(ch, node string) error { return s.Unregister(ctx, ch, node) })
 	for i := range channels {
 		ch := fmt.Sprint("room:", i)
 		var rows int
