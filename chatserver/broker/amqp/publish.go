@@ -55,8 +55,14 @@ func (b *Broker) publishDeferred(ctx context.Context, key string, msg amqp.Publi
 	}
 	sent := time.Now()
 	return func() error {
-		limit := time.NewTimer(b.opts.PublishTimeout - time.Since(sent))
-		defer limit.Stop()
+		// Every caller's ctx has a deadline today (publish and the drains
+		// set one); a timer per confirm is made only for one that has not.
+		var limit <-chan time.Time
+		if _, ok := ctx.Deadline(); !ok {
+			t := time.NewTimer(b.opts.PublishTimeout - time.Since(sent))
+			defer t.Stop()
+			limit = t.C
+		}
 		select {
 		case <-dc.Done():
 			if !dc.Acked() {
@@ -67,7 +73,7 @@ func (b *Broker) publishDeferred(ctx context.Context, key string, msg amqp.Publi
 			return fmt.Errorf("%w: connection lost before the confirm", broker.ErrUnavailable)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: waiting for the confirm: %v", broker.ErrUnavailable, ctx.Err())
-		case <-limit.C:
+		case <-limit:
 			return fmt.Errorf("%w: no confirm within %s", broker.ErrUnavailable, b.opts.PublishTimeout)
 		}
 	}, nil
