@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -231,6 +232,10 @@ func TestTokenFromChatClusterSecret(t *testing.T) {
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		// The API server's RBAC authorizer learns of the binding from its own
+		// watch, a moment after the create returned: wait until it allows
+		// the read, or the CLI's first request can still be forbidden.
+		waitAllowed(ctx, t, kc, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "secrets", Name: name + "-jwt"}, "reader")
 		reader := kubeconfigFor(t, env, "reader", nil, ns)
 		code, stdout, stderr := run(t, "", "token", "--cluster", name, "--kubeconfig", reader, "--user", "frank", "--audience", "parley-test")
 		if code != 0 {
@@ -264,4 +269,26 @@ func TestTokenFromChatClusterSecret(t *testing.T) {
 			})
 		}
 	})
+}
+
+// waitAllowed waits, for at most ten seconds, until the API server's
+// authorizer lets user do what attrs describe.
+func waitAllowed(ctx context.Context, t *testing.T, kc kubernetes.Interface, attrs authorizationv1.ResourceAttributes, user string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		review, err := kc.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &attrs},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("access review for %s: %v", user, err)
+		}
+		if review.Status.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still not allowed to %s %s %q after 10s: %s", user, attrs.Verb, attrs.Resource, attrs.Name, review.Status.Reason)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
